@@ -1,0 +1,130 @@
+"""Composition root: one Runyard wires the config, store, engine and token together.
+
+HTTP handlers and the CLI call the methods here; they hold no rules of their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+
+from runyard.config.loader import Config
+from runyard.domain.models import Run, TaskDefinition, TriggeredBy
+from runyard.domain.queries import RunQuery
+from runyard.engine.core import Engine, utc_now
+from runyard.exceptions import NotFound
+from runyard.store.runs import RunStore, database_url
+
+TOKEN_FILE = "token"
+
+
+def load_or_create_token(
+    data_dir: Path, environ: Mapping[str, str] = os.environ
+) -> tuple[str, bool]:
+    """Return the API token and whether it was just created.
+
+    RUNYARD_TOKEN wins; otherwise the token lives in `<data_dir>/token`, made
+    once with 256 random bits and readable by its owner only.
+    """
+    from_env = environ.get("RUNYARD_TOKEN")
+    if from_env:
+        return from_env, False
+    path = data_dir / TOKEN_FILE
+    if path.exists():
+        return path.read_text(encoding="utf-8").strip(), False
+    data_dir.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    # O_EXCL: two daemons starting at once must not both write a token.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(token + "\n")
+    return token, True
+
+
+class Runyard:
+    """The running service: what the API and CLI talk to."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        environ: Mapping[str, str] = os.environ,
+        clock: Callable[[], datetime] = utc_now,
+    ) -> None:
+        self.config = config
+        self.environ = environ
+        self.data_dir = config.daemon.data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.token, self.token_created = load_or_create_token(self.data_dir, environ)
+        self.store = RunStore.open(database_url(self.data_dir, environ))
+        self.started_at = clock()
+        self.engine = Engine(
+            tasks=config.tasks,
+            store=self.store,
+            data_dir=self.data_dir,
+            max_concurrent_runs=config.daemon.max_concurrent_runs,
+            clock=clock,
+            base_environ=environ,
+        )
+
+    async def start(self) -> None:
+        await self.engine.start()
+
+    async def stop(self) -> None:
+        await self.engine.shutdown(self.config.daemon.shutdown_timeout.total_seconds())
+        await asyncio.to_thread(self.store.close)
+
+    # ----- tasks -----------------------------------------------------------
+
+    def tasks(self) -> list[TaskDefinition]:
+        return sorted(self.engine.tasks.values(), key=lambda task: task.name)
+
+    def task(self, name: str) -> TaskDefinition:
+        task = self.engine.tasks.get(name)
+        if task is None:
+            raise NotFound("task", name)
+        return task
+
+    def task_counts(self, name: str) -> tuple[int, int]:
+        """Return (running, queued) for a task."""
+        return self.engine.counts(name)
+
+    # ----- runs ------------------------------------------------------------
+
+    async def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:
+        if query.task_name is not None and query.task_name not in self.engine.tasks:
+            # A removed task's history is still listable; only unknown names are refused.
+            names = await asyncio.to_thread(self.store.task_names_with_runs)
+            if query.task_name not in names:
+                raise NotFound("task", query.task_name)
+        return await asyncio.to_thread(self.store.list_runs, query)
+
+    async def get_run(self, run_id: str) -> Run:
+        live = self.engine.live_run(run_id)
+        if live is not None:
+            return live
+        run = await asyncio.to_thread(self.store.get_run, run_id)
+        if run is None:
+            raise NotFound("run", run_id)
+        return run
+
+    async def trigger(
+        self,
+        task_name: str,
+        params: Mapping[str, object],
+        triggered_by: TriggeredBy = TriggeredBy.API,
+    ) -> list[Run]:
+        return await self.engine.trigger(task_name, params, triggered_by)
+
+    async def stop_run(self, run_id: str) -> Run:
+        return await self.engine.stop(run_id)
+
+    async def wait_for_end(self, run_id: str, timeout: float) -> Run | None:
+        return await self.engine.wait_for_end(run_id, timeout)
+
+    def log_path(self, run_id: str) -> Path:
+        return self.engine.log_path(run_id)

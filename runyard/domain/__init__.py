@@ -1,0 +1,1 @@
+"""Pure domain: models, enums and policies. Imports only the standard library."""

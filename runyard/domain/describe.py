@@ -1,0 +1,69 @@
+"""The multi-line description a run carries: how it started, waited and ended."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from runyard.domain.durations import format_duration
+from runyard.domain.models import EndReason, Run, TriggeredBy
+
+_HOW_STARTED = {
+    TriggeredBy.API: "triggered through the API",
+    TriggeredBy.CLOUD: "remotely triggered",
+    TriggeredBy.CRON: "scheduled",
+}
+
+
+def describe_start(run: Run, version: str) -> str:
+    """Return the first line: which runyard started the run, and how."""
+    line = f"runyard {version}: {_HOW_STARTED[run.triggered_by]}"
+    if run.retry_attempt:
+        line += f", retry {run.retry_attempt} of run {run.retry_of_run_id}"
+    if run.replica_index:
+        line += f", replica {run.replica_index}"
+    return line + "."
+
+
+def describe_wait(created_at: datetime, start_at: datetime) -> str | None:
+    """Return a line about the time spent queued, or None when it started at once."""
+    waited = start_at - created_at
+    if waited < timedelta(seconds=1):
+        return None
+    return f"Waited {format_duration(_whole_seconds(waited))} in the queue before starting."
+
+
+def describe_end(
+    end_reason: EndReason,
+    exit_code: int,
+    *,
+    duration: timedelta | None = None,
+    detail: str = "",
+    stderr_tail: Sequence[str] = (),
+) -> str:
+    """Return the closing lines: how the run ended, with failure details."""
+    took = f" after {format_duration(_whole_seconds(duration))}" if duration is not None else ""
+    sentences = {
+        EndReason.SUCCESS: f"Succeeded{took} (exit code {exit_code}).",
+        EndReason.FAILED: f"Failed{took} with exit code {exit_code}.",
+        EndReason.STOPPED: f"Stopped{took} on request (exit code {exit_code}).",
+        EndReason.TIMEOUT: f"Timed out{took} and was stopped (exit code {exit_code}).",
+        EndReason.CRASHED: "Crashed: the daemon stopped while the run was running.",
+        EndReason.SKIPPED: "Skipped.",
+        EndReason.LOG_OVERFLOW: f"Stopped{took}: its log reached log_max_size.",
+        EndReason.QUEUE_FULL: "Refused: the task's queue was full (max_queued).",
+        EndReason.MISSED: "Missed: the daemon was not running at the scheduled time.",
+        EndReason.DAEMON_STOPPED: f"Stopped{took} because the daemon shut down.",
+        EndReason.START_FAILED: "Could not be started.",
+    }
+    lines = [sentences[end_reason]]
+    if detail:
+        lines.append(detail)
+    if stderr_tail and end_reason is not EndReason.SUCCESS:
+        lines.append("Last lines of stderr:")
+        lines.extend(f"  {line}" for line in stderr_tail)
+    return "\n".join(lines)
+
+
+def _whole_seconds(value: timedelta) -> timedelta:
+    return timedelta(seconds=int(value.total_seconds()))

@@ -1,0 +1,174 @@
+"""The objects runyard talks about: tasks, runs and their enums.
+
+The enum values and their order are part of the API (see the runs-list spec):
+never rename or reorder them, only append.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import Enum
+
+TASK_NAME_PATTERN = r"^[a-zA-Z0-9._-]{1,100}$"
+TASK_NAME_RE = re.compile(TASK_NAME_PATTERN)
+
+
+class RunStatus(str, Enum):
+    """Run lifecycle phase."""
+
+    PENDING = "pending"  # accepted, waiting for a slot (queued) or for a retry delay
+    RUNNING = "running"  # a process exists for it
+    ENDED = "ended"  # finished; end_reason says why
+
+
+class EndReason(str, Enum):
+    """Why a run ended (set when status is ended)."""
+
+    SUCCESS = "success"  # exit code listed in success_exit_codes
+    FAILED = "failed"  # any other exit code, or the process could not be judged a success
+    STOPPED = "stopped"  # an operator stop, or on_overlap = kill made room for a newer run
+    TIMEOUT = "timeout"  # ran past the task's timeout and was stopped
+    CRASHED = "crashed"  # found running at daemon start (exit -2), or died abnormally
+    SKIPPED = "skipped"  # refused by on_overlap = skip, or its task vanished (exit -1)
+    LOG_OVERFLOW = "log_overflow"  # log_on_full = kill and the log reached log_max_size
+    QUEUE_FULL = "queue_full"  # refused because max_queued runs were already waiting (exit -1)
+    MISSED = "missed"  # a cron tick that should have fired while the daemon was down
+    DAEMON_STOPPED = "daemon_stopped"  # the daemon shut down while the run was running
+    START_FAILED = "start_failed"  # the process could not be started (bad shell, working_dir)
+
+
+class TriggeredBy(str, Enum):
+    """How the run was triggered."""
+
+    CRON = "cron"  # a schedule tick
+    API = "api"  # REST API or CLI
+    CLOUD = "cloud"  # the v3-compatible API
+
+
+class OverlapPolicy(str, Enum):
+    """What a trigger does when the task already runs max_concurrent runs."""
+
+    QUEUE = "queue"  # wait FIFO for a slot (up to max_queued)
+    SKIP = "skip"  # record a skipped run and do nothing
+    KILL = "kill"  # stop the oldest running run, then start
+
+
+class RetryBackoff(str, Enum):
+    CONSTANT = "constant"  # retry_delay every time
+    LINEAR = "linear"  # retry_delay * attempt
+    EXPONENTIAL = "exponential"  # retry_delay * 2 ** (attempt - 1)
+
+
+class LogOnFull(str, Enum):
+    DROP_NEW = "drop_new"  # keep the beginning, drop further output
+    DROP_OLD = "drop_old"  # keep the most recent output, drop the oldest
+    KILL = "kill"  # stop the run, end reason log_overflow
+
+
+class ParamPassing(str, Enum):
+    ENV = "env"  # an environment variable
+    ARG = "arg"  # a positional argument: "$1", "$2", ... in declaration order
+
+
+# Exit codes runyard records for runs that never produced one.
+EXIT_NOT_RUN = -1  # skipped, queue_full, missed
+EXIT_CRASHED = -2  # found running when the daemon started
+EXIT_START_FAILED = 127  # the same code a shell gives for a command it cannot run
+
+FAILURE_LIKE = frozenset(
+    {
+        EndReason.FAILED,
+        EndReason.TIMEOUT,
+        EndReason.CRASHED,
+        EndReason.LOG_OVERFLOW,
+        EndReason.START_FAILED,
+    }
+)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A declared task parameter."""
+
+    name: str
+    passing: ParamPassing = ParamPassing.ENV
+    env: str = ""  # variable name when passing is env; defaults to the upper-cased name
+    default: str | None = None
+    required: bool = False
+    choices: tuple[str, ...] = ()
+
+    @property
+    def env_name(self) -> str:
+        return self.env or self.name.upper().replace("-", "_").replace(".", "_")
+
+
+@dataclass(frozen=True)
+class TaskDefinition:
+    """A task as resolved from the config (defaults applied)."""
+
+    name: str
+    run: str
+    description: str = ""
+    automation: str = ""  # display name matched by the v3 API; empty means the task name
+    shell: str = "/bin/sh"
+    working_dir: str | None = None
+    env: tuple[tuple[str, str], ...] = ()
+    env_file: str | None = None
+    timeout: timedelta | None = None
+    graceful_stop: timedelta = timedelta(seconds=5)
+    stop_signal: str = "SIGTERM"
+    success_exit_codes: tuple[int, ...] = (0,)
+    max_concurrent: int = 1
+    max_queued: int = 100
+    on_overlap: OverlapPolicy = OverlapPolicy.QUEUE
+    retry_attempts: int = 0
+    retry_delay: timedelta = timedelta(seconds=5)
+    retry_backoff: RetryBackoff = RetryBackoff.CONSTANT
+    replicas: int = 1
+    log_max_size: int = 100 * 1024 * 1024
+    log_on_full: LogOnFull = LogOnFull.DROP_NEW
+    keep_runs: int | None = None
+    keep_for: timedelta | None = None
+    params: tuple[ParamSpec, ...] = ()
+
+    @property
+    def display_name(self) -> str:
+        return self.automation or self.name
+
+
+@dataclass(frozen=True)
+class Run:
+    """One execution attempt of a task."""
+
+    id: str
+    task_name: str
+    status: RunStatus
+    created_at: datetime
+    triggered_by: TriggeredBy
+    exit_code: int = 0  # 0 until the run ends; see EXIT_* for runs that never ran
+    end_reason: EndReason | None = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    replica_index: int = 0
+    retry_attempt: int = 0
+    retry_of_run_id: str | None = None
+    external_execution_id: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+    # When a pending run may start at the earliest (retries wait out their delay).
+    not_before: datetime | None = None
+    input_data: list[list[list[str]]] | None = None
+    output_data: dict[str, list[list[str]]] | None = None
+
+    @property
+    def duration_ms(self) -> int | None:
+        """Wall time between start and end, in milliseconds; None until both exist."""
+        if self.start_at is None or self.end_at is None:
+            return None
+        return int((self.end_at - self.start_at) / timedelta(milliseconds=1))
+
+    @property
+    def is_active(self) -> bool:
+        return self.status is not RunStatus.ENDED

@@ -1,0 +1,634 @@
+"""The engine: admits triggers, queues them FIFO, runs them, records how they ended.
+
+All state below lives on one event loop; only the store is touched from a
+thread (through the StoreWriter), so no locks are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+from collections import defaultdict, deque
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ulid import ULID
+
+from runyard import __version__
+from runyard.domain.describe import describe_end, describe_start, describe_wait
+from runyard.domain.models import (
+    EXIT_CRASHED,
+    EXIT_NOT_RUN,
+    EXIT_START_FAILED,
+    EndReason,
+    Run,
+    RunStatus,
+    TaskDefinition,
+    TriggeredBy,
+)
+from runyard.domain.params import ParamError, resolve_params
+from runyard.domain.policies import (
+    Admission,
+    Load,
+    admit,
+    classify_exit,
+    retention_cutoff,
+    retry_delay,
+    should_retry,
+)
+from runyard.engine.environment import build_argv, build_environment
+from runyard.engine.events import EventHub
+from runyard.engine.process import ChildProcess, spawn
+from runyard.engine.writer import StoreWriter
+from runyard.exceptions import InvalidInput, NotFound, RunyardError
+from runyard.store.logs import LogFollowers, LogWriter, delete_log
+from runyard.store.runs import RunStore
+
+log = logging.getLogger("runyard.engine")
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ShuttingDown(RunyardError):
+    """The daemon is stopping and accepts no new runs."""
+
+
+class RunAlreadyEnded(RunyardError):
+    """A stop was asked for a run that has already ended."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        super().__init__(
+            f"run {run.id} already ended ({run.end_reason.value if run.end_reason else ''})"
+        )
+
+
+@dataclasses.dataclass
+class _Active:
+    """A run the engine is executing, with what it needs to stop it."""
+
+    run: Run
+    task: TaskDefinition
+    child: ChildProcess | None = None
+    stop_requested: bool = False
+    timed_out: bool = False
+    log_overflowed: bool = False
+    daemon_stopping: bool = False
+    kill_timer: asyncio.TimerHandle | None = None
+
+
+class Engine:
+    """Admission, queues, execution and recovery of runs."""
+
+    def __init__(
+        self,
+        *,
+        tasks: Mapping[str, TaskDefinition],
+        store: RunStore,
+        data_dir: Path,
+        max_concurrent_runs: int,
+        clock: Callable[[], datetime] = utc_now,
+        base_environ: Mapping[str, str] = os.environ,
+        retention_interval: float = 60.0,
+    ) -> None:
+        self.tasks: dict[str, TaskDefinition] = dict(tasks)
+        self.max_concurrent_runs = max_concurrent_runs
+        self.followers = LogFollowers()
+        self.events = EventHub()
+        self._store = store
+        self._data_dir = data_dir
+        self._clock = clock
+        self._base_environ = dict(base_environ)
+        self._retention_interval = retention_interval
+        self._writer = StoreWriter(store)
+        self._active: dict[str, _Active] = {}
+        self._executions: set[asyncio.Task[None]] = set()
+        self._running_per_task: dict[str, int] = defaultdict(int)
+        self._queues: dict[str, deque[Run]] = defaultdict(deque)
+        self._delayed: dict[str, tuple[Run, asyncio.TimerHandle]] = {}
+        # Admitted triggers whose insert is not committed yet still hold their place.
+        self._admitting_start: dict[str, int] = defaultdict(int)
+        self._admitting_queue: dict[str, int] = defaultdict(int)
+        self._end_waiters: dict[str, list[asyncio.Future[Run]]] = defaultdict(list)
+        self._accepting = False
+        self._stopping = False
+        self._retention_task: asyncio.Task[None] | None = None
+
+    # ----- lifecycle -------------------------------------------------------
+
+    async def start(self) -> None:
+        """Recover what a previous daemon left behind, then begin dispatching."""
+        self._writer.start()
+        await self._recover()
+        self._accepting = True
+        self._retention_task = asyncio.get_running_loop().create_task(self._retention_forever())
+        self._pump()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop every running run gracefully within `timeout` seconds; pending runs stay pending."""
+        self._accepting = False
+        self._stopping = True
+        if self._retention_task is not None:
+            self._retention_task.cancel()
+        for _run, timer in self._delayed.values():
+            timer.cancel()
+        self._delayed.clear()
+        self._queues.clear()
+        for active in list(self._active.values()):
+            active.daemon_stopping = True
+            self._terminate(active)
+        if self._executions:
+            _done, still = await asyncio.wait(self._executions, timeout=timeout)
+            if still:
+                for active in self._active.values():
+                    if active.child is not None:
+                        active.child.signal_group(signal.SIGKILL)
+                await asyncio.wait(still, timeout=10)
+        await self._writer.close()
+        self.events.close()
+
+    # ----- queries ---------------------------------------------------------
+
+    def log_path(self, run_id: str) -> Path:
+        # ULIDs start with their timestamp: six characters make buckets of ~3 days,
+        # so no directory ever holds millions of files.
+        return self._data_dir / "logs" / run_id[:6] / f"{run_id}.log"
+
+    def counts(self, task_name: str) -> tuple[int, int]:
+        """Return (running, queued) runs of a task."""
+        queued = len(self._queues.get(task_name, ())) + sum(
+            1 for run, _ in self._delayed.values() if run.task_name == task_name
+        )
+        return self._running_per_task.get(task_name, 0), queued
+
+    def live_run(self, run_id: str) -> Run | None:
+        """Return the in-memory state of a running run, if it is running here."""
+        active = self._active.get(run_id)
+        return active.run if active else None
+
+    async def wait_for_end(self, run_id: str, timeout: float) -> Run | None:
+        """Wait up to `timeout` seconds for the run to end; return it, or None on timeout."""
+        run = await asyncio.to_thread(self._store.get_run, run_id)
+        if run is None:
+            raise NotFound("run", run_id)
+        if run.status is RunStatus.ENDED:
+            return run
+        future: asyncio.Future[Run] = asyncio.get_running_loop().create_future()
+        self._end_waiters[run_id].append(future)
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            waiters = self._end_waiters.get(run_id)
+            if waiters and future in waiters:
+                waiters.remove(future)
+
+    # ----- triggers --------------------------------------------------------
+
+    async def trigger(
+        self,
+        task_name: str,
+        params: Mapping[str, object],
+        triggered_by: TriggeredBy,
+        input_data: list[list[list[str]]] | None = None,
+    ) -> list[Run]:
+        """Admit one trigger (one run per replica) and return the runs as recorded."""
+        task = self.tasks.get(task_name)
+        if task is None:
+            raise NotFound("task", task_name)
+        if not self._accepting:
+            raise ShuttingDown("runyard is shutting down")
+        try:
+            values = resolve_params(task.params, params)
+        except ParamError as error:
+            raise InvalidInput(f"body.params.{error.name}", error.message, error.value) from error
+        now = self._clock()
+        runs: list[Run] = []
+        queued: list[Run] = []
+        reserved = {"start": 0, "queue": 0}
+        to_kill: list[_Active] = []
+        for index in range(task.replicas):
+            run = Run(
+                id=str(ULID()),
+                task_name=task.name,
+                status=RunStatus.PENDING,
+                created_at=now,
+                triggered_by=triggered_by,
+                replica_index=index,
+                params=values,
+                input_data=input_data,
+            )
+            decision = admit(_effective(task), self._load(task.name))
+            run = dataclasses.replace(run, description=describe_start(run, __version__))
+            if decision is Admission.SKIP:
+                run = self._ended_unrun(
+                    run,
+                    EndReason.SKIPPED,
+                    "Another run of the task was running (on_overlap = skip).",
+                )
+            elif decision is Admission.QUEUE_FULL:
+                run = self._ended_unrun(
+                    run, EndReason.QUEUE_FULL, f"{task.max_queued} runs were already waiting."
+                )
+            else:
+                if decision is Admission.KILL_OLDEST:
+                    to_kill.extend(self._oldest_running(task.name, exclude=to_kill))
+                if decision is Admission.START:
+                    self._admitting_start[task.name] += 1
+                    reserved["start"] += 1
+                else:
+                    self._admitting_queue[task.name] += 1
+                    reserved["queue"] += 1
+                queued.append(run)
+            runs.append(run)
+        try:
+            await self._writer.write(inserts=runs)
+        finally:
+            # Release the reservations whatever happened; on success the queue holds the runs now.
+            self._admitting_start[task.name] -= reserved["start"]
+            self._admitting_queue[task.name] -= reserved["queue"]
+        for run in runs:
+            self.events.publish("run.created", _event_data(run))
+            if run.status is RunStatus.ENDED:
+                self.events.publish("run.ended", _event_data(run))
+        self._queues[task.name].extend(queued)
+        for active in to_kill:
+            active.stop_requested = True
+            self._terminate(active)
+        self._pump()
+        return runs
+
+    async def stop(self, run_id: str) -> Run:
+        """Stop a run: signal it if running, end it as stopped if still waiting."""
+        active = self._active.get(run_id)
+        if active is not None:
+            active.stop_requested = True
+            self._terminate(active)
+            return active.run
+        waiting = self._take_waiting(run_id)
+        if waiting is not None:
+            ended = self._ended_unrun(
+                waiting, EndReason.STOPPED, "Stopped on request before it started."
+            )
+            await self._writer.write(updates=[ended])
+            self._finish(ended)
+            return ended
+        run = await asyncio.to_thread(self._store.get_run, run_id)
+        if run is None:
+            raise NotFound("run", run_id)
+        raise RunAlreadyEnded(run)
+
+    # ----- admission helpers -------------------------------------------------
+
+    def _load(self, task_name: str) -> Load:
+        running = self._running_per_task[task_name] + self._admitting_start[task_name]
+        queued = len(self._queues[task_name]) + self._admitting_queue[task_name]
+        global_running = len(self._active) + sum(self._admitting_start.values())
+        return Load(running, queued, global_running, self.max_concurrent_runs)
+
+    def _oldest_running(self, task_name: str, exclude: list[_Active]) -> list[_Active]:
+        candidates = [
+            active
+            for active in self._active.values()
+            if active.run.task_name == task_name
+            and not active.stop_requested
+            and active not in exclude
+        ]
+        candidates.sort(
+            key=lambda active: (active.run.start_at or active.run.created_at, active.run.id)
+        )
+        return candidates[:1]
+
+    def _ended_unrun(self, run: Run, reason: EndReason, detail: str) -> Run:
+        """Return `run` ended without ever having a process."""
+        return dataclasses.replace(
+            run,
+            status=RunStatus.ENDED,
+            end_reason=reason,
+            exit_code=EXIT_NOT_RUN,
+            end_at=self._clock(),
+            description="\n".join(
+                filter(None, [run.description, describe_end(reason, EXIT_NOT_RUN, detail=detail)])
+            ),
+        )
+
+    def _take_waiting(self, run_id: str) -> Run | None:
+        for queue in self._queues.values():
+            for run in queue:
+                if run.id == run_id:
+                    queue.remove(run)
+                    return run
+        delayed = self._delayed.pop(run_id, None)
+        if delayed is not None:
+            delayed[1].cancel()
+            return delayed[0]
+        return None
+
+    def _pump(self) -> None:
+        """Start queued runs, oldest first, while slots are free."""
+        if not self._accepting:
+            return
+        while len(self._active) < self.max_concurrent_runs:
+            pick: Run | None = None
+            for name, queue in self._queues.items():
+                if not queue:
+                    continue
+                task = self.tasks.get(name)
+                if task is None or self._running_per_task[name] >= _effective(task).max_concurrent:
+                    continue
+                head = queue[0]
+                if pick is None or (head.created_at, head.id) < (pick.created_at, pick.id):
+                    pick = head
+            if pick is None:
+                return
+            self._queues[pick.task_name].popleft()
+            task = self.tasks[pick.task_name]
+            active = _Active(run=pick, task=task)
+            self._active[pick.id] = active
+            self._running_per_task[pick.task_name] += 1
+            execution = asyncio.get_running_loop().create_task(self._execute(active))
+            self._executions.add(execution)
+            execution.add_done_callback(self._executions.discard)
+
+    # ----- execution ---------------------------------------------------------
+
+    async def _execute(self, active: _Active) -> None:
+        task = active.task
+        now = self._clock()
+        description = "\n".join(
+            filter(None, [active.run.description, describe_wait(active.run.created_at, now)])
+        )
+        active.run = dataclasses.replace(
+            active.run, status=RunStatus.RUNNING, start_at=now, description=description
+        )
+        try:
+            # The run is durably `running` before its process exists, so a crash
+            # can only ever leave it `crashed`, never silently re-run.
+            await self._writer.write(updates=[active.run])
+        except Exception:
+            log.exception("could not record the start of run %s", active.run.id)
+            self._release(active)
+            return
+        self.events.publish("run.started", _event_data(active.run))
+        writer = LogWriter(self.log_path(active.run.id), task.log_max_size, task.log_on_full)
+        exit_code, detail, stderr_tail = EXIT_START_FAILED, "", []
+        reason = EndReason.START_FAILED
+        try:
+            if active.stop_requested or active.daemon_stopping:
+                reason, exit_code = (EndReason.STOPPED, EXIT_NOT_RUN)
+            else:
+                exit_code, reason, detail, stderr_tail = await self._run_process(active, writer)
+        except Exception as error:  # noqa: BLE001 - a run must always end with a reason
+            log.exception("run %s failed inside runyard", active.run.id)
+            detail = f"runyard error: {error}"
+        finally:
+            writer.close()
+            self.followers.close_run(active.run.id)
+        end_at = self._clock()
+        run = active.run
+        ended = dataclasses.replace(
+            run,
+            status=RunStatus.ENDED,
+            end_reason=reason,
+            exit_code=exit_code,
+            end_at=end_at,
+            description="\n".join(
+                [
+                    run.description,
+                    describe_end(
+                        reason,
+                        exit_code,
+                        duration=end_at - (run.start_at or end_at),
+                        detail=detail,
+                        stderr_tail=stderr_tail,
+                    ),
+                ]
+            ),
+        )
+        retry = self._retry_of(ended, task)
+        self._release(active)
+        try:
+            await self._writer.write(updates=[ended], inserts=[retry] if retry else [])
+        except Exception:
+            log.exception("could not record the end of run %s", ended.id)
+            return
+        self._finish(ended)
+        if retry is not None:
+            self.events.publish("run.created", _event_data(retry))
+            self._schedule(retry)
+
+    async def _run_process(
+        self, active: _Active, writer: LogWriter
+    ) -> tuple[int, EndReason, str, list[str]]:
+        task, run = active.task, active.run
+        try:
+            child = await spawn(
+                run_id=run.id,
+                argv=build_argv(task, run),
+                env=build_environment(task, run, self._base_environ),
+                cwd=Path(task.working_dir) if task.working_dir else None,
+                log=writer,
+                followers=self.followers,
+                clock=self._clock,
+                on_log_full=lambda: self._on_log_full(active),
+            )
+        except OSError as error:
+            writer.notice(f"[runyard] could not start: {error}", self._clock())
+            return (
+                EXIT_START_FAILED,
+                EndReason.START_FAILED,
+                f"Could not start the process: {error}",
+                [],
+            )
+        active.child = child
+        loop = asyncio.get_running_loop()
+        timeout_timer = None
+        if task.timeout is not None:
+            timeout_timer = loop.call_later(task.timeout.total_seconds(), self._on_timeout, active)
+        if active.stop_requested or active.daemon_stopping:
+            self._terminate(active)
+        try:
+            exit_code = await child.wait()
+        finally:
+            if timeout_timer is not None:
+                timeout_timer.cancel()
+            if active.kill_timer is not None:
+                active.kill_timer.cancel()
+        reason = classify_exit(
+            task,
+            exit_code,
+            stop_requested=active.stop_requested,
+            timed_out=active.timed_out,
+            log_overflowed=active.log_overflowed,
+            daemon_stopping=active.daemon_stopping,
+        )
+        detail = ""
+        if reason is EndReason.TIMEOUT and task.timeout is not None:
+            detail = f"timeout is {task.timeout.total_seconds():g}s."
+        return exit_code, reason, detail, child.stderr_tail()
+
+    def _on_timeout(self, active: _Active) -> None:
+        active.timed_out = True
+        self._terminate(active)
+
+    def _on_log_full(self, active: _Active) -> None:
+        if not active.log_overflowed:
+            active.log_overflowed = True
+            self._terminate(active)
+
+    def _terminate(self, active: _Active) -> None:
+        """Send the task's stop signal to the run's group; SIGKILL after graceful_stop."""
+        child = active.child
+        if child is None or child.has_exited or active.kill_timer is not None:
+            return
+        child.signal_group(signal.Signals[active.task.stop_signal])
+        active.kill_timer = asyncio.get_running_loop().call_later(
+            active.task.graceful_stop.total_seconds(), child.signal_group, signal.SIGKILL
+        )
+
+    def _release(self, active: _Active) -> None:
+        self._active.pop(active.run.id, None)
+        self._running_per_task[active.run.task_name] -= 1
+        self._pump()
+
+    def _finish(self, ended: Run) -> None:
+        self.events.publish("run.ended", _event_data(ended))
+        for waiter in self._end_waiters.pop(ended.id, []):
+            if not waiter.done():
+                waiter.set_result(ended)
+
+    # ----- retries -----------------------------------------------------------
+
+    def _retry_of(self, ended: Run, task: TaskDefinition) -> Run | None:
+        if ended.end_reason is None or not should_retry(
+            task, ended.end_reason, ended.retry_attempt
+        ):
+            return None
+        attempt = ended.retry_attempt + 1
+        now = self._clock()
+        retry = Run(
+            id=str(ULID()),
+            task_name=ended.task_name,
+            status=RunStatus.PENDING,
+            created_at=now,
+            triggered_by=ended.triggered_by,
+            replica_index=ended.replica_index,
+            retry_attempt=attempt,
+            retry_of_run_id=ended.id,
+            params=ended.params,
+            input_data=ended.input_data,
+            not_before=now + retry_delay(task, attempt),
+        )
+        return dataclasses.replace(retry, description=describe_start(retry, __version__))
+
+    def _schedule(self, run: Run) -> None:
+        """Queue a pending run now, or when its not_before comes."""
+        if self._stopping:
+            return  # it stays pending in the store and is scheduled again at the next start
+        delay = 0.0 if run.not_before is None else (run.not_before - self._clock()).total_seconds()
+        if delay <= 0:
+            self._queues[run.task_name].append(run)
+            self._pump()
+            return
+        timer = asyncio.get_running_loop().call_later(delay, self._release_delayed, run.id)
+        self._delayed[run.id] = (run, timer)
+
+    def _release_delayed(self, run_id: str) -> None:
+        entry = self._delayed.pop(run_id, None)
+        if entry is not None:
+            self._queues[entry[0].task_name].append(entry[0])
+            self._pump()
+
+    # ----- recovery and retention --------------------------------------------
+
+    async def _recover(self) -> None:
+        """End runs a dead daemon left running (crashed) and requeue pending ones."""
+        leftovers = await asyncio.to_thread(self._store.active_runs)
+        now = self._clock()
+        updates: list[Run] = []
+        inserts: list[Run] = []
+        pending: list[Run] = []
+        for run in leftovers:
+            task = self.tasks.get(run.task_name)
+            if run.status is RunStatus.RUNNING:
+                crashed = dataclasses.replace(
+                    run,
+                    status=RunStatus.ENDED,
+                    end_reason=EndReason.CRASHED,
+                    exit_code=EXIT_CRASHED,
+                    end_at=now,
+                    description="\n".join(
+                        [run.description, describe_end(EndReason.CRASHED, EXIT_CRASHED)]
+                    ),
+                )
+                updates.append(crashed)
+                retry = self._retry_of(crashed, task) if task is not None else None
+                if retry is not None:
+                    inserts.append(retry)
+                    pending.append(retry)
+            elif task is None:
+                updates.append(
+                    self._ended_unrun(
+                        run,
+                        EndReason.SKIPPED,
+                        f"Task {run.task_name!r} is no longer in the config.",
+                    )
+                )
+            else:
+                pending.append(run)
+        if updates or inserts:
+            await self._writer.write(inserts=inserts, updates=updates)
+        self._accepting = True
+        for run in pending:
+            self._schedule(run)
+
+    async def _retention_forever(self) -> None:
+        while True:
+            try:
+                await self.apply_retention()
+            except Exception:
+                log.exception("retention sweep failed")
+            await asyncio.sleep(self._retention_interval)
+
+    async def apply_retention(self) -> int:
+        """Delete ended runs (rows and log files) beyond keep_runs / older than keep_for."""
+        deleted = 0
+        now = self._clock()
+        for task in list(self.tasks.values()):
+            if task.keep_runs is None and task.keep_for is None:
+                continue
+            ids = await asyncio.to_thread(
+                self._store.delete_expired,
+                task.name,
+                task.keep_runs,
+                retention_cutoff(now, task.keep_for),
+            )
+            for run_id in ids:
+                await asyncio.to_thread(delete_log, self.log_path(run_id))
+            deleted += len(ids)
+        return deleted
+
+
+def _effective(task: TaskDefinition) -> TaskDefinition:
+    # One trigger's replicas always run side by side, whatever max_concurrent says.
+    if task.replicas > task.max_concurrent:
+        return dataclasses.replace(task, max_concurrent=task.replicas)
+    return task
+
+
+def _event_data(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "task_name": run.task_name,
+        "status": run.status.value,
+        "end_reason": run.end_reason.value if run.end_reason else None,
+        "exit_code": run.exit_code,
+    }

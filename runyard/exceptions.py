@@ -1,0 +1,40 @@
+"""Every exception runyard raises on purpose."""
+
+from __future__ import annotations
+
+
+class RunyardError(Exception):
+    """Base class for runyard's own errors."""
+
+
+class ConfigError(RunyardError):
+    """The config file is invalid; `problems` lists every problem found."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        joined = "\n".join(f"  {problem}" for problem in problems)
+        super().__init__(f"{path}: invalid config:\n{joined}")
+
+
+class StoreError(RunyardError):
+    """The database failed or answered something unexpected."""
+
+
+class NotFound(RunyardError):
+    """A task or run that does not exist."""
+
+    def __init__(self, kind: str, key: str) -> None:
+        self.kind = kind
+        self.key = key
+        super().__init__(f"{kind} {key!r} not found")
+
+
+class InvalidInput(RunyardError):
+    """A caller sent something that cannot be accepted; `location` names the field."""
+
+    def __init__(self, location: str, message: str, value: object = None) -> None:
+        self.location = location
+        self.message = message
+        self.value = value
+        super().__init__(f"{location}: {message}")
