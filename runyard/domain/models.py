@@ -9,13 +9,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 
 TASK_NAME_PATTERN = r"^[a-zA-Z0-9._-]{1,100}$"
 TASK_NAME_RE = re.compile(TASK_NAME_PATTERN)
 
 
-class RunStatus(str, Enum):
+class RunStatus(StrEnum):
     """Run lifecycle phase."""
 
     PENDING = "pending"  # accepted, waiting for a slot (queued) or for a retry delay
@@ -23,7 +23,7 @@ class RunStatus(str, Enum):
     ENDED = "ended"  # finished; end_reason says why
 
 
-class EndReason(str, Enum):
+class EndReason(StrEnum):
     """Why a run ended (set when status is ended)."""
 
     SUCCESS = "success"  # exit code listed in success_exit_codes
@@ -39,7 +39,7 @@ class EndReason(str, Enum):
     START_FAILED = "start_failed"  # the process could not be started (bad shell, working_dir)
 
 
-class TriggeredBy(str, Enum):
+class TriggeredBy(StrEnum):
     """How the run was triggered."""
 
     CRON = "cron"  # a schedule tick
@@ -47,7 +47,7 @@ class TriggeredBy(str, Enum):
     CLOUD = "cloud"  # the v3-compatible API
 
 
-class OverlapPolicy(str, Enum):
+class OverlapPolicy(StrEnum):
     """What a trigger does when the task already runs max_concurrent runs."""
 
     QUEUE = "queue"  # wait FIFO for a slot (up to max_queued)
@@ -55,19 +55,19 @@ class OverlapPolicy(str, Enum):
     KILL = "kill"  # stop the oldest running run, then start
 
 
-class RetryBackoff(str, Enum):
+class RetryBackoff(StrEnum):
     CONSTANT = "constant"  # retry_delay every time
     LINEAR = "linear"  # retry_delay * attempt
     EXPONENTIAL = "exponential"  # retry_delay * 2 ** (attempt - 1)
 
 
-class LogOnFull(str, Enum):
+class LogOnFull(StrEnum):
     DROP_NEW = "drop_new"  # keep the beginning, drop further output
     DROP_OLD = "drop_old"  # keep the most recent output, drop the oldest
     KILL = "kill"  # stop the run, end reason log_overflow
 
 
-class ParamPassing(str, Enum):
+class ParamPassing(StrEnum):
     ENV = "env"  # an environment variable
     ARG = "arg"  # a positional argument: "$1", "$2", ... in declaration order
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 
 from runyard.domain.models import (
     FAILURE_LIKE,
@@ -20,7 +20,7 @@ from runyard.domain.models import (
 MAX_RETRY_DELAY = timedelta(minutes=5)
 
 
-class Admission(str, Enum):
+class Admission(StrEnum):
     START = "start"  # a slot is free: start now
     QUEUE = "queue"  # wait FIFO for a slot
     SKIP = "skip"  # on_overlap = skip and the task is busy: end as skipped

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 from runyard.domain.models import EndReason, RunStatus
 
 
-class SortField(str, Enum):
+class SortField(StrEnum):
     TASK_NAME = "task_name"
     STATUS = "status"
     START_AT = "start_at"
@@ -17,7 +17,7 @@ class SortField(str, Enum):
     CREATED_AT = "created_at"
 
 
-class SortDirection(str, Enum):
+class SortDirection(StrEnum):
     ASC = "asc"
     DESC = "desc"
 

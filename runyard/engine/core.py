@@ -175,14 +175,15 @@ class Engine:
 
     async def wait_for_end(self, run_id: str, timeout: float) -> Run | None:
         """Wait up to `timeout` seconds for the run to end; return it, or None on timeout."""
-        run = await asyncio.to_thread(self._store.get_run, run_id)
-        if run is None:
-            raise NotFound("run", run_id)
-        if run.status is RunStatus.ENDED:
-            return run
+        # Register before looking: a run that ends while the store is read still wakes us.
         future: asyncio.Future[Run] = asyncio.get_running_loop().create_future()
         self._end_waiters[run_id].append(future)
         try:
+            run = await asyncio.to_thread(self._store.get_run, run_id)
+            if run is None:
+                raise NotFound("run", run_id)
+            if run.status is RunStatus.ENDED:
+                return run
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             return None
@@ -377,12 +378,19 @@ class Engine:
             log.exception("could not record the start of run %s", active.run.id)
             self._release(active)
             return
+        if active.daemon_stopping:
+            # Shutdown began before a process existed: the run goes back to waiting
+            # and the next daemon starts it, as it does every pending run.
+            self._release(active)
+            waiting = dataclasses.replace(active.run, status=RunStatus.PENDING, start_at=None)
+            await self._writer.write(updates=[waiting])
+            return
         self.events.publish("run.started", _event_data(active.run))
         writer = LogWriter(self.log_path(active.run.id), task.log_max_size, task.log_on_full)
         exit_code, detail, stderr_tail = EXIT_START_FAILED, "", []
         reason = EndReason.START_FAILED
         try:
-            if active.stop_requested or active.daemon_stopping:
+            if active.stop_requested:
                 reason, exit_code = (EndReason.STOPPED, EXIT_NOT_RUN)
             else:
                 exit_code, reason, detail, stderr_tail = await self._run_process(active, writer)
@@ -592,11 +600,11 @@ class Engine:
 
     async def _retention_forever(self) -> None:
         while True:
+            await asyncio.sleep(self._retention_interval)
             try:
                 await self.apply_retention()
             except Exception:
                 log.exception("retention sweep failed")
-            await asyncio.sleep(self._retention_interval)
 
     async def apply_retention(self) -> int:
         """Delete ended runs (rows and log files) beyond keep_runs / older than keep_for."""

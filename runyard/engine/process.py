@@ -22,6 +22,7 @@ _STDERR = 2
 _STREAMS = {_STDOUT: "out", _STDERR: "err"}
 _STDERR_TAIL_BYTES = 4096  # what the run's description quotes of a failure
 _PIPE_DRAIN_GRACE = 5.0  # seconds to wait for pipes held open by escaped descendants
+_FLUSH_DELAY = 0.1  # readers of the log file see new output at most this late
 
 
 class _OutputProtocol(asyncio.SubprocessProtocol):
@@ -43,6 +44,7 @@ class _OutputProtocol(asyncio.SubprocessProtocol):
         self._splitters = {fd: LineSplitter() for fd in _STREAMS}
         self.stderr_tail: deque[bytes] = deque()
         self._stderr_tail_size = 0
+        self._flush_timer: asyncio.TimerHandle | None = None
         loop = asyncio.get_running_loop()
         self.exited: asyncio.Future[None] = loop.create_future()
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -67,6 +69,18 @@ class _OutputProtocol(asyncio.SubprocessProtocol):
             self._followers.publish(self._run_id, LogChunk(first, at, stream, lines, kept))
         if self._log.overflowed:
             self._on_log_full()
+        if self._flush_timer is None:
+            # Writes are batched; a short timer bounds how stale the file looks to readers.
+            self._flush_timer = asyncio.get_running_loop().call_later(_FLUSH_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_timer = None
+        self._log.flush()
+
+    def cancel_flush(self) -> None:
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
 
     def _remember_stderr(self, lines: bytes) -> None:
         self.stderr_tail.append(lines[-_STDERR_TAIL_BYTES:])
@@ -117,6 +131,7 @@ class ChildProcess:
             self._transport.close()
         code = self._transport.get_returncode()
         self._transport.close()
+        self._protocol.cancel_flush()
         if code is None:
             return -1
         return 128 - code if code < 0 else code
