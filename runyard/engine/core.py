@@ -26,6 +26,7 @@ from runyard.domain.models import (
     EXIT_NOT_RUN,
     EXIT_START_FAILED,
     EndReason,
+    LogOnFull,
     Run,
     RunStatus,
     TaskDefinition,
@@ -43,7 +44,7 @@ from runyard.domain.policies import (
 )
 from runyard.engine.environment import build_argv, build_environment
 from runyard.engine.events import EventHub
-from runyard.engine.process import ChildProcess, spawn
+from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import InvalidInput, NotFound, RunyardError
 from runyard.store.logs import LogFollowers, LogWriter, delete_log
@@ -125,6 +126,7 @@ class Engine:
 
     async def start(self) -> None:
         """Recover what a previous daemon left behind, then begin dispatching."""
+        use_pidfd_child_watcher()
         self._writer.start()
         await self._recover()
         self._accepting = True
@@ -447,6 +449,7 @@ class Engine:
                 followers=self.followers,
                 clock=self._clock,
                 on_log_full=lambda: self._on_log_full(active),
+                keeps_newest=task.log_on_full is LogOnFull.DROP_OLD,
             )
         except OSError as error:
             writer.notice(f"[runyard] could not start: {error}", self._clock())

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -35,12 +36,15 @@ class _OutputProtocol(asyncio.SubprocessProtocol):
         followers: LogFollowers,
         clock: Callable[[], datetime],
         on_log_full: Callable[[], None],
+        keeps_newest: bool,
     ) -> None:
         self._run_id = run_id
         self._log = log
         self._followers = followers
         self._clock = clock
         self._on_log_full = on_log_full
+        # drop_old keeps the newest lines of an oversized chunk; the others keep the first.
+        self._log_keeps_newest = keeps_newest
         self._splitters = {fd: LineSplitter() for fd in _STREAMS}
         self.stderr_tail: deque[bytes] = deque()
         self._stderr_tail_size = 0
@@ -66,6 +70,8 @@ class _OutputProtocol(asyncio.SubprocessProtocol):
         if fd == _STDERR:
             self._remember_stderr(lines)
         if kept and self._followers.has_followers(self._run_id):
+            if kept != count:
+                lines = _kept_part(lines, kept, newest=self._log_keeps_newest)
             self._followers.publish(self._run_id, LogChunk(first, at, stream, lines, kept))
         if self._log.overflowed:
             self._on_log_full()
@@ -95,6 +101,19 @@ class _OutputProtocol(asyncio.SubprocessProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
+
+
+def _kept_part(lines: bytes, kept: int, *, newest: bool) -> bytes:
+    """Return the `kept` lines the log writer kept of `lines`: its first or its last ones."""
+    if newest:
+        cut = len(lines) - 1
+        for _ in range(kept):
+            cut = lines.rfind(b"\n", 0, cut)
+        return lines[cut + 1 :]
+    cut = -1
+    for _ in range(kept):
+        cut = lines.find(b"\n", cut + 1)
+    return lines[: cut + 1]
 
 
 class ChildProcess:
@@ -141,6 +160,26 @@ class ChildProcess:
         return text.splitlines()[-max_lines:]
 
 
+def use_pidfd_child_watcher() -> None:
+    """On Python 3.11, watch children with pidfds instead of a thread per child.
+
+    Python 3.12 does this by default; 3.11 starts one waitpid thread for every
+    process, which costs more than the process itself for short runs.
+    """
+    if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
+        return
+    policy = asyncio.get_event_loop_policy()
+    if isinstance(getattr(policy, "_watcher", None), asyncio.PidfdChildWatcher):
+        return
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except OSError:
+        return  # a kernel or sandbox without pidfds keeps the threaded watcher
+    watcher = asyncio.PidfdChildWatcher()
+    watcher.attach_loop(asyncio.get_running_loop())
+    policy.set_child_watcher(watcher)  # type: ignore[attr-defined]
+
+
 async def spawn(
     *,
     run_id: str,
@@ -151,11 +190,12 @@ async def spawn(
     followers: LogFollowers,
     clock: Callable[[], datetime],
     on_log_full: Callable[[], None],
+    keeps_newest: bool = False,
 ) -> ChildProcess:
     """Start `argv` in a new session; raise OSError when it cannot be started."""
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.subprocess_exec(
-        lambda: _OutputProtocol(run_id, log, followers, clock, on_log_full),
+        lambda: _OutputProtocol(run_id, log, followers, clock, on_log_full, keeps_newest),
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,

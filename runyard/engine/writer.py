@@ -62,6 +62,9 @@ class StoreWriter:
         loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
+            # One more turn of the loop lets changes made by the callbacks already
+            # due join this batch: fewer, larger transactions.
+            await asyncio.sleep(0)
             self._wakeup.clear()
             inserts = list(self._inserts.values())
             updates = list(self._updates.values())

@@ -1,0 +1,443 @@
+"""Engine benchmarks: run throughput, log capture, history queries.
+
+Each measurement runs next to its own baseline in the same process and run, so
+the ratio is what counts, not the machine. Not a test: it prints a table and
+writes bench/results/engine.json.
+
+    .venv/bin/python bench/engine.py                    # everything (~15 min on 2 cores)
+    .venv/bin/python bench/engine.py --only throughput  # one part
+    .venv/bin/python bench/engine.py --history-sizes 10000,100000 --log-bytes 268435456
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+from ulid import ULID
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from runyard.domain.models import (  # noqa: E402
+    EndReason,
+    LogOnFull,
+    Run,
+    RunStatus,
+    TaskDefinition,
+    TriggeredBy,
+)
+from runyard.domain.queries import RunQuery, SortDirection, SortField  # noqa: E402
+from runyard.engine.core import Engine  # noqa: E402
+from runyard.engine.process import use_pidfd_child_watcher  # noqa: E402
+from runyard.store.runs import RunStore  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results"
+TRUE_ARGV = ["/bin/sh", "-e", "-c", "/bin/true", "bench"]
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+
+
+# ----- 1. throughput --------------------------------------------------------
+
+
+async def _baseline_spawns(count: int, concurrency: int, argv: list[str]) -> float:
+    """Spawn `argv` `count` times, `concurrency` at a time, with no bookkeeping; return runs/s."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> None:
+        async with gate:
+            process = await asyncio.create_subprocess_exec(*argv)
+            await process.wait()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(count)))
+    return count / (time.perf_counter() - started)
+
+
+async def _runyard_runs(count: int, concurrency: int, work: Path) -> tuple[float, dict[str, int]]:
+    """Push `count` runs of /bin/true through admission, process, log and store; return runs/s."""
+    store = RunStore.open(f"sqlite:///{work / 'throughput.db'}")
+    task = TaskDefinition(
+        name="true", run="/bin/true", max_concurrent=concurrency, max_queued=count + 1
+    )
+    engine = Engine(
+        tasks={"true": task},
+        store=store,
+        data_dir=work,
+        max_concurrent_runs=concurrency,
+        base_environ={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+    )
+    await engine.start()
+    try:
+        ended = asyncio.Event()
+        finished = 0
+        queue = engine.events.subscribe()
+
+        async def count_ends() -> None:
+            nonlocal finished
+            while finished < count:
+                event = await queue.get()
+                if event is not None and event.kind == "run.ended":
+                    finished += 1
+            ended.set()
+
+        counter = asyncio.create_task(count_ends())
+        started = time.perf_counter()
+        # The same burst the baseline gets: every trigger at once, 8 running at a time.
+        await asyncio.gather(*(engine.trigger("true", {}, TriggeredBy.API) for _ in range(count)))
+        await ended.wait()
+        elapsed = time.perf_counter() - started
+        await counter
+    finally:
+        await engine.shutdown(timeout=10)
+        store.close()
+    runs, total = store_after(work / "throughput.db")
+    reasons: dict[str, int] = {}
+    for run in runs:
+        key = run.end_reason.value if run.end_reason else run.status.value
+        reasons[key] = reasons.get(key, 0) + 1
+    assert total == count, f"expected {count} runs stored, found {total}"
+    return count / elapsed, reasons
+
+
+def store_after(path: Path) -> tuple[list[Run], int]:
+    store = RunStore.open(f"sqlite:///{path}")
+    try:
+        runs: list[Run] = []
+        offset = 0
+        while True:
+            page, total = store.list_runs(RunQuery(limit=1000, offset=offset))
+            runs.extend(page)
+            offset += len(page)
+            if not page:
+                return runs, total
+    finally:
+        store.close()
+
+
+def bench_throughput(count: int, concurrency: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="runyard-bench-") as tmp:
+        work = Path(tmp)
+
+        async def both() -> dict[str, Any]:
+            # Both sides use the child watcher the daemon uses.
+            use_pidfd_child_watcher()
+            # Warm the page cache and the loop before either side is timed.
+            await _baseline_spawns(50, concurrency, TRUE_ARGV)
+            baseline = await _baseline_spawns(count, concurrency, TRUE_ARGV)
+            baseline_true = await _baseline_spawns(count, concurrency, ["/bin/true"])
+            rate, reasons = await _runyard_runs(count, concurrency, work)
+            return {
+                "runs": count,
+                "concurrency": concurrency,
+                "baseline_runs_per_s": round(baseline, 1),
+                "baseline_bin_true_runs_per_s": round(baseline_true, 1),
+                "runyard_runs_per_s": round(rate, 1),
+                "ratio": round(rate / baseline, 3),
+                "target_ratio": 0.6,
+                "end_reasons": reasons,
+            }
+
+        return asyncio.run(both())
+
+
+# ----- 2. log capture --------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _log_command(total_bytes: int) -> str:
+    # 99 characters and a newline: 100-byte lines.
+    return f"yes \"$(printf '%099d' 0)\" | head -c {total_bytes}"
+
+
+def bench_log_capture(total_bytes: int) -> dict[str, Any]:
+    command = _log_command(total_bytes)
+    with tempfile.TemporaryDirectory(prefix="runyard-bench-") as tmp:
+        work = Path(tmp)
+        started = time.perf_counter()
+        subprocess.run(["/bin/sh", "-e", "-c", f"{command} > {work / 'plain.out'}"], check=True)
+        baseline = time.perf_counter() - started
+        assert (work / "plain.out").stat().st_size == total_bytes
+        (work / "plain.out").unlink()
+
+        port = _free_port()
+        config = work / "runyard.toml"
+        config.write_text(
+            f'[daemon]\nport = {port}\ndata_dir = "{work / "data"}"\n\n'
+            f'[tasks.flood]\nrun = "{_escape(command)}"\nlog_max_size = "{total_bytes * 2}"\n',
+            encoding="utf-8",
+        )
+        token = "bench-token"
+        env = {**os.environ, "RUNYARD_TOKEN": token}
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "runyard", "--config", str(config), "serve"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            headers = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=base, headers=headers, timeout=10) as client:
+                _wait_for_health(client)
+                latencies: list[float] = []
+                started = time.perf_counter()
+                answer = client.post("/api/tasks/flood/run")
+                answer.raise_for_status()
+                run_id = answer.json()["id"]
+                run: dict[str, Any] = {}
+                while True:
+                    sent = time.perf_counter()
+                    client.get("/health").raise_for_status()
+                    latencies.append(time.perf_counter() - sent)
+                    run = client.get(f"/api/runs/{run_id}").json()
+                    if run["status"] == "ended":
+                        break
+                    time.sleep(0.05)
+                wall = time.perf_counter() - started
+                log_page = client.get(
+                    f"/api/runs/{run_id}/log", params={"from": 0, "limit": 1}
+                ).json()
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            daemon.wait(timeout=30)
+        duration = run.get("duration_ms", 0) / 1000
+        return {
+            "bytes": total_bytes,
+            "lines": total_bytes // 100,
+            "baseline_s": round(baseline, 3),
+            "runyard_run_s": round(duration, 3),
+            "runyard_wall_s": round(wall, 3),
+            "ratio": round(duration / baseline, 3),
+            "target_ratio": 3.0,
+            "end_reason": run.get("end_reason"),
+            "lines_logged": log_page.get("total_lines"),
+            "health_checks": len(latencies),
+            "health_max_ms": round(max(latencies) * 1000, 1),
+            "health_p50_ms": round(statistics.median(latencies) * 1000, 2),
+            "health_target_max_ms": 100,
+        }
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _wait_for_health(client: httpx.Client) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if client.get("/health").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError("the daemon did not answer /health within 30 s")
+
+
+# ----- 3. history -------------------------------------------------------------
+
+
+def _fill(store: RunStore, count: int, tasks: int) -> None:
+    base = datetime(2026, 1, 1, tzinfo=UTC)
+    reasons = [EndReason.SUCCESS] * 8 + [EndReason.FAILED, EndReason.TIMEOUT]
+    batch: list[Run] = []
+    for index in range(count):
+        created = base + timedelta(seconds=index * 7)
+        ended = index < count - 20  # the newest few are still pending or running
+        reason = reasons[index % len(reasons)] if ended else None
+        status = (
+            RunStatus.ENDED if ended else (RunStatus.RUNNING if index % 2 else RunStatus.PENDING)
+        )
+        start = (
+            created + timedelta(milliseconds=index % 900)
+            if status is not RunStatus.PENDING
+            else None
+        )
+        end = start + timedelta(milliseconds=(index * 7919) % 600_000) if ended and start else None
+        batch.append(
+            Run(
+                id=str(ULID.from_timestamp(created.timestamp())),
+                task_name=f"task-{index % tasks}",
+                status=status,
+                created_at=created,
+                triggered_by=TriggeredBy.CRON if index % 3 else TriggeredBy.API,
+                exit_code=(0 if reason is EndReason.SUCCESS else (index % 5) + 1) if ended else 0,
+                end_reason=reason,
+                start_at=start,
+                end_at=end,
+                description="bench run",
+            )
+        )
+        if len(batch) == 10_000:
+            store.apply(batch, [])
+            batch = []
+    if batch:
+        store.apply(batch, [])
+
+
+def _time_query(store: RunStore, query: RunQuery, repeat: int) -> float:
+    store.list_runs(query)  # warm
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        store.list_runs(query)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples) * 1000
+
+
+def _history_queries() -> dict[str, RunQuery]:
+    queries: dict[str, RunQuery] = {}
+    for field in SortField:
+        for direction in SortDirection:
+            queries[f"task, sort {field.value} {direction.value}"] = RunQuery(
+                task_name="task-0", sort_field=field, sort_direction=direction
+            )
+            queries[f"all, sort {field.value} {direction.value}"] = RunQuery(
+                sort_field=field, sort_direction=direction
+            )
+    queries["task, status=ended"] = RunQuery(task_name="task-0", status=RunStatus.ENDED)
+    queries["all, status=running"] = RunQuery(status=RunStatus.RUNNING)
+    queries["all, status=failed"] = RunQuery(end_reason=EndReason.FAILED)
+    queries["task, offset 5000"] = RunQuery(task_name="task-0", offset=5000)
+    queries["search (task, 'timeout')"] = RunQuery(task_name="task-0", search="timeout")
+    return queries
+
+
+def bench_history(sizes: list[int], tasks: int, repeat: int) -> dict[str, Any]:
+    results: dict[str, dict[str, float]] = {}
+    fill_seconds: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="runyard-bench-") as tmp:
+        for size in sizes:
+            path = Path(tmp) / f"history-{size}.db"
+            store = RunStore.open(f"sqlite:///{path}")
+            started = time.perf_counter()
+            _fill(store, size, tasks)
+            fill_seconds[str(size)] = round(time.perf_counter() - started, 1)
+            for name, query in _history_queries().items():
+                results.setdefault(name, {})[str(size)] = round(
+                    _time_query(store, query, repeat), 3
+                )
+            store.close()
+            path.unlink()
+    small, large = str(sizes[0]), str(sizes[-1])
+    rows = []
+    worst = 0.0
+    for name, timings in results.items():
+        ratio = timings[large] / timings[small] if timings[small] else float("inf")
+        if not name.startswith("search"):
+            worst = max(worst, ratio)
+        rows.append(
+            {"query": name, **{f"ms_{k}": v for k, v in timings.items()}, "ratio": round(ratio, 2)}
+        )
+    return {
+        "sizes": sizes,
+        "tasks": tasks,
+        "fill_seconds": fill_seconds,
+        "queries": rows,
+        "worst_ratio_without_search": round(worst, 2),
+        "target_ratio": 3.0,
+    }
+
+
+# ----- report ----------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--only", choices=["throughput", "logs", "history"], action="append")
+    parser.add_argument("--runs", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--log-bytes", type=int, default=1024**3)
+    parser.add_argument("--history-sizes", default="10000,1000000")
+    parser.add_argument("--history-tasks", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=RESULTS / "engine.json")
+    args = parser.parse_args()
+    parts = args.only or ["throughput", "logs", "history"]
+    report: dict[str, Any] = {"machine": machine()}
+    steps: dict[str, Callable[[], dict[str, Any]]] = {
+        "throughput": lambda: bench_throughput(args.runs, args.concurrency),
+        "logs": lambda: bench_log_capture(args.log_bytes),
+        "history": lambda: bench_history(
+            [int(size) for size in args.history_sizes.split(",")], args.history_tasks, args.repeat
+        ),
+    }
+    for part in parts:
+        print(f"== {part} ...", flush=True)
+        report[part] = steps[part]()
+        print(json.dumps(report[part], indent=2), flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if args.out.exists():
+        previous = json.loads(args.out.read_text())
+        previous.update(report)
+        report = previous
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_table(report)
+    print(f"\nwritten to {args.out}")
+
+
+def print_table(report: dict[str, Any]) -> None:
+    print("\n| measurement | baseline | runyard | ratio | target |")
+    print("|---|---|---|---|---|")
+    if "throughput" in report:
+        t = report["throughput"]
+        print(
+            f"| {t['runs']} runs of /bin/true, concurrency {t['concurrency']} | "
+            f"{t['baseline_runs_per_s']} runs/s | {t['runyard_runs_per_s']} runs/s | "
+            f"{t['ratio']} | >= {t['target_ratio']} |"
+        )
+    if "logs" in report:
+        lg = report["logs"]
+        print(
+            f"| log capture, {lg['bytes'] // 1024**2} MiB of 100-byte lines | {lg['baseline_s']} s | "
+            f"{lg['runyard_run_s']} s | {lg['ratio']} | <= {lg['target_ratio']} |"
+        )
+        print(
+            f"| /health during that run (max of {lg['health_checks']}) | | {lg['health_max_ms']} ms | | "
+            f"<= {lg['health_target_max_ms']} ms |"
+        )
+    if "history" in report:
+        h = report["history"]
+        small, large = h["sizes"][0], h["sizes"][-1]
+        for row in h["queries"]:
+            print(
+                f"| list runs: {row['query']} | {row[f'ms_{small}']} ms @ {small:,} | "
+                f"{row[f'ms_{large}']} ms @ {large:,} | {row['ratio']} | "
+                f"{'reported' if row['query'].startswith('search') else '<= 3'} |"
+            )
+
+
+if __name__ == "__main__":
+    shutil.which("yes") or sys.exit("bench needs coreutils `yes`")
+    main()

@@ -1,0 +1,267 @@
+"""RunStore: every read and write of run history."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.sql.elements import ColumnElement
+
+from runyard.domain.models import Run, RunStatus
+from runyard.domain.queries import RunQuery, SortDirection, SortField
+from runyard.store import database
+from runyard.store._rows import MUTABLE_COLUMNS, row_to_run, run_to_row
+from runyard.store.schema import run_counts, runs
+
+_SORT_COLUMNS: dict[SortField, sa.Column[Any]] = {
+    SortField.TASK_NAME: runs.c.task_name,
+    SortField.STATUS: runs.c.status,
+    SortField.START_AT: runs.c.start_at,
+    SortField.EXIT_CODE: runs.c.exit_code,
+    SortField.DURATION: runs.c.duration_ms,
+    SortField.CREATED_AT: runs.c.created_at,
+}
+
+_SEARCHED_COLUMNS = (
+    runs.c.id,
+    runs.c.task_name,
+    runs.c.status,
+    runs.c.end_reason,
+    runs.c.triggered_by,
+    runs.c.external_execution_id,
+)
+
+# Runs deleted per retention transaction: SQLite holds its one write lock that long.
+_DELETE_BATCH = 1000
+
+_ACTIVE_STATUSES = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
+
+_UPDATE = (
+    sa.update(runs)
+    .where(runs.c.id == sa.bindparam("run_id"))
+    # bindparam names may not be column names in an UPDATE's SET clause.
+    .values({column: sa.bindparam(f"new_{column}") for column in MUTABLE_COLUMNS})
+)
+
+
+class RunStore:
+    """Run history in SQLite or PostgreSQL; safe to call from any thread."""
+
+    def __init__(self, engine: Engine) -> None:
+        """Wrap an engine whose database is migrated; use RunStore.open instead."""
+        self._engine = engine
+        # In-memory SQLite has one connection for everyone: take turns.
+        self._lock: AbstractContextManager[object] = (
+            threading.Lock() if database.is_shared_connection(engine) else nullcontext()
+        )
+
+    @classmethod
+    def open(cls, url: str) -> RunStore:
+        """Connect to url, migrate the database to the latest schema and return the store."""
+        engine = database.create_engine(url)
+        try:
+            database.migrate(engine)
+        except BaseException:
+            engine.dispose()
+            raise
+        return cls(engine)
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    def apply(self, inserts: Sequence[Run], updates: Sequence[Run]) -> None:
+        """Insert new runs, then update existing ones by id, in one transaction.
+
+        Updates of ids that are not stored change nothing.
+        """
+        if not inserts and not updates:
+            return
+        with self._transaction(write=True) as connection:
+            if inserts:
+                connection.execute(sa.insert(runs), [run_to_row(run) for run in inserts])
+            if updates:
+                connection.execute(_UPDATE, [_update_params(run) for run in updates])
+
+    def get_run(self, run_id: str) -> Run | None:
+        """Return the run with this id, or None."""
+        with self._transaction() as connection:
+            row = connection.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
+        return None if row is None else row_to_run(row)
+
+    def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:
+        """Return one page of the runs the query selects, and how many it selects in all."""
+        where = _where(query)
+        page = (
+            sa.select(runs)
+            .where(*where)
+            .order_by(*_order_by(query))
+            .limit(query.limit)
+            .offset(query.offset)
+        )
+        with self._transaction() as connection:
+            rows = connection.execute(page).mappings().all()
+            if query.search:
+                total = connection.execute(
+                    sa.select(sa.func.count()).select_from(runs).where(*where)
+                ).scalar_one()
+            else:
+                total = connection.execute(_counted_total(query)).scalar_one()
+        return [row_to_run(row) for row in rows], int(total)
+
+    def active_runs(self) -> list[Run]:
+        """Return the pending and running runs, oldest first."""
+        statement = (
+            sa.select(runs)
+            .where(runs.c.status.in_(_ACTIVE_STATUSES))
+            .order_by(runs.c.created_at, runs.c.id)
+        )
+        with self._transaction() as connection:
+            rows = connection.execute(statement).mappings().all()
+        return [row_to_run(row) for row in rows]
+
+    def delete_expired(
+        self, task_name: str, keep_runs: int | None, ended_before: datetime | None
+    ) -> list[str]:
+        """Delete the task's ended runs past its newest keep_runs, or ended before a time.
+
+        "Newest" is by creation time. Deletes in batches, each its own
+        transaction, so writers never wait long; returns the ids deleted,
+        oldest first.
+        """
+        if keep_runs is not None and keep_runs < 0:
+            raise ValueError(f"keep_runs must not be negative, got {keep_runs}")
+        if keep_runs is None and ended_before is None:
+            return []
+        deleted: list[str] = []
+        while True:
+            with self._transaction(write=True) as connection:
+                batch = _delete_expired_batch(connection, task_name, keep_runs, ended_before)
+            deleted += batch
+            if len(batch) < _DELETE_BATCH:
+                return deleted
+
+    def task_names_with_runs(self) -> list[str]:
+        """Return the names of the tasks that have runs stored, sorted."""
+        statement = (
+            sa.select(run_counts.c.task_name)
+            .where(run_counts.c.count > 0)
+            .group_by(run_counts.c.task_name)
+            .order_by(run_counts.c.task_name)
+        )
+        with self._transaction() as connection:
+            return list(connection.execute(statement).scalars())
+
+    @contextmanager
+    def _transaction(self, *, write: bool = False) -> Iterator[Connection]:
+        with (
+            self._lock,
+            database.store_errors("database error"),
+            self._engine.connect() as connection,
+        ):
+            if write:
+                connection.execution_options(**{database.WRITE_OPTION: True})
+            with connection.begin():
+                yield connection
+
+
+def _delete_expired_batch(
+    connection: Connection, task_name: str, keep_runs: int | None, ended_before: datetime | None
+) -> list[str]:
+    """Delete the oldest expired runs of a task, at most a batch; return their ids."""
+    ended = sa.and_(runs.c.task_name == task_name, runs.c.status == RunStatus.ENDED.value)
+    expired: list[ColumnElement[bool]] = []
+    if keep_runs == 0:
+        expired.append(sa.true())
+    elif keep_runs is not None:
+        # A bound on (created_at, id) walks the index; an IN (... OFFSET) list
+        # would be rebuilt in full for every batch.
+        oldest_kept = connection.execute(
+            sa.select(runs.c.created_at, runs.c.id)
+            .where(ended)
+            .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+            .offset(keep_runs - 1)
+            .limit(1)
+        ).first()
+        if oldest_kept is not None:
+            created_at, run_id = oldest_kept
+            expired.append(
+                sa.or_(
+                    runs.c.created_at < created_at,
+                    sa.and_(runs.c.created_at == created_at, runs.c.id < run_id),
+                )
+            )
+    if ended_before is not None:
+        expired.append(runs.c.end_at < ended_before)
+    if not expired:
+        return []
+    batch = (
+        sa.select(runs.c.id)
+        .where(ended, sa.or_(*expired))
+        .order_by(runs.c.created_at, runs.c.id)
+        .limit(_DELETE_BATCH)
+    )
+    statement = sa.delete(runs).where(runs.c.id.in_(batch)).returning(runs.c.created_at, runs.c.id)
+    # RETURNING has no order on PostgreSQL.
+    return [run_id for _, run_id in sorted(connection.execute(statement).tuples())]
+
+
+def _update_params(run: Run) -> dict[str, Any]:
+    row = run_to_row(run)
+    params = {f"new_{column}": row[column] for column in MUTABLE_COLUMNS}
+    params["run_id"] = run.id
+    return params
+
+
+def _where(query: RunQuery) -> list[ColumnElement[bool]]:
+    """Return the conditions selecting the query's runs."""
+    conditions: list[ColumnElement[bool]] = []
+    if query.task_name is not None:
+        conditions.append(runs.c.task_name == query.task_name)
+    if query.status is not None:
+        conditions.append(runs.c.status == query.status.value)
+    if query.end_reason is not None:
+        conditions.append(runs.c.end_reason == query.end_reason.value)
+    if query.search:
+        pattern = "%" + _escape_like(query.search) + "%"
+        conditions.append(
+            sa.or_(*(column.ilike(pattern, escape="\\") for column in _SEARCHED_COLUMNS))
+        )
+    return conditions
+
+
+def _order_by(query: RunQuery) -> list[ColumnElement[Any]]:
+    """Return the query's sort: its field, then id, NULLs as the smallest value."""
+    column = _SORT_COLUMNS[query.sort_field]
+    if query.sort_direction is SortDirection.ASC:
+        key = column.asc()
+        if column.nullable:
+            # PostgreSQL's default is the opposite; SQLite's is the same, and
+            # the explicit clause keeps the index usable on both.
+            key = key.nulls_first()
+        return [key, runs.c.id.asc()]
+    key = column.desc()
+    if column.nullable:
+        key = key.nulls_last()
+    return [key, runs.c.id.desc()]
+
+
+def _counted_total(query: RunQuery) -> sa.Select[tuple[int]]:
+    """Return the total of a query without search, from the trigger-kept counters."""
+    statement = sa.select(sa.func.coalesce(sa.func.sum(run_counts.c.count), 0))
+    if query.task_name is not None:
+        statement = statement.where(run_counts.c.task_name == query.task_name)
+    if query.status is not None:
+        statement = statement.where(run_counts.c.status == query.status.value)
+    if query.end_reason is not None:
+        statement = statement.where(run_counts.c.end_reason == query.end_reason.value)
+    return statement
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

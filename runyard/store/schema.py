@@ -1,0 +1,95 @@
+"""The tables, as SQLAlchemy Core sees them (the migrations create them)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeEngine
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """Store an aware datetime as UTC; load it back as an aware UTC datetime.
+
+    SQLite has no timestamp type: integer microseconds since the epoch sort
+    chronologically and round-trip exactly. PostgreSQL gets timestamptz.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "sqlite":
+            return dialect.type_descriptor(sa.BigInteger())
+        return dialect.type_descriptor(sa.DateTime(timezone=True))
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> object:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value.isoformat()} (runyard stores aware datetimes)")
+        if dialect.name == "sqlite":
+            return (value - _EPOCH) // _MICROSECOND
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: object, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, datetime):
+            return value.astimezone(UTC)
+        if isinstance(value, int):
+            return _EPOCH + value * _MICROSECOND
+        raise TypeError(f"unexpected timestamp value {value!r}")
+
+
+def _key(length: int) -> sa.types.TypeEngine[str]:
+    """Return a string type that sorts bytewise on every database, like SQLite does."""
+    return sa.String(length).with_variant(sa.String(length, collation="C"), "postgresql")
+
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", _key(26), primary_key=True),
+    sa.Column("task_name", _key(100), nullable=False),
+    sa.Column("status", _key(16), nullable=False),
+    sa.Column("end_reason", _key(32), nullable=True),
+    sa.Column("exit_code", sa.Integer, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("start_at", UtcDateTime, nullable=True),
+    sa.Column("end_at", UtcDateTime, nullable=True),
+    sa.Column("duration_ms", sa.BigInteger, nullable=True),
+    sa.Column("replica_index", sa.Integer, nullable=False),
+    sa.Column("retry_attempt", sa.Integer, nullable=False),
+    sa.Column("retry_of_run_id", _key(26), nullable=True),
+    sa.Column("triggered_by", _key(16), nullable=False),
+    sa.Column(
+        "external_execution_id", sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
+    ),
+    sa.Column("params", sa.Text, nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("not_before", UtcDateTime, nullable=True),
+    sa.Column("input_data", sa.Text, nullable=True),
+    sa.Column("output_data", sa.Text, nullable=True),
+)
+
+# Maintained by triggers on `runs` (see migrations): the list total without a
+# COUNT(*) over every row. end_reason is '' for runs that have none, so the
+# primary key can cover it.
+run_counts = sa.Table(
+    "run_counts",
+    metadata,
+    sa.Column("task_name", _key(100), primary_key=True),
+    sa.Column("status", _key(16), primary_key=True),
+    sa.Column("end_reason", _key(32), primary_key=True),
+    sa.Column("count", sa.BigInteger, nullable=False),
+)
+
+NO_END_REASON = ""

@@ -1,0 +1,575 @@
+"""RunStore against SQLite and PostgreSQL: schema, writes, listing, counters, retention."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+import runyard.store.runs
+from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
+from runyard.domain.queries import RunQuery, SortDirection, SortField
+from runyard.exceptions import StoreError
+from runyard.store import RunStore, database_url
+
+MakeRun = Callable[..., Run]
+
+T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+TASKS = ("backup", "Report", "sync-db")
+ENDINGS: tuple[tuple[EndReason, int, bool], ...] = (  # reason, exit code, started
+    (EndReason.SUCCESS, 0, True),
+    (EndReason.FAILED, 1, True),
+    (EndReason.TIMEOUT, 143, True),
+    (EndReason.SKIPPED, -1, False),
+    (EndReason.FAILED, 1, True),
+)
+
+
+def build_runs(make_run: MakeRun) -> list[Run]:
+    """Return 40 runs over three tasks with NULLs and ties in every sort key."""
+    result = []
+    for i in range(40):
+        created = T0 + timedelta(minutes=i // 2)  # pairs share created_at
+        start = created + timedelta(seconds=5)
+        fields: dict[str, Any] = {
+            "triggered_by": (TriggeredBy.CRON, TriggeredBy.API, TriggeredBy.CLOUD)[i % 3],
+            "external_execution_id": f"exec-{i}" if i % 4 == 0 else None,
+        }
+        if i % 5 == 0:
+            status = RunStatus.PENDING
+        elif i % 5 == 1:
+            status = RunStatus.RUNNING
+            fields["start_at"] = start
+        else:
+            status = RunStatus.ENDED
+            reason, exit_code, started = ENDINGS[i % len(ENDINGS)]
+            fields.update(end_reason=reason, exit_code=exit_code, end_at=start)
+            if started:
+                fields.update(start_at=start, end_at=start + timedelta(seconds=i % 3))
+        result.append(make_run(TASKS[i % 3], status, created, **fields))
+    result.append(
+        make_run(
+            "odd",
+            RunStatus.ENDED,
+            T0,
+            end_reason=EndReason.FAILED,
+            external_execution_id="50%_off\\x",
+        )
+    )
+    return result
+
+
+@pytest.fixture
+def filled(store: RunStore, make_run: MakeRun) -> tuple[RunStore, list[Run]]:
+    runs = build_runs(make_run)
+    store.apply(runs, [])
+    return store, runs
+
+
+def sort_value(run: Run, field: SortField) -> object:
+    return {
+        SortField.TASK_NAME: run.task_name,
+        SortField.STATUS: run.status.value,
+        SortField.START_AT: run.start_at,
+        SortField.EXIT_CODE: run.exit_code,
+        SortField.DURATION: run.duration_ms,
+        SortField.CREATED_AT: run.created_at,
+    }[field]
+
+
+def matches(run: Run, query: RunQuery) -> bool:
+    if query.task_name is not None and run.task_name != query.task_name:
+        return False
+    if query.status is not None and run.status is not query.status:
+        return False
+    if query.end_reason is not None and run.end_reason is not query.end_reason:
+        return False
+    if query.search:
+        searched = (
+            run.id,
+            run.task_name,
+            run.status.value,
+            run.end_reason.value if run.end_reason else None,
+            run.triggered_by.value,
+            run.external_execution_id,
+        )
+        return any(query.search.lower() in value.lower() for value in searched if value)
+    return True
+
+
+def expected(runs: list[Run], query: RunQuery) -> list[str]:
+    """Return the ids the query should list: NULL is the smallest value, ties by id."""
+
+    def key(run: Run) -> tuple[tuple[object, ...], str]:
+        value = sort_value(run, query.sort_field)
+        return ((0,) if value is None else (1, value)), run.id
+
+    ordered = sorted(
+        (run for run in runs if matches(run, query)),
+        key=key,
+        reverse=query.sort_direction is SortDirection.DESC,
+    )
+    return [run.id for run in ordered]
+
+
+def list_all(store: RunStore, query: RunQuery) -> tuple[list[str], int]:
+    page, total = store.list_runs(replace(query, limit=1000, offset=0))
+    return [run.id for run in page], total
+
+
+# --- schema -------------------------------------------------------------------
+
+
+def test_migrations_apply_to_empty_database_and_reopen_is_idempotent(
+    store_url: str, make_run: MakeRun
+) -> None:
+    run = make_run()
+    first = RunStore.open(store_url)
+    first.apply([run], [])
+    first.close()
+
+    second = RunStore.open(store_url)
+    try:
+        assert second.get_run(run.id) == run
+    finally:
+        second.close()
+
+    engine = sa.create_engine(database_url(Path("."), {"RUNYARD_DATABASE_URL": store_url}))
+    try:
+        inspector = sa.inspect(engine)
+        assert {"runs", "run_counts", "alembic_version"} <= set(inspector.get_table_names())
+        assert len(inspector.get_indexes("runs")) >= 15
+        with engine.connect() as connection:
+            versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
+            assert versions.scalars().all() == ["0001"]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "nosuchdb://somewhere/x",
+        "this is not a url",
+        "postgresql+psycopg://postgres@127.0.0.1:1/nothing",
+        "sqlite:////proc/no/such/dir/runyard.db",
+    ],
+)
+def test_bad_url_gives_store_error(url: str) -> None:
+    with pytest.raises(StoreError):
+        RunStore.open(url)
+
+
+@pytest.mark.parametrize(
+    ("environ", "want"),
+    [
+        ({}, "sqlite:////data/runyard.db"),
+        ({"RUNYARD_DATABASE_URL": ""}, "sqlite:////data/runyard.db"),
+        ({"RUNYARD_DATABASE_URL": "postgresql://u:p@h/db"}, "postgresql+psycopg://u:p@h/db"),
+        ({"RUNYARD_DATABASE_URL": "postgres://u@h/db"}, "postgresql+psycopg://u@h/db"),
+        ({"RUNYARD_DATABASE_URL": "postgresql+psycopg://h/db"}, "postgresql+psycopg://h/db"),
+        ({"RUNYARD_DATABASE_URL": "sqlite:////x/y.db"}, "sqlite:////x/y.db"),
+    ],
+)
+def test_database_url(environ: dict[str, str], want: str) -> None:
+    assert database_url(Path("/data"), environ) == want
+
+
+# --- writes and reads -----------------------------------------------------------
+
+
+def full_run(make_run: MakeRun) -> Run:
+    """Return a run with every field set to something other than its default."""
+    return make_run(
+        "deploy",
+        RunStatus.ENDED,
+        T0,
+        triggered_by=TriggeredBy.CLOUD,
+        exit_code=3,
+        end_reason=EndReason.FAILED,
+        start_at=T0 + timedelta(seconds=1, microseconds=1),
+        end_at=T0 + timedelta(minutes=2, microseconds=999999),
+        replica_index=2,
+        retry_attempt=1,
+        retry_of_run_id=make_run().id,
+        external_execution_id="ext-42",
+        params={"env": "prod", "ünï": "cödé"},
+        description="nightly deploy",
+        not_before=T0 - timedelta(days=400),
+        input_data=[[["a", "b"], ["c", "d"]]],
+        output_data={"sheet": [["x", "1"]]},
+    )
+
+
+ROUND_TRIPS: dict[str, Callable[[MakeRun], Run]] = {
+    "minimal": lambda make_run: make_run(),
+    "full": full_run,
+    "empty-data": lambda make_run: replace(
+        full_run(make_run), input_data=[], output_data={}, params={}
+    ),
+    "non-utc-offset": lambda make_run: make_run(
+        created_at=datetime(2025, 3, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
+    ),
+}
+
+
+@pytest.mark.parametrize("name", ROUND_TRIPS)
+def test_insert_get_round_trip(store: RunStore, make_run: MakeRun, name: str) -> None:
+    run = ROUND_TRIPS[name](make_run)
+    store.apply([run], [])
+    got = store.get_run(run.id)
+    assert got == run
+    assert got is not None
+    for stamp in (got.created_at, got.start_at, got.end_at, got.not_before):
+        assert stamp is None or stamp.tzinfo == UTC
+
+
+def test_update_changes_every_mutable_field(store: RunStore, make_run: MakeRun) -> None:
+    pending = make_run("deploy", params={"a": "1"})
+    store.apply([pending], [])
+    ended = replace(
+        full_run(make_run),
+        id=pending.id,
+        task_name=pending.task_name,
+        created_at=pending.created_at,
+        triggered_by=pending.triggered_by,
+        replica_index=0,
+        retry_attempt=0,
+        retry_of_run_id=None,
+    )
+    store.apply([], [ended])
+    assert store.get_run(pending.id) == ended
+    back = replace(pending, params={}, description="reset")
+    store.apply([], [back])
+    assert store.get_run(pending.id) == back
+
+
+def test_insert_then_update_in_one_call(store: RunStore, make_run: MakeRun) -> None:
+    run = make_run()
+    running = replace(run, status=RunStatus.RUNNING, start_at=T0)
+    store.apply([run], [running])
+    assert store.get_run(run.id) == running
+
+
+def test_get_run_unknown_is_none(store: RunStore, make_run: MakeRun) -> None:
+    assert store.get_run(make_run().id) is None
+
+
+def test_failed_apply_changes_nothing(store: RunStore, make_run: MakeRun) -> None:
+    run = make_run()
+    store.apply([run], [])
+    fresh = make_run()
+    with pytest.raises(StoreError):
+        store.apply([fresh, run], [])  # duplicate id
+    assert store.get_run(fresh.id) is None
+    assert store.list_runs(RunQuery())[1] == 1
+
+
+def test_naive_datetime_is_refused(store: RunStore, make_run: MakeRun) -> None:
+    with pytest.raises(StoreError):
+        store.apply([make_run(created_at=datetime(2025, 1, 1))], [])
+
+
+def test_concurrent_writers(store: RunStore, make_run: MakeRun) -> None:
+    errors: list[BaseException] = []
+
+    def write(task: str) -> None:
+        try:
+            for _ in range(20):
+                store.apply([make_run(task), make_run(task)], [])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(f"t{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert store.list_runs(RunQuery())[1] == 240
+    assert store.task_names_with_runs() == [f"t{i}" for i in range(6)]
+
+
+# --- listing --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("task_name", [None, "backup"])
+@pytest.mark.parametrize("direction", list(SortDirection))
+@pytest.mark.parametrize("field", list(SortField))
+def test_list_sorts(
+    filled: tuple[RunStore, list[Run]],
+    field: SortField,
+    direction: SortDirection,
+    task_name: str | None,
+) -> None:
+    store, runs = filled
+    query = RunQuery(task_name=task_name, sort_field=field, sort_direction=direction)
+    want = expected(runs, query)
+    assert list_all(store, query) == (want, len(want))
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        RunQuery(task_name="Report"),
+        RunQuery(task_name="report"),
+        RunQuery(task_name="nothing"),
+        *(RunQuery(status=status) for status in RunStatus),
+        *(RunQuery(end_reason=reason) for reason in EndReason),
+        RunQuery(task_name="backup", status=RunStatus.ENDED),
+        RunQuery(task_name="sync-db", end_reason=EndReason.FAILED),
+        RunQuery(
+            status=RunStatus.ENDED, end_reason=EndReason.TIMEOUT, sort_field=SortField.DURATION
+        ),
+        RunQuery(status=RunStatus.PENDING, end_reason=EndReason.FAILED),
+    ],
+    ids=repr,
+)
+def test_list_filters(filled: tuple[RunStore, list[Run]], query: RunQuery) -> None:
+    store, runs = filled
+    want = expected(runs, query)
+    assert list_all(store, query) == (want, len(want))
+
+
+@pytest.mark.parametrize(
+    ("search", "column"),
+    [
+        ("REP", "task_name"),
+        ("sync-", "task_name"),
+        ("RUNN", "status"),
+        ("timeO", "end_reason"),
+        ("cRoN", "triggered_by"),
+        ("cloud", "triggered_by"),
+        ("EXEC-1", "external_execution_id"),
+        ("%", "external_execution_id (literal %)"),
+        ("_", "external_execution_id (literal _)"),
+        ("\\x", "external_execution_id (literal backslash)"),
+        ("no such thing", "nothing"),
+    ],
+)
+def test_list_search(filled: tuple[RunStore, list[Run]], search: str, column: str) -> None:
+    store, runs = filled
+    for query in (RunQuery(search=search), RunQuery(search=search, task_name="backup")):
+        want = expected(runs, query)
+        assert list_all(store, query) == (want, len(want)), column
+    if column != "nothing":
+        assert expected(runs, RunQuery(search=search))
+
+
+@pytest.mark.parametrize("case", ["upper", "lower"])
+def test_list_search_by_id(filled: tuple[RunStore, list[Run]], case: str) -> None:
+    store, runs = filled
+    fragment = runs[7].id[-10:]
+    fragment = fragment.upper() if case == "upper" else fragment.lower()
+    assert list_all(store, RunQuery(search=fragment)) == ([runs[7].id], 1)
+
+
+@pytest.mark.parametrize("field", list(SortField))
+@pytest.mark.parametrize("direction", list(SortDirection))
+def test_list_pages_do_not_overlap(
+    filled: tuple[RunStore, list[Run]], field: SortField, direction: SortDirection
+) -> None:
+    store, runs = filled
+    query = RunQuery(sort_field=field, sort_direction=direction, limit=7)
+    seen: list[str] = []
+    for offset in range(0, len(runs) + 7, 7):
+        page, total = store.list_runs(replace(query, offset=offset))
+        assert total == len(runs)
+        assert len(page) == min(7, max(0, len(runs) - offset))
+        seen += [run.id for run in page]
+    assert seen == expected(runs, query)
+
+
+def test_totals_follow_updates_and_deletes(filled: tuple[RunStore, list[Run]]) -> None:
+    store, runs = filled
+    by_id = {run.id: run for run in runs}
+    changed = []
+    for run in runs:
+        if run.status is RunStatus.PENDING:
+            changed.append(replace(run, status=RunStatus.RUNNING, start_at=T0))
+        elif run.status is RunStatus.RUNNING:
+            changed.append(
+                replace(
+                    run,
+                    status=RunStatus.ENDED,
+                    end_reason=EndReason.STOPPED,
+                    end_at=T0 + timedelta(hours=1),
+                    exit_code=-15,
+                )
+            )
+        elif run.end_reason is EndReason.SKIPPED:
+            changed.append(replace(run, description="same counters"))
+    store.apply([], changed)
+    by_id.update({run.id: run for run in changed})
+    deleted = store.delete_expired("Report", keep_runs=2, ended_before=None)
+    assert deleted
+    for run_id in deleted:
+        del by_id[run_id]
+    current = list(by_id.values())
+
+    queries = [
+        RunQuery(),
+        *(RunQuery(task_name=task) for task in TASKS),
+        *(RunQuery(status=status) for status in RunStatus),
+        *(RunQuery(end_reason=reason) for reason in EndReason),
+        *(RunQuery(task_name=task, status=RunStatus.ENDED) for task in TASKS),
+        RunQuery(task_name="Report", end_reason=EndReason.STOPPED),
+        RunQuery(search="stopped"),
+        RunQuery(search="report", status=RunStatus.RUNNING),
+    ]
+    for query in queries:
+        want = expected(current, query)
+        assert list_all(store, query) == (want, len(want)), query
+        assert store.list_runs(replace(query, limit=1))[1] == len(want), query
+
+
+def test_active_runs_are_oldest_first(filled: tuple[RunStore, list[Run]]) -> None:
+    store, runs = filled
+    active = [run for run in runs if run.status is not RunStatus.ENDED]
+    want = sorted(active, key=lambda run: (run.created_at, run.id))
+    assert store.active_runs() == want
+
+
+# --- retention ------------------------------------------------------------------
+
+
+def retention_runs(make_run: MakeRun) -> list[Run]:
+    """Return 6 ended runs of "backup" (ending an hour apart), 2 active, 3 of "other"."""
+    result = [
+        make_run(
+            "backup",
+            RunStatus.ENDED,
+            T0 + timedelta(hours=i),
+            end_reason=EndReason.SUCCESS,
+            start_at=T0 + timedelta(hours=i),
+            end_at=T0 + timedelta(hours=i, minutes=5),
+        )
+        for i in range(6)
+    ]
+    result += [
+        make_run("backup", RunStatus.PENDING, T0 - timedelta(days=9)),
+        make_run("backup", RunStatus.RUNNING, T0 - timedelta(days=9), start_at=T0),
+    ]
+    result += [
+        make_run(
+            "other",
+            RunStatus.ENDED,
+            T0 - timedelta(days=9),
+            end_reason=EndReason.MISSED,
+            exit_code=-1,
+            end_at=T0 - timedelta(days=9),
+        )
+        for _ in range(3)
+    ]
+    return result
+
+
+@pytest.mark.parametrize(
+    ("keep_runs", "ended_before", "deleted"),
+    [
+        (None, None, []),
+        (10, None, []),
+        (6, None, []),
+        (4, None, [0, 1]),
+        (0, None, [0, 1, 2, 3, 4, 5]),
+        (None, T0 + timedelta(hours=2, minutes=5), [0, 1]),
+        (None, T0 + timedelta(hours=2, minutes=6), [0, 1, 2]),
+        (None, T0 - timedelta(days=30), []),
+        (5, T0 + timedelta(hours=2, minutes=6), [0, 1, 2]),
+        (1, T0 + timedelta(hours=2, minutes=6), [0, 1, 2, 3, 4]),
+    ],
+)
+@pytest.mark.parametrize("batch", [1000, 2, 1])
+def test_delete_expired(
+    store: RunStore,
+    make_run: MakeRun,
+    monkeypatch: pytest.MonkeyPatch,
+    batch: int,
+    keep_runs: int | None,
+    ended_before: datetime | None,
+    deleted: list[int],
+) -> None:
+    monkeypatch.setattr(runyard.store.runs, "_DELETE_BATCH", batch)
+    runs = retention_runs(make_run)
+    store.apply(runs, [])
+    got = store.delete_expired("backup", keep_runs, ended_before)
+    assert got == [runs[i].id for i in deleted]  # oldest first
+    kept = [run for run in runs if run.id not in got]
+    for run in runs:
+        assert (store.get_run(run.id) is not None) == (run in kept)
+    assert store.list_runs(RunQuery(task_name="backup"))[1] == 8 - len(deleted)
+    assert store.list_runs(RunQuery())[1] == len(kept)
+
+
+def test_delete_expired_refuses_negative_keep(store: RunStore) -> None:
+    with pytest.raises(ValueError):
+        store.delete_expired("backup", -1, None)
+
+
+def test_task_names_with_runs(store: RunStore, make_run: MakeRun) -> None:
+    assert store.task_names_with_runs() == []
+    store.apply(retention_runs(make_run) + [make_run("zeta"), make_run("Alpha")], [])
+    assert store.task_names_with_runs() == ["Alpha", "backup", "other", "zeta"]
+    assert len(store.delete_expired("other", keep_runs=0, ended_before=None)) == 3
+    assert store.task_names_with_runs() == ["Alpha", "backup", "zeta"]
+
+
+# --- query plans (SQLite) ---------------------------------------------------------
+
+PLANNED_QUERIES = [
+    RunQuery(task_name=task_name, sort_field=field, sort_direction=direction)
+    for task_name in (None, "backup")
+    for field in SortField
+    for direction in SortDirection
+] + [
+    RunQuery(status=RunStatus.ENDED),
+    RunQuery(end_reason=EndReason.FAILED, sort_direction=SortDirection.ASC),
+    RunQuery(task_name="backup", status=RunStatus.RUNNING),
+    RunQuery(task_name="backup", end_reason=EndReason.SUCCESS),
+    RunQuery(status=RunStatus.ENDED, sort_field=SortField.STATUS),
+]
+
+
+@pytest.fixture
+def sqlite_statements(
+    tmp_path: Path, make_run: MakeRun
+) -> Iterator[tuple[RunStore, Path, list[tuple[str, Any]]]]:
+    """Return a SQLite store, its file and the SQL statements it runs from now on."""
+    path = tmp_path / "plans.db"
+    store = RunStore.open(f"sqlite:///{path}")
+    store.apply(build_runs(make_run), [])
+    statements: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        statements.append((statement, parameters))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    try:
+        yield store, path, statements
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
+        store.close()
+
+
+@pytest.mark.parametrize("query", PLANNED_QUERIES, ids=repr)
+def test_list_is_an_index_walk_on_sqlite(
+    sqlite_statements: tuple[RunStore, Path, list[tuple[str, Any]]], query: RunQuery
+) -> None:
+    store, path, statements = sqlite_statements
+    store.list_runs(query)
+    pages = [(sql, params) for sql, params in statements if "ORDER BY" in sql]
+    assert len(pages) == 1
+    assert not any("FROM runs" in sql for sql, _ in statements if "ORDER BY" not in sql)
+    sql, params = pages[0]
+    with sqlite3.connect(path) as connection:
+        plan = " | ".join(row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    connection.close()
+    assert "TEMP B-TREE" not in plan
+    assert "USING" in plan and "INDEX" in plan, plan
