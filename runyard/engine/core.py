@@ -389,7 +389,8 @@ class Engine:
             return
         self.events.publish("run.started", _event_data(active.run))
         writer = LogWriter(self.log_path(active.run.id), task.log_max_size, task.log_on_full)
-        exit_code, detail, stderr_tail = EXIT_START_FAILED, "", []
+        exit_code, detail = EXIT_START_FAILED, ""
+        stderr_tail: list[str] = []
         reason = EndReason.START_FAILED
         try:
             if active.stop_requested:

@@ -177,7 +177,7 @@ def use_pidfd_child_watcher() -> None:
         return  # a kernel or sandbox without pidfds keeps the threaded watcher
     watcher = asyncio.PidfdChildWatcher()
     watcher.attach_loop(asyncio.get_running_loop())
-    policy.set_child_watcher(watcher)  # type: ignore[attr-defined]
+    policy.set_child_watcher(watcher)
 
 
 async def spawn(

@@ -159,7 +159,10 @@ async def test_shell_that_does_not_exist_is_start_failed(harness: Harness) -> No
 
 async def test_environment_and_params_never_spliced(harness: Harness, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
-    script = 'echo "id=$RUNYARD_RUN_ID task=$RUNYARD_TASK rep=$RUNYARD_REPLICA_INDEX try=$RUNYARD_RETRY_ATTEMPT"; echo "who=$WHO arg1=$1 extra=$EXTRA"'
+    script = (
+        'echo "id=$RUNYARD_RUN_ID task=$RUNYARD_TASK rep=$RUNYARD_REPLICA_INDEX '
+        'try=$RUNYARD_RETRY_ATTEMPT"; echo "who=$WHO arg1=$1 extra=$EXTRA"'
+    )
     engine = await harness.start(
         task(
             "envy",

@@ -1,0 +1,139 @@
+"""Route census: every route needs the token unless it is listed in PUBLIC_ROUTES."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.routing import iter_route_contexts
+from fastapi.testclient import TestClient
+
+from runyard.api.app import create_app
+from runyard.api.auth import PUBLIC_ROUTES, QUERY_TOKEN_ROUTES
+from runyard.app import Runyard
+from runyard.config.loader import load_config
+
+CONFIG = """
+[daemon]
+data_dir = "data"
+
+[tasks.hello]
+run = "echo hi"
+"""
+
+# What to put in each path parameter so the request reaches a real handler.
+DUMMY_PATH_VALUES = {"name": "Run", "taskName": "hello", "runId": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}
+
+
+@pytest.fixture
+def runyard(tmp_path: Path) -> Runyard:
+    path = tmp_path / "runyard.toml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return Runyard(load_config(path, environ={}), environ={})
+
+
+@pytest.fixture
+def app(runyard: Runyard) -> FastAPI:
+    return create_app(runyard)
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as client:
+        yield client
+
+
+def routes(app: FastAPI) -> list[tuple[str, str]]:
+    """Return (method, path template) of every route, included routers flattened."""
+    found = []
+    for route in iter_route_contexts(app.routes):
+        assert route.path is not None
+        for method in sorted(route.methods or {"GET"}):
+            if method != "HEAD":
+                found.append((method, route.path))
+    return found
+
+
+def concrete(template: str) -> str:
+    return re.sub(r"{(\w+)}", lambda m: DUMMY_PATH_VALUES.get(m.group(1), "x"), template)
+
+
+def test_census_finds_the_api(app: FastAPI) -> None:
+    paths = {path for _method, path in routes(app)}
+    assert {"/api/tasks", "/api/runs", "/api/events", "/api/runs/{runId}/log/stream"} <= paths
+
+
+def test_every_non_public_route_refuses_requests_without_a_token(
+    app: FastAPI, client: TestClient
+) -> None:
+    checked = 0
+    for method, template in routes(app):
+        if template in PUBLIC_ROUTES:
+            continue
+        response = client.request(method, concrete(template))
+        assert response.status_code == 401, (method, template, response.text)
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.headers["content-type"] == "application/problem+json"
+        body = response.json()
+        assert body["status"] == 401
+        assert body["title"] == "Unauthorized"
+        checked += 1
+    assert checked >= 10
+
+
+def test_a_wrong_token_is_refused_everywhere(app: FastAPI, client: TestClient) -> None:
+    for method, template in routes(app):
+        if template in PUBLIC_ROUTES:
+            continue
+        response = client.request(
+            method, concrete(template), headers={"Authorization": "Bearer not-the-token"}
+        )
+        assert response.status_code == 401, (method, template)
+        assert response.json()["detail"] == "The bearer token is not valid."
+
+
+def test_public_routes_are_listed_and_answer_without_a_token(
+    app: FastAPI, client: TestClient
+) -> None:
+    templates = {path for _method, path in routes(app)}
+    assert templates >= PUBLIC_ROUTES, "PUBLIC_ROUTES lists a route that does not exist"
+    for method, template in routes(app):
+        if template not in PUBLIC_ROUTES:
+            continue
+        response = client.request(method, concrete(template))
+        assert response.status_code == 200, (method, template, response.text)
+
+
+def test_query_token_is_accepted_only_on_sse_routes(runyard: Runyard, client: TestClient) -> None:
+    assert {"/api/events", "/api/runs/{runId}/log/stream"} >= QUERY_TOKEN_ROUTES
+    # A JSON route ignores ?token=: tokens in URLs end up in logs.
+    assert client.get("/api/tasks", params={"token": runyard.token}).status_code == 401
+    run_id = client.post(
+        "/api/tasks/hello/run",
+        params={"wait": "true"},
+        headers={"Authorization": f"Bearer {runyard.token}"},
+    ).json()["id"]
+    with client.stream(
+        "GET", f"/api/runs/{run_id}/log/stream", params={"token": runyard.token}
+    ) as response:
+        assert response.status_code == 200
+        assert "event: done" in response.read().decode()
+
+
+def test_a_route_added_later_is_protected_by_default(app: FastAPI, client: TestClient) -> None:
+    @app.get("/api/added-later")
+    async def added_later() -> dict[str, str]:
+        return {"secret": "yes"}
+
+    assert client.get("/api/added-later").status_code == 401
+
+
+def test_unknown_paths_need_the_token_too(runyard: Runyard, client: TestClient) -> None:
+    # Without the token nobody learns which paths exist.
+    assert client.get("/api/nothing-here").status_code == 401
+    response = client.get("/api/nothing-here", headers={"Authorization": f"Bearer {runyard.token}"})
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
