@@ -17,7 +17,7 @@ from runyard.domain.models import Run, TaskDefinition, TriggeredBy
 from runyard.domain.queries import RunQuery
 from runyard.engine.core import Engine, utc_now
 from runyard.exceptions import NotFound
-from runyard.store.runs import RunStore, database_url
+from runyard.store import RunStore, database_url
 
 TOKEN_FILE = "token"
 

@@ -169,14 +169,17 @@ def use_pidfd_child_watcher() -> None:
     if sys.version_info >= (3, 12) or not hasattr(os, "pidfd_open"):
         return
     policy = asyncio.get_event_loop_policy()
-    if isinstance(getattr(policy, "_watcher", None), asyncio.PidfdChildWatcher):
+    loop = asyncio.get_running_loop()
+    current = getattr(policy, "_watcher", None)
+    # On 3.11 a pidfd watcher serves the one loop it is attached to.
+    if isinstance(current, asyncio.PidfdChildWatcher) and getattr(current, "_loop", None) is loop:
         return
     try:
         os.close(os.pidfd_open(os.getpid()))
     except OSError:
         return  # a kernel or sandbox without pidfds keeps the threaded watcher
     watcher = asyncio.PidfdChildWatcher()
-    watcher.attach_loop(asyncio.get_running_loop())
+    watcher.attach_loop(loop)
     policy.set_child_watcher(watcher)
 
 

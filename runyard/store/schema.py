@@ -91,5 +91,3 @@ run_counts = sa.Table(
     sa.Column("end_reason", _key(32), primary_key=True),
     sa.Column("count", sa.BigInteger, nullable=False),
 )
-
-NO_END_REASON = ""

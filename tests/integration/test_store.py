@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-import runyard.store.runs
 from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.queries import RunQuery, SortDirection, SortField
 from runyard.exceptions import StoreError
@@ -437,139 +435,17 @@ def test_active_runs_are_oldest_first(filled: tuple[RunStore, list[Run]]) -> Non
     assert store.active_runs() == want
 
 
-# --- retention ------------------------------------------------------------------
-
-
-def retention_runs(make_run: MakeRun) -> list[Run]:
-    """Return 6 ended runs of "backup" (ending an hour apart), 2 active, 3 of "other"."""
-    result = [
-        make_run(
-            "backup",
-            RunStatus.ENDED,
-            T0 + timedelta(hours=i),
-            end_reason=EndReason.SUCCESS,
-            start_at=T0 + timedelta(hours=i),
-            end_at=T0 + timedelta(hours=i, minutes=5),
-        )
-        for i in range(6)
-    ]
-    result += [
-        make_run("backup", RunStatus.PENDING, T0 - timedelta(days=9)),
-        make_run("backup", RunStatus.RUNNING, T0 - timedelta(days=9), start_at=T0),
-    ]
-    result += [
-        make_run(
-            "other",
-            RunStatus.ENDED,
-            T0 - timedelta(days=9),
-            end_reason=EndReason.MISSED,
-            exit_code=-1,
-            end_at=T0 - timedelta(days=9),
-        )
-        for _ in range(3)
-    ]
-    return result
-
-
-@pytest.mark.parametrize(
-    ("keep_runs", "ended_before", "deleted"),
-    [
-        (None, None, []),
-        (10, None, []),
-        (6, None, []),
-        (4, None, [0, 1]),
-        (0, None, [0, 1, 2, 3, 4, 5]),
-        (None, T0 + timedelta(hours=2, minutes=5), [0, 1]),
-        (None, T0 + timedelta(hours=2, minutes=6), [0, 1, 2]),
-        (None, T0 - timedelta(days=30), []),
-        (5, T0 + timedelta(hours=2, minutes=6), [0, 1, 2]),
-        (1, T0 + timedelta(hours=2, minutes=6), [0, 1, 2, 3, 4]),
-    ],
-)
-@pytest.mark.parametrize("batch", [1000, 2, 1])
-def test_delete_expired(
-    store: RunStore,
-    make_run: MakeRun,
-    monkeypatch: pytest.MonkeyPatch,
-    batch: int,
-    keep_runs: int | None,
-    ended_before: datetime | None,
-    deleted: list[int],
-) -> None:
-    monkeypatch.setattr(runyard.store.runs, "_DELETE_BATCH", batch)
-    runs = retention_runs(make_run)
-    store.apply(runs, [])
-    got = store.delete_expired("backup", keep_runs, ended_before)
-    assert got == [runs[i].id for i in deleted]  # oldest first
-    kept = [run for run in runs if run.id not in got]
-    for run in runs:
-        assert (store.get_run(run.id) is not None) == (run in kept)
-    assert store.list_runs(RunQuery(task_name="backup"))[1] == 8 - len(deleted)
-    assert store.list_runs(RunQuery())[1] == len(kept)
-
-
-def test_delete_expired_refuses_negative_keep(store: RunStore) -> None:
-    with pytest.raises(ValueError):
-        store.delete_expired("backup", -1, None)
-
-
-def test_task_names_with_runs(store: RunStore, make_run: MakeRun) -> None:
-    assert store.task_names_with_runs() == []
-    store.apply(retention_runs(make_run) + [make_run("zeta"), make_run("Alpha")], [])
-    assert store.task_names_with_runs() == ["Alpha", "backup", "other", "zeta"]
-    assert len(store.delete_expired("other", keep_runs=0, ended_before=None)) == 3
-    assert store.task_names_with_runs() == ["Alpha", "backup", "zeta"]
-
-
-# --- query plans (SQLite) ---------------------------------------------------------
-
-PLANNED_QUERIES = [
-    RunQuery(task_name=task_name, sort_field=field, sort_direction=direction)
-    for task_name in (None, "backup")
-    for field in SortField
-    for direction in SortDirection
-] + [
-    RunQuery(status=RunStatus.ENDED),
-    RunQuery(end_reason=EndReason.FAILED, sort_direction=SortDirection.ASC),
-    RunQuery(task_name="backup", status=RunStatus.RUNNING),
-    RunQuery(task_name="backup", end_reason=EndReason.SUCCESS),
-    RunQuery(status=RunStatus.ENDED, sort_field=SortField.STATUS),
-]
-
-
-@pytest.fixture
-def sqlite_statements(
-    tmp_path: Path, make_run: MakeRun
-) -> Iterator[tuple[RunStore, Path, list[tuple[str, Any]]]]:
-    """Return a SQLite store, its file and the SQL statements it runs from now on."""
-    path = tmp_path / "plans.db"
-    store = RunStore.open(f"sqlite:///{path}")
-    store.apply(build_runs(make_run), [])
-    statements: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
-        statements.append((statement, parameters))
-
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+def test_in_memory_sqlite_is_shared_by_threads(make_run: MakeRun) -> None:
+    store = RunStore.open("sqlite://")
     try:
-        yield store, path, statements
+        threads = [
+            threading.Thread(target=store.apply, args=([make_run(f"t{i}")], [])) for i in range(8)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert store.list_runs(RunQuery())[1] == 8
+        assert len(store.active_runs()) == 8
     finally:
-        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
         store.close()
-
-
-@pytest.mark.parametrize("query", PLANNED_QUERIES, ids=repr)
-def test_list_is_an_index_walk_on_sqlite(
-    sqlite_statements: tuple[RunStore, Path, list[tuple[str, Any]]], query: RunQuery
-) -> None:
-    store, path, statements = sqlite_statements
-    store.list_runs(query)
-    pages = [(sql, params) for sql, params in statements if "ORDER BY" in sql]
-    assert len(pages) == 1
-    assert not any("FROM runs" in sql for sql, _ in statements if "ORDER BY" not in sql)
-    sql, params = pages[0]
-    with sqlite3.connect(path) as connection:
-        plan = " | ".join(row[3] for row in connection.execute(f"EXPLAIN QUERY PLAN {sql}", params))
-    connection.close()
-    assert "TEMP B-TREE" not in plan
-    assert "USING" in plan and "INDEX" in plan, plan

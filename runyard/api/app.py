@@ -1,0 +1,77 @@
+"""The FastAPI application: routers, auth, error handling and the service lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from runyard import __version__
+from runyard.api import routes_events, routes_logs, routes_meta, routes_runs, routes_tasks
+from runyard.api.auth import BearerAuth
+from runyard.api.deps import Closing
+from runyard.api.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
+from runyard.app import Runyard
+
+
+def create_app(runyard: Runyard) -> FastAPI:
+    """Return the HTTP app serving `runyard`; its lifespan starts and stops the service."""
+    closing = Closing()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        closing.bind(asyncio.get_running_loop())
+        await runyard.start()
+        try:
+            yield
+        finally:
+            # Open streams end first, so they do not hold the engine's shutdown.
+            closing.close()
+            await runyard.stop()
+
+    app = FastAPI(
+        title="runyard",
+        version=__version__,
+        description="Self-hosted automation runner: tasks, runs, logs and events.",
+        lifespan=lifespan,
+    )
+    app.state.runyard = runyard
+    app.state.closing = closing
+    for module in (routes_meta, routes_tasks, routes_runs, routes_logs, routes_events):
+        app.include_router(module.router)
+    install_error_handlers(app)
+    app.add_middleware(BearerAuth, token=runyard.token)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            _problems_as_problem_json(document)
+            document.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"}
+            }
+            document["security"] = [{"bearer": []}]
+            app.openapi_schema = document
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+def _problems_as_problem_json(document: dict[str, Any]) -> None:
+    # FastAPI documents every response model as application/json; errors go out as
+    # application/problem+json.
+    for path_item in document.get("paths", {}).values():
+        for operation in path_item.values():
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if str(status)[:1] in ("4", "5") and "application/json" in content:
+                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")

@@ -1,0 +1,114 @@
+"""Bearer-token auth for the whole app: every route needs the token unless listed public.
+
+It is ASGI middleware rather than a route dependency so that anything added
+later (a mounted app, a plain Starlette route) is protected without anyone
+remembering to opt in.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.routing import compile_path
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from runyard.api.errors import problem
+
+# Route templates answered without a token. Keep each entry justified.
+PUBLIC_ROUTES: frozenset[str] = frozenset(
+    {
+        "/health",  # liveness probes and load balancers carry no credentials; reveals nothing
+        "/openapi.json",  # the API description is public documentation, holds no data
+        "/docs",  # Swagger UI page: static HTML that loads /openapi.json
+        "/docs/oauth2-redirect",  # part of Swagger UI; static HTML
+        "/redoc",  # ReDoc page: static HTML that loads /openapi.json
+        "/schemas/{name}.json",  # `$schema` URLs in bodies must resolve for any JSON tool
+    }
+)
+
+# Routes that also take `?token=`: a browser's EventSource cannot set headers.
+# Kept to these streams because a token in a URL can end up in proxy logs.
+QUERY_TOKEN_ROUTES: frozenset[str] = frozenset(
+    {
+        "/api/events",
+        "/api/runs/{runId}/log/stream",
+    }
+)
+
+
+def _matcher(templates: frozenset[str]) -> Callable[[str], bool]:
+    patterns = [compile_path(template)[0] for template in templates]
+    return lambda path: any(pattern.match(path) for pattern in patterns)
+
+
+# Matched on the path alone, before routing: the method does not make a route public.
+is_public = _matcher(PUBLIC_ROUTES)
+takes_query_token = _matcher(QUERY_TOKEN_ROUTES)
+
+
+def _route_path(scope: Scope) -> str:
+    # The path the router matches: without the root_path a proxy mounted us under.
+    path: str = scope.get("path", "")
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        return path[len(root) :] or "/"
+    return path
+
+
+def _token_matches(given: str, expected: str) -> bool:
+    # compare_digest refuses non-ASCII str; compare the bytes instead.
+    return secrets.compare_digest(given.encode("utf-8"), expected.encode("utf-8"))
+
+
+def presented_token(scope: Scope, *, allow_query: bool) -> str | None:
+    """Return the token the request carries, from the header or (if allowed) the query."""
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, credentials = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and credentials.strip():
+                return credentials.strip()
+    if allow_query:
+        raw: bytes = scope.get("query_string", b"")
+        values = parse_qs(raw.decode("latin-1")).get("token")
+        if values and values[0]:
+            return values[0]
+    return None
+
+
+class BearerAuth:
+    """Answer 401 to any request without the right token, unless its route is public."""
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path = _route_path(scope)
+        if is_public(path):
+            await self.app(scope, receive, send)
+            return
+        given = presented_token(scope, allow_query=takes_query_token(path))
+        if given is not None and _token_matches(given, self.token):
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        detail = (
+            "Missing bearer token: send the header 'Authorization: Bearer <token>'."
+            if given is None
+            else "The bearer token is not valid."
+        )
+        response = problem(
+            str(request.base_url),
+            401,
+            detail,
+            request.url.path,
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+        await response(scope, receive, send)

@@ -1,0 +1,86 @@
+"""What every router needs: the Runyard behind the app, `$schema` URLs, the closing signal."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.datastructures import URL
+
+from runyard.app import Runyard
+
+
+class Closing:
+    """Tell open streams (SSE, waits) that the server is going down.
+
+    uvicorn drains connections *before* the lifespan shutdown stops the
+    engine, so a stream waiting for engine events would hold shutdown until
+    the graceful timeout; streams watch this signal instead.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._event: asyncio.Event | None = None
+        self._closed = False
+
+    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Attach to the server's event loop (called at lifespan startup)."""
+        self._loop = loop
+        self._event = asyncio.Event()
+        self._closed = False
+
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Set the signal; safe from any thread and from signal handlers."""
+        self._closed = True
+        loop, event = self._loop, self._event
+        if loop is None or event is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            event.set()
+        else:
+            loop.call_soon_threadsafe(event.set)
+
+    async def wait(self) -> None:
+        """Return once the server is closing."""
+        if self._event is None:
+            self.bind(asyncio.get_running_loop())
+        assert self._event is not None
+        if self._closed:
+            return
+        await self._event.wait()
+
+
+def get_runyard(request: Request) -> Runyard:
+    runyard: Runyard = request.app.state.runyard
+    return runyard
+
+
+def get_closing(request: Request) -> Closing:
+    closing: Closing = request.app.state.closing
+    return closing
+
+
+RunyardDep = Annotated[Runyard, Depends(get_runyard)]
+ClosingDep = Annotated[Closing, Depends(get_closing)]
+
+
+def schema_url(base_url: URL | str, name: str) -> str:
+    """Return the URL of the JSON Schema called `name` under the app's base URL."""
+    return f"{str(base_url).rstrip('/')}/schemas/{name}.json"
+
+
+def schema_base(request: Request) -> str:
+    """Return the base URL `$schema` links are built on."""
+    return str(request.base_url)
+
+
+SchemaBase = Annotated[str, Depends(schema_base)]

@@ -1,0 +1,239 @@
+"""RFC 7807 problem responses, and the handlers that turn every failure into one."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+from runyard.api.deps import schema_url
+from runyard.api.schemas import ErrorModel
+from runyard.engine.core import RunAlreadyEnded, ShuttingDown
+from runyard.exceptions import InvalidInput, NotFound
+
+log = logging.getLogger("runyard.api")
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+_NO_VALUE = object()  # an error detail without a `value` key (missing fields, bad JSON)
+
+
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM_MEDIA_TYPE
+
+
+def error_detail(location: str, message: str, value: object = _NO_VALUE) -> dict[str, Any]:
+    """Return one `errors[]` entry; `value` is left out when there is none to show."""
+    entry: dict[str, Any] = {"location": location, "message": message}
+    if value is not _NO_VALUE:
+        try:
+            entry["value"] = jsonable_encoder(value)
+        except (TypeError, ValueError):
+            entry["value"] = repr(value)
+    return entry
+
+
+def problem(
+    base: str,
+    status: int,
+    detail: str,
+    instance: str,
+    errors: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> ProblemResponse:
+    """Return an `application/problem+json` response shaped like the spec's ErrorModel."""
+    body: dict[str, Any] = {
+        "$schema": schema_url(base, "ErrorModel"),
+        "type": "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "instance": instance,
+    }
+    if errors:
+        body["errors"] = list(errors)
+    return ProblemResponse(body, status_code=status, headers=dict(headers or {}))
+
+
+def _request_problem(
+    request: Request,
+    status: int,
+    detail: str,
+    errors: Sequence[Mapping[str, Any]] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> ProblemResponse:
+    return problem(str(request.base_url), status, detail, request.url.path, errors, headers)
+
+
+# ----- validation messages -----------------------------------------------------
+
+
+def _location(loc: Sequence[int | str]) -> str:
+    """Return a pydantic loc as the spec writes it: ("body", "items", 3) -> body.items[3]."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+def _one_of(expected: str) -> str:
+    # pydantic says "'asc', 'desc' or ''"; the empty choice means "default" and is not listed.
+    values = [v for v in re.findall(r"'([^']*)'", expected) if v]
+    return "must be one of " + ", ".join(values)
+
+
+_MESSAGES: dict[str, str] = {
+    "greater_than_equal": "must be greater than or equal to {ge}",
+    "less_than_equal": "must be less than or equal to {le}",
+    "greater_than": "must be greater than {gt}",
+    "less_than": "must be less than {lt}",
+    "int_parsing": "must be an integer",
+    "int_type": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_parsing": "must be a number",
+    "float_type": "must be a number",
+    "bool_parsing": "must be a boolean (true or false)",
+    "bool_type": "must be a boolean (true or false)",
+    "string_type": "must be a string",
+    "string_too_short": "must be at least {min_length} characters long",
+    "string_too_long": "must be at most {max_length} characters long",
+    "string_pattern_mismatch": "must match {pattern}",
+    "dict_type": "must be an object",
+    "model_attributes_type": "must be an object",
+    "list_type": "must be an array",
+    "missing": "is required",
+    "extra_forbidden": "is not an allowed field",
+}
+
+_NUMERIC_BOUNDS = {"greater_than_equal", "less_than_equal", "greater_than", "less_than"}
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    kind = str(error.get("type", ""))
+    ctx = error.get("ctx") or {}
+    if kind in ("enum", "literal_error") and "expected" in ctx:
+        return _one_of(str(ctx["expected"]))
+    template = _MESSAGES.get(kind)
+    if template is not None:
+        # A float bound of 1.0 reads better as 1.
+        shown = {
+            k: int(v) if isinstance(v, float) and v.is_integer() else v for k, v in ctx.items()
+        }
+        try:
+            return template.format(**shown)
+        except (KeyError, IndexError):
+            pass
+    message = str(error.get("msg", "is invalid"))
+    if message.startswith("Input should be"):
+        return "must be" + message[len("Input should be") :]
+    return message[:1].lower() + message[1:]
+
+
+def _value(error: Mapping[str, Any]) -> object:
+    if error.get("type") == "missing":
+        return _NO_VALUE
+    value = error.get("input", _NO_VALUE)
+    # Query and path values arrive as text; show numbers as the numbers they are.
+    if error.get("type") in _NUMERIC_BOUNDS and isinstance(value, str):
+        for parse in (int, float):
+            try:
+                return parse(value)
+            except ValueError:
+                continue
+    return value
+
+
+def _detail(errors: Sequence[Mapping[str, Any]]) -> str:
+    parts = [f"{e['location']} {e['message']}" for e in errors]
+    return "The request is invalid: " + "; ".join(parts) + "."
+
+
+async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RequestValidationError)
+    raw = list(exc.errors())
+    if any(e.get("type") == "json_invalid" for e in raw):
+        ctx = next(e.get("ctx") or {} for e in raw if e.get("type") == "json_invalid")
+        reason = str(ctx.get("error", "malformed JSON"))
+        message = f"is not valid JSON ({reason})"
+        return _request_problem(
+            request,
+            400,
+            f"The request body is not valid JSON: {reason}.",
+            [error_detail("body", message)],
+        )
+    errors = [error_detail(_location(e["loc"]), _message(e), _value(e)) for e in raw]
+    return _request_problem(request, 422, _detail(errors), errors)
+
+
+async def _invalid_input(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, InvalidInput)
+    errors = [error_detail(exc.location, exc.message, exc.value)]
+    return _request_problem(request, 422, _detail(errors), errors)
+
+
+async def _not_found(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, NotFound)
+    return _request_problem(request, 404, f"No {exc.kind} named {exc.key!r} exists.")
+
+
+async def _already_ended(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RunAlreadyEnded)
+    reason = exc.run.end_reason.value if exc.run.end_reason else "unknown"
+    return _request_problem(
+        request, 409, f"Run {exc.run.id} has already ended (end reason {reason}); nothing to stop."
+    )
+
+
+async def _shutting_down(request: Request, exc: Exception) -> ProblemResponse:
+    return _request_problem(request, 503, "runyard is shutting down and accepts no new runs.")
+
+
+async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(status).phrase
+    if status == 404 and detail == HTTPStatus.NOT_FOUND.phrase:
+        detail = f"No route matches {request.url.path}."
+    elif status == 405 and detail == HTTPStatus.METHOD_NOT_ALLOWED.phrase:
+        allowed = (exc.headers or {}).get("Allow", "")
+        detail = f"{request.method} is not allowed on {request.url.path}"
+        detail += f"; allowed: {allowed}." if allowed else "."
+    return _request_problem(request, status, detail, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:
+    # A bug: keep the traceback in the log, never in the answer.
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _request_problem(request, 500, "An unexpected error occurred; see the daemon's log.")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Answer every error raised while handling a request with a problem document."""
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(InvalidInput, _invalid_input)
+    app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(RunAlreadyEnded, _already_ended)
+    app.add_exception_handler(ShuttingDown, _shutting_down)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """Return OpenAPI response entries for `statuses`, each an ErrorModel problem."""
+    return {
+        status: {
+            "model": ErrorModel,
+            "description": HTTPStatus(status).phrase,
+        }
+        for status in statuses
+    }

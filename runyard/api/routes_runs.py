@@ -1,0 +1,60 @@
+"""Runs across tasks: list, detail, stop."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+
+from runyard.api import schemas
+from runyard.api.deps import RunyardDep, SchemaBase, schema_url
+from runyard.api.errors import problem_responses
+from runyard.api.params import RunIdPath, run_query
+from runyard.domain.queries import RunQuery
+
+router = APIRouter(tags=["runs"], responses=problem_responses(401, 404, 422, 500))
+
+
+@router.get("/api/runs", summary="List runs", response_model_exclude_none=True)
+async def list_runs(
+    query: Annotated[RunQuery, Depends(run_query)], runyard: RunyardDep, base: SchemaBase
+) -> schemas.RunsResponseBody:
+    """Return one page of runs of every task (`task_name` filters on one) and the total."""
+    runs, total = await runyard.list_runs(query)
+    return schemas.RunsResponseBody(
+        schema_=schema_url(base, "RunsResponseBody"),
+        runs=[schemas.run_body(run, base) for run in runs],
+        total=total,
+    )
+
+
+@router.get("/api/runs/{runId}", summary="Get a run", response_model_exclude_none=True)
+async def get_run(run_id: RunIdPath, runyard: RunyardDep, base: SchemaBase) -> schemas.Run:
+    """Return one run, with its input data when it has some."""
+    return schemas.run_body(await runyard.get_run(run_id), base, detail=True)
+
+
+@router.post(
+    "/api/runs/{runId}/stop",
+    summary="Stop a run",
+    status_code=202,
+    response_model_exclude_none=True,
+    responses={
+        200: {"model": schemas.Run, "description": "The run was waiting; it ended as stopped"},
+        **problem_responses(409),
+    },
+)
+async def stop_run(
+    run_id: RunIdPath, runyard: RunyardDep, base: SchemaBase, response: Response
+) -> schemas.Run:
+    """Stop a run.
+
+    A running run gets its task's stop signal, then SIGKILL after
+    graceful_stop: the answer is 202 with the run as it is now. A run still
+    waiting ends as stopped at once: 200 with the ended run. A run that had
+    already ended is a 409.
+    """
+    run = await runyard.stop_run(run_id)
+    if not run.is_active:
+        response.status_code = 200
+    return schemas.run_body(run, base)

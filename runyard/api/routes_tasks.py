@@ -1,0 +1,105 @@
+"""Tasks: list, describe, trigger, and the spec's per-task run list."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Depends, Query
+
+from runyard.api import schemas
+from runyard.api.deps import ClosingDep, RunyardDep, SchemaBase, schema_url
+from runyard.api.errors import problem_responses
+from runyard.api.params import TaskNamePath, run_query
+from runyard.api.sse import Closed, first_of
+from runyard.domain.queries import RunQuery
+
+router = APIRouter(tags=["tasks"], responses=problem_responses(401, 404, 422, 500))
+
+
+@router.get("/api/tasks", summary="List tasks")
+async def list_tasks(runyard: RunyardDep, base: SchemaBase) -> schemas.TasksResponseBody:
+    """Return every configured task, sorted by name, with its live run counts."""
+    tasks = [
+        schemas.task_body(task, runyard.task_counts(task.name), base) for task in runyard.tasks()
+    ]
+    return schemas.TasksResponseBody(schema_=schema_url(base, "TasksResponseBody"), tasks=tasks)
+
+
+@router.get("/api/tasks/{taskName}", summary="Get a task")
+async def get_task(task_name: TaskNamePath, runyard: RunyardDep, base: SchemaBase) -> schemas.Task:
+    """Return one task as configured, with its live run counts."""
+    task = runyard.task(task_name)
+    return schemas.task_body(task, runyard.task_counts(task.name), base)
+
+
+@router.post(
+    "/api/tasks/{taskName}/run",
+    summary="Trigger a run",
+    status_code=201,
+    response_model_exclude_none=True,
+    responses=problem_responses(400, 503),
+)
+async def trigger_task(
+    task_name: TaskNamePath,
+    runyard: RunyardDep,
+    closing: ClosingDep,
+    base: SchemaBase,
+    body: Annotated[schemas.TriggerRequest | None, Body()] = None,
+    wait: Annotated[bool, Query(description="Wait for the run to end before answering")] = False,
+    wait_timeout: Annotated[
+        float,
+        Query(
+            description="Seconds to wait when wait=true; the run is answered as it is then",
+            ge=1,
+            le=3600,
+        ),
+    ] = 60,
+) -> schemas.Run:
+    """Start a run (queued if the task is busy) and answer it with 201.
+
+    For a task with replicas > 1, one trigger makes one run per replica; the
+    answer is the first replica's run (replica_index 0) and the others are
+    listed by `GET /api/tasks/{taskName}/runs`.
+    """
+    runs = await runyard.trigger(task_name, body.params if body is not None else {})
+    run = runs[0]
+    if wait and run.is_active:
+        try:
+            outcome = await first_of(
+                {"ended": runyard.wait_for_end(run.id, wait_timeout)},
+                closing,
+                timeout=wait_timeout + 1,
+            )
+        except Closed:
+            outcome = None  # shutting down: answer the run as it is instead of holding the server
+        ended = outcome[1] if outcome is not None else None
+        run = ended if ended is not None else await runyard.get_run(run.id)
+    return schemas.run_body(run, base)
+
+
+@router.get(
+    "/api/tasks/{taskName}/runs",
+    summary="List runs for a task",
+    response_model_exclude_none=True,
+)
+async def list_task_runs(
+    task_name: TaskNamePath,
+    query: Annotated[RunQuery, Depends(run_query)],
+    runyard: RunyardDep,
+    base: SchemaBase,
+) -> schemas.RunsResponseBody:
+    """Return one page of the task's runs and the total that match.
+
+    A `task_name` query parameter is ANDed with the path: if it names another
+    task the answer is empty (total 0), not the other task's runs.
+    """
+    mismatch = query.task_name is not None and query.task_name != task_name
+    runs, total = await runyard.list_runs(dataclasses.replace(query, task_name=task_name))
+    if mismatch:
+        runs, total = [], 0
+    return schemas.RunsResponseBody(
+        schema_=schema_url(base, "RunsResponseBody"),
+        runs=[schemas.run_body(run, base) for run in runs],
+        total=total,
+    )

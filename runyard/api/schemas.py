@@ -1,0 +1,292 @@
+"""Response and request bodies of the REST API, and their conversion from domain objects.
+
+Field names and enums follow the runs-list spec exactly; every body carries
+a `$schema` URL that `GET /schemas/<Name>.json` serves.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
+
+from runyard.api.deps import schema_url
+from runyard.domain import models as domain
+from runyard.domain.models import (
+    EndReason,
+    LogOnFull,
+    OverlapPolicy,
+    ParamPassing,
+    RetryBackoff,
+    RunStatus,
+    TriggeredBy,
+)
+
+
+def _rfc3339(at: datetime) -> str:
+    # Always UTC with a `Z`, whatever zone the store handed back.
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+UtcDateTime = Annotated[
+    datetime,
+    PlainSerializer(_rfc3339, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+SchemaField = Annotated[
+    str | SkipJsonSchema[None],
+    Field(
+        alias="$schema",
+        description="A URL to the JSON Schema for this object.",
+        json_schema_extra={"format": "uri"},
+    ),
+]
+
+
+class _Body(BaseModel):
+    # Built by name in code, serialized by alias (`$schema`) on the wire.
+    model_config = ConfigDict(validate_by_name=True, validate_by_alias=True)
+
+
+class ErrorDetail(_Body):
+    location: str | None = Field(
+        None, description="Where the error occurred, e.g. 'body.items[3].tags' or 'path.thing-id'"
+    )
+    message: str | None = Field(None, description="Error message text")
+    value: Any = Field(None, description="The value at the given location")
+
+
+class ErrorModel(_Body):
+    schema_: SchemaField = None
+    type: str = Field(
+        "about:blank",
+        description="A URI reference to human-readable documentation for the error.",
+        json_schema_extra={"format": "uri"},
+    )
+    title: str | None = Field(
+        None,
+        description="A short, human-readable summary of the problem type. This value should "
+        "not change between occurrences of the error.",
+    )
+    status: int | None = Field(None, description="HTTP status code")
+    detail: str | None = Field(
+        None, description="A human-readable explanation specific to this occurrence of the problem."
+    )
+    instance: str | None = Field(
+        None,
+        description="A URI reference that identifies the specific occurrence of the problem.",
+        json_schema_extra={"format": "uri"},
+    )
+    errors: list[ErrorDetail] | None = Field(
+        None, description="Optional list of individual error details"
+    )
+
+
+class Run(_Body):
+    """One run. Optional fields are omitted while they have no value."""
+
+    schema_: SchemaField = None
+    id: str
+    task_name: str
+    status: RunStatus = Field(description="Run lifecycle phase")
+    end_reason: EndReason | SkipJsonSchema[None] = Field(
+        None, description="Why the run ended (set when status=ended)"
+    )
+    exit_code: int
+    created_at: UtcDateTime
+    start_at: UtcDateTime | SkipJsonSchema[None] = None
+    end_at: UtcDateTime | SkipJsonSchema[None] = None
+    replica_index: int
+    retry_attempt: int
+    retry_of_run_id: str | SkipJsonSchema[None] = None
+    triggered_by: TriggeredBy = Field(description="How the run was triggered")
+    external_execution_id: str | SkipJsonSchema[None] = None
+    duration_ms: int | SkipJsonSchema[None] = Field(
+        None, description="Wall time from start to end (ended runs)"
+    )
+    params: dict[str, str] = Field(default_factory=dict, description="Resolved param values")
+    description: str = Field("", description="What happened to the run, in plain words")
+    input_data: list[list[list[str]]] | SkipJsonSchema[None] = Field(
+        None, description="Tables given to the run as input (run detail only)"
+    )
+
+
+class RunsResponseBody(_Body):
+    schema_: SchemaField = None
+    runs: list[Run] | None = Field(description="List of runs")
+    total: int = Field(description="Total matching runs")
+
+
+class TaskParam(_Body):
+    name: str
+    passing: ParamPassing
+    env: str = Field(description="Environment variable name (when passing is env)")
+    default: str | None
+    required: bool
+    choices: list[str]
+
+
+class Task(_Body):
+    """A task as configured (durations in seconds), with its live counts."""
+
+    schema_: SchemaField = None
+    name: str
+    automation: str = Field(description="Display name")
+    description: str
+    run: str
+    shell: str
+    working_dir: str | None
+    timeout: float | None = Field(description="Seconds per attempt, or null for none")
+    graceful_stop: float
+    stop_signal: str
+    success_exit_codes: list[int]
+    max_concurrent: int
+    max_queued: int
+    on_overlap: OverlapPolicy
+    retry_attempts: int
+    retry_delay: float
+    retry_backoff: RetryBackoff
+    replicas: int
+    log_max_size: int = Field(description="Bytes")
+    log_on_full: LogOnFull
+    keep_runs: int | None
+    keep_for: float | None
+    params: list[TaskParam]
+    active_runs: int = Field(description="Runs running now")
+    queued_runs: int = Field(description="Runs waiting for a slot or a retry delay")
+
+
+class TasksResponseBody(_Body):
+    schema_: SchemaField = None
+    tasks: list[Task]
+
+
+class TriggerRequest(_Body):
+    """Body of POST /api/tasks/{taskName}/run."""
+
+    model_config = ConfigDict(extra="forbid")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Param values: strings, numbers or booleans"
+    )
+
+
+class LogLine(_Body):
+    n: int = Field(description="Line number, from 0")
+    at: UtcDateTime
+    stream: str = Field(description="out, err or sys")
+    text: str
+
+
+class LogPage(_Body):
+    schema_: SchemaField = None
+    run_id: str
+    lines: list[LogLine]
+    next: int = Field(description="The `from` that continues after this page")
+    total_lines: int
+    finished: bool = Field(description="True when the run has ended: no more lines will come")
+
+
+class Health(_Body):
+    schema_: SchemaField = None
+    status: str
+    version: str
+    uptime_seconds: float
+
+
+# Every model `GET /schemas/<Name>.json` serves.
+SCHEMAS: dict[str, type[BaseModel]] = {
+    model.__name__: model
+    for model in (
+        ErrorDetail,
+        ErrorModel,
+        Health,
+        LogLine,
+        LogPage,
+        Run,
+        RunsResponseBody,
+        Task,
+        TaskParam,
+        TasksResponseBody,
+        TriggerRequest,
+    )
+}
+
+
+def _seconds(duration: timedelta | None) -> float | None:
+    return None if duration is None else duration.total_seconds()
+
+
+def run_body(run: domain.Run, base: str, *, detail: bool = False) -> Run:
+    """Return the API view of `run`; `detail` adds the input data."""
+    return Run(
+        schema_=schema_url(base, "Run"),
+        id=run.id,
+        task_name=run.task_name,
+        status=run.status,
+        end_reason=run.end_reason,
+        exit_code=run.exit_code,
+        created_at=run.created_at,
+        start_at=run.start_at,
+        end_at=run.end_at,
+        replica_index=run.replica_index,
+        retry_attempt=run.retry_attempt,
+        retry_of_run_id=run.retry_of_run_id,
+        triggered_by=run.triggered_by,
+        external_execution_id=run.external_execution_id,
+        duration_ms=run.duration_ms,
+        params=dict(run.params),
+        description=run.description,
+        input_data=run.input_data if detail else None,
+    )
+
+
+def run_json(run: domain.Run, base: str) -> dict[str, Any]:
+    """Return the JSON object of `run`, as the run endpoints send it."""
+    return run_body(run, base).model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def task_body(task: domain.TaskDefinition, counts: tuple[int, int], base: str) -> Task:
+    """Return the API view of `task` with its (running, queued) counts."""
+    running, queued = counts
+    return Task(
+        schema_=schema_url(base, "Task"),
+        name=task.name,
+        automation=task.display_name,
+        description=task.description,
+        run=task.run,
+        shell=task.shell,
+        working_dir=task.working_dir,
+        timeout=_seconds(task.timeout),
+        graceful_stop=task.graceful_stop.total_seconds(),
+        stop_signal=task.stop_signal,
+        success_exit_codes=list(task.success_exit_codes),
+        max_concurrent=task.max_concurrent,
+        max_queued=task.max_queued,
+        on_overlap=task.on_overlap,
+        retry_attempts=task.retry_attempts,
+        retry_delay=task.retry_delay.total_seconds(),
+        retry_backoff=task.retry_backoff,
+        replicas=task.replicas,
+        log_max_size=task.log_max_size,
+        log_on_full=task.log_on_full,
+        keep_runs=task.keep_runs,
+        keep_for=_seconds(task.keep_for),
+        params=[
+            TaskParam(
+                name=spec.name,
+                passing=spec.passing,
+                env=spec.env_name if spec.passing is ParamPassing.ENV else "",
+                default=spec.default,
+                required=spec.required,
+                choices=list(spec.choices),
+            )
+            for spec in task.params
+        ],
+        active_runs=running,
+        queued_runs=queued,
+    )

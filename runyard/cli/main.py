@@ -1,0 +1,293 @@
+"""The `runyard` command: `serve` and `validate` work on the config; the rest talk to the daemon."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.text import Text
+
+from runyard.cli import follow
+from runyard.cli.client import CliError
+from runyard.cli.failures import error_line, print_config_error, reported_errors
+from runyard.cli.options import GlobalOptions
+from runyard.cli.render import (
+    LogPrinter,
+    make_console,
+    print_json,
+    run_details,
+    run_summary,
+    runs_table,
+    tasks_table,
+)
+from runyard.domain.queries import MAX_LIMIT, SortField
+from runyard.exceptions import ConfigError
+
+app = typer.Typer(
+    name="runyard",
+    help="Run tasks on schedules or on demand, and keep every run's evidence.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+RunIdArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print plain JSON instead of a table")]
+
+
+def main() -> None:
+    """Entry point of the `runyard` console script."""
+    with reported_errors():
+        app(prog_name="runyard")
+
+
+@app.callback()
+def callback(
+    ctx: typer.Context,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            metavar="PATH",
+            help="Config file [default: $RUNYARD_CONFIG or ./runyard.toml]",
+        ),
+    ] = None,
+    data_dir: Annotated[
+        str | None,
+        typer.Option("--data-dir", metavar="PATH", help="Data directory (database, logs, token)"),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url", metavar="URL", help="Daemon base URL [default: $RUNYARD_URL, else the config]"
+        ),
+    ] = None,
+) -> None:
+    ctx.obj = GlobalOptions(config=config, data_dir=data_dir, url=url)
+
+
+def _options(ctx: typer.Context) -> GlobalOptions:
+    options = ctx.find_root().obj
+    assert isinstance(options, GlobalOptions)
+    return options
+
+
+# ----- config-side commands ------------------------------------------------------
+
+
+@app.command()
+def serve(ctx: typer.Context) -> None:
+    """Run the daemon: scheduler, runs and the HTTP API, until SIGINT or SIGTERM."""
+    try:
+        config = _options(ctx).load_config()
+    except ConfigError as error:
+        print_config_error(error)
+        raise typer.Exit(2) from None
+    _print_warnings(config.path, config.warnings)
+    # Imported here: the engine, the store and the web stack are only needed to serve.
+    from runyard.api.server import serve as serve_http
+    from runyard.app import Runyard
+
+    # uvicorn re-raises the stop signal after its graceful shutdown, which would
+    # end the process "killed by SIGTERM"; a requested stop is a clean exit.
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _exit_cleanly)
+    serve_http(Runyard(config))
+
+
+def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+@app.command()
+def validate(ctx: typer.Context) -> None:
+    """Check the config file and report every problem in it."""
+    try:
+        config = _options(ctx).load_config()
+    except ConfigError as error:
+        print_config_error(error)
+        raise typer.Exit(1) from None
+    _print_warnings(config.path, config.warnings)
+    count = len(config.tasks)
+    make_console().print(f"{config.path}: OK ({count} task{'' if count == 1 else 's'})")
+
+
+def _print_warnings(path: object, warnings: tuple[str, ...]) -> None:
+    for warning in warnings:
+        sys.stderr.write(f"{path}: warning: {warning}\n")
+
+
+# ----- daemon commands ------------------------------------------------------------
+
+
+@app.command()
+def tasks(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """List the configured tasks with their running and queued runs."""
+    with _options(ctx).client() as client:
+        body = client.get("/api/tasks")
+    if as_json:
+        print_json(body)
+        return
+    found = body.get("tasks") or []
+    console = make_console()
+    if not found:
+        console.print("no tasks configured")
+        return
+    console.print(tasks_table(found))
+
+
+@app.command("run")
+def run_task(
+    ctx: typer.Context,
+    task: Annotated[str, typer.Argument(metavar="TASK", help="Task name")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option("-p", "--param", metavar="KEY=VALUE", help="A param value; repeatable"),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to end")] = False,
+    follow_log: Annotated[
+        bool, typer.Option("--follow", "-f", help="Print the log live, then wait for the end")
+    ] = False,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=0.1, metavar="SECONDS", help="Give up waiting after this long"),
+    ] = None,
+) -> None:
+    """Trigger a run. With --wait or --follow, exit 0 only if it ends in success."""
+    params = parse_params(param or [])
+    waiting = wait or follow_log or timeout is not None
+    deadline = time.monotonic() + timeout if timeout is not None else None
+    with _options(ctx).client() as client:
+        run = follow.trigger(client, task, params, waiting and not follow_log, deadline)
+        run_id = str(run["id"])
+        # The id alone on stdout, so `id=$(runyard run x)` works; the rest goes to stderr.
+        sys.stdout.write(run_id + "\n")
+        sys.stdout.flush()
+        errors = make_console(stderr=True)
+        if not waiting:
+            errors.print(run_summary(run))
+            return
+        try:
+            if follow_log:
+                printer = LogPrinter(sys.stdout, styled=make_console().is_terminal)
+                ended = follow.follow_log(client, run_id, printer, deadline)
+            else:
+                ended = follow.wait_for_end(client, run, deadline)
+        except KeyboardInterrupt:
+            error_line(f"stopped waiting; run {run_id} goes on (`runyard stop {run_id}` ends it)")
+            raise typer.Exit(130) from None
+    if ended is None:
+        raise CliError(f"run {run_id} had not ended after {timeout:g}s; it goes on")
+    errors.print(Text(run_summary(ended)))
+    raise typer.Exit(0 if ended.get("end_reason") == "success" else 1)
+
+
+def parse_params(values: list[str]) -> dict[str, str]:
+    """Turn `-p key=value` options into the params body; a bad one is a usage error."""
+    params: dict[str, str] = {}
+    for value in values:
+        key, sep, text = value.partition("=")
+        if not sep or not key:
+            raise CliError(f"invalid -p {value!r}: expected KEY=VALUE", exit_code=2)
+        params[key] = text
+    return params
+
+
+@app.command()
+def runs(
+    ctx: typer.Context,
+    task: Annotated[
+        str | None, typer.Argument(metavar="TASK", help="Only this task's runs")
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="A phase (pending, running, ended) or an end reason (success, ...)"),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_LIMIT, help="Runs per page")] = 20,
+    offset: Annotated[int, typer.Option(min=0, help="Runs to skip")] = 0,
+    sort: Annotated[SortField | None, typer.Option(help="Sort field [default: created_at]")] = None,
+    asc: Annotated[bool, typer.Option("--asc", help="Sort ascending (default descending)")] = False,
+    search: Annotated[str | None, typer.Option(help="Case-insensitive text to look for")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List runs, newest first."""
+    path = f"{follow.task_path(task)}/runs" if task else "/api/runs"
+    query = {
+        "limit": limit,
+        "offset": offset,
+        "status": status,
+        "sort_field": sort.value if sort else None,
+        "sort_direction": "asc" if asc else "desc",
+        "search": search,
+    }
+    with _options(ctx).client() as client:
+        body = client.get(path, query)
+    if as_json:
+        print_json(body)
+        return
+    found = body.get("runs") or []
+    total = body.get("total", len(found))
+    console = make_console()
+    if found:
+        console.print(runs_table(found, datetime.now(UTC)))
+    footer = f"showing {len(found)} of {total}" + (f" (offset {offset})" if offset else "")
+    console.print(Text(footer, style="dim"))
+
+
+@app.command()
+def show(ctx: typer.Context, run_id: RunIdArgument, as_json: JsonOption = False) -> None:
+    """Show every field of a run, and what happened to it."""
+    with _options(ctx).client() as client:
+        run = client.get(follow.run_path(run_id))
+    if as_json:
+        print_json(run)
+        return
+    console = make_console()
+    console.print(run_details(run, datetime.now(UTC)))
+    description = str(run.get("description") or "").strip()
+    if description:
+        console.print()
+        console.print(Text(description))
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    run_id: RunIdArgument,
+    follow_log: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends")
+    ] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="The log file as stored, unstyled")] = False,
+) -> None:
+    """Print a run's log; stderr lines are red on a terminal."""
+    printer = LogPrinter(sys.stdout, styled=not raw and make_console().is_terminal)
+    with _options(ctx).client() as client:
+        if follow_log:
+            try:
+                follow.follow_log(client, run_id, printer, deadline=None)
+            except KeyboardInterrupt:
+                raise typer.Exit(130) from None
+        elif raw:
+            follow.print_raw_log(client, run_id, sys.stdout.buffer)
+        else:
+            follow.print_log_pages(client, run_id, printer)
+
+
+@app.command()
+def stop(ctx: typer.Context, run_id: RunIdArgument) -> None:
+    """Stop a run: a running one gets its stop signal, a queued one never starts."""
+    with _options(ctx).client() as client:
+        status, run = client.request("POST", f"{follow.run_path(run_id)}/stop")
+    task = run.get("task_name", "?")
+    if status == 202:
+        message = f"stopping run {run_id} of {task}: sent the stop signal; it ends once it exits"
+    else:
+        message = f"stopped run {run_id} of {task}: it had not started"
+    make_console().print(message)

@@ -1,0 +1,251 @@
+"""Rich output: tables of tasks and runs, run details, log lines.
+
+Consoles are built with markup off: task descriptions and log text come from
+users and may hold `[brackets]` that rich would otherwise take as styles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+# Without a terminal rich assumes 80 columns and would fold run ids; pipes get room instead.
+_PIPE_WIDTH = 200
+
+_REASON_STYLES = {
+    "success": "green",
+    "stopped": "yellow",
+    "skipped": "yellow",
+    "queue_full": "yellow",
+    "missed": "yellow",
+    "daemon_stopped": "yellow",
+}
+_FAILURE_STYLE = "red"
+_STATUS_STYLES = {"pending": "cyan", "running": "blue"}
+
+# Shown first by `show`, in this order; any other field follows.
+_DETAIL_FIELDS = (
+    "id",
+    "task_name",
+    "status",
+    "end_reason",
+    "exit_code",
+    "triggered_by",
+    "created_at",
+    "start_at",
+    "end_at",
+    "duration_ms",
+    "replica_index",
+    "retry_attempt",
+    "retry_of_run_id",
+    "external_execution_id",
+    "params",
+)
+_ALWAYS_SHOWN = {"end_reason", "start_at", "end_at", "duration_ms"}
+_HIDDEN_FIELDS = {"$schema", "description"}
+
+_ANSI_RED = "\x1b[31m"
+_ANSI_DIM = "\x1b[2m"
+_ANSI_RESET = "\x1b[0m"
+
+
+def make_console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr, markup=False, highlight=False, emoji=False)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console.width = _PIPE_WIDTH
+    return console
+
+
+def print_json(data: object) -> None:
+    """Print `data` as plain JSON (no colours, no wrapping) for other programs."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+# ----- values ---------------------------------------------------------------------
+
+
+def parse_time(value: object) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def short_time(value: object, now: datetime) -> str:
+    """Return a timestamp in local time, shorter when it is recent."""
+    at = parse_time(value)
+    if at is None:
+        return "-"
+    local, today = at.astimezone(), now.astimezone()
+    if local.date() == today.date():
+        return local.strftime("%H:%M:%S")
+    if local.year == today.year:
+        return local.strftime("%b %d %H:%M")
+    return local.strftime("%Y-%m-%d %H:%M")
+
+
+def full_time(value: object) -> str:
+    at = parse_time(value)
+    return at.astimezone().isoformat(sep=" ", timespec="milliseconds") if at else "-"
+
+
+def format_duration(milliseconds: int | float | None) -> str:
+    if milliseconds is None:
+        return "-"
+    ms = int(milliseconds)
+    if ms < 1000:
+        return f"{ms}ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours}h{minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d{hours:02d}h"
+
+
+def run_duration(run: Mapping[str, Any], now: datetime) -> str:
+    """Return the run's duration; a running run shows its time so far."""
+    if run.get("duration_ms") is not None:
+        return format_duration(run["duration_ms"])
+    started = parse_time(run.get("start_at"))
+    if run.get("status") == "running" and started is not None:
+        return format_duration((now - started).total_seconds() * 1000) + "…"
+    return "-"
+
+
+def styled_status(run: Mapping[str, Any]) -> Text:
+    status = str(run.get("status", ""))
+    return Text(status, style=_STATUS_STYLES.get(status, ""))
+
+
+def styled_reason(reason: object) -> Text:
+    if not reason:
+        return Text("-")
+    text = str(reason)
+    return Text(text, style=_REASON_STYLES.get(text, _FAILURE_STYLE))
+
+
+def run_summary(run: Mapping[str, Any]) -> str:
+    """Return one line saying where a run stands."""
+    head = f"run {run.get('id')} of {run.get('task_name')}"
+    if run.get("status") != "ended":
+        return f"{head}: {run.get('status')}"
+    duration = format_duration(run.get("duration_ms"))
+    return (
+        f"{head}: ended {run.get('end_reason')} (exit code {run.get('exit_code')}) after {duration}"
+    )
+
+
+# ----- tables ---------------------------------------------------------------------
+
+
+def tasks_table(tasks: Sequence[Mapping[str, Any]]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("NAME", no_wrap=True)
+    table.add_column("AUTOMATION")
+    table.add_column("ACTIVE", justify="right")
+    table.add_column("QUEUED", justify="right")
+    table.add_column("DESCRIPTION")
+    for task in tasks:
+        name = str(task.get("name", ""))
+        automation = str(task.get("automation") or "")
+        table.add_row(
+            Text(name),
+            Text(automation if automation != name else "", style="dim"),
+            str(task.get("active_runs", 0)),
+            str(task.get("queued_runs", 0)),
+            Text(str(task.get("description") or "").strip()),
+        )
+    return table
+
+
+def runs_table(runs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("ID", no_wrap=True)
+    table.add_column("TASK", no_wrap=True)
+    table.add_column("STATUS", no_wrap=True)
+    table.add_column("END REASON", no_wrap=True)
+    table.add_column("EXIT", justify="right", no_wrap=True)
+    table.add_column("CREATED", no_wrap=True)
+    table.add_column("DURATION", justify="right", no_wrap=True)
+    for run in runs:
+        ended = run.get("status") == "ended"
+        table.add_row(
+            Text(str(run.get("id", ""))),
+            Text(str(run.get("task_name", ""))),
+            styled_status(run),
+            styled_reason(run.get("end_reason")),
+            str(run.get("exit_code")) if ended else "-",
+            short_time(run.get("created_at"), now),
+            run_duration(run, now),
+        )
+    return table
+
+
+def run_details(run: Mapping[str, Any], now: datetime) -> Table:
+    """Return every field of a run as a two-column grid."""
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column()
+    # The daemon leaves out empty fields; `show` lists the main ones anyway, as "-".
+    names = [name for name in _DETAIL_FIELDS if name in run or name in _ALWAYS_SHOWN]
+    names += [name for name in run if name not in _DETAIL_FIELDS and name not in _HIDDEN_FIELDS]
+    for name in names:
+        grid.add_row(name, _detail_value(name, run, now))
+    return grid
+
+
+def _detail_value(name: str, run: Mapping[str, Any], now: datetime) -> Text:
+    value = run.get(name)
+    if name == "status":
+        return styled_status(run)
+    if name == "end_reason":
+        return styled_reason(value)
+    if name.endswith("_at"):
+        return Text(full_time(value))
+    if name == "duration_ms":
+        return Text(f"{run_duration(run, now)}" + (f" ({value} ms)" if value is not None else ""))
+    if value is None or value == "":
+        return Text("-")
+    if isinstance(value, dict | list):
+        return Text(json.dumps(value, ensure_ascii=False))
+    return Text(str(value))
+
+
+# ----- logs -----------------------------------------------------------------------
+
+
+class LogPrinter:
+    """Print log lines: the text exactly as logged, stderr in red on a terminal only."""
+
+    def __init__(self, out: TextIO, styled: bool) -> None:
+        self.out = out
+        self.styled = styled
+
+    def line(self, line: Mapping[str, Any]) -> None:
+        text = str(line.get("text", ""))
+        stream = line.get("stream")
+        if self.styled and stream == "err":
+            text = f"{_ANSI_RED}{text}{_ANSI_RESET}"
+        elif self.styled and stream == "sys":
+            text = f"{_ANSI_DIM}{text}{_ANSI_RESET}"
+        self.out.write(text + "\n")
+
+    def flush(self) -> None:
+        self.out.flush()
