@@ -25,6 +25,9 @@ class _Server(uvicorn.Server):
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
+        # uvicorn raises captured signals again once it has shut down, which
+        # would end a clean, requested stop as "killed by SIGTERM".
+        self._captured_signals.clear()
         # uvicorn waits for open connections before the lifespan shutdown; SSE
         # streams never end by themselves, so end them now.
         self._closing.close()
@@ -59,7 +62,7 @@ def serve(runyard: Runyard) -> None:
         app,
         host=settings.host,
         port=settings.port,
-        loop="auto",
+        loop="asyncio",  # the loop the engine is measured on (bench/engine.py)
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         access_log=False,

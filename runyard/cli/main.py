@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from datetime import UTC, datetime
-from types import FrameType
 from typing import Annotated
 
 import typer
@@ -26,7 +24,7 @@ from runyard.cli.render import (
     tasks_table,
 )
 from runyard.domain.queries import MAX_LIMIT, SortField
-from runyard.exceptions import ConfigError
+from runyard.exceptions import ConfigError, RunyardError
 
 app = typer.Typer(
     name="runyard",
@@ -84,7 +82,7 @@ def _options(ctx: typer.Context) -> GlobalOptions:
 
 @app.command()
 def serve(ctx: typer.Context) -> None:
-    """Run the daemon: scheduler, runs and the HTTP API, until SIGINT or SIGTERM."""
+    """Run the daemon: runs and the HTTP API, until SIGINT or SIGTERM."""
     try:
         config = _options(ctx).load_config()
     except ConfigError as error:
@@ -95,15 +93,12 @@ def serve(ctx: typer.Context) -> None:
     from runyard.api.server import serve as serve_http
     from runyard.app import Runyard
 
-    # uvicorn re-raises the stop signal after its graceful shutdown, which would
-    # end the process "killed by SIGTERM"; a requested stop is a clean exit.
-    for stop_signal in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop_signal, _exit_cleanly)
-    serve_http(Runyard(config))
-
-
-def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
-    raise SystemExit(0)
+    try:
+        runyard = Runyard(config)
+    except (RunyardError, OSError) as error:
+        typer.echo(f"runyard: cannot start: {error}", err=True)
+        raise typer.Exit(1) from None
+    serve_http(runyard)
 
 
 @app.command()

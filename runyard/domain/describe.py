@@ -42,7 +42,7 @@ def describe_end(
     stderr_tail: Sequence[str] = (),
 ) -> str:
     """Return the closing lines: how the run ended, with failure details."""
-    took = f" after {format_duration(_whole_seconds(duration))}" if duration is not None else ""
+    took = f" after {_took(duration)}" if duration is not None else ""
     sentences = {
         EndReason.SUCCESS: f"Succeeded{took} (exit code {exit_code}).",
         EndReason.FAILED: f"Failed{took} with exit code {exit_code}.",
@@ -67,3 +67,12 @@ def describe_end(
 
 def _whole_seconds(value: timedelta) -> timedelta:
     return timedelta(seconds=int(value.total_seconds()))
+
+
+def _took(value: timedelta) -> str:
+    """Return a run's duration as a person reads it: 19ms, 4.2s, 1h30m."""
+    if value < timedelta(seconds=1):
+        return f"{int(value / timedelta(milliseconds=1))}ms"
+    if value < timedelta(minutes=1):
+        return f"{value.total_seconds():.1f}s"
+    return format_duration(_whole_seconds(value))
