@@ -44,6 +44,7 @@ from runyard.domain.policies import (
 )
 from runyard.engine.environment import build_argv, build_environment
 from runyard.engine.events import EventHub
+from runyard.engine.pidfiles import PidFiles
 from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import InvalidInput, NotFound, RunyardError
@@ -109,6 +110,7 @@ class Engine:
         self._base_environ = dict(base_environ)
         self._retention_interval = retention_interval
         self._writer = StoreWriter(store)
+        self._pids = PidFiles(data_dir / "pids")
         self._active: dict[str, _Active] = {}
         self._executions: set[asyncio.Task[None]] = set()
         self._running_per_task: dict[str, int] = defaultdict(int)
@@ -461,6 +463,7 @@ class Engine:
                 [],
             )
         active.child = child
+        self._pids.record(run.id, child.pid)
         loop = asyncio.get_running_loop()
         timeout_timer = None
         if task.timeout is not None:
@@ -470,6 +473,7 @@ class Engine:
         try:
             exit_code = await child.wait()
         finally:
+            self._pids.forget(run.id)
             if timeout_timer is not None:
                 timeout_timer.cancel()
             if active.kill_timer is not None:
@@ -571,6 +575,12 @@ class Engine:
         for run in leftovers:
             task = self.tasks.get(run.task_name)
             if run.status is RunStatus.RUNNING:
+                killed = await asyncio.to_thread(self._pids.kill_leftover, run.id)
+                detail = (
+                    f"Its process group (pid {killed}) was still running and was killed."
+                    if killed
+                    else ""
+                )
                 crashed = dataclasses.replace(
                     run,
                     status=RunStatus.ENDED,
@@ -578,7 +588,10 @@ class Engine:
                     exit_code=EXIT_CRASHED,
                     end_at=now,
                     description="\n".join(
-                        [run.description, describe_end(EndReason.CRASHED, EXIT_CRASHED)]
+                        [
+                            run.description,
+                            describe_end(EndReason.CRASHED, EXIT_CRASHED, detail=detail),
+                        ]
                     ),
                 )
                 updates.append(crashed)
@@ -596,6 +609,7 @@ class Engine:
                 )
             else:
                 pending.append(run)
+        self._pids.forget_all_but(set())
         if updates or inserts:
             await self._writer.write(inserts=inserts, updates=updates)
         self._accepting = True

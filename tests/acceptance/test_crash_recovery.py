@@ -93,6 +93,14 @@ max_queued = 10
             os.killpg(int(pidfile.read_text()), signal.SIGKILL)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state != "Z"  # a zombie has ended; only its parent has not reaped it yet
+
+
 def _runs(client: httpx.Client) -> dict[str, dict[str, Any]]:
     body = client.get("/api/tasks/slow/runs", params={"limit": 100}).json()
     return {run["id"]: run for run in body["runs"]}
@@ -118,6 +126,10 @@ def test_kill_9_then_restart(setup: tuple[Daemon, httpx.Client, Path]) -> None:
         assert after[run_id]["status"] == "ended"
         assert after[run_id]["end_reason"] == "crashed"
         assert after[run_id]["exit_code"] == -2
+        # The process the dead daemon left behind does not live on.
+        assert "was still running and was killed" in after[run_id]["description"]
+        pid = int((pids / run_id).read_text())
+        _until(lambda pid=pid: not _alive(pid), timeout=5)
     # The queued ones start in the new daemon.
     _until(lambda: all(_runs(client)[i]["status"] == "running" for i in ids[2:]))
 

@@ -1,4 +1,4 @@
-"""The engine with real processes and a real SQLite store."""
+"""The engine with real processes and a real store (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -46,9 +46,9 @@ def task(name: str, run: str, **overrides: object) -> TaskDefinition:
 class Harness:
     """An engine over a SQLite file; `restart` reopens everything like a new daemon."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, url: str) -> None:
         self.tmp_path = tmp_path
-        self.url = f"sqlite:///{tmp_path / 'runyard.db'}"
+        self.url = url
         self.store = RunStore.open(self.url)
         self.engine: Engine | None = None
 
@@ -80,8 +80,9 @@ class Harness:
 
 
 @pytest.fixture
-async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
-    h = Harness(tmp_path)
+async def harness(tmp_path: Path, store_url: str) -> AsyncIterator[Harness]:
+    # store_url (conftest.py) runs every engine test on SQLite and on PostgreSQL.
+    h = Harness(tmp_path, store_url)
     yield h
     if h.engine is not None:
         await h.engine.shutdown(timeout=10)
