@@ -44,8 +44,8 @@ from runyard.domain.policies import (
 )
 from runyard.engine.environment import build_argv, build_environment
 from runyard.engine.events import EventHub
-from runyard.engine.pidfiles import PidFiles
 from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
+from runyard.engine.strays import StartLog, kill_strays
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import InvalidInput, NotFound, RunyardError
 from runyard.store.logs import LogFollowers, LogWriter, delete_log
@@ -106,11 +106,12 @@ class Engine:
         self.events = EventHub()
         self._store = store
         self._data_dir = data_dir
+        self._logs_dir = data_dir / "logs"
         self._clock = clock
         self._base_environ = dict(base_environ)
         self._retention_interval = retention_interval
         self._writer = StoreWriter(store)
-        self._pids = PidFiles(data_dir / "pids")
+        self._started = StartLog(data_dir / "started.log", lambda: list(self._active))
         self._active: dict[str, _Active] = {}
         self._executions: set[asyncio.Task[None]] = set()
         self._running_per_task: dict[str, int] = defaultdict(int)
@@ -156,6 +157,7 @@ class Engine:
                         active.child.signal_group(signal.SIGKILL)
                 await asyncio.wait(still, timeout=10)
         await self._writer.close()
+        self._started.close()
         self.events.close()
 
     # ----- queries ---------------------------------------------------------
@@ -163,7 +165,7 @@ class Engine:
     def log_path(self, run_id: str) -> Path:
         # ULIDs start with their timestamp: six characters make buckets of ~3 days,
         # so no directory ever holds millions of files.
-        return self._data_dir / "logs" / run_id[:6] / f"{run_id}.log"
+        return Path(f"{self._logs_dir}/{run_id[:6]}/{run_id}.log")
 
     def counts(self, task_name: str) -> tuple[int, int]:
         """Return (running, queued) runs of a task."""
@@ -374,21 +376,14 @@ class Engine:
         active.run = dataclasses.replace(
             active.run, status=RunStatus.RUNNING, start_at=now, description=description
         )
-        try:
-            # The run is durably `running` before its process exists, so a crash
-            # can only ever leave it `crashed`, never silently re-run.
-            await self._writer.write(updates=[active.run])
-        except Exception:
-            log.exception("could not record the start of run %s", active.run.id)
-            self._release(active)
-            return
         if active.daemon_stopping:
-            # Shutdown began before a process existed: the run goes back to waiting
-            # and the next daemon starts it, as it does every pending run.
+            # Shutdown began before a process existed: the run stays pending and
+            # the next daemon starts it, as it does every pending run.
             self._release(active)
-            waiting = dataclasses.replace(active.run, status=RunStatus.PENDING, start_at=None)
-            await self._writer.write(updates=[waiting])
             return
+        # Not awaited: the start log below, written before the process exists,
+        # is what tells a restarted daemon that this run had started.
+        self._writer.submit(updates=[active.run]).add_done_callback(_log_write_failure)
         self.events.publish("run.started", _event_data(active.run))
         writer = LogWriter(self.log_path(active.run.id), task.log_max_size, task.log_on_full)
         exit_code, detail = EXIT_START_FAILED, ""
@@ -398,6 +393,7 @@ class Engine:
             if active.stop_requested:
                 reason, exit_code = (EndReason.STOPPED, EXIT_NOT_RUN)
             else:
+                self._started.record(active.run.id)
                 exit_code, reason, detail, stderr_tail = await self._run_process(active, writer)
         except Exception as error:  # noqa: BLE001 - a run must always end with a reason
             log.exception("run %s failed inside runyard", active.run.id)
@@ -463,7 +459,6 @@ class Engine:
                 [],
             )
         active.child = child
-        self._pids.record(run.id, child.pid)
         loop = asyncio.get_running_loop()
         timeout_timer = None
         if task.timeout is not None:
@@ -473,7 +468,6 @@ class Engine:
         try:
             exit_code = await child.wait()
         finally:
-            self._pids.forget(run.id)
             if timeout_timer is not None:
                 timeout_timer.cancel()
             if active.kill_timer is not None:
@@ -568,17 +562,24 @@ class Engine:
     async def _recover(self) -> None:
         """End runs a dead daemon left running (crashed) and requeue pending ones."""
         leftovers = await asyncio.to_thread(self._store.active_runs)
+        started = await asyncio.to_thread(self._started.leftovers)
+        # A run had started if it is recorded running, or if it was about to be
+        # (its start log line exists but its status had not been committed).
+        crashed_ids = {
+            run.id for run in leftovers if run.status is RunStatus.RUNNING or run.id in started
+        }
+        strays = await asyncio.to_thread(kill_strays, crashed_ids)
         now = self._clock()
         updates: list[Run] = []
         inserts: list[Run] = []
         pending: list[Run] = []
         for run in leftovers:
             task = self.tasks.get(run.task_name)
-            if run.status is RunStatus.RUNNING:
-                killed = await asyncio.to_thread(self._pids.kill_leftover, run.id)
+            if run.id in crashed_ids:
+                groups = ", ".join(str(group) for group in strays.get(run.id, []))
                 detail = (
-                    f"Its process group (pid {killed}) was still running and was killed."
-                    if killed
+                    f"Processes it left running (process group {groups}) were killed."
+                    if groups
                     else ""
                 )
                 crashed = dataclasses.replace(
@@ -586,6 +587,7 @@ class Engine:
                     status=RunStatus.ENDED,
                     end_reason=EndReason.CRASHED,
                     exit_code=EXIT_CRASHED,
+                    start_at=run.start_at or now,
                     end_at=now,
                     description="\n".join(
                         [
@@ -609,7 +611,7 @@ class Engine:
                 )
             else:
                 pending.append(run)
-        self._pids.forget_all_but(set())
+        self._started.open()
         if updates or inserts:
             await self._writer.write(inserts=inserts, updates=updates)
         self._accepting = True
@@ -641,6 +643,11 @@ class Engine:
                 await asyncio.to_thread(delete_log, self.log_path(run_id))
             deleted += len(ids)
         return deleted
+
+
+def _log_write_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("could not record a run change", exc_info=future.exception())
 
 
 def _effective(task: TaskDefinition) -> TaskDefinition:

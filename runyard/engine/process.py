@@ -144,10 +144,11 @@ class ChildProcess:
         # Descendants left in the group would hold the pipes open and outlive
         # the run; the run is over, so they go with it.
         self.signal_group(signal.SIGKILL)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._protocol.closed), _PIPE_DRAIN_GRACE)
-        except TimeoutError:
-            self._transport.close()
+        if not self._protocol.closed.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(self._protocol.closed), _PIPE_DRAIN_GRACE)
+            except TimeoutError:
+                self._transport.close()
         code = self._transport.get_returncode()
         self._transport.close()
         self._protocol.cancel_flush()

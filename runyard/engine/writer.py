@@ -9,6 +9,8 @@ from typing import Protocol
 
 from runyard.domain.models import Run
 
+_GATHER_SECONDS = 0.002
+
 
 class RunSink(Protocol):
     def apply(self, inserts: list[Run], updates: list[Run]) -> None: ...
@@ -62,9 +64,9 @@ class StoreWriter:
         loop = asyncio.get_running_loop()
         while True:
             await self._wakeup.wait()
-            # One more turn of the loop lets changes made by the callbacks already
-            # due join this batch: fewer, larger transactions.
-            await asyncio.sleep(0)
+            # A short pause gathers the changes of the next few milliseconds into
+            # this batch: far fewer transactions under load, for 2 ms of latency.
+            await asyncio.sleep(_GATHER_SECONDS)
             self._wakeup.clear()
             inserts = list(self._inserts.values())
             updates = list(self._updates.values())

@@ -10,7 +10,9 @@ from sqlalchemy.engine import RowMapping
 from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.exceptions import StoreError
 
-# What RunStore.apply may change on an existing run (duration_ms follows start/end).
+# What RunStore.apply may change on an existing run: its lifecycle. params,
+# input data and the external id are fixed at insert, so an update never
+# re-serialises a (possibly large) input table.
 MUTABLE_COLUMNS = (
     "status",
     "end_reason",
@@ -20,11 +22,23 @@ MUTABLE_COLUMNS = (
     "duration_ms",
     "description",
     "not_before",
-    "params",
-    "input_data",
     "output_data",
-    "external_execution_id",
 )
+
+
+def update_values(run: Run) -> dict[str, Any]:
+    """Return the values of the mutable columns of a run."""
+    return {
+        "status": run.status.value,
+        "end_reason": None if run.end_reason is None else run.end_reason.value,
+        "exit_code": run.exit_code,
+        "start_at": run.start_at,
+        "end_at": run.end_at,
+        "duration_ms": run.duration_ms,
+        "description": run.description,
+        "not_before": run.not_before,
+        "output_data": None if run.output_data is None else _dump(run.output_data),
+    }
 
 
 def run_to_row(run: Run) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from runyard.domain.models import Run, RunStatus
 from runyard.domain.queries import RunQuery, SortDirection, SortField
 from runyard.store import database
-from runyard.store._rows import MUTABLE_COLUMNS, row_to_run, run_to_row
+from runyard.store._rows import MUTABLE_COLUMNS, row_to_run, run_to_row, update_values
 from runyard.store.schema import run_counts, runs
 
 _SORT_COLUMNS: dict[SortField, sa.Column[Any]] = {
@@ -78,7 +78,8 @@ class RunStore:
     def apply(self, inserts: Sequence[Run], updates: Sequence[Run]) -> None:
         """Insert new runs, then update existing ones by id, in one transaction.
 
-        Updates of ids that are not stored change nothing.
+        An update writes the lifecycle columns (MUTABLE_COLUMNS); updates of
+        ids that are not stored change nothing.
         """
         if not inserts and not updates:
             return
@@ -212,8 +213,8 @@ def _delete_expired_batch(
 
 
 def _update_params(run: Run) -> dict[str, Any]:
-    row = run_to_row(run)
-    params = {f"new_{column}": row[column] for column in MUTABLE_COLUMNS}
+    values = update_values(run)
+    params = {f"new_{column}": values[column] for column in MUTABLE_COLUMNS}
     params["run_id"] = run.id
     return params
 

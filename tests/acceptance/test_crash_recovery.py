@@ -127,7 +127,7 @@ def test_kill_9_then_restart(setup: tuple[Daemon, httpx.Client, Path]) -> None:
         assert after[run_id]["end_reason"] == "crashed"
         assert after[run_id]["exit_code"] == -2
         # The process the dead daemon left behind does not live on.
-        assert "was still running and was killed" in after[run_id]["description"]
+        assert "were killed" in after[run_id]["description"]
         pid = int((pids / run_id).read_text())
         _until(lambda pid=pid: not _alive(pid), timeout=5)
     # The queued ones start in the new daemon.

@@ -378,11 +378,17 @@ async def test_recovery_after_a_crash(harness: Harness) -> None:
     left_running = Run(str(ULID()), "work", RunStatus.RUNNING, now, TriggeredBy.API, start_at=now)
     left_pending = Run(str(ULID()), "work", RunStatus.PENDING, now, TriggeredBy.API)
     orphan = Run(str(ULID()), "gone", RunStatus.PENDING, now, TriggeredBy.API)
-    harness.store.apply([left_running, left_pending, orphan], [])
+    # Spawned, but the daemon died before its `running` status was committed.
+    left_starting = Run(str(ULID()), "work", RunStatus.PENDING, now, TriggeredBy.API)
+    harness.store.apply([left_running, left_pending, orphan, left_starting], [])
+    (harness.tmp_path / "started.log").write_text(f"{left_starting.id}\n")
     await harness.start(task("work", "echo ok", retry_attempts=1, retry_delay=timedelta(0)))
     crashed = harness.store.get_run(left_running.id)
     assert crashed is not None
     assert (crashed.end_reason, crashed.exit_code) == (EndReason.CRASHED, -2)
+    starting = harness.store.get_run(left_starting.id)
+    assert starting is not None
+    assert (starting.end_reason, starting.exit_code) == (EndReason.CRASHED, -2)
     assert (await harness.wait(left_pending.id)).end_reason is EndReason.SUCCESS
     skipped = harness.store.get_run(orphan.id)
     assert skipped is not None and skipped.end_reason is EndReason.SKIPPED

@@ -241,12 +241,24 @@ def test_update_changes_every_mutable_field(store: RunStore, make_run: MakeRun) 
         replica_index=0,
         retry_attempt=0,
         retry_of_run_id=None,
+        params=pending.params,
+        input_data=pending.input_data,
+        external_execution_id=pending.external_execution_id,
     )
     store.apply([], [ended])
     assert store.get_run(pending.id) == ended
-    back = replace(pending, params={}, description="reset")
+    back = replace(pending, description="reset")
     store.apply([], [back])
     assert store.get_run(pending.id) == back
+
+
+def test_update_leaves_fields_fixed_at_insert(store: RunStore, make_run: MakeRun) -> None:
+    pending = make_run("deploy", params={"a": "1"}, input_data=[[["x"]]])
+    store.apply([pending], [])
+    store.apply([], [replace(pending, params={}, input_data=None, status=RunStatus.RUNNING)])
+    got = store.get_run(pending.id)
+    assert got is not None
+    assert (got.params, got.input_data, got.status) == ({"a": "1"}, [[["x"]]], RunStatus.RUNNING)
 
 
 def test_insert_then_update_in_one_call(store: RunStore, make_run: MakeRun) -> None:
