@@ -12,10 +12,12 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from runyard.config.loader import Config
+from runyard.config.loader import Config, load_config
 from runyard.domain.models import Run, TaskDefinition, TriggeredBy
 from runyard.domain.queries import RunQuery
+from runyard.domain.reload import diff_tasks, settings_needing_restart
 from runyard.engine.core import Engine, utc_now
+from runyard.engine.scheduler import Scheduler
 from runyard.exceptions import NotFound
 from runyard.store import RunStore, database_url
 
@@ -54,9 +56,12 @@ class Runyard:
         *,
         environ: Mapping[str, str] = os.environ,
         clock: Callable[[], datetime] = utc_now,
+        data_dir_override: str | None = None,
     ) -> None:
         self.config = config
         self.environ = environ
+        self._data_dir_override = data_dir_override  # the CLI's --data-dir, kept for reloads
+        self._reload_lock = asyncio.Lock()
         self.data_dir = config.daemon.data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.token, self.token_created = load_or_create_token(self.data_dir, environ)
@@ -70,11 +75,14 @@ class Runyard:
             clock=clock,
             base_environ=environ,
         )
+        self.scheduler = Scheduler(self.engine, self.store, clock)
 
     async def start(self) -> None:
         await self.engine.start()
+        await self.scheduler.start()
 
     async def stop(self) -> None:
+        await self.scheduler.stop()
         await self.engine.shutdown(self.config.daemon.shutdown_timeout.total_seconds())
         await asyncio.to_thread(self.store.close)
 
@@ -92,6 +100,56 @@ class Runyard:
     def task_counts(self, name: str) -> tuple[int, int]:
         """Return (running, queued) for a task."""
         return self.engine.counts(name)
+
+    def schedule_state(self, name: str) -> tuple[bool, datetime | None]:
+        """Return (paused, next_run_at); next_run_at is None when paused or unscheduled."""
+        self.task(name)
+        return self.scheduler.is_paused(name), self.scheduler.next_run_at(name)
+
+    async def set_paused(self, name: str, paused: bool) -> None:
+        """Pause or resume a task's schedule (manual triggers still work while paused)."""
+        self.task(name)
+        await self.scheduler.set_paused(name, paused)
+
+    async def reload(self) -> dict[str, list[str]]:
+        """Re-read the config: validate first, then apply it whole, or not at all.
+
+        Raise ConfigError (nothing changed) when the new file is invalid. Runs in
+        flight keep the definition they started with.
+        """
+        async with self._reload_lock:
+            new = await asyncio.to_thread(
+                load_config, self.config.path, self.environ, self._data_dir_override
+            )
+            old = self.config
+            changes = diff_tasks(old.tasks, new.tasks)
+            restart = settings_needing_restart(
+                vars(old.daemon) | {"data_dir": str(old.daemon.data_dir)},
+                vars(new.daemon) | {"data_dir": str(new.daemon.data_dir)},
+            )
+            ended = await self.engine.replace_tasks(new.tasks)
+            # Settings that apply live; host, port and data_dir wait for a restart.
+            self.engine.max_concurrent_runs = new.daemon.max_concurrent_runs
+            self.config = Config(
+                path=new.path,
+                daemon=type(old.daemon)(
+                    **(
+                        vars(new.daemon)
+                        | {k: getattr(old.daemon, k) for k in ("host", "port", "data_dir")}
+                    )
+                ),
+                tasks=new.tasks,
+                warnings=new.warnings,
+            )
+            await self.scheduler.tasks_changed()
+            return {
+                "added": changes.added,
+                "removed": changes.removed,
+                "changed": changes.changed,
+                "restart_required": restart,
+                "warnings": list(new.warnings),
+                "skipped_runs": [run.id for run in ended],
+            }
 
     # ----- runs ------------------------------------------------------------
 

@@ -11,7 +11,14 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from runyard import __version__
-from runyard.api import routes_events, routes_logs, routes_meta, routes_runs, routes_tasks
+from runyard.api import (
+    routes_daemon,
+    routes_events,
+    routes_logs,
+    routes_meta,
+    routes_runs,
+    routes_tasks,
+)
 from runyard.api.auth import BearerAuth
 from runyard.api.deps import Closing
 from runyard.api.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
@@ -41,7 +48,14 @@ def create_app(runyard: Runyard) -> FastAPI:
     )
     app.state.runyard = runyard
     app.state.closing = closing
-    for module in (routes_meta, routes_tasks, routes_runs, routes_logs, routes_events):
+    for module in (
+        routes_meta,
+        routes_tasks,
+        routes_runs,
+        routes_logs,
+        routes_events,
+        routes_daemon,
+    ):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(BearerAuth, token=runyard.token)

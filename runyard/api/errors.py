@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse
 from runyard.api.deps import schema_url
 from runyard.api.schemas import ErrorModel
 from runyard.engine.core import RunAlreadyEnded, ShuttingDown
-from runyard.exceptions import InvalidInput, NotFound
+from runyard.exceptions import ConfigError, InvalidInput, NotFound
 
 log = logging.getLogger("runyard.api")
 
@@ -186,6 +186,19 @@ async def _not_found(request: Request, exc: Exception) -> ProblemResponse:
     return _request_problem(request, 404, f"No {exc.kind} named {exc.key!r} exists.")
 
 
+RELOAD_REFUSED = "the new config is invalid; the running config is unchanged"
+
+
+async def _config_error(request: Request, exc: Exception) -> ProblemResponse:
+    # Raised by a reload: the file on disk is bad, the daemon goes on with the old one.
+    assert isinstance(exc, ConfigError)
+    errors = [
+        error_detail("config", problem_text, str(exc.path))
+        for problem_text in exc.problems or ["invalid config"]
+    ]
+    return _request_problem(request, 422, RELOAD_REFUSED, errors)
+
+
 async def _already_ended(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, RunAlreadyEnded)
     reason = exc.run.end_reason.value if exc.run.end_reason else "unknown"
@@ -222,6 +235,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(InvalidInput, _invalid_input)
     app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(ConfigError, _config_error)
     app.add_exception_handler(RunAlreadyEnded, _already_ended)
     app.add_exception_handler(ShuttingDown, _shutting_down)
     app.add_exception_handler(StarletteHTTPException, _http_error)

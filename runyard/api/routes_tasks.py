@@ -1,4 +1,4 @@
-"""Tasks: list, describe, trigger, and the spec's per-task run list."""
+"""Tasks: list, describe, trigger, pause and resume, and the spec's per-task run list."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from runyard.api.deps import ClosingDep, RunyardDep, SchemaBase, schema_url
 from runyard.api.errors import problem_responses
 from runyard.api.params import TaskNamePath, run_query
 from runyard.api.sse import Closed, first_of
+from runyard.app import Runyard
+from runyard.domain.models import TaskDefinition
 from runyard.domain.queries import RunQuery
 
 router = APIRouter(tags=["tasks"], responses=problem_responses(401, 404, 422, 500))
@@ -20,17 +22,41 @@ router = APIRouter(tags=["tasks"], responses=problem_responses(401, 404, 422, 50
 @router.get("/api/tasks", summary="List tasks")
 async def list_tasks(runyard: RunyardDep, base: SchemaBase) -> schemas.TasksResponseBody:
     """Return every configured task, sorted by name, with its live run counts."""
-    tasks = [
-        schemas.task_body(task, runyard.task_counts(task.name), base) for task in runyard.tasks()
-    ]
+    tasks = [_task_body(runyard, task, base) for task in runyard.tasks()]
     return schemas.TasksResponseBody(schema_=schema_url(base, "TasksResponseBody"), tasks=tasks)
 
 
 @router.get("/api/tasks/{taskName}", summary="Get a task")
 async def get_task(task_name: TaskNamePath, runyard: RunyardDep, base: SchemaBase) -> schemas.Task:
     """Return one task as configured, with its live run counts."""
-    task = runyard.task(task_name)
-    return schemas.task_body(task, runyard.task_counts(task.name), base)
+    return _task_body(runyard, runyard.task(task_name), base)
+
+
+@router.post("/api/tasks/{taskName}/pause", summary="Pause a task's schedule")
+async def pause_task(
+    task_name: TaskNamePath, runyard: RunyardDep, base: SchemaBase
+) -> schemas.Task:
+    """Stop the task's schedule from firing until resumed; manual triggers still run.
+
+    The pause survives daemon restarts. Pausing a paused task changes nothing.
+    """
+    await runyard.set_paused(task_name, True)
+    return _task_body(runyard, runyard.task(task_name), base)
+
+
+@router.post("/api/tasks/{taskName}/resume", summary="Resume a task's schedule")
+async def resume_task(
+    task_name: TaskNamePath, runyard: RunyardDep, base: SchemaBase
+) -> schemas.Task:
+    """Let the task's schedule fire again, from now on: ticks inside the pause are not run."""
+    await runyard.set_paused(task_name, False)
+    return _task_body(runyard, runyard.task(task_name), base)
+
+
+def _task_body(runyard: Runyard, task: TaskDefinition, base: str) -> schemas.Task:
+    return schemas.task_body(
+        task, runyard.task_counts(task.name), runyard.schedule_state(task.name), base
+    )
 
 
 @router.post(

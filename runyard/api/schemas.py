@@ -6,6 +6,7 @@ a `$schema` URL that `GET /schemas/<Name>.json` serves.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from pydantic.json_schema import SkipJsonSchema
 from runyard.api.deps import schema_url
 from runyard.domain import models as domain
 from runyard.domain.models import (
+    CatchUp,
     EndReason,
     LogOnFull,
     OverlapPolicy,
@@ -157,6 +159,16 @@ class Task(_Body):
     keep_runs: int | None
     keep_for: float | None
     params: list[TaskParam]
+    cron: str | None = Field(description="The schedule as written, or null for none")
+    timezone: str | None = Field(description="IANA zone the schedule is read in, or null")
+    jitter: float = Field(description="Seconds each tick's start is spread over")
+    run_on_start: bool = Field(description="Fire once when the daemon starts")
+    catch_up: CatchUp = Field(description="What runs at start for missed ticks")
+    max_catch_up_runs: int
+    paused: bool = Field(description="True while the schedule is paused")
+    next_run_at: UtcDateTime | None = Field(
+        description="When the schedule fires next; null when paused or unscheduled"
+    )
     active_runs: int = Field(description="Runs running now")
     queued_runs: int = Field(description="Runs waiting for a slot or a retry delay")
 
@@ -164,6 +176,22 @@ class Task(_Body):
 class TasksResponseBody(_Body):
     schema_: SchemaField = None
     tasks: list[Task]
+
+
+class ReloadResponseBody(_Body):
+    """What a config reload changed; every list is empty when nothing did."""
+
+    schema_: SchemaField = None
+    added: list[str] = Field(description="Tasks added")
+    removed: list[str] = Field(description="Tasks removed")
+    changed: list[str] = Field(description="Tasks whose definition changed")
+    restart_required: list[str] = Field(
+        description="Changed daemon settings that apply only at the next restart"
+    )
+    warnings: list[str] = Field(description="Warnings about the new config")
+    skipped_runs: list[str] = Field(
+        description="Ids of queued runs of removed tasks, ended as skipped"
+    )
 
 
 class TriggerRequest(_Body):
@@ -207,6 +235,7 @@ SCHEMAS: dict[str, type[BaseModel]] = {
         Health,
         LogLine,
         LogPage,
+        ReloadResponseBody,
         Run,
         RunsResponseBody,
         Task,
@@ -250,9 +279,16 @@ def run_json(run: domain.Run, base: str) -> dict[str, Any]:
     return run_body(run, base).model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def task_body(task: domain.TaskDefinition, counts: tuple[int, int], base: str) -> Task:
-    """Return the API view of `task` with its (running, queued) counts."""
+def task_body(
+    task: domain.TaskDefinition,
+    counts: tuple[int, int],
+    schedule_state: tuple[bool, datetime | None],
+    base: str,
+) -> Task:
+    """Return the API view of `task` with its (running, queued) counts and (paused, next run)."""
     running, queued = counts
+    paused, next_run_at = schedule_state
+    schedule = task.schedule
     return Task(
         schema_=schema_url(base, "Task"),
         name=task.name,
@@ -287,6 +323,27 @@ def task_body(task: domain.TaskDefinition, counts: tuple[int, int], base: str) -
             )
             for spec in task.params
         ],
+        cron=schedule.expression if schedule is not None else None,
+        timezone=schedule.timezone if schedule is not None else None,
+        jitter=task.jitter.total_seconds(),
+        run_on_start=task.run_on_start,
+        catch_up=task.catch_up,
+        max_catch_up_runs=task.max_catch_up_runs,
+        paused=paused,
+        next_run_at=None if paused else next_run_at,
         active_runs=running,
         queued_runs=queued,
+    )
+
+
+def reload_body(changes: Mapping[str, Sequence[str]], base: str) -> ReloadResponseBody:
+    """Return the API view of what `Runyard.reload` reported."""
+    return ReloadResponseBody(
+        schema_=schema_url(base, "ReloadResponseBody"),
+        added=list(changes.get("added", ())),
+        removed=list(changes.get("removed", ())),
+        changed=list(changes.get("changed", ())),
+        restart_required=list(changes.get("restart_required", ())),
+        warnings=list(changes.get("warnings", ())),
+        skipped_runs=list(changes.get("skipped_runs", ())),
     )

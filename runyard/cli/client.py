@@ -26,6 +26,15 @@ class CliError(Exception):
         super().__init__(message)
 
 
+class DaemonProblem(CliError):
+    """The daemon answered with an error status; `body` is its problem document, if any."""
+
+    def __init__(self, message: str, status: int, body: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
 class StreamInterrupted(CliError):
     """An event stream ended or stalled before its last event; the caller may resume it."""
 
@@ -172,7 +181,11 @@ class DaemonClient:
             body: object = response.json()
         except (ValueError, json.JSONDecodeError):
             body = None
-        raise CliError(describe_problem(response.status_code, body, response.reason_phrase))
+        raise DaemonProblem(
+            describe_problem(response.status_code, body, response.reason_phrase),
+            response.status_code,
+            body,
+        )
 
 
 def _with_read(seconds: float) -> httpx.Timeout:

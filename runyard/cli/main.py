@@ -5,18 +5,19 @@ from __future__ import annotations
 import sys
 import time
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.text import Text
 
 from runyard.cli import follow
-from runyard.cli.client import CliError
+from runyard.cli.client import CliError, DaemonProblem
 from runyard.cli.failures import error_line, print_config_error, reported_errors
 from runyard.cli.options import GlobalOptions
 from runyard.cli.render import (
     LogPrinter,
     make_console,
+    next_run,
     print_json,
     run_details,
     run_summary,
@@ -94,7 +95,7 @@ def serve(ctx: typer.Context) -> None:
     from runyard.app import Runyard
 
     try:
-        runyard = Runyard(config)
+        runyard = Runyard(config, data_dir_override=_options(ctx).data_dir)
     except (RunyardError, OSError) as error:
         typer.echo(f"runyard: cannot start: {error}", err=True)
         raise typer.Exit(1) from None
@@ -135,7 +136,85 @@ def tasks(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if not found:
         console.print("no tasks configured")
         return
-    console.print(tasks_table(found))
+    console.print(tasks_table(found, datetime.now(UTC)))
+
+
+TaskArgument = Annotated[str, typer.Argument(metavar="TASK", help="Task name")]
+
+
+@app.command()
+def pause(ctx: typer.Context, task: TaskArgument) -> None:
+    """Pause a task's schedule (kept across restarts); manual runs still work."""
+    with _options(ctx).client() as client:
+        _status, body = client.request("POST", f"{follow.task_path(task)}/pause")
+    name = body.get("name", task)
+    if body.get("cron"):
+        message = f"paused {name} (its schedule fires no more until resumed)"
+    else:
+        message = f"paused {name} (it has no schedule; manual runs still work)"
+    make_console().print(message)
+
+
+@app.command()
+def resume(ctx: typer.Context, task: TaskArgument) -> None:
+    """Resume a task's schedule from now on; ticks inside the pause do not run."""
+    with _options(ctx).client() as client:
+        _status, body = client.request("POST", f"{follow.task_path(task)}/resume")
+    name = body.get("name", task)
+    if body.get("cron"):
+        when = next_run(body, datetime.now(UTC)).plain
+        message = f"resumed {name}; next run at {when}"
+    else:
+        message = f"resumed {name} (it has no schedule)"
+    make_console().print(message)
+
+
+@app.command()
+def reload(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Make the daemon re-read its config; an invalid file changes nothing."""
+    with _options(ctx).client() as client:
+        try:
+            _status, body = client.request("POST", "/api/daemon/reload")
+        except DaemonProblem as problem:
+            if problem.status != 422 or not isinstance(problem.body, dict):
+                raise
+            _print_reload_refused(problem.body)
+            raise typer.Exit(1) from None
+    if as_json:
+        print_json(body)
+        return
+    for line in reload_lines(body):
+        sys.stdout.write(line + "\n")
+    for warning in body.get("warnings") or []:
+        sys.stderr.write(f"warning: {warning}\n")
+
+
+def reload_lines(body: dict[str, Any]) -> list[str]:
+    """Return what `runyard reload` prints for a successful reload."""
+    lines = [
+        f"{label}: {', '.join(str(name) for name in body.get(key) or [])}"
+        for key, label in (
+            ("added", "added"),
+            ("removed", "removed"),
+            ("changed", "changed"),
+            ("skipped_runs", "skipped queued runs"),
+        )
+        if body.get(key)
+    ]
+    lines += [f"restart required: {line}" for line in body.get("restart_required") or []]
+    return lines or ["reloaded: no task changed"]
+
+
+def _print_reload_refused(body: dict[str, Any]) -> None:
+    detail = str(body.get("detail") or "the new config is invalid")
+    lines = [f"runyard: reload refused: {detail}"]
+    for error in body.get("errors") or []:
+        if isinstance(error, dict):
+            where = error.get("value")
+            message = str(error.get("message", ""))
+            lines.append(f"{where}: {message}" if where else message)
+    sys.stderr.write("".join(line + "\n" for line in lines))
+    sys.stderr.flush()
 
 
 @app.command("run")

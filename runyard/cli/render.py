@@ -155,10 +155,21 @@ def run_summary(run: Mapping[str, Any]) -> str:
 # ----- tables ---------------------------------------------------------------------
 
 
-def tasks_table(tasks: Sequence[Mapping[str, Any]]) -> Table:
+def next_run(task: Mapping[str, Any], now: datetime) -> Text:
+    """Return when a task's schedule fires next: a local time, "paused", or "-"."""
+    if not task.get("cron"):
+        return Text("-")
+    if task.get("paused"):
+        return Text("paused", style="yellow")
+    return Text(short_time(task.get("next_run_at"), now))
+
+
+def tasks_table(tasks: Sequence[Mapping[str, Any]], now: datetime) -> Table:
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("NAME", no_wrap=True)
     table.add_column("AUTOMATION")
+    table.add_column("SCHEDULE", no_wrap=True)
+    table.add_column("NEXT RUN", no_wrap=True)
     table.add_column("ACTIVE", justify="right")
     table.add_column("QUEUED", justify="right")
     table.add_column("DESCRIPTION")
@@ -168,6 +179,8 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]]) -> Table:
         table.add_row(
             Text(name),
             Text(automation if automation != name else "", style="dim"),
+            Text(str(task.get("cron") or "-")),
+            next_run(task, now),
             str(task.get("active_runs", 0)),
             str(task.get("queued_runs", 0)),
             Text(str(task.get("description") or "").strip()),

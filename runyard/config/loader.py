@@ -20,6 +20,7 @@ from runyard.config.checks import (
     check_str,
     check_table,
 )
+from runyard.config.schedules import parse_scheduler
 from runyard.config.tasks import parse_defaults, parse_tasks
 from runyard.domain.models import TaskDefinition
 from runyard.exceptions import ConfigError
@@ -30,10 +31,10 @@ DEFAULT_CONFIG_NAME = "runyard.toml"
 DEFAULT_DATA_DIR_NAME = ".runyard"
 EXAMPLE_CONFIG_PATH = Path(__file__).resolve().parent.parent / "examples" / "runyard.toml"
 
-_SECTIONS = ("daemon", "defaults", "tasks")
+_SECTIONS = ("daemon", "scheduler", "defaults", "tasks")
 # Tables reserved for later features. They must be tables, but their contents
 # are not validated yet: each feature checks its own table when it lands.
-_RESERVED_SECTIONS = ("scheduler", "accounts", "services", "storage")
+_RESERVED_SECTIONS = ("accounts", "services", "storage")
 _DAEMON_KEYS = (
     "host",
     "port",
@@ -118,8 +119,9 @@ def parse_config_text(
     daemon = _parse_daemon(
         document.get("daemon", {}), base_dir, environ, data_dir_override, problems
     )
+    default_timezone = parse_scheduler(document.get("scheduler", {}), environ, problems)
     defaults = parse_defaults(document.get("defaults", {}), problems)
-    tasks = parse_tasks(document.get("tasks", {}), defaults, base_dir, problems)
+    tasks = parse_tasks(document.get("tasks", {}), defaults, base_dir, problems, default_timezone)
     if problems.errors or daemon is None:
         raise ConfigError(str(path), problems.errors)
     return Config(path=config_path, daemon=daemon, tasks=tasks, warnings=tuple(problems.warnings))

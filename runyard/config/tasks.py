@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,9 +25,11 @@ from runyard.config.checks import (
     key_path,
     quote,
 )
+from runyard.config.schedules import check_timezone, resolve_schedule
 from runyard.domain.models import (
     TASK_NAME_PATTERN,
     TASK_NAME_RE,
+    CatchUp,
     LogOnFull,
     OverlapPolicy,
     ParamPassing,
@@ -216,27 +219,28 @@ TASK_CHECKS: dict[str, Check] = {
     "keep_runs": lambda v, p, pr: check_int(v, p, pr, 1),
     "keep_for": lambda v, p, pr: check_duration(v, p, pr, positive=True),
     "params": check_params,
-}
-
-# Keys of the upcoming schedules feature. They are accepted (in tasks and in
-# [defaults]) and type-checked so configs written for it load today, but
-# nothing is stored: TaskDefinition has no fields for them yet.
-SCHEDULE_CHECKS: dict[str, Check] = {
-    "cron": check_str,
-    "timezone": check_str,
     "jitter": check_duration,
     "run_on_start": check_bool,
-    "catch_up": lambda v, p, pr: check_choice(v, p, pr, ("latest", "all", "skip")),
-    "max_catch_up_runs": lambda v, p, pr: check_int(v, p, pr, 1),
+    "catch_up": lambda v, p, pr: check_enum(v, p, pr, CatchUp),
+    "max_catch_up_runs": lambda v, p, pr: check_int(v, p, pr, 1, 10000),
+    # Not fields themselves: resolve_schedule turns them into `schedule`.
+    "cron": lambda v, p, pr: check_str(v, p, pr, non_empty=True),
+    "timezone": check_timezone,
+}
+
+# Keys of upcoming features. They are accepted (in tasks and in [defaults])
+# and type-checked so configs written for them load today, but nothing is
+# stored: TaskDefinition has no fields for them yet.
+IGNORED_CHECKS: dict[str, Check] = {
     "manual_trigger": check_bool,
     "group": check_str,
     "env_base": lambda v, p, pr: check_choice(v, p, pr, ("inherit", "clean")),
 }
 
-_TASK_KEYS = frozenset(TASK_CHECKS) | frozenset(SCHEDULE_CHECKS)
+_TASK_KEYS = frozenset(TASK_CHECKS) | frozenset(IGNORED_CHECKS)
 _TASK_ONLY = {
     key: "not allowed in [defaults]; set it on each task"
-    for key in ("run", "description", "automation", "params")
+    for key in ("run", "description", "automation", "params", "cron")
 }
 _DEFAULTS_KEYS = _TASK_KEYS - frozenset(_TASK_ONLY)
 
@@ -250,17 +254,15 @@ def _check_values(
     for key, raw in table.items():
         if key not in allowed:
             continue
-        if key in SCHEDULE_CHECKS:
-            SCHEDULE_CHECKS[key](raw, key_path(path, key), problems)
+        if key in IGNORED_CHECKS:
+            IGNORED_CHECKS[key](raw, key_path(path, key), problems)
             ignored.append(key)
             continue
         parsed = TASK_CHECKS[key](raw, key_path(path, key), problems)
         if parsed is not None:
             values[key] = parsed
     if ignored:
-        problems.warn(
-            path, f"{', '.join(ignored)}: accepted but ignored, schedules are not supported yet"
-        )
+        problems.warn(path, f"{', '.join(ignored)}: accepted but ignored, not supported yet")
     return values
 
 
@@ -274,9 +276,19 @@ def parse_defaults(value: object, problems: Problems) -> dict[str, object]:
 
 
 def parse_tasks(
-    value: object, defaults: dict[str, object], base_dir: Path, problems: Problems
+    value: object,
+    defaults: dict[str, object],
+    base_dir: Path,
+    problems: Problems,
+    default_timezone: str = "UTC",
+    now: datetime | None = None,
 ) -> dict[str, TaskDefinition]:
-    """Return the valid tasks of the `[tasks]` table, sorted by name."""
+    """Return the valid tasks of the `[tasks]` table, sorted by name.
+
+    `default_timezone` applies to tasks that set no `timezone` themselves or in
+    [defaults]; `now` (default: the real clock) decides which schedules never fire.
+    """
+    now = datetime.now(UTC) if now is None else now
     table = check_table(value, "tasks", problems)
     if table is None:
         return {}
@@ -286,7 +298,7 @@ def parse_tasks(
         before = len(problems)
         if not TASK_NAME_RE.fullmatch(name):
             problems.add(path, f"task name must match {TASK_NAME_PATTERN}")
-        task = _parse_task(name, raw, path, defaults, base_dir, problems)
+        task = _parse_task(name, raw, path, defaults, base_dir, problems, default_timezone, now)
         if task is not None and len(problems) == before:
             tasks[name] = task
     _warn_shared_display_names(tasks, problems)
@@ -300,6 +312,8 @@ def _parse_task(
     defaults: dict[str, object],
     base_dir: Path,
     problems: Problems,
+    default_timezone: str,
+    now: datetime,
 ) -> TaskDefinition | None:
     table = check_table(raw, path, problems)
     if table is None:
@@ -312,6 +326,9 @@ def _parse_task(
     if len(problems) > before:
         return None
     fields = {**defaults, **own}
+    schedule = resolve_schedule(fields, set(own), path, default_timezone, now, problems)
+    if len(problems) > before:
+        return None
     if isinstance(defaults.get("env"), dict) and isinstance(own.get("env"), dict):
         # Variables merge one by one: a task adding FOO keeps the defaults' PATH.
         fields["env"] = {
@@ -324,7 +341,7 @@ def _parse_task(
         if key in fields:
             fields[key] = str(absolute_path(base_dir, cast(str, fields[key])))
     # Every value was checked against its field's type by TASK_CHECKS.
-    return TaskDefinition(name=name, **cast(dict[str, Any], fields))
+    return TaskDefinition(name=name, schedule=schedule, **cast(dict[str, Any], fields))
 
 
 def _warn_shared_display_names(tasks: dict[str, TaskDefinition], problems: Problems) -> None:

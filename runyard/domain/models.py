@@ -67,6 +67,30 @@ class LogOnFull(StrEnum):
     KILL = "kill"  # stop the run, end reason log_overflow
 
 
+class CatchUp(StrEnum):
+    """What runs at start for ticks missed while the daemon was down."""
+
+    LATEST = "latest"  # one run for the most recent missed tick
+    ALL = "all"  # one run per missed tick, up to max_catch_up_runs
+    SKIP = "skip"  # nothing; the missed record is all
+
+
+class ScheduleKind(StrEnum):
+    CRON = "cron"  # a 5-field (or 6-field, leading seconds) cron expression
+    EVERY = "every"  # @every <duration>, anchored to the Unix epoch
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When a task fires: a parsed `cron = ...` in its time zone."""
+
+    expression: str  # as written in the config, e.g. "@daily" or "*/5 * * * *"
+    kind: ScheduleKind
+    timezone: str  # IANA zone name the expression is read in
+    cron: str = ""  # the normalised cron fields (aliases expanded); kind CRON only
+    every: timedelta | None = None  # the interval; kind EVERY only
+
+
 class ParamPassing(StrEnum):
     ENV = "env"  # an environment variable
     ARG = "arg"  # a positional argument: "$1", "$2", ... in declaration order
@@ -132,6 +156,11 @@ class TaskDefinition:
     keep_runs: int | None = None
     keep_for: timedelta | None = None
     params: tuple[ParamSpec, ...] = ()
+    schedule: Schedule | None = None  # None: runs only when triggered
+    jitter: timedelta = timedelta(0)  # spread each tick's start over this window
+    run_on_start: bool = False  # fire once when the daemon starts
+    catch_up: CatchUp = CatchUp.LATEST
+    max_catch_up_runs: int = 100
 
     @property
     def display_name(self) -> str:

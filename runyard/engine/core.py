@@ -206,8 +206,15 @@ class Engine:
         params: Mapping[str, object],
         triggered_by: TriggeredBy,
         input_data: list[list[list[str]]] | None = None,
+        *,
+        tick: datetime | None = None,
+        note: str = "",
     ) -> list[Run]:
-        """Admit one trigger (one run per replica) and return the runs as recorded."""
+        """Admit one trigger (one run per replica) and return the runs as recorded.
+
+        A cron trigger passes its `tick`: it is recorded as fired in the same
+        transaction as the runs. `note` is added to the runs' descriptions.
+        """
         task = self.tasks.get(task_name)
         if task is None:
             raise NotFound("task", task_name)
@@ -234,7 +241,10 @@ class Engine:
                 input_data=input_data,
             )
             decision = admit(_effective(task), self._load(task.name))
-            run = dataclasses.replace(run, description=describe_start(run, __version__))
+            start_text = describe_start(run, __version__)
+            run = dataclasses.replace(
+                run, description=f"{start_text}\n{note}" if note else start_text
+            )
             if decision is Admission.SKIP:
                 run = self._ended_unrun(
                     run,
@@ -257,7 +267,9 @@ class Engine:
                 queued.append(run)
             runs.append(run)
         try:
-            await self._writer.write(inserts=runs)
+            await self._writer.write(
+                inserts=runs, ticks={task.name: tick} if tick is not None else None
+            )
         finally:
             # Release the reservations whatever happened; on success the queue holds the runs now.
             self._admitting_start[task.name] -= reserved["start"]
@@ -272,6 +284,63 @@ class Engine:
             self._terminate(active)
         self._pump()
         return runs
+
+    async def replace_tasks(self, tasks: Mapping[str, TaskDefinition]) -> list[Run]:
+        """Swap in a reloaded set of tasks; return the runs ended because their task went away.
+
+        Runs in flight keep the definition they started with; queued runs of a
+        task that still exists start with its new definition.
+        """
+        removed = set(self.tasks) - set(tasks)
+        self.tasks = dict(tasks)
+        ended: list[Run] = []
+        for name in removed:
+            waiting = list(self._queues.pop(name, ()))
+            for run_id, (run, timer) in list(self._delayed.items()):
+                if run.task_name == name:
+                    timer.cancel()
+                    del self._delayed[run_id]
+                    waiting.append(run)
+            ended.extend(
+                self._ended_unrun(
+                    run,
+                    EndReason.SKIPPED,
+                    f"Task {name!r} was removed from the config by a reload.",
+                )
+                for run in waiting
+            )
+        if ended:
+            await self._writer.write(updates=ended)
+            for run in ended:
+                self._finish(run)
+        self._pump()
+        return ended
+
+    async def record_missed(
+        self, task_name: str, count: int, first: datetime, last: datetime
+    ) -> Run:
+        """Record one `missed` run for `count` ticks that did not fire; mark `last` handled."""
+        ticks = "1 scheduled tick was" if count == 1 else f"{count} scheduled ticks were"
+        when = (
+            f"at {first.isoformat()}"
+            if count == 1
+            else f"between {first.isoformat()} and {last.isoformat()}"
+        )
+        run = Run(
+            id=str(ULID()),
+            task_name=task_name,
+            status=RunStatus.PENDING,
+            created_at=self._clock(),
+            triggered_by=TriggeredBy.CRON,
+        )
+        run = dataclasses.replace(run, description=describe_start(run, __version__))
+        missed = self._ended_unrun(
+            run, EndReason.MISSED, f"{ticks} missed {when} while the daemon was not running."
+        )
+        await self._writer.write(inserts=[missed], ticks={task_name: last})
+        self.events.publish("run.created", _event_data(missed))
+        self.events.publish("run.ended", _event_data(missed))
+        return missed
 
     async def stop(self, run_id: str) -> Run:
         """Stop a run: signal it if running, end it as stopped if still waiting."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Protocol
 
 from runyard.domain.models import Run
@@ -13,7 +14,12 @@ _GATHER_SECONDS = 0.002
 
 
 class RunSink(Protocol):
-    def apply(self, inserts: list[Run], updates: list[Run]) -> None: ...
+    def apply(
+        self,
+        inserts: list[Run],
+        updates: list[Run],
+        ticks: dict[str, datetime] | None = None,
+    ) -> None: ...
 
 
 class StoreWriter:
@@ -30,6 +36,7 @@ class StoreWriter:
         self._store = store
         self._inserts: dict[str, Run] = {}
         self._updates: dict[str, Run] = {}
+        self._ticks: dict[str, datetime] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._wakeup = asyncio.Event()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runyard-writer")
@@ -40,9 +47,16 @@ class StoreWriter:
         self._task = asyncio.get_running_loop().create_task(self._flush_forever())
 
     def submit(
-        self, inserts: Iterable[Run] = (), updates: Iterable[Run] = ()
+        self,
+        inserts: Iterable[Run] = (),
+        updates: Iterable[Run] = (),
+        ticks: dict[str, datetime] | None = None,
     ) -> asyncio.Future[None]:
-        """Queue changes; the returned future resolves once they are committed."""
+        """Queue changes; the returned future resolves once they are committed.
+
+        `ticks` (task name -> cron tick) commit in the same transaction as the
+        runs, so a tick counts as fired exactly when its run exists.
+        """
         for run in inserts:
             self._inserts[run.id] = run
         for run in updates:
@@ -51,14 +65,22 @@ class StoreWriter:
                 self._inserts[run.id] = run
             else:
                 self._updates[run.id] = run
+        for task_name, tick in (ticks or {}).items():
+            known = self._ticks.get(task_name)
+            self._ticks[task_name] = tick if known is None else max(known, tick)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
         self._wakeup.set()
         return future
 
-    async def write(self, inserts: Iterable[Run] = (), updates: Iterable[Run] = ()) -> None:
+    async def write(
+        self,
+        inserts: Iterable[Run] = (),
+        updates: Iterable[Run] = (),
+        ticks: dict[str, datetime] | None = None,
+    ) -> None:
         """Queue changes and wait until they are committed."""
-        await self.submit(inserts, updates)
+        await self.submit(inserts, updates, ticks)
 
     async def _flush_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -70,9 +92,10 @@ class StoreWriter:
             self._wakeup.clear()
             inserts = list(self._inserts.values())
             updates = list(self._updates.values())
+            ticks = self._ticks
             waiters = self._waiters
-            self._inserts, self._updates, self._waiters = {}, {}, []
-            if not (inserts or updates):
+            self._inserts, self._updates, self._ticks, self._waiters = {}, {}, {}, []
+            if not (inserts or updates or ticks):
                 for waiter in waiters:
                     if not waiter.done():
                         waiter.set_result(None)
@@ -80,7 +103,12 @@ class StoreWriter:
                     return
                 continue
             try:
-                await loop.run_in_executor(self._thread, self._store.apply, inserts, updates)
+                if ticks:
+                    await loop.run_in_executor(
+                        self._thread, self._store.apply, inserts, updates, ticks
+                    )
+                else:
+                    await loop.run_in_executor(self._thread, self._store.apply, inserts, updates)
             except Exception as error:  # noqa: BLE001 - handed to every waiter
                 for waiter in waiters:
                     if not waiter.done():

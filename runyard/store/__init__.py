@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from runyard.store.database import database_url
 from runyard.store.runs import RunStore
+from runyard.store.task_state import TaskState
 
-__all__ = ["RunStore", "database_url"]
+__all__ = ["RunStore", "TaskState", "database_url"]

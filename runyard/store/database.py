@@ -88,8 +88,8 @@ def is_shared_connection(engine: Engine) -> bool:
     return isinstance(engine.pool, StaticPool)
 
 
-def migrate(engine: Engine) -> None:
-    """Apply the migrations up to head, in one transaction."""
+def migrate(engine: Engine, revision: str = "head") -> None:
+    """Apply the migrations up to revision (the latest by default), in one transaction."""
     config = Config()
     # Config values go through configparser interpolation.
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
@@ -102,7 +102,7 @@ def migrate(engine: Engine) -> None:
                         sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
                     )
                 config.attributes["connection"] = connection
-                command.upgrade(config, "head")
+                command.upgrade(config, revision)
     except (SQLAlchemyError, CommandError) as exc:
         raise StoreError(f"cannot migrate the database: {exc}") from exc
 

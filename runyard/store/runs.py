@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -14,9 +14,10 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from runyard.domain.models import Run, RunStatus
 from runyard.domain.queries import RunQuery, SortDirection, SortField
-from runyard.store import database
+from runyard.store import database, task_state
 from runyard.store._rows import MUTABLE_COLUMNS, row_to_run, run_to_row, update_values
 from runyard.store.schema import run_counts, runs
+from runyard.store.task_state import TaskState
 
 _SORT_COLUMNS: dict[SortField, sa.Column[Any]] = {
     SortField.TASK_NAME: runs.c.task_name,
@@ -75,19 +76,50 @@ class RunStore:
         """Close every pooled connection."""
         self._engine.dispose()
 
-    def apply(self, inserts: Sequence[Run], updates: Sequence[Run]) -> None:
-        """Insert new runs, then update existing ones by id, in one transaction.
+    def apply(
+        self,
+        inserts: Sequence[Run],
+        updates: Sequence[Run],
+        ticks: Mapping[str, datetime] | None = None,
+    ) -> None:
+        """Insert new runs, update existing ones by id and record cron ticks, in one transaction.
 
         An update writes the lifecycle columns (MUTABLE_COLUMNS); updates of
-        ids that are not stored change nothing.
+        ids that are not stored change nothing. ticks (task name -> tick)
+        advance each task's last_tick, never backwards: a cron run and its
+        tick are recorded together or not at all.
         """
-        if not inserts and not updates:
+        if not inserts and not updates and not ticks:
             return
         with self._transaction(write=True) as connection:
             if inserts:
                 connection.execute(sa.insert(runs), [run_to_row(run) for run in inserts])
             if updates:
                 connection.execute(_UPDATE, [_update_params(run) for run in updates])
+            if ticks:
+                # updated_at is when the row was written: the wall clock.
+                task_state.set_last_ticks(connection, ticks, datetime.now(UTC))
+
+    def task_states(self) -> dict[str, TaskState]:
+        """Return the scheduler state of every task that has one, by task name."""
+        with self._transaction() as connection:
+            return task_state.load_all(connection)
+
+    def set_paused(self, task_name: str, paused: bool, now: datetime) -> TaskState:
+        """Pause or resume a task and return its state.
+
+        Resuming a paused task sets its last_tick to now, so the ticks that
+        fell in the pause do not count as missed.
+        """
+        with self._transaction(write=True) as connection:
+            return task_state.set_paused(connection, task_name, paused, now)
+
+    def set_last_ticks(self, ticks: Mapping[str, datetime], now: datetime) -> None:
+        """Advance each task's last_tick to its tick; a stored later tick is kept."""
+        if not ticks:
+            return
+        with self._transaction(write=True) as connection:
+            task_state.set_last_ticks(connection, ticks, now)
 
     def get_run(self, run_id: str) -> Run | None:
         """Return the run with this id, or None."""

@@ -91,3 +91,14 @@ run_counts = sa.Table(
     sa.Column("end_reason", _key(32), primary_key=True),
     sa.Column("count", sa.BigInteger, nullable=False),
 )
+
+# Per-task scheduler state (migration 0002). last_tick: the most recent cron
+# tick that fired or was accounted for; it only ever moves forward.
+task_state = sa.Table(
+    "task_state",
+    metadata,
+    sa.Column("task_name", _key(100), primary_key=True),
+    sa.Column("last_tick", UtcDateTime, nullable=True),
+    sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)

@@ -1,0 +1,26 @@
+"""The daemon itself: reload the config without a restart."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from runyard.api import schemas
+from runyard.api.deps import RunyardDep, SchemaBase
+from runyard.api.errors import problem_responses
+
+router = APIRouter(tags=["daemon"], responses=problem_responses(401, 500))
+
+
+@router.post(
+    "/api/daemon/reload",
+    summary="Reload the config",
+    responses=problem_responses(422),
+)
+async def reload_config(runyard: RunyardDep, base: SchemaBase) -> schemas.ReloadResponseBody:
+    """Re-read the config file and apply it whole, or not at all.
+
+    An invalid file is answered 422 with one error per problem, and the
+    running config stays as it was. Runs in flight keep the definition they
+    started with; host, port and data_dir apply only at the next restart.
+    """
+    return schemas.reload_body(await runyard.reload(), base)
