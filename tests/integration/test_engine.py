@@ -439,3 +439,23 @@ async def test_keep_for_uses_age(harness: Harness) -> None:
     await harness.wait(fresh.id)
     assert await engine.apply_retention() == 1
     assert [r.id for r in harness.runs("aged")] == [fresh.id]
+
+
+async def test_reload_removing_a_task_skips_its_queued_runs(harness: Harness) -> None:
+    engine = await harness.start(
+        task("old", "echo started; sleep 1; echo done"), task("kept", "true")
+    )
+    [running] = await engine.trigger("old", {}, TriggeredBy.API)
+    [queued] = await engine.trigger("old", {}, TriggeredBy.API)
+    await until(lambda: harness.log_text(running.id) == ["started"])
+    ended = await engine.replace_tasks({"kept": task("kept", "true")})
+    assert [run.id for run in ended] == [queued.id]
+    skipped = harness.store.get_run(queued.id)
+    assert skipped is not None and skipped.end_reason is EndReason.SKIPPED
+    assert "removed from the config by a reload" in skipped.description
+    # The run in flight finishes with the definition it started with.
+    finished = await harness.wait(running.id)
+    assert finished.end_reason is EndReason.SUCCESS
+    assert harness.log_text(running.id) == ["started", "done"]
+    with pytest.raises(NotFound):
+        await engine.trigger("old", {}, TriggeredBy.API)
