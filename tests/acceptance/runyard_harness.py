@@ -45,6 +45,14 @@ run = 'for i in 1 2 3; do echo line $i; sleep 0.2; done'
 """
 
 
+def until(check: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Poll `check` every 50 ms until it is true; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
 def free_port() -> int:
     """Return a port nothing listens on right now (the OS picks it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -5,31 +5,17 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from runyard_harness import free_port, until
 
 TOKEN = "crash-test-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _until(check: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 class Daemon:
@@ -52,7 +38,7 @@ class Daemon:
             except httpx.TransportError:
                 return False
 
-        _until(healthy)
+        until(healthy)
 
     def stop(self, sig: int) -> int:
         assert self.process is not None
@@ -62,7 +48,7 @@ class Daemon:
 
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[tuple[Daemon, httpx.Client, Path]]:
-    port = _free_port()
+    port = free_port()
     pids = tmp_path / "pids"
     pids.mkdir()
     config = tmp_path / "runyard.toml"
@@ -114,7 +100,7 @@ def test_kill_9_then_restart(setup: tuple[Daemon, httpx.Client, Path]) -> None:
         answer = client.post("/api/tasks/slow/run")
         assert answer.status_code == 201, answer.text
         ids.append(answer.json()["id"])
-    _until(lambda: len(list(pids.iterdir())) == 2)
+    until(lambda: len(list(pids.iterdir())) == 2)
     before = _runs(client)
     assert [before[i]["status"] for i in ids] == ["running", "running", "pending", "pending"]
 
@@ -129,9 +115,9 @@ def test_kill_9_then_restart(setup: tuple[Daemon, httpx.Client, Path]) -> None:
         # The process the dead daemon left behind does not live on.
         assert "were killed" in after[run_id]["description"]
         pid = int((pids / run_id).read_text())
-        _until(lambda pid=pid: not _alive(pid), timeout=5)
+        until(lambda pid=pid: not _alive(pid), timeout=5)
     # The queued ones start in the new daemon.
-    _until(lambda: all(_runs(client)[i]["status"] == "running" for i in ids[2:]))
+    until(lambda: all(_runs(client)[i]["status"] == "running" for i in ids[2:]))
 
     # A graceful stop leaves nothing running either.
     assert daemon.stop(signal.SIGTERM) == 0

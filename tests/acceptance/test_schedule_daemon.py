@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from runyard_harness import free_port, until
 
 from runyard.domain.queries import RunQuery
 from runyard.store import RunStore
@@ -22,24 +22,11 @@ from runyard.store import RunStore
 TOKEN = "schedule-test-token"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _until(check: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 class Daemon:
     """`runyard serve` as a subprocess, with an HTTP client holding the token."""
 
     def __init__(self, tmp_path: Path, tasks: str) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.data_dir = tmp_path / "data"
         self.config = tmp_path / "runyard.toml"
         self.write_config(tasks)
@@ -72,7 +59,7 @@ class Daemon:
             except httpx.TransportError:
                 return False
 
-        _until(healthy)
+        until(healthy)
 
     def stop(self) -> int:
         assert self.process is not None
@@ -107,7 +94,7 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[[str], Daemon]]:
 def test_an_every_second_task_fires_once_per_tick(make_daemon: Callable[[str], Daemon]) -> None:
     daemon = make_daemon('[tasks.pulse]\nrun = "true"\ncron = "* * * * * *"\nmax_concurrent = 4\n')
     daemon.start()
-    _until(lambda: len(daemon.runs("pulse")) >= 3, timeout=15)
+    until(lambda: len(daemon.runs("pulse")) >= 3, timeout=15)
     assert daemon.stop() == 0
     # The daemon is gone; read what it stored.
     store = RunStore.open(f"sqlite:///{daemon.data_dir / 'runyard.db'}")
@@ -135,7 +122,7 @@ def test_three_days_down_with_catch_up_all(make_daemon: Callable[[str], Daemon])
     for _ in range(20):
         assert httpx.get(f"{daemon.url}/health", timeout=2).status_code == 200
         time.sleep(0.05)
-    _until(lambda: len(daemon.runs("minutely")) >= 101, timeout=30)
+    until(lambda: len(daemon.runs("minutely")) >= 101, timeout=30)
     runs = daemon.runs("minutely")
     missed = [run for run in runs if run.get("end_reason") == "missed"]
     assert len(missed) == 1
@@ -163,7 +150,7 @@ def test_reloads_never_touch_runs_in_flight(make_daemon: Callable[[str], Daemon]
         "/api/tasks/slow/run", params={"wait": "true", "wait_timeout": 30}
     ).json()
     assert ended["end_reason"] == "success"
-    _until(lambda: daemon.client.get(f"/api/runs/{run_id}").json()["status"] == "ended")
+    until(lambda: daemon.client.get(f"/api/runs/{run_id}").json()["status"] == "ended")
     first = daemon.client.get(f"/api/runs/{run_id}/log/raw").text
     second = daemon.client.get(f"/api/runs/{ended['id']}/log/raw").text
     assert "old definition" in first
