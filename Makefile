@@ -27,5 +27,7 @@ lint: $(BIN)/.installed
 test: lint
 	$(BIN)/pytest -q
 
+# Benchmarks (not tests): about 15 minutes on 2 cores; results in bench/results/.
 bench: $(BIN)/.installed
 	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/schedule.py
