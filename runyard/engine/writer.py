@@ -10,7 +10,7 @@ from typing import Protocol
 
 from runyard.domain.models import Run
 
-_GATHER_SECONDS = 0.002
+_GATHER_SECONDS = 0.005
 
 
 class RunSink(Protocol):
@@ -87,7 +87,7 @@ class StoreWriter:
         while True:
             await self._wakeup.wait()
             # A short pause gathers the changes of the next few milliseconds into
-            # this batch: far fewer transactions under load, for 2 ms of latency.
+            # this batch: far fewer transactions under load, for 5 ms of latency.
             await asyncio.sleep(_GATHER_SECONDS)
             self._wakeup.clear()
             inserts = list(self._inserts.values())
