@@ -15,10 +15,8 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,6 +34,8 @@ from ulid import ULID
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import free_port, machine, merge_report, spawn_rate  # noqa: E402
+
 from runyard.domain.models import (  # noqa: E402
     EndReason,
     Run,
@@ -52,31 +52,7 @@ RESULTS = ROOT / "bench" / "results"
 TRUE_ARGV = ["/bin/sh", "-e", "-c", "/bin/true", "bench"]
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-    }
-
-
 # ----- 1. throughput --------------------------------------------------------
-
-
-async def _baseline_spawns(count: int, concurrency: int, argv: list[str]) -> float:
-    """Spawn `argv` `count` times, `concurrency` at a time, with no bookkeeping; return runs/s."""
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one() -> None:
-        async with gate:
-            process = await asyncio.create_subprocess_exec(*argv)
-            await process.wait()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(count)))
-    return count / (time.perf_counter() - started)
 
 
 async def _runyard_runs(count: int, concurrency: int, work: Path) -> tuple[float, dict[str, int]]:
@@ -149,16 +125,16 @@ def bench_throughput(count: int, concurrency: int, rounds: int) -> dict[str, Any
     async def both() -> dict[str, Any]:
         # Both sides use the child watcher the daemon uses.
         use_pidfd_child_watcher()
-        await _baseline_spawns(50, concurrency, TRUE_ARGV)  # warm the page cache and the loop
+        await spawn_rate(50, concurrency, TRUE_ARGV)  # warm the page cache and the loop
         baselines, rates, ratios = [], [], []
         reasons: dict[str, int] = {}
         for _ in range(rounds):
-            baselines.append(await _baseline_spawns(count, concurrency, TRUE_ARGV))
+            baselines.append(await spawn_rate(count, concurrency, TRUE_ARGV))
             with tempfile.TemporaryDirectory(prefix="runyard-bench-") as tmp:
                 rate, reasons = await _runyard_runs(count, concurrency, Path(tmp))
             rates.append(rate)
             ratios.append(rate / baselines[-1])
-        bin_true = await _baseline_spawns(count, concurrency, ["/bin/true"])
+        bin_true = await spawn_rate(count, concurrency, ["/bin/true"])
         return {
             "runs": count,
             "concurrency": concurrency,
@@ -178,12 +154,6 @@ def bench_throughput(count: int, concurrency: int, rounds: int) -> dict[str, Any
 # ----- 2. log capture --------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _log_command(total_bytes: int) -> str:
     # 99 characters and a newline: 100-byte lines.
     return f"yes \"$(printf '%099d' 0)\" | head -c {total_bytes}"
@@ -199,7 +169,7 @@ def bench_log_capture(total_bytes: int) -> dict[str, Any]:
         assert (work / "plain.out").stat().st_size == total_bytes
         (work / "plain.out").unlink()
 
-        port = _free_port()
+        port = free_port()
         config = work / "runyard.toml"
         config.write_text(
             f'[daemon]\nport = {port}\ndata_dir = "{work / "data"}"\n\n'
@@ -419,13 +389,7 @@ def main() -> None:
         print(f"== {part} ...", flush=True)
         report[part] = steps[part]()
         print(json.dumps(report[part], indent=2), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.exists():
-        previous = json.loads(args.out.read_text())
-        previous.update(report)
-        report = previous
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print_table(report)
+    print_table(merge_report(args.out, report))
     print(f"\nwritten to {args.out}")
 
 

@@ -28,10 +28,8 @@ import asyncio
 import json
 import math
 import os
-import platform
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -50,11 +48,14 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _common import free_port, machine, merge_report, spawn_rate  # noqa: E402
+
 from runyard.domain.durations import parse_duration  # noqa: E402
 from runyard.domain.schedule import jitter_offset  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TOKEN = "bench-token"
+TRUE = ["/bin/true"]  # the bare spawn the per-second part compares with
 SECOND_US = 1_000_000
 MARGIN_S = 2  # ticks this close to the daemon's start or to SIGTERM are not counted
 QUIET_S = 5  # "between ticks": at least this far from a minute boundary
@@ -65,23 +66,7 @@ _MISSED_RANGE = re.compile(r"missed (?:at (\S+?)|between (\S+?) and (\S+?)) whil
 _CATCH_UP_TICK = re.compile(r"Catch-up run for the missed tick at (\S+?)\.(?:\s|$)")
 
 
-def machine() -> dict[str, Any]:
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
-    }
-
-
 # ----- the daemon ------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def write_config(
@@ -410,27 +395,13 @@ def analyse(
 # ----- the parts ---------------------------------------------------------------
 
 
-async def _spawn_rate(count: int, concurrency: int) -> float:
-    """Spawn /bin/true `count` times, `concurrency` at a time, no bookkeeping; return runs/s."""
-    gate = asyncio.Semaphore(concurrency)
-
-    async def one() -> None:
-        async with gate:
-            process = await asyncio.create_subprocess_exec("/bin/true")
-            await process.wait()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(one() for _ in range(count)))
-    return count / (time.perf_counter() - started)
-
-
 def spawn_baseline(count: int, concurrency: int) -> float:
     from runyard.engine.process import use_pidfd_child_watcher
 
     async def run() -> float:
         use_pidfd_child_watcher()  # the child watcher the daemon uses
-        await _spawn_rate(50, concurrency)
-        return await _spawn_rate(count, concurrency)
+        await spawn_rate(50, concurrency, TRUE)
+        return await spawn_rate(count, concurrency, TRUE)
 
     return asyncio.run(run())
 
@@ -446,7 +417,7 @@ def burst_start_baseline(count: int, concurrency: int) -> dict[str, Any]:
 
     async def run() -> dict[str, Any]:
         use_pidfd_child_watcher()  # the child watcher the daemon uses
-        await _spawn_rate(50, concurrency)  # warm up, as the running daemon is
+        await spawn_rate(50, concurrency, TRUE)  # warm up, as the running daemon is
         gate = asyncio.Semaphore(concurrency)
         lags_ms: list[float] = []
         instant = math.ceil(time.time()) + 1.0
@@ -475,7 +446,7 @@ def _run_daemon(
     """Start the daemon, wait until `until(healthy_at)`, stop it; return it and its CPU use."""
     with tempfile.TemporaryDirectory(prefix="runyard-bench-") as tmp:
         work = Path(tmp)
-        port = _free_port()
+        port = free_port()
         config = write_config(work, tasks, cron, max_concurrent_runs, port, jitter)
         daemon = Daemon.start(work, config, port)
         try:
@@ -615,13 +586,7 @@ def main() -> None:
                 args.tasks, args.minutes, args.max_concurrent_runs, args.tail, jitter
             )
         print(json.dumps(report[key], indent=2), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    if args.out.exists():
-        previous = json.loads(args.out.read_text())
-        previous.update(report)
-        report = previous
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print_table(report)
+    print_table(merge_report(args.out, report))
     print(f"\nwritten to {args.out}")
 
 

@@ -6,6 +6,7 @@ HTTP handlers and the CLI call the methods here; they hold no rules of their own
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import secrets
 from collections.abc import Callable, Mapping
@@ -15,7 +16,7 @@ from pathlib import Path
 from runyard.config.loader import Config, load_config
 from runyard.domain.models import Run, TaskDefinition, TriggeredBy
 from runyard.domain.queries import RunQuery
-from runyard.domain.reload import diff_tasks, settings_needing_restart
+from runyard.domain.reload import RESTART_SETTINGS, diff_tasks, settings_needing_restart
 from runyard.engine.core import Engine, utc_now
 from runyard.engine.scheduler import Scheduler
 from runyard.exceptions import NotFound
@@ -123,24 +124,12 @@ class Runyard:
             )
             old = self.config
             changes = diff_tasks(old.tasks, new.tasks)
-            restart = settings_needing_restart(
-                vars(old.daemon) | {"data_dir": str(old.daemon.data_dir)},
-                vars(new.daemon) | {"data_dir": str(new.daemon.data_dir)},
-            )
+            restart = settings_needing_restart(vars(old.daemon), vars(new.daemon))
             ended = await self.engine.replace_tasks(new.tasks)
             # Settings that apply live; host, port and data_dir wait for a restart.
             self.engine.max_concurrent_runs = new.daemon.max_concurrent_runs
-            self.config = Config(
-                path=new.path,
-                daemon=type(old.daemon)(
-                    **(
-                        vars(new.daemon)
-                        | {k: getattr(old.daemon, k) for k in ("host", "port", "data_dir")}
-                    )
-                ),
-                tasks=new.tasks,
-                warnings=new.warnings,
-            )
+            kept = {key: getattr(old.daemon, key) for key in RESTART_SETTINGS}
+            self.config = dataclasses.replace(new, daemon=dataclasses.replace(new.daemon, **kept))
             await self.scheduler.tasks_changed()
             return {
                 "added": changes.added,

@@ -105,7 +105,6 @@ class Engine:
         self.followers = LogFollowers()
         self.events = EventHub()
         self._store = store
-        self._data_dir = data_dir
         self._logs_dir = data_dir / "logs"
         self._clock = clock
         self._base_environ = dict(base_environ)
