@@ -190,6 +190,8 @@ class Run:
     not_before: datetime | None = None
     input_data: list[list[list[str]]] | None = None
     output_data: dict[str, list[list[str]]] | None = None
+    account: str | None = None  # the v3 account that triggered it; None for REST, CLI and cron
+    secret_hash: str | None = None  # hash of the viewer link's password (v3 runs only)
 
     @property
     def duration_ms(self) -> int | None:

@@ -63,6 +63,8 @@ def run_to_row(run: Run) -> dict[str, Any]:
         "not_before": run.not_before,
         "input_data": None if run.input_data is None else _dump(run.input_data),
         "output_data": None if run.output_data is None else _dump(run.output_data),
+        "account": run.account,
+        "secret_hash": run.secret_hash,
     }
 
 
@@ -91,6 +93,8 @@ def row_to_run(row: RowMapping) -> Run:
             not_before=row["not_before"],
             input_data=None if input_data is None else json.loads(input_data),
             output_data=None if output_data is None else json.loads(output_data),
+            account=row["account"],
+            secret_hash=row["secret_hash"],
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise StoreError(f"run {row.get('id')!r}: unreadable row: {exc}") from exc

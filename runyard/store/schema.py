@@ -78,6 +78,10 @@ runs = sa.Table(
     sa.Column("not_before", UtcDateTime, nullable=True),
     sa.Column("input_data", sa.Text, nullable=True),
     sa.Column("output_data", sa.Text, nullable=True),
+    # Migration 0003: the v3 account that triggered the run, and the hash of
+    # its viewer link's password.
+    sa.Column("account", _key(64), nullable=True),
+    sa.Column("secret_hash", _key(64), nullable=True),
 )
 
 # Maintained by triggers on `runs` (see migrations): the list total without a
@@ -101,4 +105,17 @@ task_state = sa.Table(
     sa.Column("last_tick", UtcDateTime, nullable=True),
     sa.Column("paused", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# API keys of the v3 API (migration 0003). Only a hash of each key is kept;
+# a revoked key keeps its row so `runyard keys list` can show it.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", _key(26), primary_key=True),
+    sa.Column("account", _key(64), nullable=False),
+    sa.Column("label", sa.Text, nullable=False),
+    sa.Column("key_hash", _key(64), nullable=False, unique=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("revoked_at", UtcDateTime, nullable=True),
 )

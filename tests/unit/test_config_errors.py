@@ -121,8 +121,8 @@ def problems_of(text: str) -> list[str]:
             "tasks.x.automation: must be at most 200 characters, got 201",
         ),
         pytest.param(
-            '[tasks.x]\nrun = "x"\nmax_queued = 10001',
-            "tasks.x.max_queued: must be between 0 and 10000, got 10001",
+            '[tasks.x]\nrun = "x"\nmax_queued = 1000001',
+            "tasks.x.max_queued: must be between 0 and 1000000, got 1000001",
         ),
         pytest.param(
             '[tasks.x]\nrun = "x"\nkeep_runs = 0', "tasks.x.keep_runs: must be at least 1, got 0"

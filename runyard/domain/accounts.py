@@ -1,0 +1,139 @@
+"""Accounts of the v3-compatible API: what each may see, run and spend.
+
+Pure: the billing period and runtime arithmetic take the time as an argument.
+"""
+
+from __future__ import annotations
+
+import calendar
+import fnmatch
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from runyard.domain.models import EndReason, Run, RunStatus
+
+DEFAULT_ACCOUNT = "default"
+DEFAULT_RATE_LIMIT = 100  # calls per rolling minute per key, as the hosted service allows
+# Reported as the allowance of an account without one: a number, not null, so
+# client code that compares `remaining` keeps working (about 1,900 years).
+UNLIMITED_MINUTES = 1_000_000_000.0
+
+
+@dataclass(frozen=True)
+class Account:
+    """An `[accounts.<id>]` table of the config, defaults applied."""
+
+    id: str
+    max_concurrent_runs: int | None = None  # None: only the daemon and task limits apply
+    runtime_allowance_minutes: float | None = None  # per billing period; None: unlimited
+    billing_anchor: int = 1  # periods start at 00:00 UTC on this day of the month (1-31)
+    tasks: tuple[str, ...] = ("*",)  # glob patterns of the task names it may see and trigger
+    rate_limit_per_minute: int = DEFAULT_RATE_LIMIT
+
+    def sees(self, task_name: str) -> bool:
+        """Return whether the account may see and trigger the task called `task_name`."""
+        return any(fnmatch.fnmatchcase(task_name, pattern) for pattern in self.tasks)
+
+
+def billing_period_start(anchor_day: int, now: datetime) -> datetime:
+    """Return the start of the billing period holding `now` (UTC midnight of the anchor day).
+
+    In months shorter than the anchor day the period starts on their last day:
+    an anchor of 31 starts on 30 April and 28 (or 29) February.
+    """
+    now = now.astimezone(UTC)
+    year, month = now.year, now.month
+    start = _anchor_in(year, month, anchor_day)
+    if start > now:
+        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
+        start = _anchor_in(year, month, anchor_day)
+    return start
+
+
+def _anchor_in(year: int, month: int, anchor_day: int) -> datetime:
+    day = min(anchor_day, calendar.monthrange(year, month)[1])
+    return datetime(year, month, day, tzinfo=UTC)
+
+
+def used_minutes(runs: Iterable[Run], period_start: datetime, now: datetime) -> float:
+    """Return the wall-clock minutes the runs spent running inside [period_start, now].
+
+    A run still running counts up to `now`; runs that never started count nothing.
+    """
+    total = timedelta(0)
+    for run in runs:
+        if run.start_at is None:
+            continue
+        begin = max(run.start_at, period_start)
+        end = min(run.end_at or now, now)
+        if end > begin:
+            total += end - begin
+    return total / timedelta(minutes=1)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What /remaining-runtime reports, in minutes."""
+
+    used: float
+    allowance: float
+    remaining: float
+    limited: bool  # False: the account has no allowance (reported as UNLIMITED_MINUTES)
+
+
+def runtime(account: Account, used: float) -> Runtime:
+    """Return used, allowance and remaining minutes, rounded to two decimals."""
+    limited = account.runtime_allowance_minutes is not None
+    allowance = (
+        account.runtime_allowance_minutes
+        if account.runtime_allowance_minutes is not None
+        else UNLIMITED_MINUTES
+    )
+    used_rounded = round(used, 2)
+    return Runtime(
+        used=used_rounded,
+        allowance=round(allowance, 2),
+        remaining=round(max(allowance - used, 0.0), 2),
+        limited=limited,
+    )
+
+
+def quota_exhausted(account: Account, used: float) -> bool:
+    """Return whether the account has no runtime left for a new run."""
+    allowance = account.runtime_allowance_minutes
+    return allowance is not None and used >= allowance
+
+
+def report_status(run: Run) -> str:
+    """Return the v3 status of a run: Running, Success or Failure.
+
+    The v3 API has no queued status: a waiting run reports Running.
+    """
+    if run.status is not RunStatus.ENDED:
+        return "Running"
+    return "Success" if run.end_reason is EndReason.SUCCESS else "Failure"
+
+
+def viewer_pid(run_id: str) -> str:
+    """Return the two digits a run's viewer link carries as its pid (from `host=c-00NN-...`)."""
+    digest = hashlib.sha256(run_id.encode("ascii")).digest()
+    return f"{int.from_bytes(digest[:4], 'big') % 100:02d}"
+
+
+def viewer_host(run_id: str) -> str:
+    """Return the `host` query value of a run's viewer link: `c-00NN-runyard`.
+
+    Clients take characters 2..4 of the part after the first `-` as the pid.
+    """
+    return f"c-00{viewer_pid(run_id)}-runyard"
+
+
+def hash_secret(secret: str) -> str:
+    """Return the stored form of a key or viewer secret (SHA-256, hex).
+
+    Both have at least 128 random bits, so a fast hash is enough: there is no
+    dictionary to guess from.
+    """
+    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
