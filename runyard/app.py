@@ -13,13 +13,15 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
+from runyard.cloud import CloudApi
 from runyard.config.loader import Config, load_config
+from runyard.domain.input_data import InputDataError, normalise_input
 from runyard.domain.models import Run, TaskDefinition, TriggeredBy
 from runyard.domain.queries import RunQuery
 from runyard.domain.reload import RESTART_SETTINGS, diff_tasks, settings_needing_restart
 from runyard.engine.core import Engine, utc_now
 from runyard.engine.scheduler import Scheduler
-from runyard.exceptions import NotFound
+from runyard.exceptions import InvalidInput, NotFound
 from runyard.store import RunStore, database_url
 
 TOKEN_FILE = "token"
@@ -61,6 +63,7 @@ class Runyard:
     ) -> None:
         self.config = config
         self.environ = environ
+        self.clock = clock
         self._data_dir_override = data_dir_override  # the CLI's --data-dir, kept for reloads
         self._reload_lock = asyncio.Lock()
         self.data_dir = config.daemon.data_dir
@@ -75,8 +78,11 @@ class Runyard:
             max_concurrent_runs=config.daemon.max_concurrent_runs,
             clock=clock,
             base_environ=environ,
+            account_limits=_account_limits(config),
+            max_output_size=config.daemon.max_output_size,
         )
         self.scheduler = Scheduler(self.engine, self.store, clock)
+        self.cloud = CloudApi(self)
 
     async def start(self) -> None:
         await self.engine.start()
@@ -128,6 +134,8 @@ class Runyard:
             ended = await self.engine.replace_tasks(new.tasks)
             # Settings that apply live; host, port and data_dir wait for a restart.
             self.engine.max_concurrent_runs = new.daemon.max_concurrent_runs
+            self.engine.max_output_size = new.daemon.max_output_size
+            self.engine.account_limits = _account_limits(new)
             kept = {key: getattr(old.daemon, key) for key in RESTART_SETTINGS}
             self.config = dataclasses.replace(new, daemon=dataclasses.replace(new.daemon, **kept))
             await self.scheduler.tasks_changed()
@@ -164,8 +172,16 @@ class Runyard:
         task_name: str,
         params: Mapping[str, object],
         triggered_by: TriggeredBy = TriggeredBy.API,
+        data: object = None,
     ) -> list[Run]:
-        return await self.engine.trigger(task_name, params, triggered_by)
+        """Trigger a task by name; `data` is input data as the v3 API takes it (2-D or 3-D)."""
+        tables = None
+        if data is not None:
+            try:
+                tables = normalise_input(data)
+            except InputDataError as error:
+                raise InvalidInput("body.data", error.message, data) from None
+        return await self.engine.trigger(task_name, params, triggered_by, tables)
 
     async def stop_run(self, run_id: str) -> Run:
         return await self.engine.stop(run_id)
@@ -175,3 +191,7 @@ class Runyard:
 
     def log_path(self, run_id: str) -> Path:
         return self.engine.log_path(run_id)
+
+
+def _account_limits(config: Config) -> dict[str, int | None]:
+    return {account.id: account.max_concurrent_runs for account in config.accounts.values()}

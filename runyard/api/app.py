@@ -18,10 +18,13 @@ from runyard.api import (
     routes_meta,
     routes_runs,
     routes_tasks,
+    routes_v3,
+    routes_viewer,
 )
 from runyard.api.auth import BearerAuth
 from runyard.api.deps import Closing
 from runyard.api.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
+from runyard.api.limits import BodyLimit
 from runyard.app import Runyard
 
 
@@ -55,10 +58,14 @@ def create_app(runyard: Runyard) -> FastAPI:
         routes_logs,
         routes_events,
         routes_daemon,
+        routes_v3,
+        routes_viewer,
     ):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(BearerAuth, token=runyard.token)
+    # Outermost: an oversized body is refused before anything else reads it.
+    app.add_middleware(BodyLimit, limit=lambda: runyard.config.daemon.max_request_size)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -26,6 +26,30 @@ PUBLIC_ROUTES: frozenset[str] = frozenset(
         "/docs/oauth2-redirect",  # part of Swagger UI; static HTML
         "/redoc",  # ReDoc page: static HTML that loads /openapi.json
         "/schemas/{name}.json",  # `$schema` URLs in bodies must resolve for any JSON tool
+        # The run viewer's script and style sheet: the same static files for every run.
+        "/view/static/viewer.js",
+        "/view/static/viewer.css",
+    }
+)
+
+# Routes that check a credential of their own instead of the token, and refuse
+# a request without it in their own format. The census test holds them to that.
+CAPABILITY_ROUTES: frozenset[str] = frozenset(
+    {
+        # The v3 API authenticates each call with an account key in the body, as
+        # the hosted service does: no key or a wrong one answers 401 "Invalid key".
+        "/api/v3/trigger",
+        "/api/v3/run-reports",
+        "/api/v3/run-data",
+        "/api/v3/remaining-runtime",
+        "/api/v3/list-automations",
+        # Stops only the run whose viewer secret (192 random bits) it carries; 404 otherwise.
+        "/api/v3/stop",
+        # The run viewer: each run's page, state and log open only with that run's
+        # secret in `password`, the link's capability; 404 otherwise.
+        "/view/{runId}",
+        "/view/{runId}/state",
+        "/view/{runId}/log",
     }
 )
 
@@ -45,7 +69,7 @@ def _matcher(templates: frozenset[str]) -> Callable[[str], bool]:
 
 
 # Matched on the path alone, before routing: the method does not make a route public.
-is_public = _matcher(PUBLIC_ROUTES)
+is_public = _matcher(PUBLIC_ROUTES | CAPABILITY_ROUTES)
 takes_query_token = _matcher(QUERY_TOKEN_ROUTES)
 
 

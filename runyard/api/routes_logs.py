@@ -101,7 +101,7 @@ async def stream_log(
     run = await runyard.get_run(run_id)  # a 404 must be answered before streaming starts
     first = last_event_id + 1 if last_event_id is not None else start
     return StreamingResponse(
-        _follow(runyard, run, first, closing, base),
+        follow_log(runyard, run, first, closing, base),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
@@ -162,7 +162,7 @@ async def _fill_gap(
             return  # the run ended: the caller replays the complete file
 
 
-async def _follow(
+async def follow_log(
     runyard: Runyard, run: Run, start: int, closing: Closing, base: str
 ) -> AsyncIterator[str]:
     followers = runyard.engine.followers

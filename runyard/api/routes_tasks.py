@@ -88,7 +88,11 @@ async def trigger_task(
     answer is the first replica's run (replica_index 0) and the others are
     listed by `GET /api/tasks/{taskName}/runs`.
     """
-    runs = await runyard.trigger(task_name, body.params if body is not None else {})
+    runs = await runyard.trigger(
+        task_name,
+        body.params if body is not None else {},
+        data=body.data if body is not None else None,
+    )
     run = runs[0]
     if wait and run.is_active:
         try:

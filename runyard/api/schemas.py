@@ -116,6 +116,13 @@ class Run(_Body):
     input_data: list[list[list[str]]] | SkipJsonSchema[None] = Field(
         None, description="Tables given to the run as input (run detail only)"
     )
+    output_data: dict[str, list[list[str]]] | SkipJsonSchema[None] = Field(
+        None,
+        description="What the run wrote into $RUNYARD_OUTPUT_DIR, by token (run detail only)",
+    )
+    account: str | SkipJsonSchema[None] = Field(
+        None, description="The v3 account that triggered the run (triggered_by=cloud)"
+    )
 
 
 class RunsResponseBody(_Body):
@@ -201,6 +208,11 @@ class TriggerRequest(_Body):
     params: dict[str, Any] = Field(
         default_factory=dict, description="Param values: strings, numbers or booleans"
     )
+    data: Any = Field(
+        None,
+        description="Input data: a 2-D array [row][col] (one table) or a 3-D array "
+        "(several tables); cells are strings, numbers, booleans or null",
+    )
 
 
 class LogLine(_Body):
@@ -271,6 +283,8 @@ def run_body(run: domain.Run, base: str, *, detail: bool = False) -> Run:
         params=dict(run.params),
         description=run.description,
         input_data=run.input_data if detail else None,
+        output_data=run.output_data if detail else None,
+        account=run.account,
     )
 
 

@@ -6,22 +6,25 @@ import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, cast
 
+from runyard.config.accounts import default_accounts, parse_accounts
 from runyard.config.checks import (
     Problems,
     absolute_path,
     check_duration,
     check_int,
     check_keys,
+    check_size,
     check_str,
     check_table,
 )
 from runyard.config.schedules import parse_scheduler
 from runyard.config.tasks import parse_defaults, parse_tasks
+from runyard.domain.accounts import Account
 from runyard.domain.models import TaskDefinition
 from runyard.exceptions import ConfigError
 
@@ -31,10 +34,10 @@ DEFAULT_CONFIG_NAME = "runyard.toml"
 DEFAULT_DATA_DIR_NAME = ".runyard"
 EXAMPLE_CONFIG_PATH = Path(__file__).resolve().parent.parent / "examples" / "runyard.toml"
 
-_SECTIONS = ("daemon", "scheduler", "defaults", "tasks")
+_SECTIONS = ("daemon", "scheduler", "defaults", "tasks", "accounts")
 # Tables reserved for later features. They must be tables, but their contents
 # are not validated yet: each feature checks its own table when it lands.
-_RESERVED_SECTIONS = ("accounts", "services", "storage")
+_RESERVED_SECTIONS = ("services", "storage")
 _DAEMON_KEYS = (
     "host",
     "port",
@@ -42,7 +45,13 @@ _DAEMON_KEYS = (
     "max_concurrent_runs",
     "shutdown_timeout",
     "external_url",
+    "max_request_size",
+    "max_output_size",
 )
+DEFAULT_MAX_REQUEST_SIZE = 10 * 1024 * 1024
+DEFAULT_MAX_OUTPUT_SIZE = 10 * 1024 * 1024
+# Below this even a small trigger body or output table would be refused.
+MIN_BODY_SIZE = 1024
 _TOML_POSITION = re.compile(r"\s*\((at line \d+, column \d+|at end of document)\)$")
 
 
@@ -56,6 +65,8 @@ class DaemonSettings:
     max_concurrent_runs: int = 4  # account-wide limit on running runs
     shutdown_timeout: timedelta = timedelta(seconds=30)
     external_url: str | None = None
+    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE  # bytes of one HTTP request body
+    max_output_size: int = DEFAULT_MAX_OUTPUT_SIZE  # bytes of output data one run may write
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,7 @@ class Config:
     daemon: DaemonSettings
     tasks: dict[str, TaskDefinition]  # sorted by name
     warnings: tuple[str, ...] = ()
+    accounts: dict[str, Account] = field(default_factory=default_accounts)  # sorted by id
 
 
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -122,9 +134,16 @@ def parse_config_text(
     default_timezone = parse_scheduler(document.get("scheduler", {}), environ, problems)
     defaults = parse_defaults(document.get("defaults", {}), problems)
     tasks = parse_tasks(document.get("tasks", {}), defaults, base_dir, problems, default_timezone)
+    accounts = parse_accounts(document.get("accounts", {}), tasks, problems)
     if problems.errors or daemon is None:
         raise ConfigError(str(path), problems.errors)
-    return Config(path=config_path, daemon=daemon, tasks=tasks, warnings=tuple(problems.warnings))
+    return Config(
+        path=config_path,
+        daemon=daemon,
+        tasks=tasks,
+        warnings=tuple(problems.warnings),
+        accounts=accounts,
+    )
 
 
 def _syntax_problem(exc: tomllib.TOMLDecodeError) -> str:
@@ -163,6 +182,9 @@ def _parse_daemon(
         )
     if "external_url" in table:
         settings["external_url"] = check_str(table["external_url"], "daemon.external_url", problems)
+    for key in ("max_request_size", "max_output_size"):
+        if key in table:
+            settings[key] = check_size(table[key], f"daemon.{key}", problems, MIN_BODY_SIZE)
     from_file: str | None = None
     if "data_dir" in table:
         from_file = check_str(table["data_dir"], "daemon.data_dir", problems, non_empty=True)

@@ -57,17 +57,17 @@ def _anchor_in(year: int, month: int, anchor_day: int) -> datetime:
     return datetime(year, month, day, tzinfo=UTC)
 
 
-def used_minutes(runs: Iterable[Run], period_start: datetime, now: datetime) -> float:
-    """Return the wall-clock minutes the runs spent running inside [period_start, now].
+def used_minutes(
+    intervals: Iterable[tuple[datetime, datetime | None]], period_start: datetime, now: datetime
+) -> float:
+    """Return the wall-clock minutes the (start, end) intervals cover inside [period_start, now].
 
-    A run still running counts up to `now`; runs that never started count nothing.
+    An interval without an end is a run still running: it counts up to `now`.
     """
     total = timedelta(0)
-    for run in runs:
-        if run.start_at is None:
-            continue
-        begin = max(run.start_at, period_start)
-        end = min(run.end_at or now, now)
+    for start, finish in intervals:
+        begin = max(start, period_start)
+        end = min(finish or now, now)
         if end > begin:
             total += end - begin
     return total / timedelta(minutes=1)
@@ -137,3 +137,19 @@ def hash_secret(secret: str) -> str:
     dictionary to guess from.
     """
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored API key of an account; the key itself is never kept, only its hash."""
+
+    id: str  # ULID, shown by `runyard keys list` and used to revoke the key
+    account: str
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None = None  # None: the key is active
+
+    @property
+    def active(self) -> bool:
+        """Return whether the key still opens the API."""
+        return self.revoked_at is None

@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from runyard.domain.durations import format_duration
-from runyard.domain.models import EndReason, Run, TriggeredBy
+from runyard.domain.models import EndReason, Run, TaskDefinition, TriggeredBy
+from runyard.domain.policies import Load
 
 _HOW_STARTED = {
     TriggeredBy.API: "triggered through the API",
@@ -25,12 +26,34 @@ def describe_start(run: Run, version: str) -> str:
     return line + "."
 
 
+def describe_queued(task: TaskDefinition, load: Load) -> str:
+    """Return the line saying why a trigger waits in the queue instead of starting."""
+    if load.account_limit is not None and load.account_running >= load.account_limit:
+        why = f"the account's limit of {_runs(load.account_limit)} at once was reached"
+    elif load.task_running >= task.max_concurrent:
+        why = (
+            f"the task's limit of {_runs(task.max_concurrent)} at once (max_concurrent) was reached"
+        )
+    elif load.global_running >= load.global_limit:
+        why = f"the daemon's limit of {_runs(load.global_limit)} at once was reached"
+    else:
+        why = "earlier runs of the task were already waiting"
+    return f"Queued: {why}; it starts the moment a slot frees."
+
+
 def describe_wait(created_at: datetime, start_at: datetime) -> str | None:
     """Return a line about the time spent queued, or None when it started at once."""
     waited = start_at - created_at
     if waited < timedelta(seconds=1):
         return None
-    return f"Waited {format_duration(_whole_seconds(waited))} in the queue before starting."
+    return (
+        f"Waited {format_duration(_whole_seconds(waited))} in the queue; "
+        "started as soon as a slot was free."
+    )
+
+
+def _runs(count: int) -> str:
+    return "1 run" if count == 1 else f"{count} runs"
 
 
 def describe_end(

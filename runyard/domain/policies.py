@@ -36,6 +36,9 @@ class Load:
     task_queued: int  # runs of this task waiting for a slot
     global_running: int  # runs of all tasks with a process
     global_limit: int  # [daemon] max_concurrent_runs
+    account_running: int = 0  # runs of the triggering v3 account with a process
+    account_limit: int | None = None  # its max_concurrent_runs; None: no account limit
+    lane_queued: int | None = None  # runs waiting ahead in this task's queue for this account
 
 
 def admit(task: TaskDefinition, load: Load) -> Admission:
@@ -43,14 +46,25 @@ def admit(task: TaskDefinition, load: Load) -> Admission:
 
     The overlap policy is about the task's own runs; when only the daemon-wide
     limit is full, every policy waits in the queue, because skipping or killing
-    would punish a task for what other tasks do.
+    would punish a task for what other tasks do. A full account limit queues
+    too: the v3 API never refuses a trigger for concurrency.
+
+    Each account waits in its own lane of a task's queue, so one saturated
+    account does not hold back another's runs of the same task.
     """
     task_busy = load.task_running >= task.max_concurrent
     if task_busy and task.on_overlap is OverlapPolicy.SKIP:
         return Admission.SKIP
     if task_busy and task.on_overlap is OverlapPolicy.KILL:
         return Admission.KILL_OLDEST
-    if not task_busy and load.task_queued == 0 and load.global_running < load.global_limit:
+    account_busy = load.account_limit is not None and load.account_running >= load.account_limit
+    ahead = load.task_queued if load.lane_queued is None else load.lane_queued
+    if (
+        not task_busy
+        and not account_busy
+        and ahead == 0
+        and load.global_running < load.global_limit
+    ):
         return Admission.START
     if load.task_queued >= task.max_queued:
         return Admission.QUEUE_FULL

@@ -20,7 +20,7 @@ from typing import Any
 from ulid import ULID
 
 from runyard import __version__
-from runyard.domain.describe import describe_end, describe_start, describe_wait
+from runyard.domain.describe import describe_end, describe_queued, describe_start, describe_wait
 from runyard.domain.models import (
     EXIT_CRASHED,
     EXIT_NOT_RUN,
@@ -46,12 +46,19 @@ from runyard.engine.environment import build_argv, build_environment
 from runyard.engine.events import EventHub
 from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
 from runyard.engine.strays import StartLog, kill_strays
+from runyard.engine.workspace import Workspace
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import InvalidInput, NotFound, RunyardError
 from runyard.store.logs import LogFollowers, LogWriter, delete_log
 from runyard.store.runs import RunStore
 
 log = logging.getLogger("runyard.engine")
+
+DEFAULT_MAX_OUTPUT_SIZE = 10 * 1024 * 1024
+
+# A queue lane: the runs of one task triggered by one v3 account (None: REST,
+# CLI and cron). Lanes keep a saturated account from holding back the others.
+Lane = tuple[str, str | None]
 
 
 def utc_now() -> datetime:
@@ -99,9 +106,15 @@ class Engine:
         clock: Callable[[], datetime] = utc_now,
         base_environ: Mapping[str, str] = os.environ,
         retention_interval: float = 60.0,
+        account_limits: Mapping[str, int | None] | None = None,
+        max_output_size: int = DEFAULT_MAX_OUTPUT_SIZE,
     ) -> None:
         self.tasks: dict[str, TaskDefinition] = dict(tasks)
         self.max_concurrent_runs = max_concurrent_runs
+        # v3 account id -> its max_concurrent_runs (None: no account limit).
+        self.account_limits: dict[str, int | None] = dict(account_limits or {})
+        self.max_output_size = max_output_size
+        self.workspace = Workspace(data_dir / "work")
         self.followers = LogFollowers()
         self.events = EventHub()
         self._store = store
@@ -114,11 +127,15 @@ class Engine:
         self._active: dict[str, _Active] = {}
         self._executions: set[asyncio.Task[None]] = set()
         self._running_per_task: dict[str, int] = defaultdict(int)
-        self._queues: dict[str, deque[Run]] = defaultdict(deque)
+        self._running_per_account: dict[str | None, int] = defaultdict(int)
+        self._queues: dict[Lane, deque[Run]] = defaultdict(deque)
+        self._queued_per_task: dict[str, int] = defaultdict(int)
         self._delayed: dict[str, tuple[Run, asyncio.TimerHandle]] = {}
         # Admitted triggers whose insert is not committed yet still hold their place.
         self._admitting_start: dict[str, int] = defaultdict(int)
         self._admitting_queue: dict[str, int] = defaultdict(int)
+        self._admitting_account: dict[str | None, int] = defaultdict(int)
+        self._admitting_lane: dict[Lane, int] = defaultdict(int)
         self._end_waiters: dict[str, list[asyncio.Future[Run]]] = defaultdict(list)
         self._accepting = False
         self._stopping = False
@@ -145,6 +162,7 @@ class Engine:
             timer.cancel()
         self._delayed.clear()
         self._queues.clear()
+        self._queued_per_task.clear()
         for active in list(self._active.values()):
             active.daemon_stopping = True
             self._terminate(active)
@@ -168,7 +186,7 @@ class Engine:
 
     def counts(self, task_name: str) -> tuple[int, int]:
         """Return (running, queued) runs of a task."""
-        queued = len(self._queues.get(task_name, ())) + sum(
+        queued = self._queued_per_task.get(task_name, 0) + sum(
             1 for run, _ in self._delayed.values() if run.task_name == task_name
         )
         return self._running_per_task.get(task_name, 0), queued
@@ -177,6 +195,19 @@ class Engine:
         """Return the in-memory state of a running run, if it is running here."""
         active = self._active.get(run_id)
         return active.run if active else None
+
+    def is_started(self, run_id: str) -> bool:
+        """Return whether the run holds a slot here (started, or starting now)."""
+        return run_id in self._active
+
+    async def live_output(self, run_id: str) -> dict[str, list[list[str]]] | None:
+        """Return what a running run has written so far, or None if it is not running here."""
+        if run_id not in self._active:
+            return None
+        data, _notes = await asyncio.to_thread(
+            self.workspace.read_output, run_id, self.max_output_size
+        )
+        return data
 
     async def wait_for_end(self, run_id: str, timeout: float) -> Run | None:
         """Wait up to `timeout` seconds for the run to end; return it, or None on timeout."""
@@ -208,11 +239,15 @@ class Engine:
         *,
         tick: datetime | None = None,
         note: str = "",
+        account: str | None = None,
+        secret_hash: str | None = None,
     ) -> list[Run]:
         """Admit one trigger (one run per replica) and return the runs as recorded.
 
         A cron trigger passes its `tick`: it is recorded as fired in the same
-        transaction as the runs. `note` is added to the runs' descriptions.
+        transaction as the runs. `note` is added to the runs' descriptions. A
+        v3 trigger passes its `account`, whose concurrency limit then applies,
+        and the hash of the viewer link's secret.
         """
         task = self.tasks.get(task_name)
         if task is None:
@@ -227,6 +262,7 @@ class Engine:
         runs: list[Run] = []
         queued: list[Run] = []
         reserved = {"start": 0, "queue": 0}
+        lane: Lane = (task.name, account)
         to_kill: list[_Active] = []
         for index in range(task.replicas):
             run = Run(
@@ -238,12 +274,15 @@ class Engine:
                 replica_index=index,
                 params=values,
                 input_data=input_data,
+                account=account,
+                secret_hash=secret_hash,
             )
-            decision = admit(_effective(task), self._load(task.name))
-            start_text = describe_start(run, __version__)
-            run = dataclasses.replace(
-                run, description=f"{start_text}\n{note}" if note else start_text
-            )
+            load = self._load(task.name, account)
+            decision = admit(_effective(task), load)
+            lines = [describe_start(run, __version__), note]
+            if decision is Admission.QUEUE:
+                lines.append(describe_queued(_effective(task), load))
+            run = dataclasses.replace(run, description="\n".join(filter(None, lines)))
             if decision is Admission.SKIP:
                 run = self._ended_unrun(
                     run,
@@ -259,9 +298,11 @@ class Engine:
                     to_kill.extend(self._oldest_running(task.name, exclude=to_kill))
                 if decision is Admission.START:
                     self._admitting_start[task.name] += 1
+                    self._admitting_account[account] += 1
                     reserved["start"] += 1
                 else:
                     self._admitting_queue[task.name] += 1
+                    self._admitting_lane[lane] += 1
                     reserved["queue"] += 1
                 queued.append(run)
             runs.append(run)
@@ -272,12 +313,14 @@ class Engine:
         finally:
             # Release the reservations whatever happened; on success the queue holds the runs now.
             self._admitting_start[task.name] -= reserved["start"]
+            self._admitting_account[account] -= reserved["start"]
             self._admitting_queue[task.name] -= reserved["queue"]
+            self._admitting_lane[lane] -= reserved["queue"]
         for run in runs:
             self.events.publish("run.created", _event_data(run))
             if run.status is RunStatus.ENDED:
                 self.events.publish("run.ended", _event_data(run))
-        self._queues[task.name].extend(queued)
+        self._enqueue(*queued)
         for active in to_kill:
             active.stop_requested = True
             self._terminate(active)
@@ -294,7 +337,10 @@ class Engine:
         self.tasks = dict(tasks)
         ended: list[Run] = []
         for name in removed:
-            waiting = list(self._queues.pop(name, ()))
+            waiting: list[Run] = []
+            for lane in [lane for lane in self._queues if lane[0] == name]:
+                waiting.extend(self._queues.pop(lane))
+            self._queued_per_task.pop(name, None)
             for run_id, (run, timer) in list(self._delayed.items()):
                 if run.task_name == name:
                     timer.cancel()
@@ -363,11 +409,28 @@ class Engine:
 
     # ----- admission helpers -------------------------------------------------
 
-    def _load(self, task_name: str) -> Load:
+    def _load(self, task_name: str, account: str | None) -> Load:
         running = self._running_per_task[task_name] + self._admitting_start[task_name]
-        queued = len(self._queues[task_name]) + self._admitting_queue[task_name]
+        queued = self._queued_per_task[task_name] + self._admitting_queue[task_name]
         global_running = len(self._active) + sum(self._admitting_start.values())
-        return Load(running, queued, global_running, self.max_concurrent_runs)
+        lane: Lane = (task_name, account)
+        return Load(
+            running,
+            queued,
+            global_running,
+            self.max_concurrent_runs,
+            account_running=self._running_per_account[account] + self._admitting_account[account],
+            account_limit=self._account_limit(account),
+            lane_queued=len(self._queues.get(lane, ())) + self._admitting_lane[lane],
+        )
+
+    def _account_limit(self, account: str | None) -> int | None:
+        return None if account is None else self.account_limits.get(account)
+
+    def _enqueue(self, *waiting: Run) -> None:
+        for run in waiting:
+            self._queues[(run.task_name, run.account)].append(run)
+            self._queued_per_task[run.task_name] += 1
 
     def _oldest_running(self, task_name: str, exclude: list[_Active]) -> list[_Active]:
         candidates = [
@@ -400,6 +463,7 @@ class Engine:
             for run in queue:
                 if run.id == run_id:
                     queue.remove(run)
+                    self._queued_per_task[run.task_name] -= 1
                     return run
         delayed = self._delayed.pop(run_id, None)
         if delayed is not None:
@@ -413,22 +477,27 @@ class Engine:
             return
         while len(self._active) < self.max_concurrent_runs:
             pick: Run | None = None
-            for name, queue in self._queues.items():
+            for (name, account), queue in self._queues.items():
                 if not queue:
                     continue
                 task = self.tasks.get(name)
                 if task is None or self._running_per_task[name] >= _effective(task).max_concurrent:
+                    continue
+                limit = self._account_limit(account)
+                if limit is not None and self._running_per_account[account] >= limit:
                     continue
                 head = queue[0]
                 if pick is None or (head.created_at, head.id) < (pick.created_at, pick.id):
                     pick = head
             if pick is None:
                 return
-            self._queues[pick.task_name].popleft()
+            self._queues[(pick.task_name, pick.account)].popleft()
+            self._queued_per_task[pick.task_name] -= 1
             task = self.tasks[pick.task_name]
             active = _Active(run=pick, task=task)
             self._active[pick.id] = active
             self._running_per_task[pick.task_name] += 1
+            self._running_per_account[pick.account] += 1
             execution = asyncio.get_running_loop().create_task(self._execute(active))
             self._executions.add(execution)
             execution.add_done_callback(self._executions.discard)
@@ -471,12 +540,14 @@ class Engine:
             self.followers.close_run(active.run.id)
         end_at = self._clock()
         run = active.run
+        output, notes = await self._collect_output(run.id)
         ended = dataclasses.replace(
             run,
             status=RunStatus.ENDED,
             end_reason=reason,
             exit_code=exit_code,
             end_at=end_at,
+            output_data=output,
             description="\n".join(
                 [
                     run.description,
@@ -487,6 +558,7 @@ class Engine:
                         detail=detail,
                         stderr_tail=stderr_tail,
                     ),
+                    *notes,
                 ]
             ),
         )
@@ -507,10 +579,11 @@ class Engine:
     ) -> tuple[int, EndReason, str, list[str]]:
         task, run = active.task, active.run
         try:
+            workspace_env = await asyncio.to_thread(self.workspace.prepare, run)
             child = await spawn(
                 run_id=run.id,
                 argv=build_argv(task, run),
-                env=build_environment(task, run, self._base_environ),
+                env=build_environment(task, run, self._base_environ, workspace_env),
                 cwd=Path(task.working_dir) if task.working_dir else None,
                 log=writer,
                 followers=self.followers,
@@ -553,6 +626,13 @@ class Engine:
             detail = f"timeout is {task.timeout.total_seconds():g}s."
         return exit_code, reason, detail, child.stderr_tail()
 
+    async def _collect_output(self, run_id: str) -> tuple[dict[str, list[list[str]]], list[str]]:
+        """Freeze what the run wrote into its output dir, then remove its workspace."""
+        try:
+            return await asyncio.to_thread(self.workspace.read_output, run_id, self.max_output_size)
+        finally:
+            await asyncio.to_thread(self.workspace.remove, run_id)
+
     def _on_timeout(self, active: _Active) -> None:
         active.timed_out = True
         self._terminate(active)
@@ -575,6 +655,7 @@ class Engine:
     def _release(self, active: _Active) -> None:
         self._active.pop(active.run.id, None)
         self._running_per_task[active.run.task_name] -= 1
+        self._running_per_account[active.run.account] -= 1
         self._pump()
 
     def _finish(self, ended: Run) -> None:
@@ -603,6 +684,8 @@ class Engine:
             retry_of_run_id=ended.id,
             params=ended.params,
             input_data=ended.input_data,
+            account=ended.account,
+            secret_hash=ended.secret_hash,
             not_before=now + retry_delay(task, attempt),
         )
         return dataclasses.replace(retry, description=describe_start(retry, __version__))
@@ -613,7 +696,7 @@ class Engine:
             return  # it stays pending in the store and is scheduled again at the next start
         delay = 0.0 if run.not_before is None else (run.not_before - self._clock()).total_seconds()
         if delay <= 0:
-            self._queues[run.task_name].append(run)
+            self._enqueue(run)
             self._pump()
             return
         timer = asyncio.get_running_loop().call_later(delay, self._release_delayed, run.id)
@@ -622,7 +705,7 @@ class Engine:
     def _release_delayed(self, run_id: str) -> None:
         entry = self._delayed.pop(run_id, None)
         if entry is not None:
-            self._queues[entry[0].task_name].append(entry[0])
+            self._enqueue(entry[0])
             self._pump()
 
     # ----- recovery and retention --------------------------------------------

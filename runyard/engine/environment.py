@@ -42,7 +42,7 @@ def build_environment(
     task: TaskDefinition,
     run: Run,
     base: Mapping[str, str],
-    input_path: Path | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Return the process environment; raise OSError when the env_file cannot be read."""
     env = dict(base)
@@ -58,6 +58,6 @@ def build_environment(
             "RUNYARD_RETRY_ATTEMPT": str(run.retry_attempt),
         }
     )
-    if input_path is not None:
-        env["RUNYARD_INPUT"] = str(input_path)
+    # The run's workspace: RUNYARD_OUTPUT_DIR, and RUNYARD_INPUT(_CSV) with input data.
+    env.update(extra or {})
     return env

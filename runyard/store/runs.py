@@ -179,6 +179,60 @@ class RunStore:
             if len(batch) < _DELETE_BATCH:
                 return deleted
 
+    def account_runs(self, account: str, limit: int) -> list[Run]:
+        """Return the newest `limit` runs a v3 account triggered, newest first."""
+        statement = (
+            sa.select(runs)
+            .where(runs.c.account == account)
+            .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+            .limit(limit)
+        )
+        with self._transaction() as connection:
+            rows = connection.execute(statement).mappings().all()
+        return [row_to_run(row) for row in rows]
+
+    def latest_account_run(self, account: str, task_name: str) -> Run | None:
+        """Return the newest run of a task that a v3 account triggered, or None."""
+        statement = (
+            sa.select(runs)
+            .where(runs.c.account == account, runs.c.task_name == task_name)
+            .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+            .limit(1)
+        )
+        with self._transaction() as connection:
+            row = connection.execute(statement).mappings().first()
+        return None if row is None else row_to_run(row)
+
+    def runtime_intervals(
+        self, account: str, since: datetime
+    ) -> list[tuple[datetime, datetime | None]]:
+        """Return (start, end) of the account's runs that ran at or after `since`.
+
+        That is the runs that ended at or after it, and the runs running now
+        (end None). Runs that never started are left out: they used no time.
+        """
+        ended = sa.select(runs.c.start_at, runs.c.end_at).where(
+            runs.c.account == account, runs.c.end_at >= since, runs.c.start_at.is_not(None)
+        )
+        running = sa.select(runs.c.start_at, runs.c.end_at).where(
+            runs.c.account == account, runs.c.status == RunStatus.RUNNING.value
+        )
+        with self._transaction() as connection:
+            rows = [*connection.execute(ended).tuples(), *connection.execute(running).tuples()]
+        return [(start, end) for start, end in rows if start is not None]
+
+    def run_by_secret(self, secret_hash: str) -> Run | None:
+        """Return the newest run whose viewer secret has this hash, or None."""
+        statement = (
+            sa.select(runs)
+            .where(runs.c.secret_hash == secret_hash)
+            .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+            .limit(1)
+        )
+        with self._transaction() as connection:
+            row = connection.execute(statement).mappings().first()
+        return None if row is None else row_to_run(row)
+
     def task_names_with_runs(self) -> list[str]:
         """Return the names of the tasks that have runs stored, sorted."""
         statement = (

@@ -12,11 +12,16 @@ import sqlalchemy as sa
 from runyard.domain.models import Run
 from runyard.exceptions import StoreError
 from runyard.store import RunStore, TaskState, database, database_url
+from runyard.store._rows import run_to_row
+from runyard.store.schema import runs
 
 MakeRun = Callable[..., Run]
 
 T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
+
+
+_ADDED_BY_0003 = ("account", "secret_hash")
 
 
 def _engine(store_url: str) -> sa.Engine:
@@ -38,7 +43,7 @@ def _version(store_url: str) -> list[str]:
 
 
 def test_migration_creates_task_state_on_fresh_database(store: RunStore, store_url: str) -> None:
-    assert _version(store_url) == ["0002"]
+    assert _version(store_url) == ["0003"]
     engine = _engine(store_url)
     try:
         inspector = sa.inspect(engine)
@@ -58,9 +63,11 @@ def test_migration_upgrades_database_at_0001_keeping_runs(
     engine = database.create_engine(store_url)
     try:
         database.migrate(engine, "0001")
-        old = RunStore(engine)
         run = make_run()
-        old.apply([run], [])
+        # Written with the columns 0001 had: today's rows carry more (0003).
+        row = {key: value for key, value in run_to_row(run).items() if key not in _ADDED_BY_0003}
+        with engine.begin() as connection:
+            connection.execute(sa.insert(runs).values(row))
         assert "task_state" not in sa.inspect(engine).get_table_names()
     finally:
         engine.dispose()
@@ -68,7 +75,7 @@ def test_migration_upgrades_database_at_0001_keeping_runs(
 
     store = RunStore.open(store_url)
     try:
-        assert _version(store_url) == ["0002"]
+        assert _version(store_url) == ["0003"]
         assert store.get_run(run.id) == run
         assert store.task_states() == {}
         store.set_last_ticks({"backup": T0}, T0)

@@ -12,7 +12,7 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from runyard.api.app import create_app
-from runyard.api.auth import PUBLIC_ROUTES, QUERY_TOKEN_ROUTES
+from runyard.api.auth import CAPABILITY_ROUTES, PUBLIC_ROUTES, QUERY_TOKEN_ROUTES
 from runyard.app import Runyard
 from runyard.config.loader import load_config
 
@@ -71,7 +71,7 @@ def test_every_non_public_route_refuses_requests_without_a_token(
 ) -> None:
     checked = 0
     for method, template in routes(app):
-        if template in PUBLIC_ROUTES:
+        if template in PUBLIC_ROUTES | CAPABILITY_ROUTES:
             continue
         response = client.request(method, concrete(template))
         assert response.status_code == 401, (method, template, response.text)
@@ -86,7 +86,7 @@ def test_every_non_public_route_refuses_requests_without_a_token(
 
 def test_a_wrong_token_is_refused_everywhere(app: FastAPI, client: TestClient) -> None:
     for method, template in routes(app):
-        if template in PUBLIC_ROUTES:
+        if template in PUBLIC_ROUTES | CAPABILITY_ROUTES:
             continue
         response = client.request(
             method, concrete(template), headers={"Authorization": "Bearer not-the-token"}
@@ -105,6 +105,31 @@ def test_public_routes_are_listed_and_answer_without_a_token(
             continue
         response = client.request(method, concrete(template))
         assert response.status_code == 200, (method, template, response.text)
+
+
+def test_capability_routes_refuse_requests_without_their_credential(
+    app: FastAPI, client: TestClient
+) -> None:
+    templates = {path for _method, path in routes(app)}
+    assert templates >= CAPABILITY_ROUTES, "CAPABILITY_ROUTES lists a route that does not exist"
+    assert not PUBLIC_ROUTES & CAPABILITY_ROUTES
+    checked = 0
+    for method, template in routes(app):
+        if template not in CAPABILITY_ROUTES:
+            continue
+        # The daemon token is no credential here: it must not open these routes.
+        headers = {"Authorization": "Bearer not-an-account-key"}
+        if method == "POST":
+            response = client.post(concrete(template), json={}, headers=headers)
+        else:
+            response = client.get(concrete(template), headers=headers)
+        if template.startswith("/api/v3/") and template != "/api/v3/stop":
+            assert response.status_code == 401, (method, template, response.text)
+            assert response.json() == {"status": "error", "message": "Invalid key"}
+        else:
+            assert response.status_code == 404, (method, template, response.text)
+        checked += 1
+    assert checked == len(CAPABILITY_ROUTES)
 
 
 def test_query_token_is_accepted_only_on_sse_routes(runyard: Runyard, client: TestClient) -> None:

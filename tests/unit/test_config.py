@@ -269,7 +269,13 @@ def test_example_config_loads() -> None:
     config = load_config(EXAMPLE_CONFIG_PATH, environ={})
     assert config.warnings == ()
     assert config.daemon.port == 9477
-    assert set(config.tasks) == {"hello", "disk-report", "slow-count", "flaky"}
+    assert set(config.tasks) == {
+        "hello",
+        "disk-report",
+        "slow-count",
+        "flaky",
+        "my-first-automation",
+    }
     assert all(task.timeout == timedelta(minutes=10) for task in config.tasks.values())
     assert config.tasks["hello"].params == (ParamSpec("who", env="WHO", default="world"),)
     assert config.tasks["slow-count"].on_overlap is OverlapPolicy.SKIP

@@ -4,8 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from runyard.domain.describe import describe_end, describe_start, describe_wait
-from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
+from runyard.domain.describe import describe_end, describe_queued, describe_start, describe_wait
+from runyard.domain.models import EndReason, Run, RunStatus, TaskDefinition, TriggeredBy
+from runyard.domain.policies import Load
 
 T0 = datetime(2026, 3, 29, 12, 0, tzinfo=UTC)
 
@@ -29,7 +30,10 @@ def test_describe_start(triggered_by: TriggeredBy, retry: int, expected: str) ->
     ("waited", "expected"),
     [
         (timedelta(milliseconds=300), None),
-        (timedelta(seconds=90), "Waited 1m30s in the queue before starting."),
+        (
+            timedelta(seconds=90),
+            "Waited 1m30s in the queue; started as soon as a slot was free.",
+        ),
     ],
 )
 def test_describe_wait(waited: timedelta, expected: str | None) -> None:
@@ -60,3 +64,21 @@ def test_failures_quote_stderr_but_successes_do_not() -> None:
         "  boom",
     ]
     assert "boom" not in describe_end(EndReason.SUCCESS, 0, stderr_tail=["boom"])
+
+
+@pytest.mark.parametrize(
+    ("load", "expected"),
+    [
+        (
+            Load(0, 0, 1, 4, account_running=1, account_limit=1),
+            "Queued: the account's limit of 1 run at once was reached; "
+            "it starts the moment a slot frees.",
+        ),
+        (Load(2, 0, 2, 4), "Queued: the task's limit of 2 runs at once (max_concurrent)"),
+        (Load(0, 0, 4, 4), "Queued: the daemon's limit of 4 runs at once was reached"),
+        (Load(0, 3, 1, 4), "Queued: earlier runs of the task were already waiting"),
+    ],
+)
+def test_describe_queued_names_the_limit_that_was_full(load: Load, expected: str) -> None:
+    task = TaskDefinition(name="t", run="true", max_concurrent=2)
+    assert describe_queued(task, load).startswith(expected)

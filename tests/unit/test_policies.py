@@ -43,6 +43,29 @@ def task(**overrides: object) -> TaskDefinition:
         ("skip", 1, 0, Load(0, 0, 4, 4), Admission.QUEUE_FULL),
         # FIFO: a free slot does not let a newcomer jump the queue
         ("queue", 2, 100, Load(1, 1, 1, 4), Admission.QUEUE),
+        # the v3 account's limit is full: queue, whatever the overlap policy
+        ("queue", 4, 100, Load(0, 0, 2, 4, account_running=2, account_limit=2), Admission.QUEUE),
+        ("skip", 4, 100, Load(0, 0, 2, 4, account_running=2, account_limit=2), Admission.QUEUE),
+        ("kill", 4, 100, Load(0, 0, 2, 4, account_running=2, account_limit=2), Admission.QUEUE),
+        ("queue", 4, 1, Load(0, 1, 2, 4, account_running=2, account_limit=2), Admission.QUEUE_FULL),
+        # the account has room: start
+        ("queue", 4, 100, Load(1, 0, 2, 4, account_running=1, account_limit=2), Admission.START),
+        # another account's runs wait in the task's queue, none in this account's lane: start
+        (
+            "queue",
+            4,
+            100,
+            Load(1, 3, 1, 4, account_running=0, account_limit=1, lane_queued=0),
+            Admission.START,
+        ),
+        # this account's lane has runs waiting: queue behind them
+        (
+            "queue",
+            4,
+            100,
+            Load(1, 3, 1, 4, account_running=0, account_limit=1, lane_queued=1),
+            Admission.QUEUE,
+        ),
     ],
 )
 def test_admit(

@@ -34,12 +34,13 @@ def upgrade() -> None:
     op.add_column("runs", sa.Column("account", _key(64), nullable=True))
     op.add_column("runs", sa.Column("secret_hash", _key(64), nullable=True))
     # /run-reports (newest first), /run-data (newest of one task), the runtime
-    # sum (runs that ended inside the period or still run) and /stop by secret.
+    # sum (runs that ended inside the period, runs running now) and /stop by secret.
     op.create_index("ix_runs_account_created", "runs", ["account", "created_at", "id"])
     op.create_index(
         "ix_runs_account_task_created", "runs", ["account", "task_name", "created_at", "id"]
     )
     op.create_index("ix_runs_account_end", "runs", ["account", "end_at"])
+    op.create_index("ix_runs_account_status", "runs", ["account", "status"])
     op.create_index("ix_runs_secret_hash", "runs", ["secret_hash"])
     op.create_table(
         "api_keys",
@@ -55,6 +56,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("api_keys")
     op.drop_index("ix_runs_secret_hash", "runs")
+    op.drop_index("ix_runs_account_status", "runs")
     op.drop_index("ix_runs_account_end", "runs")
     op.drop_index("ix_runs_account_task_created", "runs")
     op.drop_index("ix_runs_account_created", "runs")

@@ -1,0 +1,186 @@
+"""`/api/v3/...`: the endpoints of the hosted automation service's v3 API, wire-compatible.
+
+Bodies are read by hand rather than through pydantic models: the hosted
+service answers every problem with `{"status": "error", "message": ...}` and
+its own messages, ignores unknown fields, and takes the key in the body.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import JSONResponse, Response
+
+from runyard.api.auth import presented_token
+from runyard.api.deps import RunyardDep
+from runyard.cloud import LINK_KEY, QUEUED_MESSAGE, Caller, CloudApi, V3Error
+from runyard.domain.accounts import DEFAULT_RATE_LIMIT
+from runyard.engine.core import ShuttingDown
+
+log = logging.getLogger("runyard.api.v3")
+
+router = APIRouter(prefix="/api/v3", tags=["v3 (hosted-API compatible)"])
+
+_TIMESTAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
+_BODY_OBJECT = "The request body must be a JSON object."
+
+
+def error_response(status: int, message: str) -> JSONResponse:
+    """Return the v3 error body with `status`."""
+    return JSONResponse({"status": "error", "message": message}, status_code=status)
+
+
+async def _answer(work: Callable[[], Awaitable[dict[str, Any]]]) -> Response:
+    try:
+        return JSONResponse(await work())
+    except V3Error as error:
+        return error_response(error.status, error.message)
+    except ShuttingDown:
+        return error_response(503, "runyard is shutting down; try again in a moment.")
+    except Exception:
+        log.exception("v3 call failed")
+        return error_response(500, "Internal error in runyard; the daemon log has the details.")
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = json.loads(raw)
+    except UnicodeDecodeError:
+        raise V3Error(400, "The request body is not valid JSON: it is not UTF-8 text.") from None
+    except json.JSONDecodeError as error:
+        raise V3Error(
+            400,
+            f"The request body is not valid JSON (line {error.lineno}, "
+            f"column {error.colno}: {error.msg}).",
+        ) from None
+    if not isinstance(body, dict):
+        raise V3Error(400, _BODY_OBJECT)
+    return body
+
+
+async def _caller(request: Request, body: dict[str, Any], cloud: CloudApi) -> Caller:
+    """Authenticate the body's `key` (or a bearer header), then count the call."""
+    key = body.get("key")
+    if key is None:
+        key = presented_token(request.scope, allow_query=False)
+    caller = await cloud.authenticate(key)
+    cloud.count_call(caller)
+    return caller
+
+
+def _time(value: datetime) -> str:
+    return value.strftime(_TIMESTAMP)
+
+
+def _minutes(value: float) -> float | int:
+    # 15000 rather than 15000.0, as the hosted service prints whole minutes.
+    return int(value) if float(value).is_integer() else value
+
+
+@router.post("/trigger", summary="Trigger an automation")
+async def trigger(request: Request, runyard: RunyardDep) -> Response:
+    """Start a run of the automation `name` with optional input `data`; queued when busy."""
+
+    async def work() -> dict[str, Any]:
+        body = await _body(request)
+        caller = await _caller(request, body, runyard.cloud)
+        outcome = await runyard.cloud.trigger(
+            caller, body.get("name"), body.get("data"), str(request.base_url)
+        )
+        if outcome.started:
+            return {LINK_KEY: outcome.link}
+        return {"status": "queued", "message": QUEUED_MESSAGE}
+
+    return await _answer(work)
+
+
+@router.post("/run-reports", summary="List run reports")
+async def run_reports(request: Request, runyard: RunyardDep) -> Response:
+    """Return the account's most recent runs, newest first (`count`, default 5)."""
+
+    async def work() -> dict[str, Any]:
+        body = await _body(request)
+        caller = await _caller(request, body, runyard.cloud)
+        reports = await runyard.cloud.run_reports(caller, body.get("count"))
+        return {
+            "status": "success",
+            "data": {
+                "reports": [
+                    {
+                        "task_name": report.task_name,
+                        "status": report.status,
+                        "description": report.description,
+                        "created_at": _time(report.created_at),
+                        "updated_at": _time(report.updated_at),
+                    }
+                    for report in reports
+                ]
+            },
+        }
+
+    return await _answer(work)
+
+
+@router.post("/run-data", summary="Check run status and data")
+async def run_data(request: Request, runyard: RunyardDep) -> Response:
+    """Return the status and output data of the newest run of the automation `name`."""
+
+    async def work() -> dict[str, Any]:
+        body = await _body(request)
+        caller = await _caller(request, body, runyard.cloud)
+        status, data = await runyard.cloud.run_data(caller, body.get("name"))
+        return {"status": status, "data": data}
+
+    return await _answer(work)
+
+
+@router.post("/remaining-runtime", summary="Check remaining runtime")
+async def remaining_runtime(request: Request, runyard: RunyardDep) -> Response:
+    """Return used, allowance and remaining minutes of the current billing period."""
+
+    async def work() -> dict[str, Any]:
+        body = await _body(request)
+        caller = await _caller(request, body, runyard.cloud)
+        spent = await runyard.cloud.remaining_runtime(caller)
+        return {
+            "status": "success",
+            "data": {
+                "used": _minutes(spent.used),
+                "allowance": _minutes(spent.allowance),
+                "remaining": _minutes(spent.remaining),
+            },
+        }
+
+    return await _answer(work)
+
+
+@router.post("/list-automations", summary="List automations")
+async def list_automations(request: Request, runyard: RunyardDep) -> Response:
+    """Return the names the account may pass to /trigger."""
+
+    async def work() -> dict[str, Any]:
+        body = await _body(request)
+        caller = await _caller(request, body, runyard.cloud)
+        return {"status": "success", "data": {"names": runyard.cloud.list_automations(caller)}}
+
+    return await _answer(work)
+
+
+@router.post("/stop", summary="Stop a run through its viewer link")
+async def stop(request: Request, runyard: RunyardDep) -> Response:
+    """Stop the run whose viewer link carries `pw` (its password) and `pid`."""
+
+    async def work() -> dict[str, Any]:
+        body = await _body(request)
+        client = request.client.host if request.client else "unknown"
+        runyard.cloud.count_anonymous_call(client, DEFAULT_RATE_LIMIT)
+        stopped = await runyard.cloud.stop(body.get("pid"), body.get("pw"))
+        return {"stopped": stopped}
+
+    return await _answer(work)

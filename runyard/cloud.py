@@ -1,0 +1,362 @@
+"""The v3-compatible API as a service: accounts, keys, quota, rate limit, viewer secrets.
+
+The routers in `runyard/api/routes_v3.py` and `routes_viewer.py` only turn
+HTTP into calls here. Every refusal is a `V3Error` carrying the exact message
+and HTTP status of the hosted service's error table
+(`reference/v3-api-facts.md`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import secrets
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode, urlsplit
+
+from runyard.domain.accounts import (
+    Account,
+    Runtime,
+    billing_period_start,
+    hash_secret,
+    quota_exhausted,
+    report_status,
+    runtime,
+    used_minutes,
+    viewer_host,
+    viewer_pid,
+)
+from runyard.domain.input_data import InputDataError, normalise_input
+from runyard.domain.models import Run, RunStatus, TaskDefinition, TriggeredBy
+from runyard.domain.ratelimit import RollingWindow
+from runyard.engine.core import RunAlreadyEnded
+from runyard.exceptions import NotFound, RunyardError
+from runyard.store.keys import KeyStore
+
+if TYPE_CHECKING:
+    from runyard.app import Runyard
+
+# Messages and statuses of the hosted service's error table, copied exactly.
+TASK_NOT_FOUND = "Task not found, please check the name and try again."
+INVALID_KEY = "Invalid key"
+QUOTA_EXCEEDED = "Quota exceeded"
+RATE_LIMITED = "Rate limit exceeded. Try again in a few seconds."
+MISSING_NAME = "Missing task name, you must send the name of the task that you wish to trigger."
+# The queued answer keeps the hosted service's text: clients match on it.
+QUEUED_MESSAGE = (
+    "Axiom could not start due to a lack of available resources. "
+    "The task has been queued and will retry in five minutes."
+)
+NO_RUNS = "This automation has no runs yet."
+RUN_NOT_FOUND = "Run not found: pid and pw do not match a run."
+LINK_KEY = "OPEN LINK IN BROWSER"
+
+DEFAULT_REPORTS = 5
+MAX_REPORTS = 1000  # larger counts are served as this many: the API shows recent runs only
+VIEWER_SECRET_BYTES = 24  # 192 random bits in each viewer link's password
+STOP_RATE_KEY = "stop:"  # /stop carries no key: it is limited per client address
+
+
+class V3Error(RunyardError):
+    """A v3 call refused with `{"status": "error", "message": ...}` and an HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the account of an active key, and the key's id (the rate-limit unit)."""
+
+    account: Account
+    key_id: str
+
+
+@dataclass(frozen=True)
+class Triggered:
+    """The answer to a trigger: the run, whether it started, its viewer link."""
+
+    run: Run
+    started: bool
+    link: str
+
+
+@dataclass(frozen=True)
+class Report:
+    task_name: str
+    status: str
+    description: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class CloudApi:
+    """What the `/api/v3` endpoints and the run viewer do."""
+
+    def __init__(
+        self,
+        runyard: Runyard,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._runyard = runyard
+        self._keys = KeyStore(runyard.store._transaction)
+        self._monotonic = monotonic
+        self._window = RollingWindow(60.0)
+
+    # ----- callers ------------------------------------------------------------
+
+    async def authenticate(self, key: object) -> Caller:
+        """Return the caller owning `key`; V3Error 401 when it is missing, wrong or revoked."""
+        if not isinstance(key, str) or not key:
+            raise V3Error(401, INVALID_KEY)
+        found = await asyncio.to_thread(self._keys.lookup, key)
+        accounts = self._runyard.config.accounts
+        if found is None or found.account not in accounts:
+            # A key of an account removed from the config opens nothing.
+            raise V3Error(401, INVALID_KEY)
+        return Caller(account=accounts[found.account], key_id=found.id)
+
+    def count_call(self, caller: Caller) -> None:
+        """Count one v3 call against the key's limit; V3Error 429 when over it."""
+        limit = caller.account.rate_limit_per_minute
+        if not self._window.allow(caller.key_id, limit, self._monotonic()):
+            raise V3Error(429, RATE_LIMITED)
+
+    def count_anonymous_call(self, client: str, limit: int) -> None:
+        """Count a call that carries no key (/stop) against its client address."""
+        if not self._window.allow(STOP_RATE_KEY + client, limit, self._monotonic()):
+            raise V3Error(429, RATE_LIMITED)
+
+    # ----- endpoints -----------------------------------------------------------
+
+    async def trigger(self, caller: Caller, name: object, data: object, base_url: str) -> Triggered:
+        """Start (or queue) a run of the automation called `name`, with input `data`."""
+        wanted = _required_name(name)
+        tables = parse_input(data)
+        task = self._task_named(caller.account, wanted)
+        if caller.account.runtime_allowance_minutes is not None:
+            used = await self._used_minutes(caller.account)
+            if quota_exhausted(caller.account, used):
+                raise V3Error(403, QUOTA_EXCEEDED)
+        secret = secrets.token_urlsafe(VIEWER_SECRET_BYTES)
+        runs = await self._runyard.engine.trigger(
+            task.name,
+            {},
+            TriggeredBy.CLOUD,
+            tables,
+            account=caller.account.id,
+            secret_hash=hash_secret(secret),
+        )
+        run = runs[0]
+        started = self._runyard.engine.is_started(run.id) or run.status is RunStatus.ENDED
+        return Triggered(run=run, started=started, link=self.viewer_link(run, secret, base_url))
+
+    async def run_reports(self, caller: Caller, count: object) -> list[Report]:
+        """Return the account's newest runs as reports, newest first."""
+        limit = _report_count(count)
+        stored = await asyncio.to_thread(self._runyard.store.account_runs, caller.account.id, limit)
+        return [self._report(self._live(run)) for run in stored]
+
+    async def run_data(
+        self, caller: Caller, name: object
+    ) -> tuple[str, dict[str, list[list[str]]]]:
+        """Return the status and output data of the newest run of the automation called `name`."""
+        task = self._task_named(caller.account, _required_name(name))
+        run = await asyncio.to_thread(
+            self._runyard.store.latest_account_run, caller.account.id, task.name
+        )
+        if run is None:
+            raise V3Error(404, NO_RUNS)
+        run = self._live(run)
+        data = run.output_data
+        if run.status is not RunStatus.ENDED:
+            data = await self._runyard.engine.live_output(run.id)
+        return report_status(run), data or {}
+
+    async def remaining_runtime(self, caller: Caller) -> Runtime:
+        """Return the account's used, allowed and remaining minutes in this billing period."""
+        return runtime(caller.account, await self._used_minutes(caller.account))
+
+    def list_automations(self, caller: Caller) -> list[str]:
+        """Return the automation names the account may trigger, sorted."""
+        return sorted(
+            task.display_name for task in self._runyard.tasks() if caller.account.sees(task.name)
+        )
+
+    async def stop(self, pid: object, password: object) -> str:
+        """Stop the run whose viewer secret is `password`; return its pid.
+
+        Stopping a run that has already ended changes nothing and still succeeds.
+        """
+        if not isinstance(password, str) or not password:
+            raise V3Error(404, RUN_NOT_FOUND)
+        run = await asyncio.to_thread(self._runyard.store.run_by_secret, hash_secret(password))
+        expected = None if run is None else viewer_pid(run.id)
+        if run is None or expected is None or not _same_pid(pid, expected):
+            raise V3Error(404, RUN_NOT_FOUND)
+        if run.is_active:
+            # It may end while we look: stopping an ended run is a no-op here.
+            with contextlib.suppress(RunAlreadyEnded, NotFound):
+                await self._runyard.engine.stop(run.id)
+        return expected
+
+    # ----- viewer ----------------------------------------------------------------
+
+    def viewer_link(self, run: Run, secret: str, base_url: str) -> str:
+        """Return the full viewer URL of a run; `base_url` is the request's, a fallback."""
+        daemon = self._runyard.config.daemon
+        base = daemon.external_url
+        if not base:
+            unspecified = daemon.host in ("0.0.0.0", "::", "")
+            base = base_url if unspecified else f"http://{_url_host(daemon.host)}:{daemon.port}"
+        base = base.rstrip("/")
+        port = urlsplit(base).port or daemon.port
+        query = urlencode(
+            {
+                "host": viewer_host(run.id),
+                "port": str(port),
+                "password": secret,
+                "taskId": str(task_number(run.task_name)),
+            }
+        )
+        return f"{base}/view/{run.id}?{query}"
+
+    async def viewer_run(self, run_id: str, password: str | None) -> Run:
+        """Return the run if `password` is its viewer secret; NotFound otherwise.
+
+        A wrong secret and an unknown run look the same, so the page reveals
+        nothing about which runs exist.
+        """
+        run = None
+        if password:
+            live = self._runyard.engine.live_run(run_id)
+            run = live or await asyncio.to_thread(self._runyard.store.get_run, run_id)
+        if (
+            run is None
+            or run.secret_hash is None
+            or not password
+            or not hmac.compare_digest(run.secret_hash, hash_secret(password))
+        ):
+            raise NotFound("run", run_id)
+        return run
+
+    async def output_of(self, run: Run) -> dict[str, list[list[str]]]:
+        """Return a run's output data: live while it runs, frozen once it ended."""
+        if run.status is RunStatus.ENDED:
+            return run.output_data or {}
+        return await self._runyard.engine.live_output(run.id) or {}
+
+    def display_name(self, task_name: str) -> str:
+        """Return the automation name of a task (its task name once removed from the config)."""
+        task = self._runyard.engine.tasks.get(task_name)
+        return task.display_name if task is not None else task_name
+
+    # ----- helpers -----------------------------------------------------------------
+
+    def _task_named(self, account: Account, name: str) -> TaskDefinition:
+        for task in self._runyard.engine.tasks.values():
+            if task.display_name == name and account.sees(task.name):
+                return task
+        raise V3Error(404, TASK_NOT_FOUND)
+
+    def _live(self, run: Run) -> Run:
+        return self._runyard.engine.live_run(run.id) or run
+
+    def _report(self, run: Run) -> Report:
+        return Report(
+            task_name=self.display_name(run.task_name),
+            status=report_status(run),
+            description=run.description,
+            created_at=run.created_at,
+            updated_at=run.end_at or run.start_at or run.created_at,
+        )
+
+    async def _used_minutes(self, account: Account) -> float:
+        now = self._runyard.clock()
+        since = billing_period_start(account.billing_anchor, now)
+        intervals = await asyncio.to_thread(
+            self._runyard.store.runtime_intervals, account.id, since
+        )
+        return used_minutes(intervals, since, now)
+
+
+def parse_input(data: object) -> list[list[list[str]]] | None:
+    """Return the input tables of a trigger body's `data` (None when absent); V3Error 400."""
+    if data is None:
+        return None
+    try:
+        return normalise_input(data)
+    except InputDataError as error:
+        raise V3Error(400, error.message) from None
+
+
+def task_number(task_name: str) -> int:
+    """Return the `taskId` of a task's viewer links: a stable number derived from its name."""
+    return zlib.crc32(task_name.encode("utf-8"))
+
+
+def _required_name(name: object) -> str:
+    if name is None or name == "":
+        raise V3Error(400, MISSING_NAME)
+    if not isinstance(name, str):
+        raise V3Error(400, f"name must be a string, got {_kind(name)}.")
+    return name
+
+
+def _report_count(count: object) -> int:
+    if count is None:
+        return DEFAULT_REPORTS
+    value: int | None = None
+    if isinstance(count, int) and not isinstance(count, bool):
+        value = count
+    elif isinstance(count, float) and count.is_integer():
+        value = int(count)
+    elif isinstance(count, str) and count.strip().isdigit():
+        value = int(count.strip())
+    if value is None or value < 1:
+        raise V3Error(400, f"count must be a whole number of at least 1, got {_shown(count)}.")
+    return min(value, MAX_REPORTS)
+
+
+def _same_pid(given: object, expected: str) -> bool:
+    if isinstance(given, bool):
+        return False
+    if isinstance(given, int):
+        return given == int(expected)
+    if isinstance(given, str) and given.strip().isdigit():
+        return int(given.strip()) == int(expected)
+    return False
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _kind(value: object) -> str:
+    kinds: Mapping[type, str] = {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "an array",
+        dict: "an object",
+    }
+    return kinds.get(type(value), type(value).__name__)
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return _kind(value)

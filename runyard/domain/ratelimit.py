@@ -1,0 +1,38 @@
+"""A rolling-window rate limit: at most `limit` calls in any `window` seconds."""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class RollingWindow:
+    """Count calls per key over the last `window` seconds; time is passed in.
+
+    Each key keeps the times of its recent calls, at most `limit` of them, so
+    memory is bounded by limit x keys however hard a key is hammered.
+    """
+
+    def __init__(self, window: float = 60.0) -> None:
+        self.window = window
+        self._calls: dict[str, deque[float]] = {}
+
+    def allow(self, key: str, limit: int, now: float) -> bool:
+        """Record a call of `key` at `now` and return True, or return False if over `limit`.
+
+        A refused call is not recorded: it had no effect, so it uses no allowance.
+        """
+        calls = self._calls.setdefault(key, deque())
+        horizon = now - self.window
+        while calls and calls[0] <= horizon:
+            calls.popleft()
+        if len(calls) >= limit:
+            return False
+        calls.append(now)
+        return True
+
+    def retry_after(self, key: str, now: float) -> float:
+        """Return the seconds until `key` may call again (0 when it may now)."""
+        calls = self._calls.get(key)
+        if not calls:
+            return 0.0
+        return max(calls[0] + self.window - now, 0.0)
