@@ -733,6 +733,8 @@ class Engine:
                     if groups
                     else ""
                 )
+                # What it wrote before the crash is kept, as for any ended run.
+                output, notes = await self._collect_output(run.id)
                 crashed = dataclasses.replace(
                     run,
                     status=RunStatus.ENDED,
@@ -740,10 +742,12 @@ class Engine:
                     exit_code=EXIT_CRASHED,
                     start_at=run.start_at or now,
                     end_at=now,
+                    output_data=output,
                     description="\n".join(
                         [
                             run.description,
                             describe_end(EndReason.CRASHED, EXIT_CRASHED, detail=detail),
+                            *notes,
                         ]
                     ),
                 )
@@ -762,6 +766,8 @@ class Engine:
                 )
             else:
                 pending.append(run)
+        # No run has a process now: workspaces left behind belong to nobody.
+        await asyncio.to_thread(self.workspace.remove_except, ())
         self._started.open()
         if updates or inserts:
             await self._writer.write(inserts=inserts, updates=updates)
