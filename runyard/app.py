@@ -146,6 +146,11 @@ class Runyard:
                 "restart_required": restart,
                 "warnings": list(new.warnings),
                 "skipped_runs": [run.id for run in ended],
+                "accounts_changed": sorted(
+                    account
+                    for account in old.accounts.keys() | new.accounts.keys()
+                    if old.accounts.get(account) != new.accounts.get(account)
+                ),
             }
 
     # ----- runs ------------------------------------------------------------

@@ -199,6 +199,10 @@ class ReloadResponseBody(_Body):
     skipped_runs: list[str] = Field(
         description="Ids of queued runs of removed tasks, ended as skipped"
     )
+    accounts_changed: list[str] = Field(
+        default_factory=list,
+        description="v3 accounts added, removed or changed (their limits apply at once)",
+    )
 
 
 class TriggerRequest(_Body):
@@ -360,4 +364,5 @@ def reload_body(changes: Mapping[str, Sequence[str]], base: str) -> ReloadRespon
         restart_required=list(changes.get("restart_required", ())),
         warnings=list(changes.get("warnings", ())),
         skipped_runs=list(changes.get("skipped_runs", ())),
+        accounts_changed=list(changes.get("accounts_changed", ())),
     )

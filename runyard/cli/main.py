@@ -205,6 +205,7 @@ def reload_lines(body: dict[str, Any]) -> list[str]:
             ("removed", "removed"),
             ("changed", "changed"),
             ("skipped_runs", "skipped queued runs"),
+            ("accounts_changed", "accounts changed"),
         )
         if body.get(key)
     ]

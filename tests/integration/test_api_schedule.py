@@ -182,7 +182,15 @@ def test_pause_and_reload_need_the_token(runyard: Runyard) -> None:
 def test_reload_without_changes_reports_nothing(client: TestClient) -> None:
     body = reload(client)
     assert body["$schema"].endswith("/schemas/ReloadResponseBody.json")
-    for key in ("added", "removed", "changed", "restart_required", "warnings", "skipped_runs"):
+    for key in (
+        "added",
+        "removed",
+        "changed",
+        "restart_required",
+        "warnings",
+        "skipped_runs",
+        "accounts_changed",
+    ):
         assert body[key] == [], key
 
 
@@ -210,12 +218,31 @@ cron = "0 * * * *"
     assert body["removed"] == ["manual"]
     assert body["changed"] == ["ticker"]
     assert body["restart_required"] == []
+    assert body["accounts_changed"] == []
     assert task_names(client) == ["fresh", "ticker"]
     assert get_task(client, "ticker")["cron"] == "*/10 * * * *"
     fresh = get_task(client, "fresh")
     assert fresh["cron"] == "0 * * * *"
     assert parse_utc(fresh["next_run_at"]) > datetime.now(UTC)
     assert client.get("/api/tasks/manual").status_code == 404
+
+
+def test_reload_applies_account_limits_and_reports_the_accounts_changed(
+    client: TestClient, config_path: Path, runyard: Runyard
+) -> None:
+    config_path.write_text(
+        config_path.read_text(encoding="utf-8")
+        + """
+[accounts.acme]
+max_concurrent_runs = 2
+""",
+        encoding="utf-8",
+    )
+    body = reload(client)
+    # The implicit default account is gone: only acme is declared now.
+    assert body["accounts_changed"] == ["acme", "default"]
+    assert runyard.engine.account_limits == {"acme": 2}
+    assert set(runyard.config.accounts) == {"acme"}
 
 
 def test_reload_of_a_broken_file_lists_every_problem_and_changes_nothing(
