@@ -27,7 +27,9 @@ lint: $(BIN)/.installed
 test: lint
 	$(BIN)/pytest -q
 
-# Benchmarks (not tests): about 15 minutes on 2 cores; results in bench/results/.
+# Benchmarks (not tests): about 17 minutes on 2 cores; results in bench/results/.
+# bench/http.py needs wrk (Debian: apt-get install wrk).
 bench: $(BIN)/.installed
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/schedule.py
+	$(BIN)/python bench/http.py

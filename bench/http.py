@@ -597,7 +597,7 @@ def print_table(report: dict[str, Any]) -> None:
     trigger_rate = f"{t['rate_2xx_per_s']} accepted/s" if t else "not measured"
     print(
         f"| 2xx answers per s ({conc}) | {h['rate_2xx_per_s']} /s | {trigger_rate} | "
-        f"{r['ratio']} | >= {r['target_ratio']} |"
+        f"{r['ratio'] if r['ratio'] is not None else 'n/a'} | >= {r['target_ratio']} |"
     )
     for key in ("p50_ms", "p99_ms"):
         trigger_latency = f"{t[key]} ms" if t else ""

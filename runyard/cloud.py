@@ -22,6 +22,7 @@ from urllib.parse import urlencode, urlsplit
 
 from runyard.domain.accounts import (
     Account,
+    ApiKey,
     Runtime,
     billing_period_start,
     hash_secret,
@@ -61,6 +62,10 @@ DEFAULT_REPORTS = 5
 MAX_REPORTS = 1000  # larger counts are served as this many: the API shows recent runs only
 VIEWER_SECRET_BYTES = 24  # 192 random bits in each viewer link's password
 STOP_RATE_KEY = "stop:"  # /stop carries no key: it is limited per client address
+# How long a key found in the database is trusted without asking again: a key
+# revoked with `runyard keys revoke` stops working within this time.
+KEY_CACHE_SECONDS = 1.0
+_KEY_CACHE_MAX = 10_000
 
 
 class V3Error(RunyardError):
@@ -111,6 +116,7 @@ class CloudApi:
         self._keys = KeyStore(runyard.store._transaction)
         self._monotonic = monotonic
         self._window = RollingWindow(60.0)
+        self._known_keys: dict[str, tuple[float, ApiKey]] = {}  # hash -> (found at, key)
 
     # ----- callers ------------------------------------------------------------
 
@@ -118,12 +124,28 @@ class CloudApi:
         """Return the caller owning `key`; V3Error 401 when it is missing, wrong or revoked."""
         if not isinstance(key, str) or not key:
             raise V3Error(401, INVALID_KEY)
-        found = await asyncio.to_thread(self._keys.lookup, key)
+        found = await self._lookup(key)
         accounts = self._runyard.config.accounts
         if found is None or found.account not in accounts:
             # A key of an account removed from the config opens nothing.
             raise V3Error(401, INVALID_KEY)
         return Caller(account=accounts[found.account], key_id=found.id)
+
+    async def _lookup(self, key: str) -> ApiKey | None:
+        """Return the active key `key`, from the database or a lookup of the last second."""
+        digest = hash_secret(key)
+        now = self._monotonic()
+        cached = self._known_keys.get(digest)
+        if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
+            return cached[1]
+        found = await asyncio.to_thread(self._keys.lookup, key)
+        if found is not None:
+            if len(self._known_keys) >= _KEY_CACHE_MAX:
+                self._known_keys.clear()
+            self._known_keys[digest] = (now, found)
+        else:
+            self._known_keys.pop(digest, None)
+        return found
 
     def count_call(self, caller: Caller) -> None:
         """Count one v3 call against the key's limit; V3Error 429 when over it."""

@@ -51,14 +51,16 @@ def create_app(runyard: Runyard) -> FastAPI:
     )
     app.state.runyard = runyard
     app.state.closing = closing
+    # FastAPI tries the routers in this order: the v3 API, the busiest surface
+    # (clients poll it), is matched first.
     for module in (
+        routes_v3,
         routes_meta,
         routes_tasks,
         routes_runs,
         routes_logs,
         routes_events,
         routes_daemon,
-        routes_v3,
         routes_viewer,
     ):
         app.include_router(module.router)

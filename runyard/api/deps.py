@@ -59,12 +59,14 @@ class Closing:
         await self._event.wait()
 
 
-def get_runyard(request: Request) -> Runyard:
+# The dependencies are `async def` on purpose: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop on every request.
+async def get_runyard(request: Request) -> Runyard:
     runyard: Runyard = request.app.state.runyard
     return runyard
 
 
-def get_closing(request: Request) -> Closing:
+async def get_closing(request: Request) -> Closing:
     closing: Closing = request.app.state.closing
     return closing
 
@@ -78,7 +80,7 @@ def schema_url(base_url: URL | str, name: str) -> str:
     return f"{str(base_url).rstrip('/')}/schemas/{name}.json"
 
 
-def schema_base(request: Request) -> str:
+async def schema_base(request: Request) -> str:
     """Return the base URL `$schema` links are built on."""
     return str(request.base_url)
 

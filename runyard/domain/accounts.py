@@ -95,7 +95,8 @@ def runtime(account: Account, used: float) -> Runtime:
     return Runtime(
         used=used_rounded,
         allowance=round(allowance, 2),
-        remaining=round(max(allowance - used, 0.0), 2),
+        # From the rounded figure, so remaining == allowance - used exactly as shown.
+        remaining=round(max(allowance - used_rounded, 0.0), 2),
         limited=limited,
     )
 
