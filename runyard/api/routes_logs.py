@@ -34,6 +34,7 @@ _REPLAY_BATCH = 1000  # lines read from the file per thread hop while replaying
 _END_WAIT = 24 * 3600.0  # wait_for_end wants a bound; a log stream may follow a long run
 _GAP_WAIT = 2.0  # how long lines missing from the file may take to be flushed to it
 _GAP_POLL = 0.05
+_RECHECK_SECONDS = 0.2  # how often the file is read again right after subscribing
 
 
 def _line_body(line: LogLine) -> schemas.LogLine:
@@ -172,15 +173,27 @@ async def follow_log(
     # Every way a run ends (even stopped while queued, with no process) resolves this.
     ended_task = asyncio.ensure_future(_end_of(runyard, run.id))
     cursor = _Cursor(runyard.log_path(run.id), start)
+    loop = asyncio.get_running_loop()
+    # Lines written just before we subscribed may still sit in the log writer's
+    # buffer, in neither the file nor our queue: look at the file again while
+    # the writer's flush delay lasts, even if no newer line comes to show a gap.
+    recheck_until = loop.time() + _GAP_WAIT
     try:
         async for item in cursor.replay():
             yield item
         while True:
+            rechecking = loop.time() < recheck_until
             # Lines first: when both are ready, no line is lost.
             waits: dict[str, Any] = {"line": queue.get(), "ended": ended_task}
-            outcome = await first_of(waits, closing, KEEPALIVE_SECONDS)
+            outcome = await first_of(
+                waits, closing, _RECHECK_SECONDS if rechecking else KEEPALIVE_SECONDS
+            )
             if outcome is None:
-                yield KEEPALIVE
+                if rechecking:
+                    async for item in cursor.replay():
+                        yield item
+                else:
+                    yield KEEPALIVE
                 continue
             key, chunk = outcome
             if key == "ended":

@@ -59,6 +59,14 @@ async def _body(request: Request) -> dict[str, Any]:
             f"The request body is not valid JSON (line {error.lineno}, "
             f"column {error.colno}: {error.msg}).",
         ) from None
+    except (ValueError, RecursionError):
+        # Valid JSON Python will not hold: integers over 4,300 digits, or
+        # arrays nested deeper than the interpreter's recursion limit.
+        raise V3Error(
+            400,
+            "The request body is JSON runyard cannot read: a number is too long "
+            "or arrays are nested too deeply.",
+        ) from None
     if not isinstance(body, dict):
         raise V3Error(400, _BODY_OBJECT)
     return body

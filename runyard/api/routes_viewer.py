@@ -57,7 +57,6 @@ _NOT_FOUND_PAGE = """<!doctype html>
 </html>
 """
 
-# The viewer's files, as (media type, text); read once, served from memory.
 _STATIC_TYPES = {
     "viewer.css": "text/css; charset=utf-8",
     "viewer.js": "text/javascript; charset=utf-8",
@@ -68,6 +67,7 @@ def _static(name: str) -> str:
     return resources.files("runyard.api").joinpath("static", name).read_text(encoding="utf-8")
 
 
+# Read once, served from memory: name -> (media type, text).
 _PAGE = _static("viewer.html")
 _ASSETS = {name: (media_type, _static(name)) for name, media_type in _STATIC_TYPES.items()}
 

@@ -42,6 +42,10 @@ run = "echo one; sleep 0.3; echo two"
 [tasks.many]
 run = "seq 0 999; sleep 0.2; seq 1000 1999; sleep 0.2; seq 2000 2999"
 
+[tasks.quiet]
+run = "echo waiting; sleep 10"
+graceful_stop = "1s"
+
 [tasks.greet]
 run = 'echo "hello $WHO"'
 
@@ -593,6 +597,23 @@ def test_log_stream_sends_every_line_once_in_order(
     assert [line["n"] for line in lines] == list(range(3000))
     assert [line["text"] for line in lines] == [str(i) for i in range(3000)]
     assert events[-1]["data"]["end_reason"] == "success"
+
+
+@pytest.mark.parametrize("connect_after", [0.0, 0.02, 0.05])
+def test_log_stream_sends_a_line_written_just_before_it_subscribed(
+    client: TestClient, connect_after: float
+) -> None:
+    # The only line may still be in the log writer's buffer when the stream
+    # starts: it must arrive while the run runs, not when it ends 10 s later.
+    run = trigger(client, "quiet")
+    time.sleep(connect_after)
+    started = time.monotonic()
+    with client.stream("GET", f"/api/runs/{run['id']}/log/stream") as response:
+        events = read_events(response.iter_lines(), lambda e: e.get("event") in ("line", "done"))
+    assert events[-1]["event"] == "line" and events[-1]["data"]["text"] == "waiting"
+    assert time.monotonic() - started < 5
+    client.post(f"/api/runs/{run['id']}/stop")
+    ended(client, run["id"])
 
 
 def test_log_stream_resumes_after_last_event_id(client: TestClient) -> None:
