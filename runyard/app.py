@@ -133,9 +133,8 @@ class Runyard:
             restart = settings_needing_restart(vars(old.daemon), vars(new.daemon))
             ended = await self.engine.replace_tasks(new.tasks)
             # Settings that apply live; host, port and data_dir wait for a restart.
-            self.engine.max_concurrent_runs = new.daemon.max_concurrent_runs
             self.engine.max_output_size = new.daemon.max_output_size
-            self.engine.account_limits = _account_limits(new)
+            self.engine.set_limits(new.daemon.max_concurrent_runs, _account_limits(new))
             kept = {key: getattr(old.daemon, key) for key in RESTART_SETTINGS}
             self.config = dataclasses.replace(new, daemon=dataclasses.replace(new.daemon, **kept))
             await self.scheduler.tasks_changed()

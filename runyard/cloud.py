@@ -38,7 +38,7 @@ from runyard.domain.models import Run, RunStatus, TaskDefinition, TriggeredBy
 from runyard.domain.ratelimit import RollingWindow
 from runyard.engine.core import RunAlreadyEnded
 from runyard.exceptions import NotFound, RunyardError
-from runyard.store.keys import KeyStore
+from runyard.store.keys import KeyStore, revoked_stamp
 
 if TYPE_CHECKING:
     from runyard.app import Runyard
@@ -62,8 +62,10 @@ DEFAULT_REPORTS = 5
 MAX_REPORTS = 1000  # larger counts are served as this many: the API shows recent runs only
 VIEWER_SECRET_BYTES = 24  # 192 random bits in each viewer link's password
 STOP_RATE_KEY = "stop:"  # /stop carries no key: it is limited per client address
-# How long a key found in the database is trusted without asking again: a key
-# revoked with `runyard keys revoke` stops working within this time.
+# How long a key found in the database is trusted without asking again. A key
+# revoked with `runyard keys revoke` on this machine stops working at once (the
+# command touches a marker in the data dir); daemons on other machines sharing
+# a PostgreSQL database notice within this time.
 KEY_CACHE_SECONDS = 1.0
 _KEY_CACHE_MAX = 10_000
 
@@ -71,9 +73,10 @@ _KEY_CACHE_MAX = 10_000
 class V3Error(RunyardError):
     """A v3 call refused with `{"status": "error", "message": ...}` and an HTTP status."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
         self.status = status
         self.message = message
+        self.retry_after = retry_after  # seconds, for a Retry-After header (429)
         super().__init__(message)
 
 
@@ -117,6 +120,7 @@ class CloudApi:
         self._monotonic = monotonic
         self._window = RollingWindow(60.0)
         self._known_keys: dict[str, tuple[float, ApiKey]] = {}  # hash -> (found at, key)
+        self._revoked_stamp = revoked_stamp(runyard.data_dir)
 
     # ----- callers ------------------------------------------------------------
 
@@ -135,6 +139,10 @@ class CloudApi:
         """Return the active key `key`, from the database or a lookup of the last second."""
         digest = hash_secret(key)
         now = self._monotonic()
+        stamp = revoked_stamp(self._runyard.data_dir)
+        if stamp != self._revoked_stamp:
+            self._revoked_stamp = stamp
+            self._known_keys.clear()
         cached = self._known_keys.get(digest)
         if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
             return cached[1]
@@ -150,13 +158,15 @@ class CloudApi:
     def count_call(self, caller: Caller) -> None:
         """Count one v3 call against the key's limit; V3Error 429 when over it."""
         limit = caller.account.rate_limit_per_minute
-        if not self._window.allow(caller.key_id, limit, self._monotonic()):
-            raise V3Error(429, RATE_LIMITED)
+        now = self._monotonic()
+        if not self._window.allow(caller.key_id, limit, now):
+            raise V3Error(429, RATE_LIMITED, self._window.retry_after(caller.key_id, limit, now))
 
     def count_anonymous_call(self, client: str, limit: int) -> None:
         """Count a call that carries no key (/stop) against its client address."""
-        if not self._window.allow(STOP_RATE_KEY + client, limit, self._monotonic()):
-            raise V3Error(429, RATE_LIMITED)
+        key, now = STOP_RATE_KEY + client, self._monotonic()
+        if not self._window.allow(key, limit, now):
+            raise V3Error(429, RATE_LIMITED, self._window.retry_after(key, limit, now))
 
     # ----- endpoints -----------------------------------------------------------
 

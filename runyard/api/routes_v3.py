@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
@@ -30,16 +31,19 @@ _TIMESTAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
 _BODY_OBJECT = "The request body must be a JSON object."
 
 
-def error_response(status: int, message: str) -> JSONResponse:
-    """Return the v3 error body with `status`."""
-    return JSONResponse({"status": "error", "message": message}, status_code=status)
+def error_response(status: int, message: str, retry_after: float | None = None) -> JSONResponse:
+    """Return the v3 error body with `status` (and Retry-After, in whole seconds, if given)."""
+    headers = None if retry_after is None else {"Retry-After": str(max(1, math.ceil(retry_after)))}
+    return JSONResponse(
+        {"status": "error", "message": message}, status_code=status, headers=headers
+    )
 
 
 async def _answer(work: Callable[[], Awaitable[dict[str, Any]]]) -> Response:
     try:
         return JSONResponse(await work())
     except V3Error as error:
-        return error_response(error.status, error.message)
+        return error_response(error.status, error.message, error.retry_after)
     except ShuttingDown:
         return error_response(503, "runyard is shutting down; try again in a moment.")
     except Exception:

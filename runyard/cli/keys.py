@@ -121,6 +121,9 @@ def revoke(
             raise CliError(
                 f"key {key_id!r} not found (`runyard keys list` shows the ids)"
             ) from None
+    from runyard.store.keys import mark_revoked
+
+    mark_revoked(config.daemon.data_dir)
     if key.revoked_at != now:
         make_console().print(f"key {key.id} of account {key.account} was already revoked")
         return

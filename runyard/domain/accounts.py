@@ -102,9 +102,14 @@ def runtime(account: Account, used: float) -> Runtime:
 
 
 def quota_exhausted(account: Account, used: float) -> bool:
-    """Return whether the account has no runtime left for a new run."""
-    allowance = account.runtime_allowance_minutes
-    return allowance is not None and used >= allowance
+    """Return whether the account has no runtime left for a new run.
+
+    Judged on the figures /remaining-runtime shows, so a trigger is refused
+    exactly when `remaining` reads 0.
+    """
+    if account.runtime_allowance_minutes is None:
+        return False
+    return runtime(account, used).remaining <= 0
 
 
 def report_status(run: Run) -> str:

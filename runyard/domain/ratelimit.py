@@ -30,9 +30,14 @@ class RollingWindow:
         calls.append(now)
         return True
 
-    def retry_after(self, key: str, now: float) -> float:
-        """Return the seconds until `key` may call again (0 when it may now)."""
+    def retry_after(self, key: str, limit: int, now: float) -> float:
+        """Return the seconds until `key` may call again under `limit` (0 when it may now)."""
         calls = self._calls.get(key)
         if not calls:
             return 0.0
-        return max(calls[0] + self.window - now, 0.0)
+        horizon = now - self.window
+        recent = [at for at in calls if at > horizon]
+        if len(recent) < limit:
+            return 0.0
+        # The call that frees a slot is the one `limit` places from the newest.
+        return max(recent[-limit] + self.window - now, 0.0)

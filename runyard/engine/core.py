@@ -361,6 +361,14 @@ class Engine:
         self._pump()
         return ended
 
+    def set_limits(
+        self, max_concurrent_runs: int, account_limits: Mapping[str, int | None]
+    ) -> None:
+        """Apply reloaded concurrency limits; raised limits start queued runs at once."""
+        self.max_concurrent_runs = max_concurrent_runs
+        self.account_limits = dict(account_limits)
+        self._pump()
+
     async def record_missed(
         self, task_name: str, count: int, first: datetime, last: datetime
     ) -> Run:

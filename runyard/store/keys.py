@@ -6,6 +6,7 @@ import secrets
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from datetime import datetime
+from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
@@ -14,6 +15,10 @@ from ulid import ULID
 from runyard.domain.accounts import ApiKey, hash_secret
 from runyard.exceptions import NotFound
 from runyard.store.schema import api_keys
+
+# Touched by `runyard keys revoke`: a daemon using the same data dir drops the
+# keys it trusts from memory when this file changes, so revocation is immediate.
+REVOKED_MARKER = "keys.revoked"
 
 KEY_PREFIX = "ryk_"  # tells a runyard key apart in configs, logs and secret scanners
 _KEY_BYTES = 32  # 256 random bits
@@ -96,3 +101,22 @@ def _row_to_key(row: RowMapping) -> ApiKey:
         created_at=row["created_at"],
         revoked_at=row["revoked_at"],
     )
+
+
+def mark_revoked(data_dir: Path) -> None:
+    """Tell daemons using `data_dir` that a key was revoked."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    marker = data_dir / REVOKED_MARKER
+    marker.touch()
+    # Two revocations within the file system's timestamp step must still differ.
+    with marker.open("a", encoding="utf-8") as handle:
+        handle.write(".")
+
+
+def revoked_stamp(data_dir: Path) -> tuple[int, int]:
+    """Return what changes whenever `mark_revoked` runs: (mtime, size) of the marker."""
+    try:
+        status = (data_dir / REVOKED_MARKER).stat()
+    except FileNotFoundError:
+        return (0, 0)
+    return (status.st_mtime_ns, status.st_size)
