@@ -121,7 +121,10 @@ def v3_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[V3Daemon]:
     assert code == 0, f"daemon exited {code}; its output:\n{output.read_text(errors='replace')}"
 
 
-@pytest.fixture(scope="session")
+# Module scope, not session: Playwright's sync API keeps an asyncio loop
+# running in the main thread while it is open, which would break every async
+# test that runs after this module.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     """Launch Debian's Chromium headless; fail when it is not installed."""
     assert CHROMIUM.exists(), (

@@ -181,7 +181,7 @@ def test_list_tasks(client: TestClient) -> None:
     body = client.get("/api/tasks").json()
     assert body["$schema"] == "http://testserver/schemas/TasksResponseBody.json"
     names = [task["name"] for task in body["tasks"]]
-    assert names == ["chatty", "fail", "greet", "hello", "many", "sleeper"]
+    assert names == ["chatty", "fail", "greet", "hello", "many", "quiet", "sleeper"]
     hello = body["tasks"][names.index("hello")]
     assert hello["$schema"] == "http://testserver/schemas/Task.json"
     assert hello["description"] == "Say hi."
