@@ -43,7 +43,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
+BENCH = Path(__file__).resolve().parent
+# A script's folder comes first on sys.path, and bench/http.py would shadow the
+# standard library's `http` package that httpx imports: keep it, but last.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BENCH]
+sys.path.append(str(BENCH))
+
+import httpx  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))

@@ -139,6 +139,7 @@ class Engine:
         self._end_waiters: dict[str, list[asyncio.Future[Run]]] = defaultdict(list)
         self._accepting = False
         self._stopping = False
+        self._filling_spares = False
         self._retention_task: asyncio.Task[None] | None = None
 
     # ----- lifecycle -------------------------------------------------------
@@ -307,8 +308,9 @@ class Engine:
                 queued.append(run)
             runs.append(run)
         try:
+            # Urgent: whoever triggered is waiting for the commit to be answered.
             await self._writer.write(
-                inserts=runs, ticks={task.name: tick} if tick is not None else None
+                inserts=runs, ticks={task.name: tick} if tick is not None else None, urgent=True
             )
         finally:
             # Release the reservations whatever happened; on success the queue holds the runs now.
@@ -587,7 +589,12 @@ class Engine:
     ) -> tuple[int, EndReason, str, list[str]]:
         task, run = active.task, active.run
         try:
-            workspace_env = await asyncio.to_thread(self.workspace.prepare, run)
+            if run.input_data is None:
+                # A rename of a spare directory: cheaper on the loop than a thread hop.
+                workspace_env = self.workspace.prepare(run)
+                self._fill_spares()
+            else:
+                workspace_env = await asyncio.to_thread(self.workspace.prepare, run)
             child = await spawn(
                 run_id=run.id,
                 argv=build_argv(task, run),
@@ -634,8 +641,24 @@ class Engine:
             detail = f"timeout is {task.timeout.total_seconds():g}s."
         return exit_code, reason, detail, child.stderr_tail()
 
+    def _fill_spares(self) -> None:
+        """Make spare run directories in a thread when they run low (one filler at a time)."""
+        if self._filling_spares or not self.workspace.needs_spares or self._stopping:
+            return
+        self._filling_spares = True
+
+        def done(future: asyncio.Future[None]) -> None:
+            self._filling_spares = False
+            if not future.cancelled() and future.exception() is not None:
+                log.error("could not make spare run directories", exc_info=future.exception())
+
+        filler = asyncio.get_running_loop().run_in_executor(None, self.workspace.fill_spares)
+        filler.add_done_callback(done)
+
     async def _collect_output(self, run_id: str) -> tuple[dict[str, list[list[str]]], list[str]]:
         """Freeze what the run wrote into its output dir, then remove its workspace."""
+        if self.workspace.recycle(run_id):
+            return {}, []
         try:
             return await asyncio.to_thread(self.workspace.read_output, run_id, self.max_output_size)
         finally:
@@ -741,8 +764,6 @@ class Engine:
                     if groups
                     else ""
                 )
-                # What it wrote before the crash is kept, as for any ended run.
-                output, notes = await self._collect_output(run.id)
                 crashed = dataclasses.replace(
                     run,
                     status=RunStatus.ENDED,
@@ -750,12 +771,10 @@ class Engine:
                     exit_code=EXIT_CRASHED,
                     start_at=run.start_at or now,
                     end_at=now,
-                    output_data=output,
                     description="\n".join(
                         [
                             run.description,
                             describe_end(EndReason.CRASHED, EXIT_CRASHED, detail=detail),
-                            *notes,
                         ]
                     ),
                 )
@@ -774,8 +793,10 @@ class Engine:
                 )
             else:
                 pending.append(run)
-        # No run has a process now: workspaces left behind belong to nobody.
+        # No run has a process now: workspaces left behind belong to nobody (a
+        # crashed run's output is not kept: which spare it wrote into was in memory).
         await asyncio.to_thread(self.workspace.remove_except, ())
+        await asyncio.to_thread(self.workspace.fill_spares)
         self._started.open()
         if updates or inserts:
             await self._writer.write(inserts=inserts, updates=updates)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -39,6 +40,7 @@ class StoreWriter:
         self._ticks: dict[str, datetime] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._wakeup = asyncio.Event()
+        self._urgent = asyncio.Event()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runyard-writer")
         self._task: asyncio.Task[None] | None = None
         self._closed = False
@@ -51,11 +53,14 @@ class StoreWriter:
         inserts: Iterable[Run] = (),
         updates: Iterable[Run] = (),
         ticks: dict[str, datetime] | None = None,
+        *,
+        urgent: bool = False,
     ) -> asyncio.Future[None]:
         """Queue changes; the returned future resolves once they are committed.
 
         `ticks` (task name -> cron tick) commit in the same transaction as the
-        runs, so a tick counts as fired exactly when its run exists.
+        runs, so a tick counts as fired exactly when its run exists. `urgent`
+        changes (a caller waits to be answered) cut the gathering pause short.
         """
         for run in inserts:
             self._inserts[run.id] = run
@@ -70,6 +75,8 @@ class StoreWriter:
             self._ticks[task_name] = tick if known is None else max(known, tick)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(future)
+        if urgent:
+            self._urgent.set()
         self._wakeup.set()
         return future
 
@@ -78,9 +85,11 @@ class StoreWriter:
         inserts: Iterable[Run] = (),
         updates: Iterable[Run] = (),
         ticks: dict[str, datetime] | None = None,
+        *,
+        urgent: bool = False,
     ) -> None:
         """Queue changes and wait until they are committed."""
-        await self.submit(inserts, updates, ticks)
+        await self.submit(inserts, updates, ticks, urgent=urgent)
 
     async def _flush_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -88,7 +97,13 @@ class StoreWriter:
             await self._wakeup.wait()
             # A short pause gathers the changes of the next few milliseconds into
             # this batch: far fewer transactions under load, for 5 ms of latency.
-            await asyncio.sleep(_GATHER_SECONDS)
+            # Someone waiting to be answered (an accepted trigger) ends the pause:
+            # under load, what arrives while this batch commits forms the next.
+            if not self._urgent.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent.wait(), _GATHER_SECONDS)
+            await asyncio.sleep(0)  # let changes submitted in this same tick join
+            self._urgent.clear()
             self._wakeup.clear()
             inserts = list(self._inserts.values())
             updates = list(self._updates.values())

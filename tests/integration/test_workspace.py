@@ -278,3 +278,81 @@ def test_remove_except(workspace: Workspace, make_run: MakeRun) -> None:
 def test_remove_except_without_a_root(tmp_path: Path) -> None:
     Workspace(tmp_path / "missing").remove_except(set())
     assert not (tmp_path / "missing").exists()
+
+
+# ----- spare directories ------------------------------------------------------------
+
+
+def test_fill_spares_makes_empty_run_directories(workspace: Workspace) -> None:
+    assert workspace.needs_spares
+    workspace.fill_spares()
+    assert not workspace.needs_spares
+    spares = sorted(workspace.root.iterdir())
+    assert len(spares) == workspace_module.SPARES
+    for spare in spares:
+        assert spare.name.startswith(workspace_module.SPARE_PREFIX)
+        assert [path.name for path in spare.iterdir()] == ["output"]
+        assert stat.S_IMODE(spare.stat().st_mode) == 0o700
+
+
+def test_a_run_without_input_gets_a_spare_and_gives_it_back_unused(
+    workspace: Workspace, make_run: MakeRun
+) -> None:
+    workspace.fill_spares()
+    before = set(workspace.root.iterdir())
+    run = make_run()
+    env = workspace.prepare(run)
+    run_dir = workspace.path(run.id)
+    assert run_dir in before  # no directory was made for it
+    assert env == {OUTPUT_DIR_ENV: str(run_dir / "output")}
+    assert workspace.recycle(run.id) is True
+    # Back among the spares, and no longer the run's.
+    assert set(workspace.root.iterdir()) == before
+    assert workspace.path(run.id) == workspace.root / run.id
+    assert workspace.read_output(run.id, MIB) == ({}, [])
+
+
+@pytest.mark.parametrize(
+    "leftover",
+    ["output/sheet.csv", "stray.txt", "output/.tmp"],
+    ids=["output", "beside-output", "hidden-temp-file"],
+)
+def test_a_run_that_wrote_anything_is_not_recycled(
+    workspace: Workspace, make_run: MakeRun, leftover: str
+) -> None:
+    workspace.fill_spares()
+    run = make_run()
+    workspace.prepare(run)
+    run_dir = workspace.path(run.id)
+    (run_dir / leftover).write_text("a\n", encoding="utf-8")
+    assert workspace.recycle(run.id) is False
+    if leftover == "output/sheet.csv":
+        assert workspace.read_output(run.id, MIB) == ({"sheet": [["a"]]}, [])
+    workspace.remove(run.id)
+    assert not run_dir.exists()
+    # A later run never sees that directory.
+    later = make_run()
+    workspace.prepare(later)
+    assert workspace.path(later.id) != run_dir
+    assert workspace.read_output(later.id, MIB) == ({}, [])
+
+
+def test_a_run_with_input_gets_its_own_directory(workspace: Workspace, make_run: MakeRun) -> None:
+    workspace.fill_spares()
+    run = make_run(input_data=[[["a"]]])
+    workspace.prepare(run)
+    assert workspace.path(run.id) == workspace.root / run.id
+    assert workspace.recycle(run.id) is False  # input files are there: read, then removed
+
+
+def test_remove_except_forgets_the_spares_it_deleted(
+    workspace: Workspace, make_run: MakeRun
+) -> None:
+    workspace.fill_spares()
+    workspace.remove_except(())
+    assert list(workspace.root.iterdir()) == []
+    assert workspace.needs_spares
+    run = make_run()
+    env = workspace.prepare(run)  # no spare left: a directory of its own
+    assert Path(env[OUTPUT_DIR_ENV]).is_dir()
+    assert workspace.path(run.id) == workspace.root / run.id
