@@ -619,7 +619,9 @@ class Engine:
         timeout_timer = None
         if task.timeout is not None:
             timeout_timer = loop.call_later(task.timeout.total_seconds(), self._on_timeout, active)
-        if active.stop_requested or active.daemon_stopping:
+        # A stop, a shutdown or a full log may have come while the process was
+        # being spawned, when there was no child to signal yet.
+        if active.stop_requested or active.daemon_stopping or active.log_overflowed:
             self._terminate(active)
         try:
             exit_code = await child.wait()

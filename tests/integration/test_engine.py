@@ -9,6 +9,7 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ulid import ULID
@@ -25,6 +26,7 @@ from runyard.domain.models import (
     TriggeredBy,
 )
 from runyard.domain.queries import RunQuery
+from runyard.engine import core
 from runyard.engine.core import Engine, RunAlreadyEnded
 from runyard.exceptions import InvalidInput, NotFound
 from runyard.store.logs import read_lines
@@ -359,6 +361,28 @@ async def test_log_on_full_kill_ends_as_log_overflow(harness: Harness) -> None:
     ended = await harness.wait(run.id)
     assert ended.end_reason is EndReason.LOG_OVERFLOW
     assert any("log_max_size" in line for line in harness.log_text(run.id))
+
+
+async def test_a_log_that_fills_while_the_process_is_spawned_still_stops_it(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Under load a fast writer can fill the log before spawn() returns, when
+    # there is no child to signal yet: the run must still be stopped, not left
+    # running forever with its output dropped.
+    real_spawn = core.spawn
+
+    async def spawn_then_report_full(**kwargs: Any) -> Any:
+        child = await real_spawn(**kwargs)
+        kwargs["on_log_full"]()
+        return child
+
+    monkeypatch.setattr(core, "spawn", spawn_then_report_full)
+    engine = await harness.start(
+        task("forever", "sleep 60", log_max_size=64 * 1024, log_on_full=LogOnFull.KILL)
+    )
+    [run] = await engine.trigger("forever", {}, TriggeredBy.API)
+    ended = await harness.wait(run.id)
+    assert ended.end_reason is EndReason.LOG_OVERFLOW
 
 
 async def test_shutdown_stops_running_runs_and_keeps_pending(harness: Harness) -> None:
