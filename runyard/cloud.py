@@ -14,7 +14,7 @@ import hmac
 import secrets
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -33,7 +33,7 @@ from runyard.domain.accounts import (
     viewer_host,
     viewer_pid,
 )
-from runyard.domain.input_data import InputDataError, normalise_input
+from runyard.domain.input_data import InputDataError, json_kind, normalise_input
 from runyard.domain.models import Run, RunStatus, TaskDefinition, TriggeredBy
 from runyard.domain.ratelimit import RollingWindow
 from runyard.engine.core import RunAlreadyEnded
@@ -340,7 +340,7 @@ def _required_name(name: object) -> str:
     if name is None or name == "":
         raise V3Error(400, MISSING_NAME)
     if not isinstance(name, str):
-        raise V3Error(400, f"name must be a string, got {_kind(name)}.")
+        raise V3Error(400, f"name must be a string, got {json_kind(name)}.")
     return name
 
 
@@ -373,17 +373,6 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def _kind(value: object) -> str:
-    kinds: Mapping[type, str] = {
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        list: "an array",
-        dict: "an object",
-    }
-    return kinds.get(type(value), type(value).__name__)
-
-
 def _shown(value: object) -> str:
     if isinstance(value, str):
         return f'"{value}"'
@@ -391,4 +380,4 @@ def _shown(value: object) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return str(value)
-    return _kind(value)
+    return json_kind(value)

@@ -264,6 +264,7 @@ class Engine:
         queued: list[Run] = []
         reserved = {"start": 0, "queue": 0}
         lane: Lane = (task.name, account)
+        effective = _effective(task)
         to_kill: list[_Active] = []
         for index in range(task.replicas):
             run = Run(
@@ -279,10 +280,10 @@ class Engine:
                 secret_hash=secret_hash,
             )
             load = self._load(task.name, account)
-            decision = admit(_effective(task), load)
+            decision = admit(effective, load)
             lines = [describe_start(run, __version__), note]
             if decision is Admission.QUEUE:
-                lines.append(describe_queued(_effective(task), load))
+                lines.append(describe_queued(effective, load))
             run = dataclasses.replace(run, description="\n".join(filter(None, lines)))
             if decision is Admission.SKIP:
                 run = self._ended_unrun(

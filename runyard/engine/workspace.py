@@ -66,10 +66,10 @@ class Workspace:
 
         Raise OSError when the files cannot be written.
         """
-        self.remove(run.id)
         run_dir = self._spares.pop() if self._spares and run.input_data is None else None
         if run_dir is None:
             # A directory left by an earlier daemon would mix its files into this run's data.
+            self.remove(run.id)
             run_dir = self.path(run.id)
             self.root.mkdir(parents=True, exist_ok=True)
             run_dir.mkdir(mode=0o700)
