@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import signal
 import socket
 from collections.abc import Callable, Mapping, Sequence
@@ -123,6 +124,7 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
+            _freeze_startup_objects()
             if self._reloader is not None:
                 self._reloader.install()
             self._announce(self._listening_url())
@@ -140,6 +142,15 @@ class _Server(uvicorn.Server):
                 break
         shown = f"[{host}]" if ":" in host else host
         return f"http://{shown}:{port}"
+
+
+def _freeze_startup_objects() -> None:
+    # What exists once the daemon is up (modules, the app, the config) lives
+    # as long as the daemon. Moved out of the collector's sight, it is no longer
+    # walked by every full collection: under load those took ~100 ms each,
+    # about a tenth of the event loop's time (bench/http.py).
+    gc.collect()
+    gc.freeze()
 
 
 def serve(runyard: Runyard) -> None:

@@ -1,11 +1,13 @@
-"""Group commit: many run changes, one transaction, off the event loop."""
+"""Group commit: many run changes, one transaction, on a thread of its own."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
+import time
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
@@ -23,30 +25,43 @@ class RunSink(Protocol):
     ) -> None: ...
 
 
+@dataclass
+class _Batch:
+    """Changes waiting for the next transaction, and who waits for them."""
+
+    inserts: dict[str, Run] = field(default_factory=dict)
+    updates: dict[str, Run] = field(default_factory=dict)
+    ticks: dict[str, datetime] = field(default_factory=dict)
+    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    urgent: bool = False
+
+    def has_changes(self) -> bool:
+        return bool(self.inserts or self.updates or self.ticks)
+
+
 class StoreWriter:
     """Batch run inserts and updates into as few transactions as the load allows.
 
-    Every change waits in memory until the single flusher takes the whole batch
-    to a worker thread and commits it in one transaction; callers that must know
-    the change is durable (an accepted trigger) await `write`. The event loop
-    never blocks on the database, and one thread writing keeps SQLite free of
-    writer contention.
+    Changes wait in memory until the writer thread takes the whole batch and
+    commits it in one transaction; callers that must know the change is
+    durable (an accepted trigger) await `write`. The thread takes its next
+    batch as soon as a commit ends, without a round trip through the event
+    loop: under load, what arrives while one batch commits forms the next.
+    The event loop never blocks on the database, and one thread writing keeps
+    SQLite free of writer contention.
     """
 
     def __init__(self, store: RunSink) -> None:
         self._store = store
-        self._inserts: dict[str, Run] = {}
-        self._updates: dict[str, Run] = {}
-        self._ticks: dict[str, datetime] = {}
-        self._waiters: list[asyncio.Future[None]] = []
-        self._wakeup = asyncio.Event()
-        self._urgent = asyncio.Event()
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runyard-writer")
-        self._task: asyncio.Task[None] | None = None
+        self._batch = _Batch()
+        self._changed = threading.Condition()  # guards _batch and _closed
         self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._write_forever, name="runyard-writer")
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._flush_forever())
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
 
     def submit(
         self,
@@ -62,22 +77,23 @@ class StoreWriter:
         runs, so a tick counts as fired exactly when its run exists. `urgent`
         changes (a caller waits to be answered) cut the gathering pause short.
         """
-        for run in inserts:
-            self._inserts[run.id] = run
-        for run in updates:
-            # A run inserted in this same batch is simply inserted in its newest form.
-            if run.id in self._inserts:
-                self._inserts[run.id] = run
-            else:
-                self._updates[run.id] = run
-        for task_name, tick in (ticks or {}).items():
-            known = self._ticks.get(task_name)
-            self._ticks[task_name] = tick if known is None else max(known, tick)
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(future)
-        if urgent:
-            self._urgent.set()
-        self._wakeup.set()
+        with self._changed:
+            batch = self._batch
+            for run in inserts:
+                batch.inserts[run.id] = run
+            for run in updates:
+                # A run inserted in this same batch is simply inserted in its newest form.
+                if run.id in batch.inserts:
+                    batch.inserts[run.id] = run
+                else:
+                    batch.updates[run.id] = run
+            for task_name, tick in (ticks or {}).items():
+                known = batch.ticks.get(task_name)
+                batch.ticks[task_name] = tick if known is None else max(known, tick)
+            batch.waiters.append(future)
+            batch.urgent = batch.urgent or urgent
+            self._changed.notify()
         return future
 
     async def write(
@@ -91,53 +107,63 @@ class StoreWriter:
         """Queue changes and wait until they are committed."""
         await self.submit(inserts, updates, ticks, urgent=urgent)
 
-    async def _flush_forever(self) -> None:
-        loop = asyncio.get_running_loop()
+    async def close(self) -> None:
+        """Commit whatever is queued, then stop the writer thread."""
+        with self._changed:
+            self._closed = True
+            self._changed.notify()
+        if self._thread.is_alive():
+            await asyncio.to_thread(self._thread.join)
+
+    # ----- the writer thread -------------------------------------------------------
+
+    def _write_forever(self) -> None:
         while True:
-            await self._wakeup.wait()
+            batch, last = self._next_batch()
+            error: Exception | None = None
+            if batch.has_changes():
+                try:
+                    self._store.apply(
+                        list(batch.inserts.values()),
+                        list(batch.updates.values()),
+                        batch.ticks or None,
+                    )
+                except Exception as exc:  # noqa: BLE001 - handed to every waiter
+                    error = exc
+            self._settle(batch.waiters, error)
+            if last:
+                return
+
+    def _next_batch(self) -> tuple[_Batch, bool]:
+        """Wait for changes and take them all; also say whether the writer is closing."""
+        with self._changed:
+            while not (self._batch.waiters or self._closed):
+                self._changed.wait()
             # A short pause gathers the changes of the next few milliseconds into
             # this batch: far fewer transactions under load, for 5 ms of latency.
-            # Someone waiting to be answered (an accepted trigger) ends the pause:
-            # under load, what arrives while this batch commits forms the next.
-            if not self._urgent.is_set():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._urgent.wait(), _GATHER_SECONDS)
-            await asyncio.sleep(0)  # let changes submitted in this same tick join
-            self._urgent.clear()
-            self._wakeup.clear()
-            inserts = list(self._inserts.values())
-            updates = list(self._updates.values())
-            ticks = self._ticks
-            waiters = self._waiters
-            self._inserts, self._updates, self._ticks, self._waiters = {}, {}, {}, []
-            if not (inserts or updates or ticks):
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
-                if self._closed:
-                    return
-                continue
-            try:
-                if ticks:
-                    await loop.run_in_executor(
-                        self._thread, self._store.apply, inserts, updates, ticks
-                    )
-                else:
-                    await loop.run_in_executor(self._thread, self._store.apply, inserts, updates)
-            except Exception as error:  # noqa: BLE001 - handed to every waiter
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(error)
-                continue
-            for waiter in waiters:
-                if not waiter.done():
-                    waiter.set_result(None)
+            # Someone waiting to be answered (an accepted trigger) ends the pause.
+            deadline = time.monotonic() + _GATHER_SECONDS
+            while not (self._batch.urgent or self._closed):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._changed.wait(left)
+            batch, self._batch = self._batch, _Batch()
+            return batch, self._closed
 
-    async def close(self) -> None:
-        """Commit whatever is queued, then stop the flusher."""
-        self._closed = True
-        await self.submit()
-        if self._task is not None:
-            self._wakeup.set()
-            await self._task
-        self._thread.shutdown(wait=True)
+    def _settle(self, waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
+        if not waiters or self._loop is None:
+            return
+        # The loop is gone only after close() returned, when nobody waits any more.
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(_resolve, waiters, error)
+
+
+def _resolve(waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
+    for waiter in waiters:
+        if waiter.done():  # its caller went away (a cancelled request)
+            continue
+        if error is None:
+            waiter.set_result(None)
+        else:
+            waiter.set_exception(error)
