@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 from runyard.domain.accounts import (
     Account,
@@ -170,8 +170,13 @@ class CloudApi:
 
     # ----- endpoints -----------------------------------------------------------
 
-    async def trigger(self, caller: Caller, name: object, data: object, base_url: str) -> Triggered:
-        """Start (or queue) a run of the automation called `name`, with input `data`."""
+    async def trigger(
+        self, caller: Caller, name: object, data: object, request_base: Callable[[], str]
+    ) -> Triggered:
+        """Start (or queue) a run of the automation called `name`, with input `data`.
+
+        `request_base` returns the request's base URL, for the viewer link.
+        """
         wanted = _required_name(name)
         tables = parse_input(data)
         task = self._task_named(caller.account, wanted)
@@ -190,7 +195,7 @@ class CloudApi:
         )
         run = runs[0]
         started = self._runyard.engine.is_started(run.id) or run.status is RunStatus.ENDED
-        return Triggered(run=run, started=started, link=self.viewer_link(run, secret, base_url))
+        return Triggered(run=run, started=started, link=self.viewer_link(run, secret, request_base))
 
     async def run_reports(self, caller: Caller, count: object) -> list[Report]:
         """Return the account's newest runs as reports, newest first."""
@@ -243,24 +248,28 @@ class CloudApi:
 
     # ----- viewer ----------------------------------------------------------------
 
-    def viewer_link(self, run: Run, secret: str, base_url: str) -> str:
-        """Return the full viewer URL of a run; `base_url` is the request's, a fallback."""
+    def viewer_link(self, run: Run, secret: str, request_base: Callable[[], str]) -> str:
+        """Return the full viewer URL of a run.
+
+        `request_base` returns the base URL the request came in on; it is
+        asked only when neither `external_url` nor a specific host says where
+        the daemon is reached.
+        """
         daemon = self._runyard.config.daemon
-        base = daemon.external_url
-        if not base:
-            unspecified = daemon.host in ("0.0.0.0", "::", "")
-            base = base_url if unspecified else f"http://{_url_host(daemon.host)}:{daemon.port}"
+        if daemon.external_url:
+            base = daemon.external_url
+        elif daemon.host in ("0.0.0.0", "::", ""):
+            base = request_base()
+        else:
+            base = f"http://{_url_host(daemon.host)}:{daemon.port}"
         base = base.rstrip("/")
         port = urlsplit(base).port or daemon.port
-        query = urlencode(
-            {
-                "host": viewer_host(run.id),
-                "port": str(port),
-                "password": secret,
-                "taskId": str(task_number(run.task_name)),
-            }
+        # Every value is URL-safe as it is (digits, `c-00NN-runyard`, and the
+        # secret's URL-safe base64), so the query needs no encoding.
+        return (
+            f"{base}/view/{run.id}?host={viewer_host(run.id)}&port={port}"
+            f"&password={secret}&taskId={task_number(run.task_name)}"
         )
-        return f"{base}/view/{run.id}?{query}"
 
     async def viewer_run(self, run_id: str, password: str | None) -> Run:
         """Return the run if `password` is its viewer secret; NotFound otherwise.

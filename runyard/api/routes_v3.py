@@ -103,7 +103,7 @@ async def trigger(request: Request, runyard: RunyardDep) -> Response:
         body = await _body(request)
         caller = await _caller(request, body, runyard.cloud)
         outcome = await runyard.cloud.trigger(
-            caller, body.get("name"), body.get("data"), str(request.base_url)
+            caller, body.get("name"), body.get("data"), lambda: str(request.base_url)
         )
         if outcome.started:
             return {LINK_KEY: outcome.link}

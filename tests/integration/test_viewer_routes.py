@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -135,6 +137,42 @@ def read_events(response: Any) -> list[tuple[str, Any]]:
             if kind == "done":
                 return events
     return events
+
+
+@pytest.mark.parametrize(
+    ("daemon_lines", "base"),
+    [
+        # Where the daemon listens, when that is a specific address.
+        ("port = 9555", "http://127.0.0.1:9555"),
+        # external_url wins, with its own port (or the daemon's when it has none).
+        (
+            'external_url = "https://runs.example.com:8443/yard/"',
+            "https://runs.example.com:8443/yard",
+        ),
+        # Listening everywhere: the address the request came in on.
+        ('host = "0.0.0.0"\nport = 9556', "http://testserver"),
+    ],
+)
+def test_link_is_built_on_where_the_daemon_is_reached(
+    tmp_path: Path, daemon_lines: str, base: str
+) -> None:
+    path = tmp_path / "runyard.toml"
+    path.write_text(CONFIG.replace("[daemon]", f"[daemon]\n{daemon_lines}"), encoding="utf-8")
+    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    runyard = Runyard(load_config(path, environ=environ), environ=environ)
+    with TestClient(create_app(runyard)) as client:
+        _key, plaintext = KeyStore(runyard.store._transaction).create(
+            "default", "link tests", datetime.now(UTC)
+        )
+        link = trigger(client, plaintext, "plain")
+    run_id = link.path.rsplit("/", 1)[1]
+    port = urlsplit(base).port or runyard.config.daemon.port
+    assert link.url == (
+        f"{base}/view/{run_id}?host={link.host}&port={port}"
+        f"&password={link.password}&taskId={zlib.crc32(b'plain')}"
+    )
+    assert re.fullmatch(r"c-00\d\d-runyard", link.host)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", link.password)
 
 
 def test_page_opens_with_the_secret_and_keeps_it_private(client: TestClient, key: str) -> None:
