@@ -124,7 +124,7 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:
-            _freeze_startup_objects()
+            _tune_garbage_collection()
             if self._reloader is not None:
                 self._reloader.install()
             self._announce(self._listening_url())
@@ -144,13 +144,23 @@ class _Server(uvicorn.Server):
         return f"http://{shown}:{port}"
 
 
-def _freeze_startup_objects() -> None:
-    # What exists once the daemon is up (modules, the app, the config) lives
-    # as long as the daemon. Moved out of the collector's sight, it is no longer
-    # walked by every full collection: under load those took ~100 ms each,
-    # about a tenth of the event loop's time (bench/http.py).
+# Collect the youngest generation after this many more allocations than frees
+# of container objects (Python's default is 700), then the older ones after 10
+# young and 10 middle collections. A request's objects live while its trigger
+# is committed (milliseconds); at the default, a burst of triggers had
+# hundreds of young collections a second, each promoting the objects of the
+# requests in flight, which then set off full collections, each walking every
+# queued run. See bench/http.py.
+GC_THRESHOLDS = (50_000, 10, 10)
+
+
+def _tune_garbage_collection() -> None:
+    # What exists once the daemon is up (modules, the app, the config) lives as
+    # long as the daemon: frozen out of the collector's sight, it is no longer
+    # walked by every full collection.
     gc.collect()
     gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def serve(runyard: Runyard) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -14,7 +15,9 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from runyard.domain.models import Run, RunStatus
 from runyard.domain.queries import RunQuery, SortDirection, SortField
+from runyard.exceptions import StoreError
 from runyard.store import database, task_state
+from runyard.store._bulk import insert_runs
 from runyard.store._rows import MUTABLE_COLUMNS, row_to_run, run_to_row, update_values
 from runyard.store.schema import run_counts, runs
 from runyard.store.task_state import TaskState
@@ -74,6 +77,7 @@ class RunStore:
         self._lock: AbstractContextManager[object] = (
             threading.Lock() if database.is_shared_connection(engine) else nullcontext()
         )
+        self._sqlite = engine.dialect.name == "sqlite"
 
     @classmethod
     def open(cls, url: str) -> RunStore:
@@ -104,6 +108,9 @@ class RunStore:
         tick are recorded together or not at all.
         """
         if not inserts and not updates and not ticks:
+            return
+        if self._sqlite and not updates and not ticks:
+            self._insert_sqlite([run_to_row(run) for run in inserts])
             return
         with self._transaction(write=True) as connection:
             if inserts:
@@ -257,6 +264,20 @@ class RunStore:
         )
         with self._transaction() as connection:
             return list(connection.execute(statement).scalars())
+
+    def _insert_sqlite(self, rows: list[dict[str, Any]]) -> None:
+        # A batch of new runs only (a burst of triggers): one statement through
+        # the driver, see store/_bulk.py.
+        with self._lock, database.store_errors("database error"):
+            connection = self._engine.raw_connection()
+            try:
+                driver = connection.driver_connection
+                assert isinstance(driver, sqlite3.Connection)
+                insert_runs(driver, rows)
+            except ValueError as exc:  # a value SQLite cannot hold (a naive datetime)
+                raise StoreError(f"database error: {exc}") from exc
+            finally:
+                connection.close()
 
     @contextmanager
     def _transaction(self, *, write: bool = False) -> Iterator[Connection]:

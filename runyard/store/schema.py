@@ -31,11 +31,9 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> object:
         if value is None:
             return None
-        if value.tzinfo is None or value.utcoffset() is None:
-            raise ValueError(f"naive datetime {value.isoformat()} (runyard stores aware datetimes)")
         if dialect.name == "sqlite":
-            return (value - _EPOCH) // _MICROSECOND
-        return value.astimezone(UTC)
+            return sqlite_timestamp(value)
+        return _aware(value).astimezone(UTC)
 
     def process_result_value(self, value: object, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -45,6 +43,17 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         if isinstance(value, int):
             return _EPOCH + value * _MICROSECOND
         raise TypeError(f"unexpected timestamp value {value!r}")
+
+
+def sqlite_timestamp(value: datetime) -> int:
+    """Return how SQLite stores an aware datetime: integer microseconds since the epoch."""
+    return (_aware(value) - _EPOCH) // _MICROSECOND
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"naive datetime {value.isoformat()} (runyard stores aware datetimes)")
+    return value
 
 
 def _key(length: int) -> sa.types.TypeEngine[str]:
