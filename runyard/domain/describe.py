@@ -18,11 +18,29 @@ _HOW_STARTED = {
 
 def describe_start(run: Run, version: str) -> str:
     """Return the first line: which runyard started the run, and how."""
-    line = f"runyard {version}: {_HOW_STARTED[run.triggered_by]}"
-    if run.retry_attempt:
-        line += f", retry {run.retry_attempt} of run {run.retry_of_run_id}"
-    if run.replica_index:
-        line += f", replica {run.replica_index}"
+    return describe_trigger(
+        run.triggered_by,
+        run.replica_index,
+        version,
+        retry_attempt=run.retry_attempt,
+        retry_of=run.retry_of_run_id,
+    )
+
+
+def describe_trigger(
+    triggered_by: TriggeredBy,
+    replica_index: int,
+    version: str,
+    *,
+    retry_attempt: int = 0,
+    retry_of: str | None = None,
+) -> str:
+    """Return the first line of a run about to be created, from what starts it."""
+    line = f"runyard {version}: {_HOW_STARTED[triggered_by]}"
+    if retry_attempt:
+        line += f", retry {retry_attempt} of run {retry_of}"
+    if replica_index:
+        line += f", replica {replica_index}"
     return line + "."
 
 

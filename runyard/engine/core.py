@@ -20,7 +20,13 @@ from typing import Any
 from ulid import ULID
 
 from runyard import __version__
-from runyard.domain.describe import describe_end, describe_queued, describe_start, describe_wait
+from runyard.domain.describe import (
+    describe_end,
+    describe_queued,
+    describe_start,
+    describe_trigger,
+    describe_wait,
+)
 from runyard.domain.models import (
     EXIT_CRASHED,
     EXIT_NOT_RUN,
@@ -267,6 +273,11 @@ class Engine:
         effective = _effective(task)
         to_kill: list[_Active] = []
         for index in range(task.replicas):
+            load = self._load(task.name, account)
+            decision = admit(effective, load)
+            lines = [describe_trigger(triggered_by, index, __version__), note]
+            if decision is Admission.QUEUE:
+                lines.append(describe_queued(effective, load))
             run = Run(
                 id=str(ULID()),
                 task_name=task.name,
@@ -275,16 +286,11 @@ class Engine:
                 triggered_by=triggered_by,
                 replica_index=index,
                 params=values,
+                description="\n".join(filter(None, lines)),
                 input_data=input_data,
                 account=account,
                 secret_hash=secret_hash,
             )
-            load = self._load(task.name, account)
-            decision = admit(effective, load)
-            lines = [describe_start(run, __version__), note]
-            if decision is Admission.QUEUE:
-                lines.append(describe_queued(effective, load))
-            run = dataclasses.replace(run, description="\n".join(filter(None, lines)))
             if decision is Admission.SKIP:
                 run = self._ended_unrun(
                     run,
