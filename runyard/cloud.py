@@ -20,17 +20,21 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from ulid import ULID
+
 from runyard.domain.accounts import (
     Account,
     ApiKey,
     Runtime,
     billing_period_start,
     hash_secret,
+    password_run_id,
     quota_exhausted,
     report_status,
     runtime,
     used_minutes,
     viewer_host,
+    viewer_password,
     viewer_pid,
 )
 from runyard.domain.input_data import InputDataError, json_kind, normalise_input
@@ -184,18 +188,22 @@ class CloudApi:
             used = await self._used_minutes(caller.account)
             if quota_exhausted(caller.account, used):
                 raise V3Error(403, QUOTA_EXCEEDED)
-        secret = secrets.token_urlsafe(VIEWER_SECRET_BYTES)
+        run_id = str(ULID())
+        password = viewer_password(run_id, secrets.token_urlsafe(VIEWER_SECRET_BYTES))
         runs = await self._runyard.engine.trigger(
             task.name,
             {},
             TriggeredBy.CLOUD,
             tables,
             account=caller.account.id,
-            secret_hash=hash_secret(secret),
+            secret_hash=hash_secret(password),
+            run_id=run_id,
         )
         run = runs[0]
         started = self._runyard.engine.is_started(run.id) or run.status is RunStatus.ENDED
-        return Triggered(run=run, started=started, link=self.viewer_link(run, secret, request_base))
+        return Triggered(
+            run=run, started=started, link=self.viewer_link(run, password, request_base)
+        )
 
     async def run_reports(self, caller: Caller, count: object) -> list[Report]:
         """Return the account's newest runs as reports, newest first."""
@@ -236,7 +244,15 @@ class CloudApi:
         """
         if not isinstance(password, str) or not password:
             raise V3Error(404, RUN_NOT_FOUND)
-        run = await asyncio.to_thread(self._runyard.store.run_by_secret, hash_secret(password))
+        run: Run | None = None
+        named = password_run_id(password)
+        if named is not None:
+            with contextlib.suppress(NotFound):
+                run = await self.viewer_run(named, password)
+        else:
+            # A link issued before passwords named their run: found by the hash
+            # alone, which reads every run (it has no index since migration 0004).
+            run = await asyncio.to_thread(self._runyard.store.run_by_secret, hash_secret(password))
         expected = None if run is None else viewer_pid(run.id)
         if run is None or expected is None or not _same_pid(pid, expected):
             raise V3Error(404, RUN_NOT_FOUND)
@@ -248,7 +264,7 @@ class CloudApi:
 
     # ----- viewer ----------------------------------------------------------------
 
-    def viewer_link(self, run: Run, secret: str, request_base: Callable[[], str]) -> str:
+    def viewer_link(self, run: Run, password: str, request_base: Callable[[], str]) -> str:
         """Return the full viewer URL of a run.
 
         `request_base` returns the base URL the request came in on; it is
@@ -265,10 +281,10 @@ class CloudApi:
         base = base.rstrip("/")
         port = urlsplit(base).port or daemon.port
         # Every value is URL-safe as it is (digits, `c-00NN-runyard`, and the
-        # secret's URL-safe base64), so the query needs no encoding.
+        # password's run id, dot and URL-safe base64), so the query needs no encoding.
         return (
             f"{base}/view/{run.id}?host={viewer_host(run.id)}&port={port}"
-            f"&password={secret}&taskId={task_number(run.task_name)}"
+            f"&password={password}&taskId={task_number(run.task_name)}"
         )
 
     async def viewer_run(self, run_id: str, password: str | None) -> Run:

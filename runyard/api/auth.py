@@ -43,7 +43,8 @@ CAPABILITY_ROUTES: frozenset[str] = frozenset(
         "/api/v3/run-data",
         "/api/v3/remaining-runtime",
         "/api/v3/list-automations",
-        # Stops only the run whose viewer secret (192 random bits) it carries; 404 otherwise.
+        # Stops only the run whose viewer password (its id and 192 random bits) it
+        # carries; 404 otherwise.
         "/api/v3/stop",
         # The run viewer: each run's page, state and log open only with that run's
         # secret in `password`, the link's capability; 404 otherwise.

@@ -16,6 +16,7 @@ from runyard.domain.models import EndReason, Run, RunStatus
 
 DEFAULT_ACCOUNT = "default"
 DEFAULT_RATE_LIMIT = 100  # calls per rolling minute per key, as the hosted service allows
+RUN_ID_LENGTH = 26  # a ULID in Crockford base32
 # Reported as the allowance of an account without one: a number, not null, so
 # client code that compares `remaining` keeps working (about 1,900 years).
 UNLIMITED_MINUTES = 1_000_000_000.0
@@ -134,6 +135,21 @@ def viewer_host(run_id: str) -> str:
     Clients take characters 2..4 of the part after the first `-` as the pid.
     """
     return f"c-00{viewer_pid(run_id)}-runyard"
+
+
+def viewer_password(run_id: str, secret: str) -> str:
+    """Return the `password` of a run's viewer link: the run's id, a dot, a random secret.
+
+    The id lets /stop find the run by its primary key; the secret (at least
+    128 random bits) is what proves the caller was given the link.
+    """
+    return f"{run_id}.{secret}"
+
+
+def password_run_id(password: str) -> str | None:
+    """Return the run id a viewer password names, or None for one that names none."""
+    run_id, dot, secret = password.partition(".")
+    return run_id if dot and secret and len(run_id) == RUN_ID_LENGTH else None
 
 
 def hash_secret(secret: str) -> str:

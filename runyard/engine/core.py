@@ -248,13 +248,15 @@ class Engine:
         note: str = "",
         account: str | None = None,
         secret_hash: str | None = None,
+        run_id: str | None = None,
     ) -> list[Run]:
         """Admit one trigger (one run per replica) and return the runs as recorded.
 
         A cron trigger passes its `tick`: it is recorded as fired in the same
         transaction as the runs. `note` is added to the runs' descriptions. A
         v3 trigger passes its `account`, whose concurrency limit then applies,
-        and the hash of the viewer link's secret.
+        the hash of the viewer link's password, and the id of the first run
+        (the password names it, so it is chosen before the run exists).
         """
         task = self.tasks.get(task_name)
         if task is None:
@@ -279,7 +281,7 @@ class Engine:
             if decision is Admission.QUEUE:
                 lines.append(describe_queued(effective, load))
             run = Run(
-                id=str(ULID()),
+                id=run_id if index == 0 and run_id is not None else str(ULID()),
                 task_name=task.name,
                 status=RunStatus.PENDING,
                 created_at=now,

@@ -243,7 +243,11 @@ class RunStore:
         return [(start, end) for start, end in rows if start is not None]
 
     def run_by_secret(self, secret_hash: str) -> Run | None:
-        """Return the newest run whose viewer secret has this hash, or None."""
+        """Return the newest run whose viewer password has this hash, or None.
+
+        It reads every run (no index): only links issued before passwords
+        named their run (migration 0004) need it.
+        """
         statement = (
             sa.select(runs)
             .where(runs.c.secret_hash == secret_hash)

@@ -48,7 +48,8 @@ REPORT_STATUSES = ("Running", "Success", "Failure")
 REPORT_FIELDS = {"task_name", "status", "description", "created_at", "updated_at"}
 TIMESTAMP_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 VIEWER_HOST_RE = re.compile(r"^c-00\d\d-runyard$")
-PASSWORD_RE = re.compile(r"^[A-Za-z0-9_-]{22,}$")
+# The run's id, a dot, then at least 128 random bits of URL-safe base64.
+PASSWORD_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}\.[A-Za-z0-9_-]{22,}$")
 
 # Every endpoint that takes an account key, with the smallest body it accepts
 # besides the key itself.

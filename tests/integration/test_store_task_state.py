@@ -43,7 +43,7 @@ def _version(store_url: str) -> list[str]:
 
 
 def test_migration_creates_task_state_on_fresh_database(store: RunStore, store_url: str) -> None:
-    assert _version(store_url) == ["0003"]
+    assert _version(store_url) == ["0004"]
     engine = _engine(store_url)
     try:
         inspector = sa.inspect(engine)
@@ -55,6 +55,23 @@ def test_migration_creates_task_state_on_fresh_database(store: RunStore, store_u
         assert inspector.get_pk_constraint("task_state")["constrained_columns"] == ["task_name"]
     finally:
         engine.dispose()
+
+
+def test_migration_0004_drops_the_index_on_viewer_secrets(store_url: str) -> None:
+    engine = database.create_engine(store_url)
+    try:
+        database.migrate(engine, "0003")
+        assert "ix_runs_secret_hash" in _index_names(engine)
+        database.migrate(engine, "0004")
+        names = _index_names(engine)
+        assert "ix_runs_secret_hash" not in names
+        assert "ix_runs_account_created" in names  # the other indexes of 0003 stay
+    finally:
+        engine.dispose()
+
+
+def _index_names(engine: sa.Engine) -> set[str]:
+    return {str(index["name"]) for index in sa.inspect(engine).get_indexes("runs")}
 
 
 def test_migration_upgrades_database_at_0001_keeping_runs(
@@ -75,7 +92,7 @@ def test_migration_upgrades_database_at_0001_keeping_runs(
 
     store = RunStore.open(store_url)
     try:
-        assert _version(store_url) == ["0003"]
+        assert _version(store_url) == ["0004"]
         assert store.get_run(run.id) == run
         assert store.task_states() == {}
         store.set_last_ticks({"backup": T0}, T0)

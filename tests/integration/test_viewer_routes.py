@@ -16,12 +16,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from runyard.api.app import create_app
 from runyard.app import Runyard
 from runyard.config.loader import load_config
+from runyard.domain.accounts import hash_secret
 from runyard.store.keys import KeyStore
+from runyard.store.schema import runs
 
 CONFIG = """
 [daemon]
@@ -172,7 +175,8 @@ def test_link_is_built_on_where_the_daemon_is_reached(
         f"&password={link.password}&taskId={zlib.crc32(b'plain')}"
     )
     assert re.fullmatch(r"c-00\d\d-runyard", link.host)
-    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", link.password)
+    # The run's id, a dot, then 192 random bits of URL-safe base64.
+    assert re.fullmatch(rf"{run_id}\.[A-Za-z0-9_-]{{32}}", link.password)
 
 
 def test_page_opens_with_the_secret_and_keeps_it_private(client: TestClient, key: str) -> None:
@@ -268,6 +272,46 @@ def test_stop_through_the_viewer_link(client: TestClient, key: str) -> None:
     assert response.status_code == 200 and response.json() == {"stopped": pid}
     final = ended_state(client, link)
     assert final["status"] == "Failure" and final["end_reason"] == "stopped"
+
+
+def test_stop_finds_a_run_whose_password_names_no_run(
+    runyard: Runyard, client: TestClient, key: str
+) -> None:
+    # Links issued before passwords carried their run's id: a bare secret.
+    link = trigger(client, key, "Slow")
+    legacy = "an-old-style-secret-of-enough-length"
+    run_id = link.path.rsplit("/", 1)[1]
+    with runyard.store._transaction(write=True) as connection:
+        connection.execute(
+            sa.update(runs).where(runs.c.id == run_id).values(secret_hash=hash_secret(legacy))
+        )
+    pid = link.host.split("-")[1][2:4]
+    response = client.post("/api/v3/stop", json={"pid": pid, "pw": legacy})
+    assert response.status_code == 200 and response.json() == {"stopped": pid}
+    # The viewer opens with the old password too.
+    legacy_link = Link(url=link.url, path=link.path, password=legacy, host=link.host)
+    assert ended_state(client, legacy_link)["end_reason"] == "stopped"
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "{run_id}.not-the-secret",  # the right run, a wrong secret
+        "01ARZ3NDEKTSV4RRFFQ69G5FAV.{secret}",  # the right secret, another run's id
+        "{secret}",  # the secret without the id
+    ],
+)
+def test_stop_refuses_a_password_that_is_not_the_runs(
+    client: TestClient, key: str, password: str
+) -> None:
+    link = trigger(client, key, "Slow")
+    run_id, secret = link.password.split(".", 1)
+    pid = link.host.split("-")[1][2:4]
+    response = client.post(
+        "/api/v3/stop", json={"pid": pid, "pw": password.format(run_id=run_id, secret=secret)}
+    )
+    assert response.status_code == 404
+    assert state(client, link)["phase"] != "ended"
 
 
 @pytest.mark.parametrize(

@@ -15,11 +15,13 @@ from runyard.domain.accounts import (
     Runtime,
     billing_period_start,
     hash_secret,
+    password_run_id,
     quota_exhausted,
     report_status,
     runtime,
     used_minutes,
     viewer_host,
+    viewer_password,
     viewer_pid,
 )
 from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
@@ -396,3 +398,26 @@ def test_hash_secret_encodes_utf8_and_tells_secrets_apart() -> None:
     assert len(hashes) == 5
     assert all(re.fullmatch(r"[0-9a-f]{64}", value) for value in hashes)
     assert hash_secret("Zoë") == hash_secret("Zoë")
+
+
+RUN_ID = "01ARZ3NDEKTSV4RRFFQ69G5FAV"
+
+
+def test_a_viewer_password_names_its_run() -> None:
+    password = viewer_password(RUN_ID, "Zm9vYmFyYmF6cXV4LXNlY3JldA")
+    assert password == f"{RUN_ID}.Zm9vYmFyYmF6cXV4LXNlY3JldA"
+    assert password_run_id(password) == RUN_ID
+
+
+@pytest.mark.parametrize(
+    "password",
+    [
+        "Zm9vYmFyYmF6cXV4LXNlY3JldA",  # a bare secret (links issued before 0004)
+        f"{RUN_ID}.",  # an id without a secret
+        f"{RUN_ID[:-1]}.secret",  # too short to be a run id
+        f"{RUN_ID}X.secret",  # too long
+        "",
+    ],
+)
+def test_a_password_without_a_run_id_names_none(password: str) -> None:
+    assert password_run_id(password) is None
