@@ -51,10 +51,10 @@ def create_app(runyard: Runyard) -> FastAPI:
     )
     app.state.runyard = runyard
     app.state.closing = closing
-    # FastAPI tries the routers in this order: the v3 API, the busiest surface
-    # (clients poll it), is matched first.
+    # Routes are tried in this order: the v3 API, the busiest surface (clients
+    # poll it), is matched first.
+    routes_v3.add_routes(app)
     for module in (
-        routes_v3,
         routes_meta,
         routes_tasks,
         routes_runs,
