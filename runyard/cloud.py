@@ -250,9 +250,13 @@ class CloudApi:
             with contextlib.suppress(NotFound):
                 run = await self.viewer_run(named, password)
         else:
-            # A link issued before passwords named their run: found by the hash
-            # alone, which reads every run (it has no index since migration 0004).
-            run = await asyncio.to_thread(self._runyard.store.run_by_secret, hash_secret(password))
+            # A link issued before passwords named their run: found by its hash
+            # among the runs not yet ended (the hash has no index since
+            # migration 0004, and a search of every run is not for anyone who
+            # asks). Stopping such a link's ended run answers 404.
+            run = await asyncio.to_thread(
+                self._runyard.store.active_run_by_secret, hash_secret(password)
+            )
         expected = None if run is None else viewer_pid(run.id)
         if run is None or expected is None or not _same_pid(pid, expected):
             raise V3Error(404, RUN_NOT_FOUND)

@@ -242,15 +242,16 @@ class RunStore:
             rows = [*connection.execute(ended).tuples(), *connection.execute(running).tuples()]
         return [(start, end) for start, end in rows if start is not None]
 
-    def run_by_secret(self, secret_hash: str) -> Run | None:
-        """Return the newest run whose viewer password has this hash, or None.
+    def active_run_by_secret(self, secret_hash: str) -> Run | None:
+        """Return the pending or running run whose viewer password has this hash, or None.
 
-        It reads every run (no index): only links issued before passwords
-        named their run (migration 0004) need it.
+        Only links issued before passwords named their run (migration 0004)
+        need it. secret_hash has no index: the status index bounds the search
+        to the runs not yet ended.
         """
         statement = (
             sa.select(runs)
-            .where(runs.c.secret_hash == secret_hash)
+            .where(runs.c.status.in_(_ACTIVE_STATUSES), runs.c.secret_hash == secret_hash)
             .order_by(runs.c.created_at.desc(), runs.c.id.desc())
             .limit(1)
         )

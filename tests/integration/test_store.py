@@ -461,3 +461,21 @@ def test_in_memory_sqlite_is_shared_by_threads(make_run: MakeRun) -> None:
         assert len(store.active_runs()) == 8
     finally:
         store.close()
+
+
+def test_active_run_by_secret_finds_only_runs_not_yet_ended(
+    store: RunStore, make_run: MakeRun
+) -> None:
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    older = make_run(created_at=t0, secret_hash="a" * 64)
+    newer = make_run(status=RunStatus.RUNNING, created_at=t0 + timedelta(1), secret_hash="a" * 64)
+    ended = make_run(
+        status=RunStatus.ENDED,
+        end_reason=EndReason.SUCCESS,
+        created_at=t0 + timedelta(2),
+        secret_hash="b" * 64,
+    )
+    store.apply([older, newer, ended], [])
+    assert store.active_run_by_secret("a" * 64) == newer  # the newest of those sharing it
+    assert store.active_run_by_secret("b" * 64) is None
+    assert store.active_run_by_secret("c" * 64) is None

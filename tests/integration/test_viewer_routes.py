@@ -291,6 +291,9 @@ def test_stop_finds_a_run_whose_password_names_no_run(
     # The viewer opens with the old password too.
     legacy_link = Link(url=link.url, path=link.path, password=legacy, host=link.host)
     assert ended_state(client, legacy_link)["end_reason"] == "stopped"
+    # Once the run has ended, such a password is looked for no more.
+    response = client.post("/api/v3/stop", json={"pid": pid, "pw": legacy})
+    assert response.status_code == 404
 
 
 @pytest.mark.parametrize(
