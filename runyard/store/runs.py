@@ -55,8 +55,9 @@ _UPDATE = (
 
 # With RETURNING, SQLAlchemy sends many rows as one multi-row INSERT per page
 # ("insertmanyvalues") instead of one statement per row: a third less work per
-# run in a burst of triggers. Databases without INSERT ... RETURNING (SQLite
-# before 3.35) get the plain executemany.
+# run. Used on PostgreSQL, and on SQLite when a batch also updates runs (new
+# runs alone go in through store/_bulk.py). Databases without INSERT ...
+# RETURNING (SQLite before 3.35) get the plain executemany.
 _INSERT_MANY = sa.insert(runs).returning(runs.c.id, sort_by_parameter_order=False)
 
 
@@ -77,7 +78,7 @@ class RunStore:
         self._lock: AbstractContextManager[object] = (
             threading.Lock() if database.is_shared_connection(engine) else nullcontext()
         )
-        self._sqlite = engine.dialect.name == "sqlite"
+        self._sqlite = engine.dialect.name == "sqlite"  # new runs alone: store/_bulk.py
 
     @classmethod
     def open(cls, url: str) -> RunStore:
