@@ -57,7 +57,12 @@ class StoreWriter:
         self._changed = threading.Condition()  # guards _batch and _closed
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread = threading.Thread(target=self._write_forever, name="runyard-writer")
+        # A daemon thread: a process ending without close() (a failed start)
+        # must not hang on it. What it had not committed was never answered,
+        # and SQLite or PostgreSQL roll back a transaction cut short.
+        self._thread = threading.Thread(
+            target=self._write_forever, name="runyard-writer", daemon=True
+        )
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
