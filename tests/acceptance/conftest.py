@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +16,8 @@ from runyard_harness import (
     cli_env,
     free_port,
     run_cli,
-    stop_process,
-    wait_for_health,
+    start_daemon,
+    stop_daemon,
 )
 
 
@@ -49,18 +48,6 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     config.write_text(CONFIG.format(port=port, data_dir=data_dir), encoding="utf-8")
     env = cli_env(RUNYARD_TOKEN=TEST_TOKEN)
     output = tmp_path / "daemon.log"
-    with output.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "runyard", "--config", str(config), "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    problem = wait_for_health(url, process)
-    if problem is not None:
-        stop_process(process)
-        pytest.fail(f"{problem}; its output:\n{output.read_text(errors='replace')}")
+    process, url = start_daemon(config, env, output, port)
     yield Daemon(url=url, token=TEST_TOKEN, config=config, data_dir=data_dir, env=env)
-    code = stop_process(process)
-    assert code == 0, f"daemon exited {code}; its output:\n{output.read_text(errors='replace')}"
+    stop_daemon(process, output)

@@ -130,6 +130,35 @@ def stop_process(process: subprocess.Popen[bytes]) -> int:
         return -9
 
 
+def start_daemon(
+    config: Path, env: dict[str, str], output: Path, port: int
+) -> tuple[subprocess.Popen[bytes], str]:
+    """Start `runyard serve` with `config` (listening on `port`), its output in `output`.
+
+    Return the process and its URL once /health answers; a daemon that never
+    does is stopped and the test fails with what it printed.
+    """
+    with output.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "runyard", "--config", str(config), "serve"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    problem = wait_for_health(url, process)
+    if problem is not None:
+        stop_process(process)
+        raise AssertionError(f"{problem}; its output:\n{output.read_text(errors='replace')}")
+    return process, url
+
+
+def stop_daemon(process: subprocess.Popen[bytes], output: Path) -> None:
+    """Stop the daemon with SIGTERM; fail the test unless it exits 0."""
+    code = stop_process(process)
+    assert code == 0, f"daemon exited {code}; its output:\n{output.read_text(errors='replace')}"
+
+
 CliRunner = Callable[..., subprocess.CompletedProcess[str]]
 
 

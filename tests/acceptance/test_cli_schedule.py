@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,8 +18,8 @@ from runyard_harness import (
     Daemon,
     cli_env,
     free_port,
-    stop_process,
-    wait_for_health,
+    start_daemon,
+    stop_daemon,
 )
 
 SCHEDULED = """
@@ -64,22 +63,10 @@ def scheduled(tmp_path: Path) -> Iterator[RunningDaemon]:
     config.write_text(CONFIG.format(port=port, data_dir=data_dir) + SCHEDULED, encoding="utf-8")
     env = cli_env(RUNYARD_TOKEN=TEST_TOKEN)
     output = tmp_path / "daemon.log"
-    with output.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "runyard", "--config", str(config), "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    problem = wait_for_health(url, process)
-    if problem is not None:
-        stop_process(process)
-        pytest.fail(f"{problem}; its output:\n{output.read_text(errors='replace')}")
+    process, url = start_daemon(config, env, output, port)
     daemon = Daemon(url=url, token=TEST_TOKEN, config=config, data_dir=data_dir, env=env)
     yield RunningDaemon(daemon, process, output)
-    code = stop_process(process)
-    assert code == 0, f"daemon exited {code}; its output:\n{output.read_text(errors='replace')}"
+    stop_daemon(process, output)
 
 
 def api_tasks(daemon: Daemon) -> dict[str, dict[str, object]]:

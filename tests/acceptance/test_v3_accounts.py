@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import re
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,9 +28,9 @@ from runyard_harness import (
     cli_env,
     free_port,
     run_cli,
+    start_daemon,
     stop_process,
     until,
-    wait_for_health,
 )
 
 from runyard.domain.accounts import UNLIMITED_MINUTES
@@ -257,18 +255,7 @@ def serve(home: Path, config_text: str, keys: list[tuple[str, str]]) -> Iterator
     config.write_text(config_text.format(port=port, data_dir=home / "data"), encoding="utf-8")
     env = cli_env(RUNYARD_TOKEN=TEST_TOKEN)
     output = home / "daemon.log"
-    with output.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "runyard", "--config", str(config), "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    problem = wait_for_health(url, process)
-    if problem is not None:
-        stop_process(process)
-        pytest.fail(f"{problem}; its output:\n{output.read_text(errors='replace')}")
+    process, url = start_daemon(config, env, output, port)
     daemon = V3Daemon(url=url, config=config, env=env)
     try:
         # The CLI writes keys straight into the database the daemon reads.

@@ -25,9 +25,9 @@ from runyard_harness import (
     cli_env,
     free_port,
     run_cli,
+    start_daemon,
     stop_process,
     until,
-    wait_for_health,
 )
 
 # ----- the contract's texts ---------------------------------------------------------
@@ -232,18 +232,7 @@ def v3_daemon(
     env = cli_env(RUNYARD_TOKEN=TEST_TOKEN)
     created = {label: create_key(config, account, label, env) for label, account in keys.items()}
     log_path = directory / "daemon.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "runyard", "--config", str(config), "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    problem = wait_for_health(url, process)
-    if problem is not None:
-        stop_process(process)
-        raise AssertionError(f"{problem}; its output:\n{log_path.read_text(errors='replace')}")
+    process, url = start_daemon(config, env, log_path, port)
     daemon: V3Daemon | None = None
     try:
         with httpx.Client(timeout=30.0) as http:

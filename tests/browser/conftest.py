@@ -6,7 +6,6 @@ download. The tests fail (never skip) when it is missing.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from runyard_harness import (  # noqa: E402
     cli_env,
     free_port,
     run_cli,
+    start_daemon,
     stop_process,
-    wait_for_health,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -102,18 +101,7 @@ def v3_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[V3Daemon]:
     )
     env = cli_env(RUNYARD_TOKEN=TEST_TOKEN)
     output = home / "daemon.log"
-    with output.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "runyard", "--config", str(config), "serve"],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    problem = wait_for_health(url, process)
-    if problem is not None:
-        stop_process(process)
-        pytest.fail(f"{problem}; its output:\n{output.read_text(errors='replace')}")
+    process, url = start_daemon(config, env, output, port)
     try:
         yield V3Daemon(url=url, key=_create_key(config, env))
     finally:
