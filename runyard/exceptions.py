@@ -21,6 +21,29 @@ class StoreError(RunyardError):
     """The database failed or answered something unexpected."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot take the request now; the same request can succeed later.
+
+    The connection was lost or refused, the server is restarting, SQLite is
+    locked by another writer, the disk is full. `maybe_committed` is True when
+    the failure came while committing over a network: the transaction may
+    have landed all the same. `retry_after` is the seconds a client is told to
+    wait before trying again.
+    """
+
+    retry_after = 5.0
+
+    def __init__(self, message: str, *, maybe_committed: bool = False) -> None:
+        self.maybe_committed = maybe_committed
+        super().__init__(message)
+
+
+class DiskFull(StoreUnavailable):
+    """The disk that holds runyard's data (or its database) has no space left."""
+
+    retry_after = 30.0
+
+
 class NotFound(RunyardError):
     """A task or run that does not exist."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
@@ -17,7 +18,7 @@ from starlette.responses import JSONResponse
 from runyard.api.deps import schema_url
 from runyard.api.schemas import ErrorModel
 from runyard.engine.core import RunAlreadyEnded, ShuttingDown
-from runyard.exceptions import ConfigError, InvalidInput, NotFound
+from runyard.exceptions import ConfigError, DiskFull, InvalidInput, NotFound, StoreUnavailable
 
 log = logging.getLogger("runyard.api")
 
@@ -211,6 +212,39 @@ async def _shutting_down(request: Request, exc: Exception) -> ProblemResponse:
     return _request_problem(request, 503, "runyard is shutting down and accepts no new runs.")
 
 
+def retry_after_header(seconds: float) -> dict[str, str]:
+    """Return a Retry-After header of `seconds`, in whole seconds (at least 1)."""
+    return {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+DATABASE_UNAVAILABLE = (
+    "runyard's database is unavailable right now ({reason}); nothing was changed. "
+    "Try again in a few seconds."
+)
+DISK_FULL = (
+    "The disk that holds runyard's data is full ({reason}); nothing was changed. "
+    "runyard takes requests again by itself once space is freed."
+)
+
+
+async def _store_unavailable(request: Request, exc: Exception) -> ProblemResponse:
+    # The database is restarting, unreachable or locked: the same request can succeed later.
+    assert isinstance(exc, StoreUnavailable)
+    return _request_problem(
+        request,
+        503,
+        DATABASE_UNAVAILABLE.format(reason=exc),
+        headers=retry_after_header(exc.retry_after),
+    )
+
+
+async def _disk_full(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, DiskFull)
+    return _request_problem(
+        request, 507, DISK_FULL.format(reason=exc), headers=retry_after_header(exc.retry_after)
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
@@ -238,6 +272,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ConfigError, _config_error)
     app.add_exception_handler(RunAlreadyEnded, _already_ended)
     app.add_exception_handler(ShuttingDown, _shutting_down)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(DiskFull, _disk_full)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(Exception, _unexpected)
 

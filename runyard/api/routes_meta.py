@@ -4,28 +4,42 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Response
 
 from runyard import __version__
 from runyard.api import schemas
 from runyard.api.deps import RunyardDep, SchemaBase, schema_url
-from runyard.api.errors import problem_responses
+from runyard.api.errors import problem_responses, retry_after_header
 from runyard.engine.core import utc_now
 
 router = APIRouter(tags=["meta"])
 
 _JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+UNHEALTHY_RETRY_AFTER_SECONDS = 5
 
 
-@router.get("/health", summary="Health check")
-async def health(runyard: RunyardDep, base: SchemaBase) -> schemas.Health:
-    """Answer that the daemon is up, with its version and uptime."""
+@router.get(
+    "/health",
+    summary="Health check",
+    responses={503: {"model": schemas.Health, "description": "Runs cannot be recorded now"}},
+)
+async def health(runyard: RunyardDep, base: SchemaBase, response: Response) -> schemas.Health:
+    """Answer whether the daemon can record runs (its database answers, its disk has room).
+
+    503 with the reason while it cannot; it recovers by itself.
+    """
+    report = await runyard.engine.health()
     uptime = (utc_now() - runyard.started_at).total_seconds()
+    if not report.healthy:
+        response.status_code = 503
+        response.headers.update(retry_after_header(UNHEALTHY_RETRY_AFTER_SECONDS))
     return schemas.Health(
         schema_=schema_url(base, "Health"),
-        status="ok",
+        status="ok" if report.healthy else "unavailable",
         version=__version__,
         uptime_seconds=round(max(uptime, 0.0), 3),
+        reason=report.reason,
+        checks=report.checks,
     )
 
 

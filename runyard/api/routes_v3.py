@@ -18,10 +18,12 @@ from fastapi import FastAPI, Request
 from starlette.responses import JSONResponse, Response
 
 from runyard.api.auth import presented_token
+from runyard.api.errors import DATABASE_UNAVAILABLE, DISK_FULL
 from runyard.app import Runyard
 from runyard.cloud import LINK_KEY, QUEUED_MESSAGE, Caller, CloudApi, V3Error
 from runyard.domain.accounts import DEFAULT_RATE_LIMIT
 from runyard.engine.core import ShuttingDown
+from runyard.exceptions import DiskFull, StoreUnavailable
 
 log = logging.getLogger("runyard.api.v3")
 
@@ -46,6 +48,11 @@ async def _answer(work: Callable[[], Awaitable[dict[str, Any]]]) -> Response:
         return error_response(error.status, error.message, error.retry_after)
     except ShuttingDown:
         return error_response(503, "runyard is shutting down; try again in a moment.")
+    except DiskFull as error:
+        return error_response(507, DISK_FULL.format(reason=error), error.retry_after)
+    except StoreUnavailable as error:
+        # v3 clients retry a 503 with backoff.
+        return error_response(503, DATABASE_UNAVAILABLE.format(reason=error), error.retry_after)
     except Exception:
         log.exception("v3 call failed")
         return error_response(500, "Internal error in runyard; the daemon log has the details.")

@@ -237,9 +237,16 @@ class LogPage(_Body):
 
 class Health(_Body):
     schema_: SchemaField = None
-    status: str
+    status: str = Field(
+        description="ok, or unavailable (answered with 503) when runs cannot be recorded"
+    )
     version: str
     uptime_seconds: float
+    reason: str | None = Field(None, description="What is wrong when status is unavailable")
+    checks: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each check (database, disk): ok, or what is wrong with it",
+    )
 
 
 # Every model `GET /schemas/<Name>.json` serves.

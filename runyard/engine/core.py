@@ -50,17 +50,23 @@ from runyard.domain.policies import (
 )
 from runyard.engine.environment import build_argv, build_environment
 from runyard.engine.events import EventHub
+from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
 from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
 from runyard.engine.strays import StartLog, kill_strays
 from runyard.engine.workspace import Workspace
 from runyard.engine.writer import StoreWriter
-from runyard.exceptions import InvalidInput, NotFound, RunyardError
+from runyard.exceptions import InvalidInput, NotFound, RunyardError, StoreError
 from runyard.store.logs import LogFollowers, LogWriter, delete_log
 from runyard.store.runs import RunStore
 
 log = logging.getLogger("runyard.engine")
 
 DEFAULT_MAX_OUTPUT_SIZE = 10 * 1024 * 1024
+
+# How long a caller's trigger waits for an unavailable database before it is
+# answered 503 (and not recorded, ever): long enough to ride out a PostgreSQL
+# restart or a SQLite lock held a few seconds, short of common client timeouts.
+TRIGGER_WAIT_SECONDS = 5.0
 
 # A queue lane: the runs of one task triggered by one v3 account (None: REST,
 # CLI and cron). Lanes keep a saturated account from holding back the others.
@@ -129,6 +135,8 @@ class Engine:
         self._base_environ = dict(base_environ)
         self._retention_interval = retention_interval
         self._writer = StoreWriter(store)
+        self._disk = DiskSpace(data_dir)
+        self._health = HealthMonitor(store.ping, self._writer, self._disk)
         self._started = StartLog(data_dir / "started.log", lambda: list(self._active))
         self._active: dict[str, _Active] = {}
         self._executions: set[asyncio.Task[None]] = set()
@@ -143,6 +151,8 @@ class Engine:
         self._admitting_account: dict[str | None, int] = defaultdict(int)
         self._admitting_lane: dict[Lane, int] = defaultdict(int)
         self._end_waiters: dict[str, list[asyncio.Future[Run]]] = defaultdict(list)
+        # Runs whose process is gone and whose end is being recorded.
+        self._ending: dict[str, Run] = {}
         self._accepting = False
         self._stopping = False
         self._filling_spares = False
@@ -181,10 +191,15 @@ class Engine:
                         active.child.signal_group(signal.SIGKILL)
                 await asyncio.wait(still, timeout=10)
         await self._writer.close()
+        self._health.close()
         self._started.close()
         self.events.close()
 
     # ----- queries ---------------------------------------------------------
+
+    async def health(self) -> HealthReport:
+        """Return whether runs can be recorded now: the database answers, the disk has room."""
+        return await self._health.check()
 
     def log_path(self, run_id: str) -> Path:
         # ULIDs start with their timestamp: six characters make buckets of ~3 days,
@@ -263,6 +278,10 @@ class Engine:
             raise NotFound("task", task_name)
         if not self._accepting:
             raise ShuttingDown("runyard is shutting down")
+        if tick is None:
+            # A caller is told at once; a cron tick is the daemon's own and is
+            # recorded whenever the store can take it.
+            self._disk.refuse_if_full()
         try:
             values = resolve_params(task.params, params)
         except ParamError as error:
@@ -318,8 +337,13 @@ class Engine:
             runs.append(run)
         try:
             # Urgent: whoever triggered is waiting for the commit to be answered.
+            # A caller waits TRIGGER_WAIT_SECONDS at most for an unavailable
+            # database; a cron tick waits as long as it takes.
             await self._writer.write(
-                inserts=runs, ticks={task.name: tick} if tick is not None else None, urgent=True
+                inserts=runs,
+                ticks={task.name: tick} if tick is not None else None,
+                urgent=True,
+                give_up_after=TRIGGER_WAIT_SECONDS if tick is None else None,
             )
         finally:
             # Release the reservations whatever happened; on success the queue holds the runs now.
@@ -413,6 +437,9 @@ class Engine:
             active.stop_requested = True
             self._terminate(active)
             return active.run
+        ending = self._ending.get(run_id)
+        if ending is not None:
+            raise RunAlreadyEnded(ending)
         waiting = self._take_waiting(run_id)
         if waiting is not None:
             ended = self._ended_unrun(
@@ -524,6 +551,14 @@ class Engine:
     # ----- execution ---------------------------------------------------------
 
     async def _execute(self, active: _Active) -> None:
+        try:
+            await self._supervise(active)
+        finally:
+            # Whatever failed in there, the slot is given back (once: normally
+            # it already was, before the end was recorded).
+            self._release(active)
+
+    async def _supervise(self, active: _Active) -> None:
         task = active.task
         now = self._clock()
         description = "\n".join(
@@ -555,11 +590,14 @@ class Engine:
             log.exception("run %s failed inside runyard", active.run.id)
             detail = f"runyard error: {error}"
         finally:
-            writer.close()
-            self.followers.close_run(active.run.id)
+            self._close_log(writer, active.run.id)
         end_at = self._clock()
         run = active.run
-        output, notes = await self._collect_output(run.id)
+        try:
+            output, notes = await self._collect_output(run.id)
+        except Exception as error:  # noqa: BLE001 - the run still ends with its reason
+            log.exception("run %s: could not collect its output data", run.id)
+            output, notes = {}, [f"runyard could not read the output data: {error}"]
         ended = dataclasses.replace(
             run,
             status=RunStatus.ENDED,
@@ -575,23 +613,68 @@ class Engine:
                         exit_code,
                         duration=end_at - (run.start_at or end_at),
                         detail=detail,
-                        stderr_tail=stderr_tail,
+                        stderr_tail=[_storable_text(line) for line in stderr_tail],
                     ),
                     *notes,
                 ]
             ),
         )
         retry = self._retry_of(ended, task)
+        self._ending[ended.id] = ended
         self._release(active)
         try:
-            await self._writer.write(updates=[ended], inserts=[retry] if retry else [])
+            ended, retry = await self._record_end(ended, retry)
         except Exception:
+            # Left running in the store: the next start ends it crashed (start log).
             log.exception("could not record the end of run %s", ended.id)
             return
+        finally:
+            self._ending.pop(ended.id, None)
         self._finish(ended)
         if retry is not None:
             self.events.publish("run.created", _event_data(retry))
             self._schedule(retry)
+
+    async def _record_end(self, ended: Run, retry: Run | None) -> tuple[Run, Run | None]:
+        """Store a run's end (and its retry); return what was stored.
+
+        The writer tries transient failures again until they land. An end the
+        database refuses for good (a value it cannot hold) is stored without
+        its output data and with its text cleaned, and failing that, bare: a
+        run never stays `running` because of what it printed.
+        """
+        try:
+            await self._writer.write(updates=[ended], inserts=[retry] if retry else [])
+            return ended, retry
+        except StoreError as error:
+            log.error("run %s: its end cannot be stored as it is: %s", ended.id, error)
+            note = (
+                f"runyard could not store this run's end as it was ({error}); "
+                "its output data was dropped."
+            )
+            ended = dataclasses.replace(
+                ended,
+                output_data=None,
+                description=_storable_text(f"{ended.description}\n{note}"),
+            )
+        try:
+            await self._writer.write(updates=[ended], inserts=[retry] if retry else [])
+            return ended, retry
+        except StoreError as error:
+            log.error("run %s: its cleaned end cannot be stored either: %s", ended.id, error)
+        bare = dataclasses.replace(
+            ended, description="runyard could not store how this run ended; see the daemon log."
+        )
+        await self._writer.write(updates=[bare])
+        return bare, None
+
+    def _close_log(self, writer: LogWriter, run_id: str) -> None:
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 - closing a log must never keep a run from ending
+            log.exception("run %s: could not close its log", run_id)
+        finally:
+            self.followers.close_run(run_id)
 
     async def _run_process(
         self, active: _Active, writer: LogWriter
@@ -695,7 +778,9 @@ class Engine:
         )
 
     def _release(self, active: _Active) -> None:
-        self._active.pop(active.run.id, None)
+        if self._active.get(active.run.id) is not active:
+            return  # released already
+        del self._active[active.run.id]
         self._running_per_task[active.run.task_name] -= 1
         self._running_per_account[active.run.account] -= 1
         self._pump()
@@ -840,6 +925,13 @@ class Engine:
                 await asyncio.to_thread(delete_log, self.log_path(run_id))
             deleted += len(ids)
         return deleted
+
+
+def _storable_text(text: str) -> str:
+    """Return `text` without what a database refuses: NUL (PostgreSQL), lone surrogates."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _log_write_failure(future: asyncio.Future[None]) -> None:

@@ -4,39 +4,87 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from runyard.domain.models import Run
+from runyard.exceptions import DiskFull, StoreUnavailable
+
+log = logging.getLogger("runyard.engine.writer")
 
 _GATHER_SECONDS = 0.005
+# Backoff between tries of a batch the database refused for a transient reason.
+FIRST_RETRY_SECONDS = 0.05
+MAX_RETRY_SECONDS = 2.0
+# How long close() keeps trying to commit what is queued while the database is away.
+CLOSE_GIVE_UP_SECONDS = 10.0
 
 
 class RunSink(Protocol):
     def apply(
         self,
-        inserts: list[Run],
-        updates: list[Run],
+        inserts: Sequence[Run],
+        updates: Sequence[Run],
         ticks: dict[str, datetime] | None = None,
+        *,
+        replay: bool = False,
     ) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class _Change:
+    """One caller's changes: they commit together or fail together, and settle its future."""
+
+    inserts: tuple[Run, ...]
+    updates: tuple[Run, ...]
+    ticks: dict[str, datetime] | None
+    future: asyncio.Future[None]
+    # time.monotonic() after which the caller is answered "unavailable" rather
+    # than kept waiting; None: the daemon's own change, tried until it lands.
+    deadline: float | None
+    # A commit holding this change failed in a way that may have landed it:
+    # it is never given up, only tried again until the database answers.
+    in_doubt: bool = False
 
 
 @dataclass
 class _Batch:
-    """Changes waiting for the next transaction, and who waits for them."""
+    """Changes waiting for the next transaction, merged, and the changes they came from."""
 
     inserts: dict[str, Run] = field(default_factory=dict)
     updates: dict[str, Run] = field(default_factory=dict)
     ticks: dict[str, datetime] = field(default_factory=dict)
-    waiters: list[asyncio.Future[None]] = field(default_factory=list)
+    changes: list[_Change] = field(default_factory=list)
     urgent: bool = False
+
+    def add(self, change: _Change) -> None:
+        for run in change.inserts:
+            self.inserts[run.id] = run
+        for run in change.updates:
+            # A run inserted in this same batch is simply inserted in its newest form.
+            if run.id in self.inserts:
+                self.inserts[run.id] = run
+            else:
+                self.updates[run.id] = run
+        for task_name, tick in (change.ticks or {}).items():
+            known = self.ticks.get(task_name)
+            self.ticks[task_name] = tick if known is None else max(known, tick)
+        self.changes.append(change)
 
     def has_changes(self) -> bool:
         return bool(self.inserts or self.updates or self.ticks)
+
+
+def _merged(changes: Iterable[_Change]) -> _Batch:
+    batch = _Batch()
+    for change in changes:
+        batch.add(change)
+    return batch
 
 
 class StoreWriter:
@@ -49,6 +97,16 @@ class StoreWriter:
     loop: under load, what arrives while one batch commits forms the next.
     The event loop never blocks on the database, and one thread writing keeps
     SQLite free of writer contention.
+
+    Failures never spill from one caller to another. A batch the database
+    refuses for good (a value it cannot store) is split in halves, and the
+    halves again, until only the changes at fault fail; everyone else gets
+    their own outcome. A batch refused for a transient reason (connection
+    lost, server restarting, SQLite locked, disk full) is tried again with
+    backoff, with whatever arrived meanwhile, until it lands; a caller who
+    gave a deadline is answered StoreUnavailable once it passes (at once on a
+    full disk), and its changes leave the batch before the next try, so they
+    are never recorded after that answer.
     """
 
     def __init__(self, store: RunSink) -> None:
@@ -57,6 +115,10 @@ class StoreWriter:
         self._changed = threading.Condition()  # guards _batch and _closed
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        # The last transient failure and when it came (time.monotonic()); None
+        # once a commit lands. Read by health checks on the event loop.
+        self.failure: StoreUnavailable | None = None
+        self.failed_at = 0.0
         # A daemon thread: a process ending without close() (a failed start)
         # must not hang on it. What it had not committed was never answered,
         # and SQLite or PostgreSQL roll back a transaction cut short.
@@ -75,29 +137,29 @@ class StoreWriter:
         ticks: dict[str, datetime] | None = None,
         *,
         urgent: bool = False,
+        give_up_after: float | None = None,
     ) -> asyncio.Future[None]:
         """Queue changes; the returned future resolves once they are committed.
 
         `ticks` (task name -> cron tick) commit in the same transaction as the
         runs, so a tick counts as fired exactly when its run exists. `urgent`
         changes (a caller waits to be answered) cut the gathering pause short.
+        `give_up_after` (seconds): while the database is unavailable, fail
+        with StoreUnavailable after that long instead of waiting for it; the
+        changes are then not recorded, ever. Without it, transient failures
+        are retried until the changes land. StoreError: they can never be.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        change = _Change(
+            tuple(inserts),
+            tuple(updates),
+            ticks,
+            future,
+            None if give_up_after is None else time.monotonic() + give_up_after,
+        )
         with self._changed:
-            batch = self._batch
-            for run in inserts:
-                batch.inserts[run.id] = run
-            for run in updates:
-                # A run inserted in this same batch is simply inserted in its newest form.
-                if run.id in batch.inserts:
-                    batch.inserts[run.id] = run
-                else:
-                    batch.updates[run.id] = run
-            for task_name, tick in (ticks or {}).items():
-                known = batch.ticks.get(task_name)
-                batch.ticks[task_name] = tick if known is None else max(known, tick)
-            batch.waiters.append(future)
-            batch.urgent = batch.urgent or urgent
+            self._batch.add(change)
+            self._batch.urgent = self._batch.urgent or urgent
             self._changed.notify()
         return future
 
@@ -108,12 +170,18 @@ class StoreWriter:
         ticks: dict[str, datetime] | None = None,
         *,
         urgent: bool = False,
+        give_up_after: float | None = None,
     ) -> None:
-        """Queue changes and wait until they are committed."""
-        await self.submit(inserts, updates, ticks, urgent=urgent)
+        """Queue changes and wait until they are committed (see `submit`)."""
+        await self.submit(inserts, updates, ticks, urgent=urgent, give_up_after=give_up_after)
 
     async def close(self) -> None:
-        """Commit whatever is queued, then stop the writer thread."""
+        """Commit whatever is queued, then stop the writer thread.
+
+        While the database is unavailable, queued changes are tried for
+        CLOSE_GIVE_UP_SECONDS at most: what they recorded (a run's start or
+        end) the next daemon recovers from the start log.
+        """
         with self._changed:
             self._closed = True
             self._changed.notify()
@@ -125,24 +193,17 @@ class StoreWriter:
     def _write_forever(self) -> None:
         while True:
             batch, last = self._next_batch()
-            error: Exception | None = None
             if batch.has_changes():
-                try:
-                    self._store.apply(
-                        list(batch.inserts.values()),
-                        list(batch.updates.values()),
-                        batch.ticks or None,
-                    )
-                except Exception as exc:  # noqa: BLE001 - handed to every waiter
-                    error = exc
-            self._settle(batch.waiters, error)
+                self._commit(batch, absorb=True)
+            else:
+                self._settle([(change.future, None) for change in batch.changes])
             if last:
                 return
 
     def _next_batch(self) -> tuple[_Batch, bool]:
         """Wait for changes and take them all; also say whether the writer is closing."""
         with self._changed:
-            while not (self._batch.waiters or self._closed):
+            while not (self._batch.changes or self._closed):
                 self._changed.wait()
             # A short pause gathers the changes of the next few milliseconds into
             # this batch: far fewer transactions under load, for 5 ms of latency.
@@ -156,16 +217,124 @@ class StoreWriter:
             batch, self._batch = self._batch, _Batch()
             return batch, self._closed
 
-    def _settle(self, waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
-        if not waiters or self._loop is None:
+    def _commit(self, batch: _Batch, *, absorb: bool) -> None:
+        """Commit `batch` and settle each of its changes with its own outcome.
+
+        `absorb`: between tries after a transient failure, take in what was
+        queued meanwhile. Only the batch taken whole may: a half of a split
+        batch must land before the changes that were queued after all of it.
+        """
+        delay = FIRST_RETRY_SECONDS
+        close_deadline: float | None = None
+        replay = False
+        while True:
+            try:
+                self._store.apply(
+                    list(batch.inserts.values()),
+                    list(batch.updates.values()),
+                    batch.ticks or None,
+                    replay=replay,
+                )
+            except StoreUnavailable as error:
+                if self.failure is None:
+                    log.warning("the database refused a write, trying again: %s", error)
+                self.failure, self.failed_at = error, time.monotonic()
+                if error.maybe_committed:
+                    replay = True
+                    for change in batch.changes:
+                        change.in_doubt = True
+                batch = self._give_up_waiting(batch, error)
+                if not batch.changes:
+                    return
+                closing = self._pause(delay)
+                if closing:
+                    close_deadline = close_deadline or time.monotonic() + CLOSE_GIVE_UP_SECONDS
+                    if time.monotonic() >= close_deadline:
+                        log.error(
+                            "giving up on %d queued change(s) at shutdown: %s",
+                            len(batch.changes),
+                            error,
+                        )
+                        self._settle([(change.future, error) for change in batch.changes])
+                        return
+                delay = min(delay * 2, MAX_RETRY_SECONDS)
+                if absorb:
+                    batch = self._absorb(batch)
+                continue
+            except Exception as error:  # noqa: BLE001 - settled on its changes alone
+                self.failure = None
+                self._isolate(batch, error)
+                return
+            if self.failure is not None:
+                log.info("the database takes writes again")
+                self.failure = None
+            self._settle([(change.future, None) for change in batch.changes])
+            return
+
+    def _isolate(self, batch: _Batch, error: Exception) -> None:
+        """Split a batch the database refused for good until only the faulty changes fail."""
+        changes = batch.changes
+        if len(changes) == 1:
+            self._settle([(changes[0].future, error)])
+            return
+        middle = len(changes) // 2
+        # In order: a later change may update a run an earlier one inserts.
+        self._commit(_merged(changes[:middle]), absorb=False)
+        self._commit(_merged(changes[middle:]), absorb=False)
+
+    def failing(self, within: float = 2 * MAX_RETRY_SECONDS) -> StoreUnavailable | None:
+        """Return the transient failure of a write tried within the last `within` seconds."""
+        failure = self.failure
+        if failure is None or time.monotonic() - self.failed_at > within:
+            return None
+        return failure
+
+    def _give_up_waiting(self, batch: _Batch, error: StoreUnavailable) -> _Batch:
+        """Fail the changes whose callers stop waiting now; return the batch without them.
+
+        On a full disk a caller stops waiting at once: space rarely comes back
+        within seconds. Changes in doubt are kept: answering "not recorded"
+        could be false.
+        """
+        now = time.monotonic()
+        disk_full = isinstance(error, DiskFull)
+        given_up = [
+            change
+            for change in batch.changes
+            if change.deadline is not None
+            and not change.in_doubt
+            and (disk_full or now >= change.deadline)
+        ]
+        if not given_up:
+            return batch
+        self._settle([(change.future, error) for change in given_up])
+        gone = {id(change) for change in given_up}
+        return _merged(change for change in batch.changes if id(change) not in gone)
+
+    def _pause(self, seconds: float) -> bool:
+        """Wait `seconds` (less if the writer closes); return whether it is closing."""
+        with self._changed:
+            if not self._closed:
+                self._changed.wait(seconds)
+            return self._closed
+
+    def _absorb(self, batch: _Batch) -> _Batch:
+        with self._changed:
+            queued, self._batch = self._batch, _Batch()
+        if not queued.changes:
+            return batch
+        return _merged([*batch.changes, *queued.changes])
+
+    def _settle(self, outcomes: list[tuple[asyncio.Future[None], Exception | None]]) -> None:
+        if not outcomes or self._loop is None:
             return
         # The loop is gone only after close() returned, when nobody waits any more.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_resolve, waiters, error)
+            self._loop.call_soon_threadsafe(_resolve, outcomes)
 
 
-def _resolve(waiters: list[asyncio.Future[None]], error: Exception | None) -> None:
-    for waiter in waiters:
+def _resolve(outcomes: list[tuple[asyncio.Future[None], Exception | None]]) -> None:
+    for waiter, error in outcomes:
         if waiter.done():  # its caller went away (a cancelled request)
             continue
         if error is None:

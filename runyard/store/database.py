@@ -13,11 +13,12 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
 from alembic.util.exc import CommandError
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
 
-from runyard.exceptions import StoreError
+from runyard.exceptions import DiskFull, StoreError, StoreUnavailable
 
 DATABASE_URL_ENV = "RUNYARD_DATABASE_URL"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -32,6 +33,36 @@ _MIGRATION_LOCK_KEY = 0x72756E79617264
 _POOL_SIZE = 5
 # Sync API handlers run in a threadpool of 40 threads; let bursts borrow extra.
 _MAX_OVERFLOW = 20
+# libpq waits forever for an unreachable host by default; a health check or a
+# request must learn that the database is gone in bounded time.
+_CONNECT_TIMEOUT_SECONDS = 5
+
+# SQLite primary result codes (the low byte of an extended code) that a later
+# try can get past: another connection holds the lock, the disk is full or
+# failing (the unix VFS reports ENOSPC as SQLITE_FULL).
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_PROTOCOL = 5, 6, 10, 13, 15
+_SQLITE_TRANSIENT = frozenset({_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_IOERR, _SQLITE_PROTOCOL})
+
+# PostgreSQL SQLSTATEs (whole classes by their first two characters) that a
+# later try can get past. Other codes, such as 22 (data exception: a NUL in
+# text) or 54 (a value over a limit), fail the same way every time.
+_PG_DISK_FULL = "53100"
+_PG_TRANSIENT_CLASSES = frozenset(
+    {
+        "08",  # connection exception
+        "53",  # insufficient resources: disk full, out of memory, too many connections
+        "57",  # operator intervention: shutdown, restart, "the database system is starting up"
+        "58",  # system error: I/O error
+    }
+)
+_PG_TRANSIENT_CODES = frozenset(
+    {
+        "40001",  # serialization failure
+        "40P01",  # deadlock detected
+        "55P03",  # lock not available
+        "25006",  # read-only transaction: a standby being promoted
+    }
+)
 
 
 def database_url(data_dir: Path, environ: Mapping[str, str] = os.environ) -> str:
@@ -47,20 +78,79 @@ def database_url(data_dir: Path, environ: Mapping[str, str] = os.environ) -> str
 
 @contextmanager
 def store_errors(action: str) -> Iterator[None]:
-    """Re-raise database driver errors as StoreError."""
+    """Re-raise database driver errors as StoreError, StoreUnavailable or DiskFull."""
     try:
         yield
     except (SQLAlchemyError, sqlite3.Error) as exc:
-        raise StoreError(f"{action}: {exc}") from exc
+        raise classify(exc, action) from exc
+
+
+def classify(exc: BaseException, action: str, *, maybe_committed: bool = False) -> StoreError:
+    """Return the runyard error for a driver error: transient ones are StoreUnavailable.
+
+    `maybe_committed`: the error came from a COMMIT, so the transaction may
+    have landed. Only a server across a connection leaves that in doubt:
+    SQLite reports the outcome of its own commit.
+    """
+    original = _original(exc)
+    message = f"{action}: {_first_line(original)}"
+    sqlite_code = getattr(original, "sqlite_errorcode", None)
+    if isinstance(original, sqlite3.Error):
+        primary = -1 if sqlite_code is None else sqlite_code & 0xFF
+        if primary == _SQLITE_FULL:
+            return DiskFull(message)
+        if primary in _SQLITE_TRANSIENT:
+            return StoreUnavailable(message)
+        return StoreError(message)
+    in_doubt = maybe_committed and _transient_server_error(exc, original)
+    sqlstate = getattr(original, "sqlstate", None)
+    if sqlstate == _PG_DISK_FULL:
+        return DiskFull(message, maybe_committed=in_doubt)
+    if _transient_server_error(exc, original):
+        return StoreUnavailable(message, maybe_committed=in_doubt)
+    return StoreError(message)
+
+
+def _transient_server_error(exc: BaseException, original: BaseException) -> bool:
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True  # SQLAlchemy saw the connection drop
+    if isinstance(exc, (sa_exc.TimeoutError, sa_exc.DisconnectionError)):
+        return True  # the pool had no connection to give in time
+    sqlstate = getattr(original, "sqlstate", None)
+    if sqlstate is None:
+        # No SQLSTATE: the server never answered (refused, reset, closed).
+        return isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
+    return sqlstate[:2] in _PG_TRANSIENT_CLASSES or sqlstate in _PG_TRANSIENT_CODES
+
+
+def _original(exc: BaseException) -> BaseException:
+    """Return the driver's exception that SQLAlchemy wrapped, or exc itself."""
+    if isinstance(exc, sa_exc.StatementError) and isinstance(exc.orig, BaseException):
+        return exc.orig
+    return exc
+
+
+def _first_line(original: BaseException) -> str:
+    # SQLAlchemy's own messages append the statement and its parameters (input
+    # data, maybe megabytes): only the driver's words are worth keeping.
+    text = str(original).strip() or type(original).__name__
+    return text.splitlines()[0]
 
 
 def create_engine(url: str) -> Engine:
     """Return an engine for url, with runyard's connection settings."""
     with store_errors("bad database URL"):
         parsed = make_url(url)
-        if parsed.get_backend_name() != "sqlite":
+        backend = parsed.get_backend_name()
+        if backend != "sqlite":
             return sa.create_engine(
-                parsed, pool_size=_POOL_SIZE, max_overflow=_MAX_OVERFLOW, pool_pre_ping=True
+                parsed,
+                pool_size=_POOL_SIZE,
+                max_overflow=_MAX_OVERFLOW,
+                pool_pre_ping=True,
+                connect_args=(
+                    {"connect_timeout": _CONNECT_TIMEOUT_SECONDS} if backend == "postgresql" else {}
+                ),
             )
         database = parsed.database or ""
         connect_args = {"check_same_thread": False}

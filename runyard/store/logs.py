@@ -37,14 +37,20 @@ notices are extra. Records are buffered up to 256 KiB: call flush() for readers.
   gets a number, so the numbers of dropped lines simply vanish.
 
 On close, a notice says how much output was dropped, if any was.
+
+A write the disk refuses (ENOSPC, EDQUOT, an I/O error) never reaches the
+process or the engine: the records it held are lost, output is dropped
+(unnumbered) while writes keep failing, and once a write succeeds again (or
+at close, if one can) a notice says how many lines were lost and why.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from runyard.domain.models import LogOnFull
@@ -75,7 +81,10 @@ __all__ = [
     "read_lines",
 ]
 
+log = logging.getLogger("runyard.logs")
+
 _FLUSH_AT = 256 * 1024  # buffered record bytes that trigger a write
+_RETRY_WRITE_SECONDS = 1.0  # while writes fail, how often one is tried again
 _MAX_PENDING = 10_000  # chunks a follower may lag behind before it is dropped
 
 
@@ -163,6 +172,7 @@ class LogWriter:
         # The file is created with the first write: a run that prints nothing
         # (most cron jobs) costs no file at all.
         self._fd: int | None = None
+        self._opened = False  # a segment was opened: any `.old` is this writer's own
         self._closed = False
         self._disk = 0  # bytes of whole records in the current segment file
         self._buf = bytearray()
@@ -176,6 +186,13 @@ class LogWriter:
         self._overflowed = False
         self._dropped_lines = 0
         self._dropped_bytes = 0
+        self._buf_lines = 0  # lines in the buffered records
+        self._buf_bytes = 0  # ... and their body bytes
+        # Set while the disk refuses writes: output is dropped until one succeeds.
+        self._write_error: OSError | None = None
+        self._retry_write_at: datetime | None = None
+        self._lost_lines = 0  # lines lost to refused writes, not yet noted in the log
+        self._lost_bytes = 0
 
     @property
     def overflowed(self) -> bool:
@@ -205,6 +222,9 @@ class LogWriter:
         if stream not in STREAMS:
             raise ValueError(f"unknown log stream {stream!r}")
         if nlines <= 0 or not data:
+            return self._next, 0
+        if self._write_error is not None and not self._resume(at):
+            self._lose(nlines, len(data))
             return self._next, 0
         if self._full:
             self._drop(nlines, len(data))
@@ -267,8 +287,11 @@ class LogWriter:
             os.replace(self._path, old)
         self._old_lines, self._old_bytes = self._seg_lines, self._kept
         self._seg_lines = self._kept = 0
-        self._fd = self._open_segment()
         self._disk = 0
+        try:
+            self._fd = self._open_segment()
+        except OSError as error:
+            self._refused(error, 0, 0)  # the next write opens it
         # Written ahead: by the time this segment's predecessor is gone, this
         # line stands right after the gap.
         self._notice_dropped_old(at)
@@ -287,22 +310,68 @@ class LogWriter:
         self._flush_buf()
 
     def close(self, at: datetime | None = None) -> None:
-        """Flush, note how much output was dropped (if any) at `at` or now, and close."""
+        """Flush, note how much output was dropped (if any) at `at` or now, and close.
+
+        Never raises for a disk that refuses writes: what cannot be written is
+        lost, and the file is closed all the same.
+        """
         if self._closed:
             return
-        if self._dropped_lines:
-            n = self._dropped_lines
-            lines = "1 line" if n == 1 else f"{n} lines"
-            self.notice(
-                f"[runyard] {lines} ({_human(self._dropped_bytes)}) of output were dropped: "
-                f"log_max_size {_human(self._max)} reached",
-                at or datetime.now(UTC),
-            )
+        at = at or datetime.now(UTC)
+        try:
+            if self._write_error is None or self._resume(at, force=True):
+                if self._dropped_lines:
+                    n = self._dropped_lines
+                    lines = "1 line" if n == 1 else f"{n} lines"
+                    self.notice(
+                        f"[runyard] {lines} ({_human(self._dropped_bytes)}) of output were "
+                        f"dropped: log_max_size {_human(self._max)} reached",
+                        at,
+                    )
+                self._flush_buf()
+        finally:
+            self._closed = True
+            if self._fd is not None:
+                fd, self._fd = self._fd, None
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+    def _resume(self, at: datetime, *, force: bool = False) -> bool:
+        """While writes fail: try the lost-output notice (once a second); True if it went in."""
+        if not force and self._retry_write_at is not None and at < self._retry_write_at:
+            return False
+        self._retry_write_at = at + timedelta(seconds=_RETRY_WRITE_SECONDS)
+        error = self._write_error
+        assert error is not None
+        n = self._lost_lines
+        lines = "1 line" if n == 1 else f"{n} lines"
+        text = (
+            f"[runyard] {lines} ({_human(self._lost_bytes)}) of output were lost: "
+            f"the log could not be written ({error.strerror or error})"
+        )
+        lost = self._lost_lines, self._lost_bytes
+        self._write_error = None
+        self._buf.clear()
+        self._buf_lines = self._buf_bytes = 0
+        self.notice(text, at)
         self._flush_buf()
-        self._closed = True
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._write_error is not None:
+            self._lost_lines, self._lost_bytes = lost  # the notice is not output
+            return False
+        log.info("%s: log writes work again", self._path)
+        self._lost_lines = self._lost_bytes = 0
+        return True
+
+    def _lose(self, nlines: int, nbytes: int) -> None:
+        self._lost_lines += nlines
+        self._lost_bytes += nbytes
+
+    def _refused(self, error: OSError, nlines: int, nbytes: int) -> None:
+        """Note a write the disk refused: its lines are lost, output is dropped from now on."""
+        if self._write_error is None:
+            log.warning("%s: cannot write the log, output is dropped: %s", self._path, error)
+        self._write_error = error
+        self._lose(nlines, nbytes)
 
     def _record(self, stream: str, data: bytes, nlines: int, at: datetime) -> int:
         if self._closed:
@@ -314,10 +383,11 @@ class LogWriter:
         if len(self._buf) + len(head) + len(data) < _FLUSH_AT:
             self._buf += head
             self._buf += data
+            self._buf_lines += nlines
+            self._buf_bytes += len(data)
         else:
             # Big chunks go out with the buffer in one call, never copied into it.
-            self._write((self._buf, head, data))
-            self._buf.clear()
+            self._write((self._buf, head, data), nlines, len(data))
         return first
 
     def _drop(self, nlines: int, nbytes: int) -> None:
@@ -326,33 +396,46 @@ class LogWriter:
 
     def _flush_buf(self) -> None:
         if self._buf:
-            self._write((self._buf,))
-            self._buf.clear()
+            self._write((self._buf,), 0, 0)
 
-    def _write(self, parts: tuple[bytes | bytearray, ...]) -> None:
-        if self._fd is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
-            with contextlib.suppress(FileNotFoundError):
-                old_path(self._path).unlink()  # a stale segment of an earlier writer
-            self._fd = self._open_segment()
-        total = sum(map(len, parts))
+    def _write(self, parts: tuple[bytes | bytearray, ...], nlines: int, nbytes: int) -> None:
+        """Write the buffer (parts[0]) and the records after it; clear the buffer.
+
+        `nlines`, `nbytes`: the lines and body bytes of the records after the buffer.
+        """
+        nlines += self._buf_lines
+        nbytes += self._buf_bytes
         try:
-            done = os.writev(self._fd, parts)
-            if done < total:  # a regular file takes less only when nearly full
-                rest = b"".join(parts)
-                while done < total:
-                    done += os.write(self._fd, rest[done:])
-        except OSError:
-            # Cut off a half-written record so readers still see a clean log;
-            # the unwritten records are lost (the disk is full or failing).
+            if self._fd is None:
+                self._path.parent.mkdir(parents=True, exist_ok=True)
+                if not self._opened:
+                    with contextlib.suppress(FileNotFoundError):
+                        old_path(self._path).unlink()  # a stale segment of an earlier writer
+                self._fd = self._open_segment()
+            total = sum(map(len, parts))
+            try:
+                done = os.writev(self._fd, parts)
+                if done < total:  # a regular file takes less only when nearly full
+                    rest = b"".join(parts)
+                    while done < total:
+                        done += os.write(self._fd, rest[done:])
+            except OSError:
+                # Cut off a half-written record so readers still see a clean log.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, self._disk)
+                raise
+            self._disk += total
+        except OSError as error:
+            # The disk is full or failing: these records are lost, the run goes on.
+            self._refused(error, nlines, nbytes)
+        finally:
             self._buf.clear()
-            with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, self._disk)
-            raise
-        self._disk += total
+            self._buf_lines = self._buf_bytes = 0
 
     def _open_segment(self) -> int:
-        return os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        self._opened = True
+        return fd
 
 
 class LogFollowers:

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from runyard.domain.models import Run, RunStatus
@@ -68,6 +70,14 @@ def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
         connection.execute(sa.insert(runs), rows)
 
 
+def _insert_missing(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert the rows whose id is not stored yet; leave stored ones untouched."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    connection.execute(
+        dialect.insert(runs).on_conflict_do_nothing(index_elements=[runs.c.id]), rows
+    )
+
+
 class RunStore:
     """Run history in SQLite or PostgreSQL; safe to call from any thread."""
 
@@ -100,27 +110,44 @@ class RunStore:
         inserts: Sequence[Run],
         updates: Sequence[Run],
         ticks: Mapping[str, datetime] | None = None,
+        *,
+        replay: bool = False,
     ) -> None:
         """Insert new runs, update existing ones by id and record cron ticks, in one transaction.
 
         An update writes the lifecycle columns (MUTABLE_COLUMNS); updates of
         ids that are not stored change nothing. ticks (task name -> tick)
         advance each task's last_tick, never backwards: a cron run and its
-        tick are recorded together or not at all.
+        tick are recorded together or not at all. `replay`: these changes may
+        have been committed already (a commit whose answer was lost), so runs
+        already stored are not inserted again; updates and ticks are
+        idempotent anyway.
+
+        Raises StoreUnavailable (or DiskFull) when a later try can succeed,
+        StoreError when these changes can never be stored.
         """
         if not inserts and not updates and not ticks:
             return
-        if self._sqlite and not updates and not ticks:
+        if self._sqlite and not updates and not ticks and not replay:
             self._insert_sqlite([run_to_row(run) for run in inserts])
             return
         with self._transaction(write=True) as connection:
             if inserts:
-                _insert(connection, [run_to_row(run) for run in inserts])
+                rows = [run_to_row(run) for run in inserts]
+                if replay:
+                    _insert_missing(connection, rows)
+                else:
+                    _insert(connection, rows)
             if updates:
                 connection.execute(_UPDATE, [_update_params(run) for run in updates])
             if ticks:
                 # updated_at is when the row was written: the wall clock.
                 task_state.set_last_ticks(connection, ticks, datetime.now(UTC))
+
+    def ping(self) -> None:
+        """Ask the database for a trivial answer; raise StoreUnavailable when it gives none."""
+        with self._transaction() as connection:
+            connection.execute(sa.text("SELECT 1"))
 
     def task_states(self) -> dict[str, TaskState]:
         """Return the scheduler state of every task that has one, by task name."""
@@ -287,15 +314,17 @@ class RunStore:
 
     @contextmanager
     def _transaction(self, *, write: bool = False) -> Iterator[Connection]:
-        with (
-            self._lock,
-            database.store_errors("database error"),
-            self._engine.connect() as connection,
-        ):
-            if write:
-                connection.execution_options(**{database.WRITE_OPTION: True})
-            with connection.begin():
-                yield connection
+        committing = False
+        try:
+            with self._lock, self._engine.connect() as connection:
+                if write:
+                    connection.execution_options(**{database.WRITE_OPTION: True})
+                with connection.begin():
+                    yield connection
+                    committing = True  # leaving the block commits
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            # A commit cut off by a lost connection may still have landed.
+            raise database.classify(exc, "database error", maybe_committed=committing) from exc
 
 
 def _delete_expired_batch(
