@@ -598,6 +598,9 @@ class Engine:
         except Exception as error:  # noqa: BLE001 - the run still ends with its reason
             log.exception("run %s: could not collect its output data", run.id)
             output, notes = {}, [f"runyard could not read the output data: {error}"]
+        loss = writer.loss_note()
+        if loss is not None:  # the disk refused even the notice in the log
+            notes.append(loss)
         ended = dataclasses.replace(
             run,
             status=RunStatus.ENDED,

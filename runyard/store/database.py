@@ -81,7 +81,7 @@ def store_errors(action: str) -> Iterator[None]:
     """Re-raise database driver errors as StoreError, StoreUnavailable or DiskFull."""
     try:
         yield
-    except (SQLAlchemyError, sqlite3.Error) as exc:
+    except (SQLAlchemyError, sqlite3.Error, UnicodeError) as exc:
         raise classify(exc, action) from exc
 
 

@@ -209,6 +209,17 @@ class LogWriter:
         """Return the line-body bytes written so far, notices included."""
         return self._written
 
+    def loss_note(self) -> str | None:
+        """Return what was lost to refused writes and is not noted in the log, or None."""
+        if self._write_error is None:
+            return None
+        n = self._lost_lines
+        lines = "1 line" if n == 1 else f"{n} lines"
+        return (
+            f"{lines} ({_human(self._lost_bytes)}) of output were lost: "
+            f"the log could not be written ({self._write_error.strerror or self._write_error})."
+        )
+
     @property
     def dropped_lines(self) -> int:
         return self._dropped_lines
@@ -341,14 +352,7 @@ class LogWriter:
         if not force and self._retry_write_at is not None and at < self._retry_write_at:
             return False
         self._retry_write_at = at + timedelta(seconds=_RETRY_WRITE_SECONDS)
-        error = self._write_error
-        assert error is not None
-        n = self._lost_lines
-        lines = "1 line" if n == 1 else f"{n} lines"
-        text = (
-            f"[runyard] {lines} ({_human(self._lost_bytes)}) of output were lost: "
-            f"the log could not be written ({error.strerror or error})"
-        )
+        text = f"[runyard] {self.loss_note()}"
         lost = self._lost_lines, self._lost_bytes
         self._write_error = None
         self._buf.clear()

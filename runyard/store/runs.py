@@ -322,7 +322,9 @@ class RunStore:
                 with connection.begin():
                     yield connection
                     committing = True  # leaving the block commits
-        except (SQLAlchemyError, sqlite3.Error) as exc:
+        except (SQLAlchemyError, sqlite3.Error, UnicodeError) as exc:
+            # UnicodeError: text the driver cannot encode (a lone surrogate),
+            # raised by psycopg before SQLAlchemy can wrap it.
             # A commit cut off by a lost connection may still have landed.
             raise database.classify(exc, "database error", maybe_committed=committing) from exc
 
