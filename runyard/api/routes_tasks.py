@@ -64,7 +64,7 @@ def _task_body(runyard: Runyard, task: TaskDefinition, base: str) -> schemas.Tas
     summary="Trigger a run",
     status_code=201,
     response_model_exclude_none=True,
-    responses=problem_responses(400, 503),
+    responses=problem_responses(400, 503, 507),
 )
 async def trigger_task(
     task_name: TaskNamePath,

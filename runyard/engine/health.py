@@ -69,11 +69,18 @@ class DiskSpace:
         self._shortage: str | None = None
 
     def shortage(self) -> str | None:
-        """Return how full the disk is ("0 B free on ..."), or None while it has room."""
-        now = self._monotonic()
-        if now - self._checked_at >= DISK_CHECK_SECONDS:
-            self._checked_at = now
-            self._shortage = self._read()
+        """Return how full the disk is ("0 B free on ..."), or None while it has room.
+
+        The reading is at most DISK_CHECK_SECONDS old: triggers ask on every call.
+        """
+        if self._monotonic() - self._checked_at >= DISK_CHECK_SECONDS:
+            return self.read()
+        return self._shortage
+
+    def read(self) -> str | None:
+        """Return the shortage as the disk is now (see `shortage`)."""
+        self._checked_at = self._monotonic()
+        self._shortage = self._read()
         return self._shortage
 
     def refuse_if_full(self) -> None:
@@ -122,7 +129,7 @@ class HealthMonitor:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _disk_state(self) -> str:
-        shortage = self._disk.shortage()
+        shortage = self._disk.read()
         return OK if shortage is None else f"disk full: {shortage}"
 
     async def _database_state(self) -> str:
