@@ -119,6 +119,7 @@ class StoreWriter:
         # once a commit lands. Read by health checks on the event loop.
         self.failure: StoreUnavailable | None = None
         self.failed_at = 0.0
+        self._retrying = False  # a batch that failed transiently waits for its next try
         # A daemon thread: a process ending without close() (a failed start)
         # must not hang on it. What it had not committed was never answered,
         # and SQLite or PostgreSQL roll back a transaction cut short.
@@ -239,12 +240,14 @@ class StoreWriter:
                 if self.failure is None:
                     log.warning("the database refused a write, trying again: %s", error)
                 self.failure, self.failed_at = error, time.monotonic()
+                self._retrying = True
                 if error.maybe_committed:
                     replay = True
                     for change in batch.changes:
                         change.in_doubt = True
                 batch = self._give_up_waiting(batch, error)
                 if not batch.changes:
+                    self._retrying = False
                     return
                 closing = self._pause(delay)
                 if closing:
@@ -256,18 +259,19 @@ class StoreWriter:
                             error,
                         )
                         self._settle([(change.future, error) for change in batch.changes])
+                        self._retrying = False
                         return
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
                 if absorb:
                     batch = self._absorb(batch)
                 continue
             except Exception as error:  # noqa: BLE001 - settled on its changes alone
-                self.failure = None
+                self.failure, self._retrying = None, False
                 self._isolate(batch, error)
                 return
             if self.failure is not None:
                 log.info("the database takes writes again")
-                self.failure = None
+                self.failure, self._retrying = None, False
             self._settle([(change.future, None) for change in batch.changes])
             return
 
@@ -283,11 +287,17 @@ class StoreWriter:
         self._commit(_merged(changes[middle:]), absorb=False)
 
     def failing(self, within: float = 2 * MAX_RETRY_SECONDS) -> StoreUnavailable | None:
-        """Return the transient failure of a write tried within the last `within` seconds."""
+        """Return the transient failure of the writes waiting for a next try, if any.
+
+        A failure with nothing left to try (its callers gave up) counts for
+        `within` seconds: after that, only a new write can tell.
+        """
         failure = self.failure
-        if failure is None or time.monotonic() - self.failed_at > within:
+        if failure is None:
             return None
-        return failure
+        if self._retrying or time.monotonic() - self.failed_at <= within:
+            return failure
+        return None
 
     def _give_up_waiting(self, batch: _Batch, error: StoreUnavailable) -> _Batch:
         """Fail the changes whose callers stop waiting now; return the batch without them.
