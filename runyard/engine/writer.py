@@ -40,8 +40,8 @@ class RunSink(Protocol):
 class _Change:
     """One caller's changes: they commit together or fail together, and settle its future."""
 
-    inserts: tuple[Run, ...]
-    updates: tuple[Run, ...]
+    inserts: Sequence[Run]
+    updates: Sequence[Run]
     ticks: dict[str, datetime] | None
     future: asyncio.Future[None]
     # time.monotonic() after which the caller is answered "unavailable" rather
@@ -63,17 +63,19 @@ class _Batch:
     urgent: bool = False
 
     def add(self, change: _Change) -> None:
+        inserts = self.inserts
         for run in change.inserts:
-            self.inserts[run.id] = run
+            inserts[run.id] = run
         for run in change.updates:
             # A run inserted in this same batch is simply inserted in its newest form.
-            if run.id in self.inserts:
-                self.inserts[run.id] = run
+            if run.id in inserts:
+                inserts[run.id] = run
             else:
                 self.updates[run.id] = run
-        for task_name, tick in (change.ticks or {}).items():
-            known = self.ticks.get(task_name)
-            self.ticks[task_name] = tick if known is None else max(known, tick)
+        if change.ticks:
+            for task_name, tick in change.ticks.items():
+                known = self.ticks.get(task_name)
+                self.ticks[task_name] = tick if known is None else max(known, tick)
         self.changes.append(change)
 
     def has_changes(self) -> bool:
@@ -152,15 +154,17 @@ class StoreWriter:
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         change = _Change(
-            tuple(inserts),
-            tuple(updates),
+            inserts if isinstance(inserts, list | tuple) else tuple(inserts),
+            updates if isinstance(updates, list | tuple) else tuple(updates),
             ticks,
             future,
             None if give_up_after is None else time.monotonic() + give_up_after,
         )
         with self._changed:
-            self._batch.add(change)
-            self._batch.urgent = self._batch.urgent or urgent
+            batch = self._batch
+            batch.add(change)
+            if urgent:
+                batch.urgent = True
             self._changed.notify()
         return future
 
@@ -197,7 +201,7 @@ class StoreWriter:
             if batch.has_changes():
                 self._commit(batch, absorb=True)
             else:
-                self._settle([(change.future, None) for change in batch.changes])
+                self._settle(batch.changes, None)
             if last:
                 return
 
@@ -258,7 +262,7 @@ class StoreWriter:
                             len(batch.changes),
                             error,
                         )
-                        self._settle([(change.future, error) for change in batch.changes])
+                        self._settle(batch.changes, error)
                         self._retrying = False
                         return
                 delay = min(delay * 2, MAX_RETRY_SECONDS)
@@ -272,14 +276,14 @@ class StoreWriter:
             if self.failure is not None:
                 log.info("the database takes writes again")
                 self.failure, self._retrying = None, False
-            self._settle([(change.future, None) for change in batch.changes])
+            self._settle(batch.changes, None)
             return
 
     def _isolate(self, batch: _Batch, error: Exception) -> None:
         """Split a batch the database refused for good until only the faulty changes fail."""
         changes = batch.changes
         if len(changes) == 1:
-            self._settle([(changes[0].future, error)])
+            self._settle(changes, error)
             return
         middle = len(changes) // 2
         # In order: a later change may update a run an earlier one inserts.
@@ -317,7 +321,7 @@ class StoreWriter:
         ]
         if not given_up:
             return batch
-        self._settle([(change.future, error) for change in given_up])
+        self._settle(given_up, error)
         gone = {id(change) for change in given_up}
         return _merged(change for change in batch.changes if id(change) not in gone)
 
@@ -335,16 +339,18 @@ class StoreWriter:
             return batch
         return _merged([*batch.changes, *queued.changes])
 
-    def _settle(self, outcomes: list[tuple[asyncio.Future[None], Exception | None]]) -> None:
-        if not outcomes or self._loop is None:
+    def _settle(self, changes: list[_Change], error: Exception | None) -> None:
+        """Resolve the futures of `changes` on the loop: committed, or failed with `error`."""
+        if not changes or self._loop is None:
             return
         # The loop is gone only after close() returned, when nobody waits any more.
         with contextlib.suppress(RuntimeError):
-            self._loop.call_soon_threadsafe(_resolve, outcomes)
+            self._loop.call_soon_threadsafe(_resolve, changes, error)
 
 
-def _resolve(outcomes: list[tuple[asyncio.Future[None], Exception | None]]) -> None:
-    for waiter, error in outcomes:
+def _resolve(changes: list[_Change], error: Exception | None) -> None:
+    for change in changes:
+        waiter = change.future
         if waiter.done():  # its caller went away (a cancelled request)
             continue
         if error is None:
