@@ -445,7 +445,18 @@ class Engine:
             ended = self._ended_unrun(
                 waiting, EndReason.STOPPED, "Stopped on request before it started."
             )
-            await self._writer.write(updates=[ended])
+            self._ending[run_id] = ended
+            try:
+                # The caller waits for an unavailable database as long as a
+                # trigger would; then the run goes back to its place and waits on.
+                await self._writer.write(
+                    updates=[ended], urgent=True, give_up_after=TRIGGER_WAIT_SECONDS
+                )
+            except StoreError:
+                self._put_back(waiting)
+                raise
+            finally:
+                self._ending.pop(run_id, None)
             self._finish(ended)
             return ended
         run = await asyncio.to_thread(self._store.get_run, run_id)
@@ -516,6 +527,23 @@ class Engine:
             delayed[1].cancel()
             return delayed[0]
         return None
+
+    def _put_back(self, run: Run) -> None:
+        """Return a run taken from its queue (or its retry delay) to its place."""
+        if self._stopping:
+            return  # it is pending in the store: the next daemon queues it
+        if run.not_before is not None and run.not_before > self._clock():
+            self._schedule(run)
+            return
+        queue = self._queues[(run.task_name, run.account)]
+        place = (run.created_at, run.id)
+        index = next(
+            (i for i, queued in enumerate(queue) if (queued.created_at, queued.id) > place),
+            len(queue),
+        )
+        queue.insert(index, run)
+        self._queued_per_task[run.task_name] += 1
+        self._pump()
 
     def _pump(self) -> None:
         """Start queued runs, oldest first, while slots are free."""

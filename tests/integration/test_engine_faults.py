@@ -222,3 +222,47 @@ async def test_a_run_ends_once_while_its_end_waits_for_the_database(
 async def _until(check: Callable[[], bool]) -> None:
     while not check():
         await asyncio.sleep(0.02)
+
+
+async def test_a_stop_the_database_cannot_record_leaves_the_run_queued(
+    store: SpiedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    down = asyncio.Event()
+    real_apply = store.apply
+
+    def apply(
+        inserts: Sequence[Run],
+        updates: Sequence[Run],
+        ticks: dict[str, datetime] | None = None,
+        *,
+        replay: bool = False,
+    ) -> None:
+        if down.is_set():
+            raise StoreUnavailable("database error: the database system is shutting down")
+        real_apply(inserts, updates, ticks, replay=replay)
+
+    monkeypatch.setattr(store, "apply", apply)
+    monkeypatch.setattr(core, "TRIGGER_WAIT_SECONDS", 0.3)
+    gate = tmp_path / "gate"
+    engine = await started(
+        store,
+        tmp_path,
+        TaskDefinition(name="one", run=f"while [ ! -e {gate} ]; do sleep 0.02; done"),
+    )
+    try:
+        [running] = await engine.trigger("one", {}, TriggeredBy.API)
+        [first, second] = [(await engine.trigger("one", {}, TriggeredBy.API))[0] for _ in "ab"]
+        await asyncio.wait_for(_until(lambda: engine.is_started(running.id)), 10)
+        down.set()
+        with pytest.raises(StoreUnavailable):
+            await engine.stop(first.id)
+        # Not stopped: back in its place, ahead of the run queued after it.
+        assert engine.counts("one") == (1, 2)
+        down.clear()
+        gate.touch()
+        ends = [await wait_ended(engine, run.id) for run in (running, first, second)]
+        assert [run.end_reason for run in ends] == [EndReason.SUCCESS] * 3
+        assert ends[1].start_at is not None and ends[2].start_at is not None
+        assert ends[1].start_at <= ends[2].start_at
+    finally:
+        await engine.shutdown(timeout=10)
