@@ -55,7 +55,7 @@ from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
 from runyard.engine.strays import StartLog, kill_strays
 from runyard.engine.workspace import Workspace
 from runyard.engine.writer import StoreWriter
-from runyard.exceptions import InvalidInput, NotFound, RunyardError, StoreError
+from runyard.exceptions import InvalidInput, NotFound, RunyardError, StoreError, StoreUnavailable
 from runyard.store.logs import LogFollowers, LogWriter, delete_log
 from runyard.store.runs import RunStore
 
@@ -677,6 +677,8 @@ class Engine:
         try:
             await self._writer.write(updates=[ended], inserts=[retry] if retry else [])
             return ended, retry
+        except StoreUnavailable:
+            raise  # the writer gave up at shutdown: the next daemon ends the run crashed
         except StoreError as error:
             log.error("run %s: its end cannot be stored as it is: %s", ended.id, error)
             note = (
@@ -691,6 +693,8 @@ class Engine:
         try:
             await self._writer.write(updates=[ended], inserts=[retry] if retry else [])
             return ended, retry
+        except StoreUnavailable:
+            raise
         except StoreError as error:
             log.error("run %s: its cleaned end cannot be stored either: %s", ended.id, error)
         bare = dataclasses.replace(

@@ -116,6 +116,7 @@ class StoreWriter:
         self._batch = _Batch()
         self._changed = threading.Condition()  # guards _batch and _closed
         self._closed = False
+        self._finished = False  # the thread took its last batch: nothing queued is written
         self._loop: asyncio.AbstractEventLoop | None = None
         # The last transient failure and when it came (time.monotonic()); None
         # once a commit lands. Read by health checks on the event loop.
@@ -161,6 +162,9 @@ class StoreWriter:
             None if give_up_after is None else time.monotonic() + give_up_after,
         )
         with self._changed:
+            if self._finished:
+                future.set_exception(StoreUnavailable("runyard is shutting down"))
+                return future
             batch = self._batch
             batch.add(change)
             if urgent:
@@ -220,6 +224,7 @@ class StoreWriter:
                     break
                 self._changed.wait(left)
             batch, self._batch = self._batch, _Batch()
+            self._finished = self._closed
             return batch, self._closed
 
     def _commit(self, batch: _Batch, *, absorb: bool) -> None:
@@ -326,14 +331,21 @@ class StoreWriter:
         return _merged(change for change in batch.changes if id(change) not in gone)
 
     def _pause(self, seconds: float) -> bool:
-        """Wait `seconds` (less if the writer closes); return whether it is closing."""
+        """Wait `seconds` (less if close() is called now); return whether it is closing."""
+        deadline = time.monotonic() + seconds
         with self._changed:
-            if not self._closed:
-                self._changed.wait(seconds)
-            return self._closed
+            # New changes notify too: they wait for the next try, not cut the backoff short.
+            closed_before = self._closed
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed != closed_before:
+                    return self._closed
+                self._changed.wait(left)
 
     def _absorb(self, batch: _Batch) -> _Batch:
         with self._changed:
+            if self._finished:
+                return batch  # nothing more is queued after the last batch
             queued, self._batch = self._batch, _Batch()
         if not queued.changes:
             return batch

@@ -235,3 +235,14 @@ async def test_close_gives_up_on_an_unreachable_database(
     await asyncio.wait_for(writer.close(), 10)
     with pytest.raises(StoreUnavailable):
         await pending
+
+
+async def test_a_change_after_close_fails_instead_of_waiting_forever() -> None:
+    sink = FakeSink()
+    writer = StoreWriter(sink)
+    writer.start()
+    await writer.write(inserts=[_new("before")])
+    await writer.close()
+    with pytest.raises(StoreUnavailable):
+        await asyncio.wait_for(writer.submit(updates=[_new("before", RunStatus.ENDED)]), 5)
+    assert sink.stored["before"].status is RunStatus.PENDING
