@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -32,9 +33,15 @@ def anyio_backend() -> str:
 
 
 class SpiedStore(RunStore):
-    """The real store, recording the runs of each batch it was asked to apply."""
+    """The real store, recording the runs of each batch it was asked to apply.
+
+    With `hold` set, the next batch waits for it to be cleared (`held` tells
+    when it does): what is submitted meanwhile forms one batch.
+    """
 
     batches: list[list[str]]
+    hold: threading.Event | None
+    held: threading.Event
 
     def apply(
         self,
@@ -45,6 +52,10 @@ class SpiedStore(RunStore):
         replay: bool = False,
     ) -> None:
         self.batches.append([run.id for run in (*inserts, *updates)])
+        hold, self.hold = self.hold, None
+        if hold is not None:
+            self.held.set()
+            hold.wait()
         super().apply(inserts, updates, ticks, replay=replay)
 
 
@@ -52,7 +63,7 @@ class SpiedStore(RunStore):
 async def store(store_url: str) -> AsyncIterator[SpiedStore]:
     opened = RunStore.open(store_url)
     spied = SpiedStore(opened._engine)  # noqa: SLF001 - the same engine, spied on
-    spied.batches = []
+    spied.batches, spied.hold, spied.held = [], None, threading.Event()
     yield spied
     opened.close()
 
@@ -90,27 +101,35 @@ async def test_a_value_the_database_refuses_fails_only_its_own_trigger(
         TaskDefinition(name="job", run='cat "$RUNYARD_INPUT" >/dev/null', max_concurrent=64),
     )
     try:
-        good = [[["cell", str(i)]] for i in range(40)]
-        inputs: list[list[list[list[str]]]] = [*good[:20], [[[LONE_SURROGATE]]], *good[20:]]
-        # Started in one loop turn, without an await before their writes: one batch.
-        outcomes = await asyncio.gather(
+        good = [[[["cell", str(i)]]] for i in range(40)]
+        inputs = [*good[:20], [[[LONE_SURROGATE]]], *good[20:]]
+        # The writer is held in a first commit while all 41 are submitted: one batch.
+        release = threading.Event()
+        store.hold = release
+        first = asyncio.ensure_future(engine.trigger("job", {}, TriggeredBy.API, good[0]))
+        await asyncio.to_thread(store.held.wait, 10)
+        triggers = asyncio.gather(
             *(engine.trigger("job", {}, TriggeredBy.API, data) for data in inputs),
             return_exceptions=True,
         )
+        await asyncio.sleep(0.05)
+        release.set()
+        outcomes = await triggers
+        await first
+        # The 41 were tried in one transaction (perhaps with the first run's start).
+        assert len(store.batches[0]) == 1 and len(store.batches[1]) >= 41, store.batches[:3]
         bad = outcomes.pop(20)
         assert isinstance(bad, StoreError) and not isinstance(bad, StoreUnavailable), bad
         accepted = [runs[0] for runs in outcomes if isinstance(runs, list)]
         assert len(accepted) == 40, [o for o in outcomes if not isinstance(o, list)]
+        accepted.append((await first)[0])
         ended = [await wait_ended(engine, run.id) for run in accepted]
         assert {run.end_reason for run in ended} == {EndReason.SUCCESS}
         assert engine.counts("job") == (0, 0)
         assert not engine.is_started(ended[0].id)
         runs = stored_runs(store, "job")
-        assert len(runs) == 40
+        assert len(runs) == 41
         assert {run.status for run in runs} == {RunStatus.ENDED}
-        # The test means something only if the bad run was refused within a batch.
-        first_try = next(batch for batch in store.batches if len(batch) > 1)
-        assert len(first_try) >= 20, store.batches[:3]
     finally:
         await engine.shutdown(timeout=10)
 
