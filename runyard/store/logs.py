@@ -349,8 +349,11 @@ class LogWriter:
 
     def _resume(self, at: datetime, *, force: bool = False) -> bool:
         """While writes fail: try the lost-output notice (once a second); True if it went in."""
-        if not force and self._retry_write_at is not None and at < self._retry_write_at:
-            return False
+        if not force:
+            if self._retry_write_at is None:  # the first output since the failure
+                self._retry_write_at = at + timedelta(seconds=_RETRY_WRITE_SECONDS)
+            if at < self._retry_write_at:
+                return False
         self._retry_write_at = at + timedelta(seconds=_RETRY_WRITE_SECONDS)
         text = f"[runyard] {self.loss_note()}"
         lost = self._lost_lines, self._lost_bytes
@@ -364,6 +367,7 @@ class LogWriter:
             return False
         log.info("%s: log writes work again", self._path)
         self._lost_lines = self._lost_bytes = 0
+        self._retry_write_at = None
         return True
 
     def _lose(self, nlines: int, nbytes: int) -> None:
