@@ -82,7 +82,8 @@ class ErrorModel(_Body):
     instance: str | None = Field(
         None,
         description="A URI reference that identifies the specific occurrence of the problem.",
-        json_schema_extra={"format": "uri"},
+        # The request's path: a relative reference, not an absolute URI.
+        json_schema_extra={"format": "uri-reference"},
     )
     errors: list[ErrorDetail] | None = Field(
         None, description="Optional list of individual error details"

@@ -54,7 +54,7 @@ from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
 from runyard.engine.strays import StartLog, kill_strays
 from runyard.engine.workspace import Workspace
 from runyard.engine.writer import StoreWriter
-from runyard.exceptions import InvalidInput, NotFound, RunyardError
+from runyard.exceptions import InvalidInput, NotFound, RunyardError, UnstorableInput
 from runyard.store.logs import LogFollowers, LogWriter, delete_log
 from runyard.store.runs import RunStore
 
@@ -266,7 +266,8 @@ class Engine:
         try:
             values = resolve_params(task.params, params)
         except ParamError as error:
-            raise InvalidInput(f"body.params.{error.name}", error.message, error.value) from error
+            invalid = UnstorableInput if error.unstorable else InvalidInput
+            raise invalid(f"body.params.{error.name}", error.message, error.value) from error
         now = self._clock()
         runs: list[Run] = []
         queued: list[Run] = []
