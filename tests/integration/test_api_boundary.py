@@ -1,4 +1,4 @@
-"""Input that cannot be stored or held, refused where it comes in: REST and v3, SQLite and PostgreSQL.
+"""Input the store cannot hold, refused where it comes in: REST and v3, SQLite and PostgreSQL.
 
 Text with NUL or a lone surrogate is answered 400 for that request only,
 naming the field; numbers out of the databases' range and digits int()
