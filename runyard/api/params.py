@@ -15,6 +15,7 @@ from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
 from runyard.api.errors import UNSTORABLE_TEXT
+from runyard.api.schemas import NO_NUL_PATTERN
 from runyard.domain.models import EndReason, RunStatus
 from runyard.domain.queries import (
     DEFAULT_LIMIT,
@@ -40,10 +41,6 @@ def _storable(value: object) -> object:
 # Runs before the type's own checks (pattern, length), so NUL in a task name is
 # answered as what it is rather than as a pattern mismatch.
 StorableText = BeforeValidator(_storable)
-
-# In the JSON Schema of text parameters: what `StorableText` lets through.
-# (A lone surrogate cannot be written in a schema-valid string at all.)
-NO_NUL_PATTERN = "^[^\\x00]*$"
 
 TaskNamePath = Annotated[
     str,
