@@ -99,7 +99,10 @@ async def send_all(daemon: V3Daemon, made: list[Call]) -> list[Answer]:
     gate = asyncio.Semaphore(IN_FLIGHT)
     rest_headers = {"Authorization": f"Bearer {daemon.token}", "Content-Type": "application/json"}
     v3_headers = {"Content-Type": "application/json"}
-    limits = httpx.Limits(max_connections=IN_FLIGHT)
+    # A connection per request: a kept-alive one can be closed by the server's
+    # idle timer just as the next POST goes out on it (on a busy machine), and a
+    # trigger must not be sent twice, so it could not be retried.
+    limits = httpx.Limits(max_connections=IN_FLIGHT, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=daemon.url, timeout=60.0, limits=limits) as http:
 
         async def send(call: Call) -> Answer:
