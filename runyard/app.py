@@ -15,13 +15,13 @@ from pathlib import Path
 
 from runyard.cloud import CloudApi
 from runyard.config.loader import Config, load_config
-from runyard.domain.input_data import InputDataError, normalise_input
+from runyard.domain.input_data import InputDataError, UnstorableCell, normalise_input
 from runyard.domain.models import Run, TaskDefinition, TriggeredBy
 from runyard.domain.queries import RunQuery
 from runyard.domain.reload import RESTART_SETTINGS, diff_tasks, settings_needing_restart
 from runyard.engine.core import Engine, utc_now
 from runyard.engine.scheduler import Scheduler
-from runyard.exceptions import InvalidInput, NotFound
+from runyard.exceptions import InvalidInput, NotFound, UnstorableInput
 from runyard.store import RunStore, database_url
 
 TOKEN_FILE = "token"
@@ -183,6 +183,10 @@ class Runyard:
         if data is not None:
             try:
                 tables = normalise_input(data)
+            except UnstorableCell as error:
+                raise UnstorableInput(
+                    "body.data" + error.location, error.problem, error.shown
+                ) from None
             except InputDataError as error:
                 raise InvalidInput("body.data", error.message, data) from None
         return await self.engine.trigger(task_name, params, triggered_by, tables)

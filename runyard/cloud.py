@@ -40,6 +40,7 @@ from runyard.domain.accounts import (
 from runyard.domain.input_data import InputDataError, json_kind, normalise_input
 from runyard.domain.models import Run, RunStatus, TaskDefinition, TriggeredBy
 from runyard.domain.ratelimit import RollingWindow
+from runyard.domain.text import escape_unstorable, is_storable
 from runyard.engine.core import RunAlreadyEnded
 from runyard.exceptions import NotFound, RunyardError
 from runyard.store.keys import KeyStore, revoked_stamp
@@ -298,7 +299,9 @@ class CloudApi:
         nothing about which runs exist.
         """
         run = None
-        if password:
+        # A run id or secret holding NUL or a lone surrogate names no run; the
+        # store must not be asked (PostgreSQL refuses NUL with an error).
+        if password and is_storable(run_id) and is_storable(password):
             live = self._runyard.engine.live_run(run_id)
             run = live or await asyncio.to_thread(self._runyard.store.get_run, run_id)
         if (
@@ -381,11 +384,25 @@ def _report_count(count: object) -> int:
         value = count
     elif isinstance(count, float) and count.is_integer():
         value = int(count)
-    elif isinstance(count, str) and count.strip().isdigit():
-        value = int(count.strip())
+    elif isinstance(count, str):
+        value = _whole_number(count)
     if value is None or value < 1:
         raise V3Error(400, f"count must be a whole number of at least 1, got {_shown(count)}.")
     return min(value, MAX_REPORTS)
+
+
+def _whole_number(text: str) -> int | None:
+    """Return the ASCII digits `text` holds (spaces around allowed) as an int; None otherwise.
+
+    str.isdigit() says yes to "²" and "٣", which int() then refuses or reads
+    as another digit; and int() refuses more than 4,300 digits.
+    """
+    digits = text.strip()
+    if not digits or not digits.isascii() or not digits.isdigit():
+        return None
+    significant = digits.lstrip("0") or "0"
+    # Any number this long is past every bound it is checked against.
+    return int(significant) if len(significant) <= 18 else 10**18
 
 
 def _same_pid(given: object, expected: str) -> bool:
@@ -393,8 +410,8 @@ def _same_pid(given: object, expected: str) -> bool:
         return False
     if isinstance(given, int):
         return given == int(expected)
-    if isinstance(given, str) and given.strip().isdigit():
-        return int(given.strip()) == int(expected)
+    if isinstance(given, str):
+        return _whole_number(given) == int(expected)
     return False
 
 
@@ -404,7 +421,7 @@ def _url_host(host: str) -> str:
 
 def _shown(value: object) -> str:
     if isinstance(value, str):
-        return f'"{value}"'
+        return f'"{escape_unstorable(value)}"'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):

@@ -61,3 +61,10 @@ class InvalidInput(RunyardError):
         self.message = message
         self.value = value
         super().__init__(f"{location}: {message}")
+
+
+class UnstorableInput(InvalidInput):
+    """A caller sent text that cannot be stored (NUL, a lone surrogate): answered 400.
+
+    `value` shows the text with those characters escaped, so the answer can carry it.
+    """

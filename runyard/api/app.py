@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from runyard import __version__
 from runyard.api import (
@@ -23,8 +21,9 @@ from runyard.api import (
 )
 from runyard.api.auth import BearerAuth
 from runyard.api.deps import Closing
-from runyard.api.errors import PROBLEM_MEDIA_TYPE, install_error_handlers
+from runyard.api.errors import install_error_handlers
 from runyard.api.limits import BodyLimit
+from runyard.api.openapi import serve_document
 from runyard.app import Runyard
 
 
@@ -69,32 +68,5 @@ def create_app(runyard: Runyard) -> FastAPI:
     # Outermost: an oversized body is refused before anything else reads it.
     app.add_middleware(BodyLimit, limit=lambda: runyard.config.daemon.max_request_size)
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            document = get_openapi(
-                title=app.title,
-                version=app.version,
-                description=app.description,
-                routes=app.routes,
-            )
-            _problems_as_problem_json(document)
-            document.setdefault("components", {})["securitySchemes"] = {
-                "bearer": {"type": "http", "scheme": "bearer"}
-            }
-            document["security"] = [{"bearer": []}]
-            app.openapi_schema = document
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    serve_document(app, runyard.tasks)
     return app
-
-
-def _problems_as_problem_json(document: dict[str, Any]) -> None:
-    # FastAPI documents every response model as application/json; errors go out as
-    # application/problem+json.
-    for path_item in document.get("paths", {}).values():
-        for operation in path_item.values():
-            for status, response in operation.get("responses", {}).items():
-                content = response.get("content", {})
-                if str(status)[:1] in ("4", "5") and "application/json" in content:
-                    content[PROBLEM_MEDIA_TYPE] = content.pop("application/json")

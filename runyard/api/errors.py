@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -17,13 +18,25 @@ from starlette.responses import JSONResponse
 
 from runyard.api.deps import schema_url
 from runyard.api.schemas import ErrorModel
+from runyard.domain.text import escape_unstorable, text_problem
 from runyard.engine.core import RunAlreadyEnded, ShuttingDown
-from runyard.exceptions import ConfigError, DiskFull, InvalidInput, NotFound, StoreUnavailable
+from runyard.exceptions import (
+    ConfigError,
+    DiskFull,
+    InvalidInput,
+    NotFound,
+    StoreUnavailable,
+    UnstorableInput,
+)
 
 log = logging.getLogger("runyard.api")
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 _NO_VALUE = object()  # an error detail without a `value` key (missing fields, bad JSON)
+# The pydantic error type of a request parameter holding text that cannot be
+# stored (runyard.api.params): answered 400, not 422.
+UNSTORABLE_TEXT = "unstorable_text"
+_PATH_SAFE = "/!$&'()*+,;=:@~"  # RFC 3986 pchar and "/", left as they are
 
 
 class ProblemResponse(JSONResponse):
@@ -35,10 +48,21 @@ def error_detail(location: str, message: str, value: object = _NO_VALUE) -> dict
     entry: dict[str, Any] = {"location": location, "message": message}
     if value is not _NO_VALUE:
         try:
-            entry["value"] = jsonable_encoder(value)
+            entry["value"] = _shown(jsonable_encoder(value))
         except (TypeError, ValueError):
             entry["value"] = repr(value)
     return entry
+
+
+def _shown(value: Any) -> Any:
+    # A lone surrogate cannot be encoded into the answer: the caller sees its escape.
+    if isinstance(value, str):
+        return escape_unstorable(value)
+    if isinstance(value, list):
+        return [_shown(item) for item in value]
+    if isinstance(value, dict):
+        return {escape_unstorable(str(key)): _shown(item) for key, item in value.items()}
+    return value
 
 
 def problem(
@@ -49,14 +73,18 @@ def problem(
     errors: Sequence[Mapping[str, Any]] | None = None,
     headers: Mapping[str, str] | None = None,
 ) -> ProblemResponse:
-    """Return an `application/problem+json` response shaped like the spec's ErrorModel."""
+    """Return an `application/problem+json` response shaped like the spec's ErrorModel.
+
+    `instance` is the request's path as decoded; it is sent percent-encoded,
+    so that it is a URI reference whatever the path held (a space, a NUL).
+    """
     body: dict[str, Any] = {
         "$schema": schema_url(base, "ErrorModel"),
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
         "status": status,
         "detail": detail,
-        "instance": instance,
+        "instance": quote(instance, safe=_PATH_SAFE, errors="backslashreplace"),
     }
     if errors:
         body["errors"] = list(errors)
@@ -83,7 +111,8 @@ def _location(loc: Sequence[int | str]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            name = escape_unstorable(str(part))
+            out += f".{name}" if out else name
     return out
 
 
@@ -154,9 +183,21 @@ def _value(error: Mapping[str, Any]) -> object:
     return value
 
 
-def _detail(errors: Sequence[Mapping[str, Any]]) -> str:
+def _detail(errors: Sequence[Mapping[str, Any]], unstorable: bool = False) -> str:
     parts = [f"{e['location']} {e['message']}" for e in errors]
-    return "The request is invalid: " + "; ".join(parts) + "."
+    lead = (
+        "The request holds text that cannot be stored" if unstorable else "The request is invalid"
+    )
+    return f"{lead}: " + "; ".join(parts) + "."
+
+
+def _unstorable_input(error: Mapping[str, Any]) -> str | None:
+    # Any value refused for its text (NUL in a path, a query or a body field)
+    # is answered for that text, whatever other check it also failed.
+    if error.get("type") == UNSTORABLE_TEXT:
+        return str(error.get("msg", ""))
+    value = error.get("input")
+    return text_problem(value) if isinstance(value, str) else None
 
 
 async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:
@@ -172,6 +213,14 @@ async def _validation_error(request: Request, exc: Exception) -> ProblemResponse
             f"The request body is not valid JSON: {reason}.",
             [error_detail("body", message)],
         )
+    text_problems = [_unstorable_input(e) for e in raw]
+    if any(text_problems):
+        errors = [
+            error_detail(_location(e["loc"]), problem, _value(e))
+            for e, problem in zip(raw, text_problems, strict=True)
+            if problem
+        ]
+        return _request_problem(request, 400, _detail(errors, unstorable=True), errors)
     errors = [error_detail(_location(e["loc"]), _message(e), _value(e)) for e in raw]
     return _request_problem(request, 422, _detail(errors), errors)
 
@@ -179,6 +228,8 @@ async def _validation_error(request: Request, exc: Exception) -> ProblemResponse
 async def _invalid_input(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, InvalidInput)
     errors = [error_detail(exc.location, exc.message, exc.value)]
+    if isinstance(exc, UnstorableInput):
+        return _request_problem(request, 400, _detail(errors, unstorable=True), errors)
     return _request_problem(request, 422, _detail(errors), errors)
 
 

@@ -7,27 +7,30 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
+from pydantic import NonNegativeInt
+from pydantic.json_schema import SkipJsonSchema
 
+from runyard.api import schemas
 from runyard.api.deps import Closing, ClosingDep, RunyardDep
 from runyard.api.errors import problem_responses
 from runyard.api.sse import KEEPALIVE, KEEPALIVE_SECONDS, SSE_HEADERS, Closed, event, first_of
 from runyard.engine.events import EventHub
 
-router = APIRouter(tags=["events"], responses=problem_responses(401, 422, 500))
+router = APIRouter(tags=["events"], responses=problem_responses(400, 401, 422, 500))
 
 
 @router.get(
     "/api/events",
     summary="Follow run events (SSE)",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    responses={200: {"content": schemas.EVENT_STREAM_CONTENT}},
 )
 async def stream_events(
     runyard: RunyardDep,
     closing: ClosingDep,
     last_event_id: Annotated[
-        int | None,
-        Header(alias="Last-Event-ID", description="Replay the events after this id", ge=0),
+        NonNegativeInt | SkipJsonSchema[None],
+        Header(alias="Last-Event-ID", description="Replay the events after this id"),
     ] = None,
 ) -> StreamingResponse:
     """Send each run event as `id: <n>`, `event: <kind>`, `data: <json>`.

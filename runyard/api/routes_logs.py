@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
+from pydantic import NonNegativeInt
+from pydantic.json_schema import SkipJsonSchema
 
 from runyard.api import schemas
 from runyard.api.deps import Closing, ClosingDep, RunyardDep, SchemaBase, schema_url
@@ -28,7 +30,7 @@ from runyard.domain.models import Run
 from runyard.exceptions import NotFound
 from runyard.store.logs import LogLine, count_lines, iter_raw_text, read_lines
 
-router = APIRouter(tags=["logs"], responses=problem_responses(401, 404, 422, 500))
+router = APIRouter(tags=["logs"], responses=problem_responses(400, 401, 404, 422, 500))
 
 _REPLAY_BATCH = 1000  # lines read from the file per thread hop while replaying
 _END_WAIT = 24 * 3600.0  # wait_for_end wants a bound; a log stream may follow a long run
@@ -81,7 +83,7 @@ async def get_raw_log(run_id: RunIdPath, runyard: RunyardDep) -> StreamingRespon
     "/api/runs/{runId}/log/stream",
     summary="Follow a run's log (SSE)",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+    responses={200: {"content": schemas.LOG_STREAM_CONTENT}},
 )
 async def stream_log(
     run_id: RunIdPath,
@@ -90,8 +92,8 @@ async def stream_log(
     base: SchemaBase,
     start: Annotated[int, Query(alias="from", description="First line number", ge=0)] = 0,
     last_event_id: Annotated[
-        int | None,
-        Header(alias="Last-Event-ID", description="Resume after this line number", ge=0),
+        NonNegativeInt | SkipJsonSchema[None],
+        Header(alias="Last-Event-ID", description="Resume after this line number"),
     ] = None,
 ) -> StreamingResponse:
     """Send each log line as an `event: line` (id = line number), then `event: done`.

@@ -12,7 +12,7 @@ from runyard.api.errors import problem_responses
 from runyard.api.params import RunIdPath, run_query
 from runyard.domain.queries import RunQuery
 
-router = APIRouter(tags=["runs"], responses=problem_responses(401, 404, 422, 500))
+router = APIRouter(tags=["runs"], responses=problem_responses(400, 401, 404, 422, 500))
 
 
 @router.get("/api/runs", summary="List runs", response_model_exclude_none=True)

@@ -16,7 +16,7 @@ from runyard.app import Runyard
 from runyard.domain.models import TaskDefinition
 from runyard.domain.queries import RunQuery
 
-router = APIRouter(tags=["tasks"], responses=problem_responses(401, 404, 422, 500))
+router = APIRouter(tags=["tasks"], responses=problem_responses(400, 401, 404, 422, 500))
 
 
 @router.get("/api/tasks", summary="List tasks")
@@ -64,7 +64,7 @@ def _task_body(runyard: Runyard, task: TaskDefinition, base: str) -> schemas.Tas
     summary="Trigger a run",
     status_code=201,
     response_model_exclude_none=True,
-    responses=problem_responses(400, 503, 507),
+    responses=problem_responses(503, 507),
 )
 async def trigger_task(
     task_name: TaskNamePath,

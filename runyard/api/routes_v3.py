@@ -22,6 +22,7 @@ from runyard.api.errors import DATABASE_UNAVAILABLE, DISK_FULL
 from runyard.app import Runyard
 from runyard.cloud import LINK_KEY, QUEUED_MESSAGE, Caller, CloudApi, V3Error
 from runyard.domain.accounts import DEFAULT_RATE_LIMIT
+from runyard.domain.text import text_problem
 from runyard.engine.core import ShuttingDown
 from runyard.exceptions import DiskFull, StoreUnavailable
 
@@ -31,6 +32,9 @@ PREFIX = "/api/v3"
 
 _TIMESTAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
 _BODY_OBJECT = "The request body must be a JSON object."
+# The text fields of every endpoint's body; `data` is checked cell by cell
+# where it is read (runyard.cloud.parse_input), to name the cell.
+_TEXT_FIELDS = ("key", "name", "pw", "pid", "count")
 
 
 def error_response(status: int, message: str, retry_after: float | None = None) -> JSONResponse:
@@ -80,6 +84,13 @@ async def _body(request: Request) -> dict[str, Any]:
         ) from None
     if not isinstance(body, dict):
         raise V3Error(400, _BODY_OBJECT)
+    # Text that cannot be stored, hashed or shown back is refused before the
+    # key is looked up: a lone surrogate in `key` would fail its hash.
+    for field in _TEXT_FIELDS:
+        value = body.get(field)
+        problem = text_problem(value) if isinstance(value, str) else None
+        if problem is not None:
+            raise V3Error(400, f"{field} {problem}.")
     return body
 
 

@@ -82,7 +82,8 @@ class ErrorModel(_Body):
     instance: str | None = Field(
         None,
         description="A URI reference that identifies the specific occurrence of the problem.",
-        json_schema_extra={"format": "uri"},
+        # The request's path: a relative reference, not an absolute URI.
+        json_schema_extra={"format": "uri-reference"},
     )
     errors: list[ErrorDetail] | None = Field(
         None, description="Optional list of individual error details"
@@ -205,18 +206,43 @@ class ReloadResponseBody(_Body):
     )
 
 
+# Text the store can hold: what runyard.api.params.StorableText and the domain's
+# text rule let through, as far as a JSON Schema can say it (a lone surrogate
+# cannot be written in a valid JSON Schema string at all).
+NO_NUL_PATTERN = "^[^\\x00]*$"
+PARAM_VALUE_SCHEMA: dict[str, Any] = {
+    "type": ["string", "number", "boolean"],
+    "pattern": NO_NUL_PATTERN,
+}
+_CELL_SCHEMA: dict[str, Any] = {
+    "type": ["string", "number", "boolean", "null"],
+    "pattern": NO_NUL_PATTERN,
+}
+_TABLE_SCHEMA: dict[str, Any] = {"type": "array", "items": {"type": "array", "items": _CELL_SCHEMA}}
+INPUT_DATA_SCHEMA: dict[str, Any] = {
+    "anyOf": [_TABLE_SCHEMA, {"type": "array", "items": _TABLE_SCHEMA}, {"type": "null"}],
+    "description": "Input data: a 2-D array [row][col] (one table) or a 3-D array "
+    "(several tables); cells are strings, numbers, booleans or null",
+}
+
+
 class TriggerRequest(_Body):
     """Body of POST /api/tasks/{taskName}/run."""
 
     model_config = ConfigDict(extra="forbid")
-    params: dict[str, Any] = Field(
-        default_factory=dict, description="Param values: strings, numbers or booleans"
-    )
-    data: Any = Field(
-        None,
-        description="Input data: a 2-D array [row][col] (one table) or a 3-D array "
-        "(several tables); cells are strings, numbers, booleans or null",
-    )
+    params: Annotated[
+        dict[str, Any],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "additionalProperties": PARAM_VALUE_SCHEMA,
+                "propertyNames": {"pattern": NO_NUL_PATTERN},
+                "description": "Param values: strings, numbers or booleans, by the names "
+                "the task declares",
+            }
+        ),
+    ] = Field(default_factory=dict)
+    data: Annotated[Any, WithJsonSchema(INPUT_DATA_SCHEMA)] = None
 
 
 class LogLine(_Body):
@@ -247,6 +273,62 @@ class Health(_Body):
         default_factory=dict,
         description="Each check (database, disk): ok, or what is wrong with it",
     )
+
+
+def _sse_event(kinds: list[str], data_schema: dict[str, Any], *, numbered: bool) -> dict[str, Any]:
+    """Return the schema of one server-sent event: its kind, id and JSON data."""
+    properties: dict[str, Any] = {
+        "event": {"enum": kinds},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": data_schema,
+        },
+        # A client keeps the last id it saw; an event without one repeats it.
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+    required = ["event", "data", "id"] if numbered else ["event", "data"]
+    return {"type": "object", "properties": properties, "required": required}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+# The events of `GET /api/runs/{runId}/log/stream`: a `line` per log line
+# (id = its number), then `done` with the ended run.
+LOG_STREAM_CONTENT: dict[str, Any] = {
+    "text/event-stream": {
+        "schema": {
+            "description": "One event per log line, then `done` with the ended run",
+            "anyOf": [
+                _sse_event(["line"], _ref(LogLine), numbered=True),
+                _sse_event(["done"], _ref(Run), numbered=False),
+            ],
+        }
+    }
+}
+
+_EVENT_DATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "task_name": {"type": "string"},
+        "status": {"enum": [status.value for status in RunStatus]},
+        "end_reason": {"enum": [*(reason.value for reason in EndReason), None]},
+        "exit_code": {"type": "integer"},
+    },
+    "required": ["id", "task_name", "status", "end_reason", "exit_code"],
+}
+
+# The events of `GET /api/events`, numbered in the order they happened.
+EVENT_STREAM_CONTENT: dict[str, Any] = {
+    "text/event-stream": {
+        "schema": _sse_event(
+            ["run.created", "run.started", "run.ended"], _EVENT_DATA_SCHEMA, numbered=True
+        )
+    }
+}
 
 
 # Every model `GET /schemas/<Name>.json` serves.

@@ -7,6 +7,8 @@ import io
 import math
 from decimal import Decimal
 
+from runyard.domain.text import escape_unstorable, is_storable, text_problem
+
 SHAPE_MESSAGE = "Data must be sent as an array of arrays."
 CELL_MESSAGE = "Data cells must be strings, numbers, booleans or null"
 
@@ -19,12 +21,33 @@ class InputDataError(ValueError):
         super().__init__(message)
 
 
+class UnstorableCell(InputDataError):
+    """A cell whose text cannot be stored (NUL, a lone surrogate).
+
+    `path` indexes the cell in the data as sent (`[row, column]` for one
+    table, `[table, row, column]` for several), from 0; `problem` says what is
+    wrong with it and `shown` is the cell with the offending characters escaped.
+    """
+
+    def __init__(self, message: str, path: tuple[int, ...], problem: str, shown: str) -> None:
+        self.path = path
+        self.problem = problem
+        self.shown = shown
+        super().__init__(message)
+
+    @property
+    def location(self) -> str:
+        """Return the path as index brackets: `[0][1][0]`."""
+        return "".join(f"[{index}]" for index in self.path)
+
+
 def normalise_input(value: object) -> list[list[list[str]]]:
     """Return `value` (the parsed `data` field) as a list of tables of string cells.
 
     Depth 2 (rows of cells) is one table and depth 3 is several, because real
     clients send the first and the newer documentation describes the second.
-    Raise InputDataError for any other shape or for a nested cell.
+    Raise InputDataError for any other shape or for a nested cell, and
+    UnstorableCell for a cell whose text cannot be stored.
     """
     if not isinstance(value, list):
         raise InputDataError(SHAPE_MESSAGE)
@@ -41,10 +64,15 @@ def normalise_input(value: object) -> list[list[list[str]]]:
         if not isinstance(table, list) or not all(isinstance(row, list) for row in table):
             raise InputDataError(SHAPE_MESSAGE)
         tables.append(table)
-    return [_table(table, number) for number, table in enumerate(tables, start=1)]
+    return [
+        _table(table, number, (number - 1,) if three_d else ())
+        for number, table in enumerate(tables, start=1)
+    ]
 
 
-def _table(table: list[list[object]], table_number: int) -> list[list[str]]:
+def _table(
+    table: list[list[object]], table_number: int, prefix: tuple[int, ...]
+) -> list[list[str]]:
     rows: list[list[str]] = []
     for row_number, row in enumerate(table, start=1):
         cells: list[str] = []
@@ -56,8 +84,27 @@ def _table(table: list[list[object]], table_number: int) -> list[list[str]]:
                     f"column {column_number} holds {json_kind(cell)}."
                 )
             cells.append(text)
+        # One check of the joined row rather than one per cell: the row is
+        # looked at cell by cell only when something in it is wrong.
+        if not is_storable("".join(cells)):
+            _refuse_row(cells, table_number, row_number, prefix)
         rows.append(cells)
     return rows
+
+
+def _refuse_row(
+    cells: list[str], table_number: int, row_number: int, prefix: tuple[int, ...]
+) -> None:
+    for column_number, text in enumerate(cells, start=1):
+        problem = text_problem(text)
+        if problem is not None:
+            raise UnstorableCell(
+                f"Data cell at table {table_number}, row {row_number}, "
+                f"column {column_number} {problem}.",
+                (*prefix, row_number - 1, column_number - 1),
+                problem,
+                escape_unstorable(text),
+            )
 
 
 def cell_text(cell: object) -> str | None:

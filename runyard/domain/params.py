@@ -5,15 +5,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from runyard.domain.models import ParamPassing, ParamSpec
+from runyard.domain.text import escape_unstorable, text_problem
 
 
 class ParamError(ValueError):
-    """One bad param; `name` is the param (or key) at fault."""
+    """One bad param; `name` is the param (or key) at fault.
 
-    def __init__(self, name: str, message: str, value: object = None) -> None:
+    `unstorable` marks a name or value holding text that cannot be stored
+    (NUL, a lone surrogate): `name` and `value` then show it escaped.
+    """
+
+    def __init__(
+        self, name: str, message: str, value: object = None, *, unstorable: bool = False
+    ) -> None:
         self.name = name
         self.message = message
         self.value = value
+        self.unstorable = unstorable
         super().__init__(f"{name}: {message}")
 
 
@@ -23,6 +31,7 @@ def resolve_params(specs: tuple[ParamSpec, ...], given: Mapping[str, object]) ->
     Numbers and booleans are accepted and turned into strings because JSON
     clients send them; anything nested is refused rather than guessed at.
     """
+    _refuse_unstorable(given)
     declared = {spec.name: spec for spec in specs}
     for name in given:
         if name not in declared:
@@ -49,6 +58,19 @@ def resolve_params(specs: tuple[ParamSpec, ...], given: Mapping[str, object]) ->
             raise ParamError(spec.name, f"must be one of {allowed}", value)
         resolved[spec.name] = value
     return resolved
+
+
+def _refuse_unstorable(given: Mapping[str, object]) -> None:
+    # Before anything else, so the name shown in any later message can be encoded.
+    for name, raw in given.items():
+        problem = text_problem(name)
+        if problem is not None:
+            shown = escape_unstorable(name)
+            raise ParamError(shown, f"the param name {problem}", shown, unstorable=True)
+        if isinstance(raw, str):
+            problem = text_problem(raw)
+            if problem is not None:
+                raise ParamError(name, problem, escape_unstorable(raw), unstorable=True)
 
 
 def param_environment(specs: tuple[ParamSpec, ...], values: Mapping[str, str]) -> dict[str, str]:

@@ -24,6 +24,9 @@ class SortDirection(StrEnum):
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
+# The largest offset both databases take: SQLite and PostgreSQL read it as a
+# signed 64-bit integer, and one past it fails in the driver.
+MAX_OFFSET = 2**63 - 1
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,14 @@ from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
 from runyard.engine.strays import StartLog, kill_strays
 from runyard.engine.workspace import Workspace
 from runyard.engine.writer import StoreWriter
-from runyard.exceptions import InvalidInput, NotFound, RunyardError, StoreError, StoreUnavailable
+from runyard.exceptions import (
+    InvalidInput,
+    NotFound,
+    RunyardError,
+    StoreError,
+    StoreUnavailable,
+    UnstorableInput,
+)
 from runyard.store.logs import LogFollowers, LogWriter, delete_log
 from runyard.store.runs import RunStore
 
@@ -285,7 +292,8 @@ class Engine:
         try:
             values = resolve_params(task.params, params)
         except ParamError as error:
-            raise InvalidInput(f"body.params.{error.name}", error.message, error.value) from error
+            invalid = UnstorableInput if error.unstorable else InvalidInput
+            raise invalid(f"body.params.{error.name}", error.message, error.value) from error
         now = self._clock()
         runs: list[Run] = []
         queued: list[Run] = []

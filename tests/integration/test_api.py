@@ -158,7 +158,8 @@ def assert_problem(response: Any, status: int, location: str | None = None) -> d
     assert body["$schema"] == "http://testserver/schemas/ErrorModel.json"
     assert body["type"] == "about:blank"
     assert body["status"] == status
-    assert body["instance"] == response.request.url.path
+    # The path as sent, percent-encoded: `instance` is a URI reference.
+    assert body["instance"] == response.request.url.raw_path.split(b"?")[0].decode("ascii")
     assert body["title"] and body["detail"]
     if location is not None:
         assert [error["location"] for error in body["errors"]] == [location]

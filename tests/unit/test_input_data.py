@@ -9,6 +9,7 @@ import pytest
 from runyard.domain.input_data import (
     SHAPE_MESSAGE,
     InputDataError,
+    UnstorableCell,
     cell_text,
     json_kind,
     normalise_input,
@@ -126,6 +127,64 @@ def test_nested_cells_are_refused(data: object, where: str) -> None:
     assert caught.value.message == (
         f"Data cells must be strings, numbers, booleans or null: {where}."
     )
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "where", "problem", "shown"),
+    [
+        pytest.param(
+            [["ok", "\udc80"]],
+            (0, 1),
+            "table 1, row 1, column 2",
+            "contains a lone surrogate (\\udc80) at character 1, which is not valid Unicode",
+            "\\udc80",
+            id="2d-surrogate",
+        ),
+        pytest.param(
+            [["h"], [1, "a\x00b"]],
+            (1, 1),
+            "table 1, row 2, column 2",
+            "contains a NUL character (\\u0000) at character 2, which cannot be stored",
+            "a\\u0000b",
+            id="2d-nul",
+        ),
+        pytest.param(
+            [[["a"]], [["b"], ["c", "\ud800x"]]],
+            (1, 1, 1),
+            "table 2, row 2, column 2",
+            "contains a lone surrogate (\\ud800) at character 1, which is not valid Unicode",
+            "\\ud800x",
+            id="3d-surrogate",
+        ),
+        # Two halves of a pair in neighbouring cells are two lone surrogates.
+        pytest.param(
+            [["\ud83d", "\ude00"]],
+            (0, 0),
+            "table 1, row 1, column 1",
+            "contains a lone surrogate (\\ud83d) at character 1, which is not valid Unicode",
+            "\\ud83d",
+            id="split-pair",
+        ),
+    ],
+)
+def test_cells_that_cannot_be_stored_are_refused(
+    data: object, path: tuple[int, ...], where: str, problem: str, shown: str
+) -> None:
+    with pytest.raises(UnstorableCell) as caught:
+        normalise_input(data)
+    assert caught.value.path == path
+    assert caught.value.location == "".join(f"[{index}]" for index in path)
+    assert caught.value.problem == problem
+    assert caught.value.shown == shown
+    assert caught.value.message == f"Data cell at {where} {problem}."
+    caught.value.message.encode("utf-8")  # the v3 answer can carry it
+
+
+def test_a_wrong_shape_is_answered_before_a_cell_that_cannot_be_stored() -> None:
+    with pytest.raises(InputDataError) as caught:
+        normalise_input([["\x00"], "row"])
+    assert not isinstance(caught.value, UnstorableCell)
+    assert caught.value.message == SHAPE_MESSAGE
 
 
 @pytest.mark.parametrize(

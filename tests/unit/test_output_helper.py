@@ -202,4 +202,5 @@ def test_the_helper_stays_light() -> None:
         "runyard.domain",
         "runyard.domain.input_data",
         "runyard.domain.output_data",
+        "runyard.domain.text",  # the storable-text rule of input data: stdlib only
     }
