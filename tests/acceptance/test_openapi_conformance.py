@@ -66,6 +66,12 @@ database = "none"
 [[operations]]
 include-path = "/api/events"
 request-timeout = 1
+
+# Random run ids only ever reach the 404 branch: a real, ended run lets the
+# stop operation reach its 409 answer.
+[[operations]]
+include-path = "/api/runs/{{runId}}/stop"
+parameters = {{ runId = "{run_id}" }}
 """
 
 EXAMPLES_PER_OPERATION = 15
@@ -77,11 +83,19 @@ def test_the_api_conforms_to_its_openapi_document(tmp_path: Path) -> None:
     port = free_port()
     config = tmp_path / "runyard.toml"
     config.write_text(CONFIG.format(port=port, data_dir=tmp_path / "data"), encoding="utf-8")
-    checks = tmp_path / "schemathesis.toml"
-    checks.write_text(SCHEMATHESIS_CONFIG.format(examples=EXAMPLES_PER_OPERATION), "utf-8")
     output = tmp_path / "daemon.log"
     process, url = start_daemon(config, cli_env(RUNYARD_TOKEN=TEST_TOKEN), output, port)
     try:
+        ended = httpx.post(
+            f"{url}/api/tasks/hello/run?wait=true",
+            headers={"Authorization": f"Bearer {TEST_TOKEN}"},
+        )
+        assert ended.status_code == 201, ended.text
+        checks = tmp_path / "schemathesis.toml"
+        checks.write_text(
+            SCHEMATHESIS_CONFIG.format(examples=EXAMPLES_PER_OPERATION, run_id=ended.json()["id"]),
+            "utf-8",
+        )
         paths = httpx.get(f"{url}/openapi.json").json()["paths"]
         result = subprocess.run(
             [
