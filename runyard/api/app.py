@@ -14,6 +14,7 @@ from runyard import __version__
 from runyard.api import (
     routes_daemon,
     routes_events,
+    routes_keys,
     routes_logs,
     routes_meta,
     routes_runs,
@@ -61,6 +62,7 @@ def create_app(runyard: Runyard) -> FastAPI:
         routes_logs,
         routes_events,
         routes_daemon,
+        routes_keys,
         routes_viewer,
     ):
         app.include_router(module.router)

@@ -35,6 +35,10 @@ class DaemonProblem(CliError):
         self.body = body
 
 
+class DaemonUnreachable(CliError):
+    """No daemon answered at the URL: nothing was sent, so a caller may fall back safely."""
+
+
 class StreamInterrupted(CliError):
     """An event stream ended or stalled before its last event; the caller may resume it."""
 
@@ -65,9 +69,12 @@ class DaemonClient:
         self,
         url: str,
         token: str | None,
-        token_hint: str,
+        token_source: str,
         transport: httpx.BaseTransport | None = None,
+        *,
+        url_source: str = "",
     ) -> None:
+        """`token_source` and `url_source` say how they were found, for error messages."""
         self.url = url.rstrip("/")
         try:
             parsed = httpx.URL(self.url)
@@ -75,7 +82,9 @@ class DaemonClient:
             raise CliError(f"invalid daemon URL {url!r}: {exc}") from None
         if parsed.scheme not in ("http", "https") or not parsed.host:
             raise CliError(f"invalid daemon URL {url!r}: expected http://HOST:PORT")
-        self.token_hint = token_hint
+        self.token_source = token_source
+        self.url_source = url_source
+        self.token = token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
             self._http = httpx.Client(
@@ -163,8 +172,9 @@ class DaemonClient:
         try:
             yield
         except (httpx.ConnectError, httpx.ConnectTimeout):
-            raise CliError(
-                f"cannot reach the daemon at {self.url} (is `runyard serve` running?)"
+            where = f" (from {self.url_source})" if self.url_source else ""
+            raise DaemonUnreachable(
+                f"cannot reach the daemon at {self.url}{where}: is `runyard serve` running?"
             ) from None
         except httpx.TimeoutException:
             raise CliError(f"the daemon at {self.url} did not answer in time") from None
@@ -175,7 +185,9 @@ class DaemonClient:
         if response.status_code < 400:
             return
         if response.status_code == 401:
-            raise CliError(f"the daemon refused the token (check {self.token_hint})")
+            if self.token is None:
+                raise CliError(f"the daemon at {self.url} needs a token, but {self.token_source}")
+            raise CliError(f"the daemon at {self.url} refused {self.token_source}")
         response.read()
         try:
             body: object = response.json()

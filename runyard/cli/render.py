@@ -49,6 +49,8 @@ _DETAIL_FIELDS = (
     "external_execution_id",
     "params",
 )
+# Shown under another name: the text view says the duration in words, once.
+_DETAIL_LABELS = {"duration_ms": "duration"}
 _ALWAYS_SHOWN = {"end_reason", "start_at", "end_at", "duration_ms"}
 _HIDDEN_FIELDS = {"$schema", "description"}
 
@@ -82,22 +84,41 @@ def parse_time(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def short_time(value: object, now: datetime) -> str:
-    """Return a timestamp in local time, shorter when it is recent."""
+def when(value: object, now: datetime) -> str:
+    """Return a timestamp with its date, local time and zone, and how far it is from now.
+
+    `2026-11-24 15:14:51 CET (2 min ago)`; "-" when there is none.
+    """
     at = parse_time(value)
     if at is None:
         return "-"
-    local, today = at.astimezone(), now.astimezone()
-    if local.date() == today.date():
-        return local.strftime("%H:%M:%S")
-    if local.year == today.year:
-        return local.strftime("%b %d %H:%M")
-    return local.strftime("%Y-%m-%d %H:%M")
+    local = at.astimezone()
+    zone = local.tzname() or local.strftime("%z")
+    return f"{local:%Y-%m-%d %H:%M:%S} {zone} ({relative(at, now)})"
 
 
-def full_time(value: object) -> str:
-    at = parse_time(value)
-    return at.astimezone().isoformat(sep=" ", timespec="milliseconds") if at else "-"
+def relative(at: datetime, now: datetime) -> str:
+    """Return how far `at` is from `now` in words: `in 3 h`, `2 min ago`, `now`."""
+    seconds = (at - now).total_seconds()
+    if abs(seconds) < 1:
+        return "now"
+    span = _span(abs(seconds))
+    return f"in {span}" if seconds > 0 else f"{span} ago"
+
+
+def _span(seconds: float) -> str:
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes = whole // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 10:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if hours < 48:
+        return f"{hours} h"
+    return f"{hours // 24} d"
 
 
 def format_duration(milliseconds: int | float | None) -> str:
@@ -161,7 +182,7 @@ def next_run(task: Mapping[str, Any], now: datetime) -> Text:
         return Text("-")
     if task.get("paused"):
         return Text("paused", style="yellow")
-    return Text(short_time(task.get("next_run_at"), now))
+    return Text(when(task.get("next_run_at"), now))
 
 
 def tasks_table(tasks: Sequence[Mapping[str, Any]], now: datetime) -> Table:
@@ -205,7 +226,7 @@ def runs_table(runs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
             styled_status(run),
             styled_reason(run.get("end_reason")),
             str(run.get("exit_code")) if ended else "-",
-            short_time(run.get("created_at"), now),
+            when(run.get("created_at"), now),
             run_duration(run, now),
         )
     return table
@@ -220,7 +241,7 @@ def run_details(run: Mapping[str, Any], now: datetime) -> Table:
     names = [name for name in _DETAIL_FIELDS if name in run or name in _ALWAYS_SHOWN]
     names += [name for name in run if name not in _DETAIL_FIELDS and name not in _HIDDEN_FIELDS]
     for name in names:
-        grid.add_row(name, _detail_value(name, run, now))
+        grid.add_row(_DETAIL_LABELS.get(name, name), _detail_value(name, run, now))
     return grid
 
 
@@ -231,9 +252,9 @@ def _detail_value(name: str, run: Mapping[str, Any], now: datetime) -> Text:
     if name == "end_reason":
         return styled_reason(value)
     if name.endswith("_at"):
-        return Text(full_time(value))
+        return Text(when(value, now))
     if name == "duration_ms":
-        return Text(f"{run_duration(run, now)}" + (f" ({value} ms)" if value is not None else ""))
+        return Text(run_duration(run, now))
     if value is None or value == "":
         return Text("-")
     if isinstance(value, dict | list):
@@ -262,3 +283,14 @@ class LogPrinter:
 
     def flush(self) -> None:
         self.out.flush()
+
+
+class JsonLinesPrinter(LogPrinter):
+    """Print log lines as JSON Lines, one `{"n", "at", "stream", "text"}` object each."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out, styled=False)
+
+    def line(self, line: Mapping[str, Any]) -> None:
+        fields = {name: line.get(name) for name in ("n", "at", "stream", "text")}
+        self.out.write(json.dumps(fields, ensure_ascii=False) + "\n")
