@@ -191,7 +191,7 @@ def resume(ctx: typer.Context, task: TaskArgument, as_json: JsonOption = False) 
         return
     name = body.get("name", task)
     if body.get("cron"):
-        message = f"resumed {name}; next run {next_run(body, datetime.now(UTC)).plain}"
+        message = f"resumed {name}; next run at {next_run(body, datetime.now(UTC)).plain}"
     else:
         message = f"resumed {name} (it has no schedule)"
     make_console().print(message)

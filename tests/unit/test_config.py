@@ -183,10 +183,7 @@ def test_unimplemented_keys_accepted_and_ignored() -> None:
         group = "ops"
         env_base = "clean"
 
-        [services.web]
-        whatever = true
         [accounts]
-        [storage]
         """
     )
     assert config.tasks["a"] == TaskDefinition(name="a", run="a")
