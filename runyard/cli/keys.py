@@ -19,12 +19,11 @@ import typer
 from runyard.cli.client import CliError, DaemonClient, DaemonProblem, DaemonUnreachable
 from runyard.cli.failures import error_line
 from runyard.cli.options import GlobalOptions, JsonOption
-from runyard.cli.render import make_console, print_json
+from runyard.cli.render import make_console, print_json, when
+from runyard.cli.text import Table, Text
 from runyard.domain.accounts import key_id_in
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from runyard.api_keys import KeyAdmin
     from runyard.domain.accounts import ApiKey
 
@@ -240,17 +239,12 @@ def _without_schema(body: KeyJson) -> KeyJson:
 
 
 def _keys_table(keys: list[KeyJson], now: datetime) -> Table:
-    from rich.table import Table
-    from rich.text import Text
-
-    from runyard.cli.render import when
-
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("ID", no_wrap=True)
-    table.add_column("ACCOUNT", no_wrap=True)
-    table.add_column("LABEL")
-    table.add_column("CREATED", no_wrap=True)
-    table.add_column("REVOKED", no_wrap=True)
+    table = Table()
+    table.add_column("ID")
+    table.add_column("ACCOUNT")
+    table.add_column("LABEL", shrinks=True)
+    table.add_column("CREATED")
+    table.add_column("REVOKED")
     for key in keys:
         revoked = when(key.get("revoked_at"), now)
         table.add_row(

@@ -13,8 +13,6 @@ from enum import StrEnum
 from typing import Annotated, Any, TextIO
 
 import typer
-from rich.console import Console
-from rich.text import Text
 
 from runyard.cli import follow, keys
 from runyard.cli.client import CliError, DaemonClient, DaemonProblem
@@ -31,6 +29,7 @@ from runyard.cli.render import (
     runs_table,
     tasks_table,
 )
+from runyard.cli.text import Console, Text
 from runyard.domain.queries import MAX_LIMIT, SortField
 from runyard.exceptions import ConfigError, RunyardError
 

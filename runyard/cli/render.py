@@ -1,24 +1,14 @@
-"""Rich output: tables of tasks and runs, run details, log lines.
-
-Consoles are built with markup off: task descriptions and log text come from
-users and may hold `[brackets]` that rich would otherwise take as styles.
-"""
+"""What the CLI prints: tables of tasks and runs, run details, log lines, times."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-# Without a terminal rich assumes 80 columns and would fold run ids; pipes get room instead.
-_PIPE_WIDTH = 200
+from runyard.cli.text import Console, Table, Text
 
 _REASON_STYLES = {
     "success": "green",
@@ -30,6 +20,7 @@ _REASON_STYLES = {
 }
 _FAILURE_STYLE = "red"
 _STATUS_STYLES = {"pending": "cyan", "running": "blue"}
+_LOG_STREAM_STYLES = {"err": "red", "sys": "dim"}
 
 # Shown first by `show`, in this order; any other field follows.
 _DETAIL_FIELDS = (
@@ -54,16 +45,9 @@ _DETAIL_LABELS = {"duration_ms": "duration"}
 _ALWAYS_SHOWN = {"end_reason", "start_at", "end_at", "duration_ms"}
 _HIDDEN_FIELDS = {"$schema", "description"}
 
-_ANSI_RED = "\x1b[31m"
-_ANSI_DIM = "\x1b[2m"
-_ANSI_RESET = "\x1b[0m"
-
 
 def make_console(stderr: bool = False) -> Console:
-    console = Console(stderr=stderr, markup=False, highlight=False, emoji=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = _PIPE_WIDTH
-    return console
+    return Console(stderr=stderr)
 
 
 def print_json(data: object) -> None:
@@ -186,14 +170,14 @@ def next_run(task: Mapping[str, Any], now: datetime) -> Text:
 
 
 def tasks_table(tasks: Sequence[Mapping[str, Any]], now: datetime) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("NAME", no_wrap=True)
+    table = Table()
+    table.add_column("NAME")
     table.add_column("AUTOMATION")
-    table.add_column("SCHEDULE", no_wrap=True)
-    table.add_column("NEXT RUN", no_wrap=True)
-    table.add_column("ACTIVE", justify="right")
-    table.add_column("QUEUED", justify="right")
-    table.add_column("DESCRIPTION")
+    table.add_column("SCHEDULE")
+    table.add_column("NEXT RUN")
+    table.add_column("ACTIVE", right=True)
+    table.add_column("QUEUED", right=True)
+    table.add_column("DESCRIPTION", shrinks=True)
     for task in tasks:
         name = str(task.get("name", ""))
         automation = str(task.get("automation") or "")
@@ -210,14 +194,14 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]], now: datetime) -> Table:
 
 
 def runs_table(runs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("ID", no_wrap=True)
-    table.add_column("TASK", no_wrap=True)
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("END REASON", no_wrap=True)
-    table.add_column("EXIT", justify="right", no_wrap=True)
-    table.add_column("CREATED", no_wrap=True)
-    table.add_column("DURATION", justify="right", no_wrap=True)
+    table = Table()
+    table.add_column("ID")
+    table.add_column("TASK")
+    table.add_column("STATUS")
+    table.add_column("END REASON")
+    table.add_column("EXIT", right=True)
+    table.add_column("CREATED")
+    table.add_column("DURATION", right=True)
     for run in runs:
         ended = run.get("status") == "ended"
         table.add_row(
@@ -234,14 +218,14 @@ def runs_table(runs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
 
 def run_details(run: Mapping[str, Any], now: datetime) -> Table:
     """Return every field of a run as a two-column grid."""
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
+    grid = Table(headers=False)
     grid.add_column()
+    grid.add_column(shrinks=True)
     # The daemon leaves out empty fields; `show` lists the main ones anyway, as "-".
     names = [name for name in _DETAIL_FIELDS if name in run or name in _ALWAYS_SHOWN]
     names += [name for name in run if name not in _DETAIL_FIELDS and name not in _HIDDEN_FIELDS]
     for name in names:
-        grid.add_row(_DETAIL_LABELS.get(name, name), _detail_value(name, run, now))
+        grid.add_row(Text(_DETAIL_LABELS.get(name, name), "bold"), _detail_value(name, run, now))
     return grid
 
 
@@ -273,13 +257,8 @@ class LogPrinter:
         self.styled = styled
 
     def line(self, line: Mapping[str, Any]) -> None:
-        text = str(line.get("text", ""))
-        stream = line.get("stream")
-        if self.styled and stream == "err":
-            text = f"{_ANSI_RED}{text}{_ANSI_RESET}"
-        elif self.styled and stream == "sys":
-            text = f"{_ANSI_DIM}{text}{_ANSI_RESET}"
-        self.out.write(text + "\n")
+        style = _LOG_STREAM_STYLES.get(str(line.get("stream")), "")
+        self.out.write(Text(str(line.get("text", "")), style).styled(self.styled) + "\n")
 
     def flush(self) -> None:
         self.out.flush()
