@@ -5,8 +5,9 @@ a free port. The command is the installed `runyard` script next to this
 interpreter, run from the config's directory with no flags, as a user types
 it after `make run`. The baseline, measured in the same run and interleaved
 with it so a busy machine slows both alike, is `python3 -c pass` on the same
-interpreter: the cost of starting any Python program here. Target: the median of `runyard tasks` is at
-most 0.3 s. Not a test: it prints a table and writes bench/results/cli.json.
+interpreter: the cost of starting any Python program here. Target: the median
+of `runyard tasks` is at most 0.3 s. Not a test: it prints a table and writes
+bench/results/cli.json.
 
     .venv/bin/python bench/cli.py              # 30 rounds
     .venv/bin/python bench/cli.py --rounds 5   # smoke run

@@ -60,9 +60,9 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     config.write_text(CONFIG.format(port=port, data_dir=home / "data"), encoding="utf-8")
     # Only the system's directories: not the one `runyard` was installed in.
     env = cli_env(RUNYARD_TOKEN=TEST_TOKEN, PATH="/usr/bin:/bin", TZ="UTC")
-    assert not any(
-        (Path(entry) / "runyard").exists() for entry in env["PATH"].split(os.pathsep)
-    ), "the test needs a PATH without runyard on it"
+    assert not any((Path(entry) / "runyard").exists() for entry in env["PATH"].split(os.pathsep)), (
+        "the test needs a PATH without runyard on it"
+    )
     output = home / "daemon.log"
     process, url = start_daemon(config, env, output, port)
     yield Daemon(url=url, token=TEST_TOKEN, config=config, data_dir=home / "data", env=env)
@@ -117,8 +117,8 @@ def test_a_retry_says_it_waited_out_its_delay(daemon: Daemon) -> None:
     runs = json.loads(result.stdout)["runs"]
     assert [run["end_reason"] for run in runs] == ["failed", "failed", "success"]
     retry = show(daemon, runs[1]["id"])
-    assert "Waited out the retry delay of 300ms (retry_delay), then started." in (
-        retry["description"]
+    assert (
+        "Waited out the retry delay of 300ms (retry_delay), then started." in (retry["description"])
     )
     assert "in the queue" not in retry["description"]
 

@@ -82,8 +82,7 @@ def test_a_missing_config_names_the_path_tried(tmp_path: Path) -> None:
     result = runyard(tmp_path, "tasks")
     assert result.returncode == 1
     assert result.stderr == (
-        f"{tmp_path / 'runyard.toml'}: file not found "
-        "(looked here as the default ./runyard.toml)\n"
+        f"{tmp_path / 'runyard.toml'}: file not found (looked here as the default ./runyard.toml)\n"
     )
     result = runyard(tmp_path, "tasks", RUNYARD_CONFIG="conf/ry.toml")
     assert result.stderr == (
