@@ -21,7 +21,6 @@ from runyard.cli.failures import error_line
 from runyard.cli.options import GlobalOptions, JsonOption
 from runyard.cli.render import make_console, print_json, when
 from runyard.cli.text import Table, Text
-from runyard.domain.accounts import key_id_in
 
 if TYPE_CHECKING:
     from runyard.api_keys import KeyAdmin
@@ -180,6 +179,8 @@ def revoke(
     as_json: JsonOption = False,
 ) -> None:
     """Revoke a key: calls made with it are refused from now on."""
+    from runyard.domain.accounts import key_id_in
+
     # A key names its own id: only the id is sent, never the key.
     key_id = key_id_in(key_ref) or key_ref.strip()
 

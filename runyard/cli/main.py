@@ -292,10 +292,12 @@ def run_task(
             else:
                 errors.print(Text(run_summary(run)))
             return
+        waited: list[dict[str, Any]] = [run]
         try:
-            attempts = _attempts(client, run, follow_log, deadline, None if as_json else errors)
+            attempts = _attempts(client, waited, follow_log, deadline, None if as_json else errors)
         except KeyboardInterrupt:
-            error_line("stopped waiting; the run goes on (`runyard stop RUN` ends it)")
+            current = waited[-1]["id"]
+            error_line(f"stopped waiting; run {current} goes on (`runyard stop {current}` ends it)")
             raise typer.Exit(130) from None
     if as_json:
         print_json({"runs": attempts})
@@ -307,15 +309,17 @@ def run_task(
 
 def _attempts(
     client: DaemonClient,
-    run: dict[str, Any],
+    waited: list[dict[str, Any]],
     follow_log: bool,
     deadline: float | None,
     errors: Console | None,
 ) -> list[dict[str, Any]]:
     """Wait for the run and each retry of it in turn; return every attempt, the last last.
 
-    The last one has not ended when the deadline came first.
+    `waited` starts with the triggered run; each retry is appended as it is
+    waited for. The last attempt has not ended when the deadline came first.
     """
+    run = waited[-1]
     attempts: list[dict[str, Any]] = []
     printer = LogPrinter(sys.stdout, styled=make_console().is_terminal) if follow_log else None
     total: int | None = None
@@ -344,6 +348,7 @@ def _attempts(
                 )
             )
         run = retry
+        waited.append(retry)
 
 
 def parse_params(values: list[str]) -> dict[str, str]:
