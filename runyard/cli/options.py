@@ -6,7 +6,6 @@ a command and remembers which step chose what, so errors can say so.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -116,6 +115,8 @@ class GlobalOptions:
 
 def daemon_url(host: str, port: int) -> str:
     """Return the base URL a local client uses for a daemon listening on host:port."""
+    import ipaddress  # only here: a module most commands never need
+
     host = host.strip()
     if host in _WILDCARD_HOSTS:
         host = "127.0.0.1"
