@@ -15,6 +15,8 @@ from pathlib import Path
 
 from runyard.cloud import CloudApi
 from runyard.config.loader import Config, load_config
+from runyard.config.locate import TOKEN_FILE as TOKEN_FILE  # re-exported for api/server.py
+from runyard.config.locate import token_file, token_from_environ
 from runyard.domain.input_data import InputDataError, UnstorableCell, normalise_input
 from runyard.domain.models import Run, TaskDefinition, TriggeredBy
 from runyard.domain.queries import RunQuery
@@ -23,8 +25,6 @@ from runyard.engine.core import Engine, utc_now
 from runyard.engine.scheduler import Scheduler
 from runyard.exceptions import InvalidInput, NotFound, UnstorableInput
 from runyard.store import RunStore, database_url
-
-TOKEN_FILE = "token"
 
 
 def load_or_create_token(
@@ -35,10 +35,10 @@ def load_or_create_token(
     RUNYARD_TOKEN wins; otherwise the token lives in `<data_dir>/token`, made
     once with 256 random bits and readable by its owner only.
     """
-    from_env = environ.get("RUNYARD_TOKEN")
+    from_env = token_from_environ(environ)
     if from_env:
         return from_env, False
-    path = data_dir / TOKEN_FILE
+    path = token_file(data_dir)
     if path.exists():
         return path.read_text(encoding="utf-8").strip(), False
     data_dir.mkdir(parents=True, exist_ok=True)

@@ -12,6 +12,7 @@ from runyard import __version__
 from runyard.api import (
     routes_daemon,
     routes_events,
+    routes_keys,
     routes_logs,
     routes_meta,
     routes_runs,
@@ -60,6 +61,7 @@ def create_app(runyard: Runyard) -> FastAPI:
         routes_logs,
         routes_events,
         routes_daemon,
+        routes_keys,
         routes_viewer,
     ):
         app.include_router(module.router)

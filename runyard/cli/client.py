@@ -1,20 +1,29 @@
-"""Talk to a running daemon over HTTP; every failure becomes a one-line CliError."""
+"""Talk to a running daemon over HTTP; every failure becomes a one-line CliError.
+
+Built on the standard library's `http.client`: every CLI command starts a new
+interpreter, and an HTTP client library costs more to import (about 0.1 s
+here) than a command against a local daemon takes in all. The daemon speaks
+plain HTTP/1.1 with JSON bodies and server-sent events; nothing more is needed.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
-from collections.abc import Iterator, Mapping
+import socket
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-
-import httpx
+from urllib.parse import urlencode, urlsplit
 
 from runyard.cli.sse import ServerSentEvent, parse_events
 
 # Most answers are quick; waits and streams pass their own read timeout.
-DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 30.0
 # The daemon sends a keepalive every 15 s, so silence this long means a dead link.
 STREAM_READ_TIMEOUT = 45.0
+_CHUNK = 64 * 1024
 
 
 class CliError(Exception):
@@ -33,6 +42,10 @@ class DaemonProblem(CliError):
         super().__init__(message)
         self.status = status
         self.body = body
+
+
+class DaemonUnreachable(CliError):
+    """No daemon answered at the URL: nothing was sent, so a caller may fall back safely."""
 
 
 class StreamInterrupted(CliError):
@@ -65,24 +78,29 @@ class DaemonClient:
         self,
         url: str,
         token: str | None,
-        token_hint: str,
-        transport: httpx.BaseTransport | None = None,
+        token_source: str,
+        *,
+        url_source: str = "",
     ) -> None:
+        """`token_source` and `url_source` say how they were found, for error messages."""
         self.url = url.rstrip("/")
+        self.token = token
+        self.token_source = token_source
+        self.url_source = url_source
         try:
-            parsed = httpx.URL(self.url)
-        except httpx.InvalidURL as exc:
+            parts = urlsplit(self.url)
+            port = parts.port
+        except ValueError as exc:
             raise CliError(f"invalid daemon URL {url!r}: {exc}") from None
-        if parsed.scheme not in ("http", "https") or not parsed.host:
+        if parts.scheme not in ("http", "https") or not parts.hostname:
             raise CliError(f"invalid daemon URL {url!r}: expected http://HOST:PORT")
-        self.token_hint = token_hint
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            self._http = httpx.Client(
-                base_url=self.url, headers=headers, timeout=DEFAULT_TIMEOUT, transport=transport
-            )
-        except (httpx.InvalidURL, ValueError) as exc:
-            raise CliError(f"invalid daemon URL {url!r}: {exc}") from None
+        self._scheme = parts.scheme
+        self._host = parts.hostname
+        self._port = port
+        self._prefix = parts.path.rstrip("/")
+        self._headers = {"Accept": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
 
     def __enter__(self) -> DaemonClient:
         return self
@@ -91,7 +109,7 @@ class DaemonClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        """Nothing to release: each request has a connection of its own."""
 
     # ----- plain requests ------------------------------------------------------
 
@@ -109,18 +127,11 @@ class DaemonClient:
         read_timeout: float | None = None,
     ) -> tuple[int, Any]:
         """Send a request and return (status, JSON body); raise CliError on any failure."""
-        timeout = DEFAULT_TIMEOUT if read_timeout is None else _with_read(read_timeout)
-        with self._translated():
-            response = self._http.request(
-                method,
-                path,
-                params=_query(params),
-                json=body,
-                timeout=timeout,
-            )
-        self._raise_for_status(response)
+        payload = None if body is None else json.dumps(body).encode("utf-8")
+        with self._response(method, path, params, payload, read_timeout) as response:
+            raw = self._translated(response.read)
         try:
-            return response.status_code, response.json()
+            return response.status, json.loads(raw or b"null")
         except ValueError:
             raise CliError(f"the daemon at {self.url} answered {path} with non-JSON") from None
 
@@ -136,69 +147,110 @@ class DaemonClient:
         headers = {"Accept": "text/event-stream"}
         if last_event_id is not None:
             headers["Last-Event-ID"] = last_event_id
-        with (
-            self._translated(),
-            self._http.stream("GET", path, headers=headers, timeout=_with_read(read_timeout)) as r,
-        ):
-            self._raise_for_status(r)
+        with self._response("GET", path, None, None, read_timeout, headers) as response:
             try:
-                yield from parse_events(r.iter_lines())
-            except (httpx.ReadTimeout, httpx.RemoteProtocolError, httpx.ReadError) as exc:
-                raise StreamInterrupted(f"lost the stream from {self.url}{path}: {exc}") from None
+                yield from parse_events(_lines(response))
+            except (TimeoutError, OSError, http.client.HTTPException) as exc:
+                raise StreamInterrupted(
+                    f"lost the stream from {self.url}{path}: {exc or type(exc).__name__}"
+                ) from None
         raise StreamInterrupted(f"the stream from {self.url}{path} ended early")
 
     def raw_chunks(self, path: str) -> Iterator[bytes]:
         """Yield the body of `path` as it arrives, without decoding it."""
-        with (
-            self._translated(),
-            self._http.stream("GET", path, timeout=_with_read(STREAM_READ_TIMEOUT)) as r,
-        ):
-            self._raise_for_status(r)
-            yield from r.iter_bytes()
+        with self._response("GET", path, None, None, STREAM_READ_TIMEOUT) as response:
+            while chunk := self._translated(lambda: response.read1(_CHUNK)):
+                yield chunk
 
-    # ----- errors ----------------------------------------------------------------
+    # ----- the connection ------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _translated(self) -> Iterator[None]:
+    def _response(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        payload: bytes | None,
+        read_timeout: float | None,
+        extra_headers: Mapping[str, str] | None = None,
+    ) -> Iterator[http.client.HTTPResponse]:
+        headers = {**self._headers, **(extra_headers or {})}
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        target = self._prefix + path
+        query = _query(params)
+        if query:
+            target += "?" + query
+        # A connection per request: a kept-alive one the daemon closed while the
+        # CLI polled would fail a request that may or may not have been handled.
+        connection = self._connect()
         try:
-            yield
-        except (httpx.ConnectError, httpx.ConnectTimeout):
-            raise CliError(
-                f"cannot reach the daemon at {self.url} (is `runyard serve` running?)"
-            ) from None
-        except httpx.TimeoutException:
-            raise CliError(f"the daemon at {self.url} did not answer in time") from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            raise CliError(f"the request to the daemon at {self.url} failed: {exc}") from None
+            try:
+                connection.request(method, target, body=payload, headers=headers)
+                if connection.sock is not None:
+                    connection.sock.settimeout(read_timeout or DEFAULT_READ_TIMEOUT)
+                response = connection.getresponse()
+            except TimeoutError:
+                raise CliError(f"the daemon at {self.url} did not answer in time") from None
+            except (OSError, http.client.HTTPException) as exc:
+                raise CliError(f"the request to the daemon at {self.url} failed: {exc}") from None
+            self._raise_for_status(response)
+            yield response
+        finally:
+            connection.close()
 
-    def _raise_for_status(self, response: httpx.Response) -> None:
-        if response.status_code < 400:
-            return
-        if response.status_code == 401:
-            raise CliError(f"the daemon refused the token (check {self.token_hint})")
-        response.read()
-        try:
-            body: object = response.json()
-        except (ValueError, json.JSONDecodeError):
-            body = None
-        raise DaemonProblem(
-            describe_problem(response.status_code, body, response.reason_phrase),
-            response.status_code,
-            body,
+    def _connect(self) -> http.client.HTTPConnection:
+        factory = (
+            http.client.HTTPSConnection if self._scheme == "https" else http.client.HTTPConnection
         )
+        connection = factory(self._host, self._port, timeout=CONNECT_TIMEOUT)
+        try:
+            connection.connect()
+        except OSError as exc:
+            where = f" (from {self.url_source})" if self.url_source else ""
+            if isinstance(exc, socket.gaierror):
+                where += f": {exc.strerror}"
+            raise DaemonUnreachable(
+                f"cannot reach the daemon at {self.url}{where}: is `runyard serve` running?"
+            ) from None
+        return connection
+
+    def _translated(self, read: Callable[[], bytes]) -> bytes:
+        try:
+            return read()
+        except TimeoutError:
+            raise CliError(f"the daemon at {self.url} stopped sending") from None
+        except (OSError, http.client.HTTPException) as exc:
+            raise CliError(f"the answer from the daemon at {self.url} broke off: {exc}") from None
+
+    def _raise_for_status(self, response: http.client.HTTPResponse) -> None:
+        status = response.status
+        if status < 400:
+            return
+        raw = response.read()
+        if status == 401:
+            if self.token is None:
+                raise CliError(f"the daemon at {self.url} needs a token, but {self.token_source}")
+            raise CliError(f"the daemon at {self.url} refused {self.token_source}")
+        try:
+            body: object = json.loads(raw)
+        except ValueError:
+            body = None
+        raise DaemonProblem(describe_problem(status, body, response.reason), status, body)
 
 
-def _with_read(seconds: float) -> httpx.Timeout:
-    return httpx.Timeout(DEFAULT_TIMEOUT.connect, read=seconds, write=30.0, pool=30.0)
+def _lines(response: http.client.HTTPResponse) -> Iterator[str]:
+    while line := response.readline():
+        yield line.decode("utf-8", errors="replace")
 
 
-def _query(params: Mapping[str, Any] | None) -> dict[str, str] | None:
+def _query(params: Mapping[str, Any] | None) -> str:
     """Drop unset parameters and spell booleans the way the API reads them."""
-    if params is None:
-        return None
+    if not params:
+        return ""
     out: dict[str, str] = {}
     for key, value in params.items():
         if value is None:
             continue
         out[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    return out
+    return urlencode(out)

@@ -7,8 +7,6 @@ import os
 import sys
 from collections.abc import Iterator
 
-import httpx
-
 from runyard.cli.client import CliError
 from runyard.exceptions import ConfigError, RunyardError
 
@@ -38,10 +36,6 @@ def reported_errors() -> Iterator[None]:
         raise SystemExit(error.exit_code) from None
     except ConfigError as error:
         print_config_error(error)
-        raise SystemExit(1) from None
-    except httpx.HTTPError as error:
-        # The client translates these; this is the net for one that slipped through.
-        error_line(f"talking to the daemon failed: {error}")
         raise SystemExit(1) from None
     except BrokenPipeError:
         # The reader went away (`runyard logs X | head`): stop quietly, and keep

@@ -8,9 +8,10 @@ from typing import Any
 from urllib.parse import quote
 
 from runyard.cli.client import STREAM_READ_TIMEOUT, CliError, DaemonClient, StreamInterrupted
-from runyard.cli.render import LogPrinter
+from runyard.cli.render import LogPrinter, parse_time
 
 LOG_PAGE_SIZE = 1000
+RETRY_SEARCH_PAGE = 100
 MAX_WAIT_TIMEOUT = 3600  # the trigger endpoint's upper bound for wait_timeout
 _POLL_INTERVALS = (0.2, 0.5, 1.0, 2.0)
 # Reconnects in a row that bring no new event before the CLI gives up on a stream.
@@ -70,6 +71,32 @@ def wait_for_end(client: DaemonClient, run: Run, deadline: float | None) -> Run 
         attempt += 1
         run = client.get(run_path(str(run["id"])))
     return run
+
+
+def next_attempt(client: DaemonClient, ended: Run) -> Run | None:
+    """Return the retry the daemon created when `ended` ended, or None if it was the last attempt.
+
+    The daemon records a retry in the same transaction as the end of the run
+    it retries, so once a run reads as ended its retry, if any, exists. It is
+    among the task's runs created since that end: walk them newest first and
+    stop at the first created before it.
+    """
+    if ended.get("end_reason") == "success":
+        return None
+    ended_at = parse_time(ended.get("end_at"))
+    path = f"{task_path(str(ended.get('task_name')))}/runs"
+    offset = 0
+    while True:
+        query = {"limit": RETRY_SEARCH_PAGE, "offset": offset, "sort_field": "created_at"}
+        page = client.get(path, {**query, "sort_direction": "desc"})
+        runs = page.get("runs") or []
+        for run in runs:
+            if run.get("retry_of_run_id") == ended.get("id"):
+                return dict(run)
+        oldest = parse_time(runs[-1].get("created_at")) if runs else None
+        if oldest is None or ended_at is None or oldest < ended_at:
+            return None
+        offset += len(runs)
 
 
 def follow_log(

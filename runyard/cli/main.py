@@ -13,13 +13,13 @@ from enum import StrEnum
 from typing import Annotated, Any, TextIO
 
 import typer
-from rich.text import Text
 
 from runyard.cli import follow, keys
-from runyard.cli.client import CliError, DaemonProblem
+from runyard.cli.client import CliError, DaemonClient, DaemonProblem
 from runyard.cli.failures import error_line, print_config_error, reported_errors
-from runyard.cli.options import GlobalOptions
+from runyard.cli.options import GlobalOptions, JsonOption
 from runyard.cli.render import (
+    JsonLinesPrinter,
     LogPrinter,
     make_console,
     next_run,
@@ -29,6 +29,7 @@ from runyard.cli.render import (
     runs_table,
     tasks_table,
 )
+from runyard.cli.text import Console, Text
 from runyard.domain.queries import MAX_LIMIT, SortField
 from runyard.exceptions import ConfigError, RunyardError
 
@@ -45,7 +46,6 @@ app = typer.Typer(
 app.add_typer(keys.app, name="keys")
 
 RunIdArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print plain JSON instead of a table")]
 
 
 def main() -> None:
@@ -110,13 +110,28 @@ def serve(ctx: typer.Context) -> None:
 
 
 @app.command()
-def validate(ctx: typer.Context) -> None:
+def validate(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Check the config file and report every problem in it."""
+    options = _options(ctx)
     try:
-        config = _options(ctx).load_config()
+        config = options.load_config()
     except ConfigError as error:
-        print_config_error(error)
+        if not as_json:
+            print_config_error(error)
+            raise typer.Exit(1) from None
+        print_json({"path": error.path, "valid": False, "errors": error.problems, "warnings": []})
         raise typer.Exit(1) from None
+    if as_json:
+        print_json(
+            {
+                "path": str(config.path),
+                "valid": True,
+                "errors": [],
+                "warnings": list(config.warnings),
+                "tasks": list(config.tasks),
+            }
+        )
+        return
     _print_warnings(config.path, config.warnings)
     count = len(config.tasks)
     make_console().print(f"{config.path}: OK ({count} task{'' if count == 1 else 's'})")
@@ -150,10 +165,13 @@ TaskArgument = Annotated[str, typer.Argument(metavar="TASK", help="Task name")]
 
 
 @app.command()
-def pause(ctx: typer.Context, task: TaskArgument) -> None:
+def pause(ctx: typer.Context, task: TaskArgument, as_json: JsonOption = False) -> None:
     """Pause a task's schedule (kept across restarts); manual runs still work."""
     with _options(ctx).client() as client:
         _status, body = client.request("POST", f"{follow.task_path(task)}/pause")
+    if as_json:
+        print_json(body)
+        return
     name = body.get("name", task)
     if body.get("cron"):
         message = f"paused {name} (its schedule fires no more until resumed)"
@@ -163,14 +181,16 @@ def pause(ctx: typer.Context, task: TaskArgument) -> None:
 
 
 @app.command()
-def resume(ctx: typer.Context, task: TaskArgument) -> None:
+def resume(ctx: typer.Context, task: TaskArgument, as_json: JsonOption = False) -> None:
     """Resume a task's schedule from now on; ticks inside the pause do not run."""
     with _options(ctx).client() as client:
         _status, body = client.request("POST", f"{follow.task_path(task)}/resume")
+    if as_json:
+        print_json(body)
+        return
     name = body.get("name", task)
     if body.get("cron"):
-        when = next_run(body, datetime.now(UTC)).plain
-        message = f"resumed {name}; next run at {when}"
+        message = f"resumed {name}; next run at {next_run(body, datetime.now(UTC)).plain}"
     else:
         message = f"resumed {name} (it has no schedule)"
     make_console().print(message)
@@ -233,42 +253,102 @@ def run_task(
         list[str] | None,
         typer.Option("-p", "--param", metavar="KEY=VALUE", help="A param value; repeatable"),
     ] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the run to end")] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the run to end, retries included")
+    ] = False,
     follow_log: Annotated[
-        bool, typer.Option("--follow", "-f", help="Print the log live, then wait for the end")
+        bool,
+        typer.Option(
+            "--follow", "-f", help="Print the log live (each retry's too), then wait for the end"
+        ),
     ] = False,
     timeout: Annotated[
         float | None,
         typer.Option(min=0.1, metavar="SECONDS", help="Give up waiting after this long"),
     ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help='Print {"runs": [...]}: the run, and with --wait each retry, last last'
+        ),
+    ] = False,
 ) -> None:
-    """Trigger a run. With --wait or --follow, exit 0 only if it ends in success."""
+    """Trigger a run. With --wait or --follow, exit 0 only if its last attempt succeeds."""
+    if as_json and follow_log:
+        raise CliError("--json and --follow both write to stdout: use --wait --json", exit_code=2)
     params = parse_params(param or [])
     waiting = wait or follow_log or timeout is not None
     deadline = time.monotonic() + timeout if timeout is not None else None
+    errors = make_console(stderr=True)
     with _options(ctx).client() as client:
         run = follow.trigger(client, task, params, waiting and not follow_log, deadline)
-        run_id = str(run["id"])
-        # The id alone on stdout, so `id=$(runyard run x)` works; the rest goes to stderr.
-        sys.stdout.write(run_id + "\n")
-        sys.stdout.flush()
-        errors = make_console(stderr=True)
+        if not as_json:
+            # The id alone on stdout, so `id=$(runyard run x)` works; the rest goes to stderr.
+            sys.stdout.write(f"{run['id']}\n")
+            sys.stdout.flush()
         if not waiting:
-            errors.print(run_summary(run))
-            return
-        try:
-            if follow_log:
-                printer = LogPrinter(sys.stdout, styled=make_console().is_terminal)
-                ended = follow.follow_log(client, run_id, printer, deadline)
+            if as_json:
+                print_json({"runs": [run]})
             else:
-                ended = follow.wait_for_end(client, run, deadline)
+                errors.print(Text(run_summary(run)))
+            return
+        waited: list[dict[str, Any]] = [run]
+        try:
+            attempts = _attempts(client, waited, follow_log, deadline, None if as_json else errors)
         except KeyboardInterrupt:
-            error_line(f"stopped waiting; run {run_id} goes on (`runyard stop {run_id}` ends it)")
+            current = waited[-1]["id"]
+            error_line(f"stopped waiting; run {current} goes on (`runyard stop {current}` ends it)")
             raise typer.Exit(130) from None
-    if ended is None:
-        raise CliError(f"run {run_id} had not ended after {timeout:g}s; it goes on")
-    errors.print(Text(run_summary(ended)))
-    raise typer.Exit(0 if ended.get("end_reason") == "success" else 1)
+    if as_json:
+        print_json({"runs": attempts})
+    last = attempts[-1]
+    if last.get("status") != "ended":
+        raise CliError(f"run {last['id']} had not ended after {timeout:g}s; it goes on")
+    raise typer.Exit(0 if last.get("end_reason") == "success" else 1)
+
+
+def _attempts(
+    client: DaemonClient,
+    waited: list[dict[str, Any]],
+    follow_log: bool,
+    deadline: float | None,
+    errors: Console | None,
+) -> list[dict[str, Any]]:
+    """Wait for the run and each retry of it in turn; return every attempt, the last last.
+
+    `waited` starts with the triggered run; each retry is appended as it is
+    waited for. The last attempt has not ended when the deadline came first.
+    """
+    run = waited[-1]
+    attempts: list[dict[str, Any]] = []
+    printer = LogPrinter(sys.stdout, styled=make_console().is_terminal) if follow_log else None
+    total: int | None = None
+    while True:
+        if printer is not None:
+            ended = follow.follow_log(client, str(run["id"]), printer, deadline)
+        else:
+            ended = follow.wait_for_end(client, run, deadline)
+        if ended is None:
+            attempts.append(run)
+            return attempts
+        attempts.append(ended)
+        if errors is not None:
+            errors.print(Text(run_summary(ended)))
+        retry = follow.next_attempt(client, ended)
+        if retry is None:
+            return attempts
+        if total is None:
+            task = client.get(follow.task_path(str(ended["task_name"])))
+            total = int(task.get("retry_attempts", 0)) + 1
+        if errors is not None:
+            errors.print(
+                Text(
+                    f"retrying: attempt {int(retry.get('retry_attempt', 0)) + 1} of {total} "
+                    f"is run {retry['id']}, after the task's retry_delay"
+                )
+            )
+        run = retry
+        waited.append(retry)
 
 
 def parse_params(values: list[str]) -> dict[str, str]:
@@ -347,9 +427,19 @@ def logs(
         bool, typer.Option("--follow", "-f", help="Keep printing new lines until the run ends")
     ] = False,
     raw: Annotated[bool, typer.Option("--raw", help="The log file as stored, unstyled")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="One JSON object per line: n, at, stream, text"),
+    ] = False,
 ) -> None:
     """Print a run's log; stderr lines are red on a terminal."""
-    printer = LogPrinter(sys.stdout, styled=not raw and make_console().is_terminal)
+    if as_json and raw:
+        raise CliError("--json and --raw are two different formats: choose one", exit_code=2)
+    printer: LogPrinter = (
+        JsonLinesPrinter(sys.stdout)
+        if as_json
+        else LogPrinter(sys.stdout, styled=not raw and make_console().is_terminal)
+    )
     with _options(ctx).client() as client:
         if follow_log:
             try:
@@ -363,10 +453,13 @@ def logs(
 
 
 @app.command()
-def stop(ctx: typer.Context, run_id: RunIdArgument) -> None:
+def stop(ctx: typer.Context, run_id: RunIdArgument, as_json: JsonOption = False) -> None:
     """Stop a run: a running one gets its stop signal, a queued one never starts."""
     with _options(ctx).client() as client:
         status, run = client.request("POST", f"{follow.run_path(run_id)}/stop")
+    if as_json:
+        print_json(run)
+        return
     task = run.get("task_name", "?")
     if status == 202:
         message = f"stopping run {run_id} of {task}: sent the stop signal; it ends once it exits"

@@ -1,30 +1,49 @@
-"""The global options, and how they pick the config, the daemon URL and the token."""
+"""The global options, and how they pick the config, the daemon URL and the token.
+
+The rule itself lives in `runyard.config.locate`; this module applies it for
+a command and remembers which step chose what, so errors can say so.
+"""
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
 
 from runyard.cli.client import CliError, DaemonClient
-from runyard.config.checks import Problems, absolute_path
-from runyard.config.loader import (
-    DATA_DIR_ENV,
-    Config,
-    DaemonSettings,
-    _parse_daemon,
-    load_config,
-    resolve_config_path,
+from runyard.config.daemon import DaemonSettings, read_daemon_settings
+from runyard.config.locate import (
+    TOKEN_ENV,
+    URL_ENV,
+    Located,
+    explicit_data_dir,
+    find_config,
+    token_file,
+    token_from_environ,
 )
-from runyard.exceptions import ConfigError
 
-URL_ENV = "RUNYARD_URL"
-TOKEN_ENV = "RUNYARD_TOKEN"
+if TYPE_CHECKING:
+    from runyard.config.loader import Config
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print plain JSON for scripts instead of text")
+]
+
 # Listening on every interface still answers on loopback, which is what a local client wants.
 _WILDCARD_HOSTS = {"0.0.0.0", "::", "[::]", ""}
+
+
+@dataclass(frozen=True)
+class DaemonTarget:
+    """Which daemon a command talks to, with the token it presents, and how each was found."""
+
+    url: str
+    url_source: str
+    token: str | None
+    token_source: str  # where the token came from, or why there is none
 
 
 @dataclass(frozen=True)
@@ -36,60 +55,68 @@ class GlobalOptions:
     url: str | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
-    def config_path(self) -> Path:
-        return resolve_config_path(self.config, self.environ)
+    def config_file(self) -> Located:
+        return find_config(self.config, self.environ)
 
     def load_config(self) -> Config:
-        """Read and check the config; raise ConfigError listing every problem."""
-        return load_config(self.config_path(), self.environ, self.data_dir)
+        """Read and check the whole config; raise ConfigError listing every problem."""
+        # Imported here: the task checks and the cron parser are not needed to
+        # talk to a daemon.
+        from runyard.config.loader import load_config
+
+        located = self.config_file()
+        return load_config(located.path, self.environ, self.data_dir, source=located.source)
 
     def daemon_settings(self) -> DaemonSettings:
-        """Return the [daemon] settings: where the daemon listens and keeps its token.
+        """Return the [daemon] settings: where the daemon listens and keeps its data.
 
-        A config that is broken elsewhere (a task, say) still tells where the
-        daemon is, so `runyard reload` can hear the daemon refuse it; when even
-        [daemon] cannot be read, raise the full ConfigError.
+        Only that table is read, so a config broken elsewhere still tells where
+        the daemon is (`runyard reload` then hears the daemon refuse the file).
         """
-        try:
-            return self.load_config().daemon
-        except ConfigError:
-            settings = _daemon_section(self.config_path(), self.environ, self.data_dir)
-            if settings is None:
-                raise
-            return settings
+        return read_daemon_settings(self.config_file(), self.environ, self.data_dir)
 
-    def client(self) -> DaemonClient:
-        """Return a client for the daemon, reading the config only when it is needed."""
-        url = self.url or self.environ.get(URL_ENV) or None
-        token = self.environ.get(TOKEN_ENV) or None
-        chosen_dir = self.data_dir or self.environ.get(DATA_DIR_ENV)
-        data_dir = absolute_path(Path.cwd(), chosen_dir) if chosen_dir else None
+    def target(self) -> DaemonTarget:
+        """Return the daemon's URL and token, reading the config only when needed."""
+        url, url_source = self._explicit_url()
+        token = token_from_environ(self.environ)
+        data_dir = explicit_data_dir(self.data_dir, self.environ)
         if url is None or (token is None and data_dir is None):
             daemon = self.daemon_settings()
-            data_dir = daemon.data_dir
+            if data_dir is None:
+                data_dir = Located(daemon.data_dir, daemon.data_dir_source)
             if url is None:
                 url = daemon_url(daemon.host, daemon.port)
-        token_path = token_file(data_dir) if data_dir is not None else None
-        if token is None and token_path is not None:
-            token = read_token(token_path)
-        hint = f"{TOKEN_ENV} or {token_path if token_path else '<data_dir>/token'}"
-        return DaemonClient(url, token, hint)
+                url_source = f"[daemon] host and port in {self.config_file().path}"
+        if token is not None:
+            return DaemonTarget(url, url_source, token, f"${TOKEN_ENV}")
+        assert data_dir is not None
+        path = token_file(data_dir.path)
+        found = read_token(path)
+        if found is None:
+            why = f"${TOKEN_ENV} is not set and {path} does not exist (data dir {data_dir})"
+            return DaemonTarget(url, url_source, None, why)
+        return DaemonTarget(url, url_source, found, f"the token in {path} (data dir {data_dir})")
 
+    def client(self) -> DaemonClient:
+        """Return a client for the daemon the rule points at."""
+        target = self.target()
+        return DaemonClient(
+            target.url, target.token, target.token_source, url_source=target.url_source
+        )
 
-def _daemon_section(
-    path: Path, environ: Mapping[str, str], data_dir: str | None
-) -> DaemonSettings | None:
-    """Return the file's [daemon] settings alone, or None if they cannot be read."""
-    try:
-        document = tomllib.loads(path.read_bytes().decode("utf-8-sig"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-        return None
-    base_dir = absolute_path(Path.cwd(), str(path)).parent
-    return _parse_daemon(document.get("daemon", {}), base_dir, environ, data_dir, Problems())
+    def _explicit_url(self) -> tuple[str | None, str]:
+        if self.url:
+            return self.url, "--url"
+        from_env = self.environ.get(URL_ENV)
+        if from_env:
+            return from_env, f"${URL_ENV}"
+        return None, ""
 
 
 def daemon_url(host: str, port: int) -> str:
     """Return the base URL a local client uses for a daemon listening on host:port."""
+    import ipaddress  # only here: a module most commands never need
+
     host = host.strip()
     if host in _WILDCARD_HOSTS:
         host = "127.0.0.1"
@@ -101,17 +128,11 @@ def daemon_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def token_file(data_dir: Path) -> Path:
-    # runyard.app pulls in the engine and the store; only the file name is needed here.
-    from runyard.app import TOKEN_FILE
-
-    return data_dir / TOKEN_FILE
-
-
-def read_token(path: Path) -> str | None:
+def read_token(path: os.PathLike[str]) -> str | None:
     """Return the token the daemon wrote, or None when there is none (never create it)."""
     try:
-        return path.read_text(encoding="utf-8").strip() or None
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
     except FileNotFoundError:
         return None
     except OSError as exc:

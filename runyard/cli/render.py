@@ -1,24 +1,14 @@
-"""Rich output: tables of tasks and runs, run details, log lines.
-
-Consoles are built with markup off: task descriptions and log text come from
-users and may hold `[brackets]` that rich would otherwise take as styles.
-"""
+"""What the CLI prints: tables of tasks and runs, run details, log lines, times."""
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
-# Without a terminal rich assumes 80 columns and would fold run ids; pipes get room instead.
-_PIPE_WIDTH = 200
+from runyard.cli.text import Console, Table, Text
 
 _REASON_STYLES = {
     "success": "green",
@@ -30,6 +20,7 @@ _REASON_STYLES = {
 }
 _FAILURE_STYLE = "red"
 _STATUS_STYLES = {"pending": "cyan", "running": "blue"}
+_LOG_STREAM_STYLES = {"err": "red", "sys": "dim"}
 
 # Shown first by `show`, in this order; any other field follows.
 _DETAIL_FIELDS = (
@@ -49,19 +40,14 @@ _DETAIL_FIELDS = (
     "external_execution_id",
     "params",
 )
+# Shown under another name: the text view says the duration in words, once.
+_DETAIL_LABELS = {"duration_ms": "duration"}
 _ALWAYS_SHOWN = {"end_reason", "start_at", "end_at", "duration_ms"}
 _HIDDEN_FIELDS = {"$schema", "description"}
 
-_ANSI_RED = "\x1b[31m"
-_ANSI_DIM = "\x1b[2m"
-_ANSI_RESET = "\x1b[0m"
-
 
 def make_console(stderr: bool = False) -> Console:
-    console = Console(stderr=stderr, markup=False, highlight=False, emoji=False)
-    if not console.is_terminal and "COLUMNS" not in os.environ:
-        console.width = _PIPE_WIDTH
-    return console
+    return Console(stderr=stderr)
 
 
 def print_json(data: object) -> None:
@@ -82,22 +68,41 @@ def parse_time(value: object) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
-def short_time(value: object, now: datetime) -> str:
-    """Return a timestamp in local time, shorter when it is recent."""
+def when(value: object, now: datetime) -> str:
+    """Return a timestamp with its date, local time and zone, and how far it is from now.
+
+    `2026-11-24 15:14:51 CET (2 min ago)`; "-" when there is none.
+    """
     at = parse_time(value)
     if at is None:
         return "-"
-    local, today = at.astimezone(), now.astimezone()
-    if local.date() == today.date():
-        return local.strftime("%H:%M:%S")
-    if local.year == today.year:
-        return local.strftime("%b %d %H:%M")
-    return local.strftime("%Y-%m-%d %H:%M")
+    local = at.astimezone()
+    zone = local.tzname() or local.strftime("%z")
+    return f"{local:%Y-%m-%d %H:%M:%S} {zone} ({relative(at, now)})"
 
 
-def full_time(value: object) -> str:
-    at = parse_time(value)
-    return at.astimezone().isoformat(sep=" ", timespec="milliseconds") if at else "-"
+def relative(at: datetime, now: datetime) -> str:
+    """Return how far `at` is from `now` in words: `in 3 h`, `2 min ago`, `now`."""
+    seconds = (at - now).total_seconds()
+    if abs(seconds) < 1:
+        return "now"
+    span = _span(abs(seconds))
+    return f"in {span}" if seconds > 0 else f"{span} ago"
+
+
+def _span(seconds: float) -> str:
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes = whole // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 10:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    if hours < 48:
+        return f"{hours} h"
+    return f"{hours // 24} d"
 
 
 def format_duration(milliseconds: int | float | None) -> str:
@@ -161,18 +166,18 @@ def next_run(task: Mapping[str, Any], now: datetime) -> Text:
         return Text("-")
     if task.get("paused"):
         return Text("paused", style="yellow")
-    return Text(short_time(task.get("next_run_at"), now))
+    return Text(when(task.get("next_run_at"), now))
 
 
 def tasks_table(tasks: Sequence[Mapping[str, Any]], now: datetime) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("NAME", no_wrap=True)
+    table = Table()
+    table.add_column("NAME")
     table.add_column("AUTOMATION")
-    table.add_column("SCHEDULE", no_wrap=True)
-    table.add_column("NEXT RUN", no_wrap=True)
-    table.add_column("ACTIVE", justify="right")
-    table.add_column("QUEUED", justify="right")
-    table.add_column("DESCRIPTION")
+    table.add_column("SCHEDULE")
+    table.add_column("NEXT RUN")
+    table.add_column("ACTIVE", right=True)
+    table.add_column("QUEUED", right=True)
+    table.add_column("DESCRIPTION", shrinks=True)
     for task in tasks:
         name = str(task.get("name", ""))
         automation = str(task.get("automation") or "")
@@ -189,14 +194,14 @@ def tasks_table(tasks: Sequence[Mapping[str, Any]], now: datetime) -> Table:
 
 
 def runs_table(runs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    table.add_column("ID", no_wrap=True)
-    table.add_column("TASK", no_wrap=True)
-    table.add_column("STATUS", no_wrap=True)
-    table.add_column("END REASON", no_wrap=True)
-    table.add_column("EXIT", justify="right", no_wrap=True)
-    table.add_column("CREATED", no_wrap=True)
-    table.add_column("DURATION", justify="right", no_wrap=True)
+    table = Table()
+    table.add_column("ID")
+    table.add_column("TASK")
+    table.add_column("STATUS")
+    table.add_column("END REASON")
+    table.add_column("EXIT", right=True)
+    table.add_column("CREATED")
+    table.add_column("DURATION", right=True)
     for run in runs:
         ended = run.get("status") == "ended"
         table.add_row(
@@ -205,7 +210,7 @@ def runs_table(runs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
             styled_status(run),
             styled_reason(run.get("end_reason")),
             str(run.get("exit_code")) if ended else "-",
-            short_time(run.get("created_at"), now),
+            when(run.get("created_at"), now),
             run_duration(run, now),
         )
     return table
@@ -213,14 +218,14 @@ def runs_table(runs: Sequence[Mapping[str, Any]], now: datetime) -> Table:
 
 def run_details(run: Mapping[str, Any], now: datetime) -> Table:
     """Return every field of a run as a two-column grid."""
-    grid = Table.grid(padding=(0, 2))
-    grid.add_column(style="bold", no_wrap=True)
+    grid = Table(headers=False)
     grid.add_column()
+    grid.add_column(shrinks=True)
     # The daemon leaves out empty fields; `show` lists the main ones anyway, as "-".
     names = [name for name in _DETAIL_FIELDS if name in run or name in _ALWAYS_SHOWN]
     names += [name for name in run if name not in _DETAIL_FIELDS and name not in _HIDDEN_FIELDS]
     for name in names:
-        grid.add_row(name, _detail_value(name, run, now))
+        grid.add_row(Text(_DETAIL_LABELS.get(name, name), "bold"), _detail_value(name, run, now))
     return grid
 
 
@@ -231,9 +236,9 @@ def _detail_value(name: str, run: Mapping[str, Any], now: datetime) -> Text:
     if name == "end_reason":
         return styled_reason(value)
     if name.endswith("_at"):
-        return Text(full_time(value))
+        return Text(when(value, now))
     if name == "duration_ms":
-        return Text(f"{run_duration(run, now)}" + (f" ({value} ms)" if value is not None else ""))
+        return Text(run_duration(run, now))
     if value is None or value == "":
         return Text("-")
     if isinstance(value, dict | list):
@@ -252,13 +257,19 @@ class LogPrinter:
         self.styled = styled
 
     def line(self, line: Mapping[str, Any]) -> None:
-        text = str(line.get("text", ""))
-        stream = line.get("stream")
-        if self.styled and stream == "err":
-            text = f"{_ANSI_RED}{text}{_ANSI_RESET}"
-        elif self.styled and stream == "sys":
-            text = f"{_ANSI_DIM}{text}{_ANSI_RESET}"
-        self.out.write(text + "\n")
+        style = _LOG_STREAM_STYLES.get(str(line.get("stream")), "")
+        self.out.write(Text(str(line.get("text", "")), style).styled(self.styled) + "\n")
 
     def flush(self) -> None:
         self.out.flush()
+
+
+class JsonLinesPrinter(LogPrinter):
+    """Print log lines as JSON Lines, one `{"n", "at", "stream", "text"}` object each."""
+
+    def __init__(self, out: TextIO) -> None:
+        super().__init__(out, styled=False)
+
+    def line(self, line: Mapping[str, Any]) -> None:
+        fields = {name: line.get(name) for name in ("n", "at", "stream", "text")}
+        self.out.write(json.dumps(fields, ensure_ascii=False) + "\n")

@@ -10,15 +10,15 @@ from __future__ import annotations
 import difflib
 import json
 import math
-import os
 import re
 import signal
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import date, time, timedelta
 from enum import StrEnum
-from pathlib import Path
 from typing import TypeVar
 
+# Re-exported: the section checks resolve relative paths with it.
+from runyard.config.locate import absolute_path as absolute_path
 from runyard.domain.durations import parse_duration, parse_size
 
 E = TypeVar("E", bound=StrEnum)
@@ -54,12 +54,6 @@ def key_path(parent: str, key: str) -> str:
     # TOML basic strings accept JSON's escapes, so json.dumps quotes correctly.
     part = key if _BARE_KEY.fullmatch(key) else json.dumps(key, ensure_ascii=False)
     return f"{parent}.{part}" if parent else part
-
-
-def absolute_path(base_dir: Path, raw: str) -> Path:
-    """Return `raw` as an absolute path, a relative one taken from `base_dir`."""
-    # normpath, not resolve(): keep the symlinks the user wrote.
-    return Path(os.path.normpath(base_dir / Path(raw).expanduser()))
 
 
 def quote(text: str) -> str:

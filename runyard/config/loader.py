@@ -2,71 +2,65 @@
 
 from __future__ import annotations
 
+import difflib
 import os
-import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, cast
 
 from runyard.config.accounts import default_accounts, parse_accounts
-from runyard.config.checks import (
-    Problems,
-    absolute_path,
-    check_duration,
-    check_int,
-    check_keys,
-    check_size,
-    check_str,
-    check_table,
+from runyard.config.checks import Problems, key_path
+from runyard.config.daemon import (
+    DEFAULT_MAX_OUTPUT_SIZE,
+    DEFAULT_MAX_REQUEST_SIZE,
+    MIN_BODY_SIZE,
+    DaemonSettings,
+    parse_daemon,
 )
+from runyard.config.locate import (
+    CONFIG_ENV,
+    DATA_DIR_ENV,
+    DEFAULT_CONFIG_NAME,
+    DEFAULT_DATA_DIR_NAME,
+    absolute_path,
+    find_config,
+)
+from runyard.config.reading import parse_toml, read_config_text
 from runyard.config.schedules import parse_scheduler
 from runyard.config.tasks import parse_defaults, parse_tasks
 from runyard.domain.accounts import Account
 from runyard.domain.models import TaskDefinition
 from runyard.exceptions import ConfigError
 
-CONFIG_ENV = "RUNYARD_CONFIG"
-DATA_DIR_ENV = "RUNYARD_DATA_DIR"
-DEFAULT_CONFIG_NAME = "runyard.toml"
-DEFAULT_DATA_DIR_NAME = ".runyard"
+__all__ = [
+    "CONFIG_ENV",
+    "DATA_DIR_ENV",
+    "DEFAULT_CONFIG_NAME",
+    "DEFAULT_DATA_DIR_NAME",
+    "DEFAULT_MAX_OUTPUT_SIZE",
+    "DEFAULT_MAX_REQUEST_SIZE",
+    "EXAMPLE_CONFIG_PATH",
+    "MIN_BODY_SIZE",
+    "Config",
+    "DaemonSettings",
+    "load_config",
+    "parse_config_text",
+    "resolve_config_path",
+]
+
 EXAMPLE_CONFIG_PATH = Path(__file__).resolve().parent.parent / "examples" / "runyard.toml"
 
-_SECTIONS = ("daemon", "scheduler", "defaults", "tasks", "accounts")
-# Tables reserved for later features. They must be tables, but their contents
-# are not validated yet: each feature checks its own table when it lands.
-_RESERVED_SECTIONS = ("services", "storage")
-_DAEMON_KEYS = (
-    "host",
-    "port",
-    "data_dir",
-    "max_concurrent_runs",
-    "shutdown_timeout",
-    "external_url",
-    "max_request_size",
-    "max_output_size",
-)
-DEFAULT_MAX_REQUEST_SIZE = 10 * 1024 * 1024
-DEFAULT_MAX_OUTPUT_SIZE = 10 * 1024 * 1024
-# Below this even a small trigger body or output table would be refused.
-MIN_BODY_SIZE = 1024
-_TOML_POSITION = re.compile(r"\s*\((at line \d+, column \d+|at end of document)\)$")
-
-
-@dataclass(frozen=True)
-class DaemonSettings:
-    """The `[daemon]` table, with data_dir already resolved."""
-
-    data_dir: Path  # absolute; not created by the loader
-    host: str = "127.0.0.1"
-    port: int = 9477
-    max_concurrent_runs: int = 4  # account-wide limit on running runs
-    shutdown_timeout: timedelta = timedelta(seconds=30)
-    external_url: str | None = None
-    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE  # bytes of one HTTP request body
-    max_output_size: int = DEFAULT_MAX_OUTPUT_SIZE  # bytes of output data one run may write
+# The top-level tables a config may hold. Anything else is refused, so a
+# misspelt or not-yet-supported table cannot validate as a config that runs
+# nothing.
+SECTIONS = ("daemon", "scheduler", "defaults", "tasks", "accounts")
+_TABLES_HINT = "the tables are [daemon], [scheduler], [defaults], [tasks.<name>], [accounts.<id>]"
+# Tables a later version adds: named here so a config written for them is
+# refused with a reason rather than a bare "unknown".
+_NOT_YET = {
+    "services": "runyard has no [services] yet; a long-running program can run "
+    "as a task under [tasks.<name>]",
+}
 
 
 @dataclass(frozen=True)
@@ -82,32 +76,22 @@ class Config:
 
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] = os.environ) -> Path:
     """Return the config file to read: --config, else RUNYARD_CONFIG, else ./runyard.toml."""
-    chosen = cli_value or environ.get(CONFIG_ENV) or DEFAULT_CONFIG_NAME
-    return absolute_path(Path.cwd(), chosen)
+    return find_config(cli_value, environ).path
 
 
 def load_config(
     path: Path,
     environ: Mapping[str, str] = os.environ,
     data_dir_override: str | None = None,
+    *,
+    source: str = "",
 ) -> Config:
-    """Read and check the config file at `path`; raise ConfigError listing every problem."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ConfigError(str(path), ["file not found"]) from None
-    except IsADirectoryError:
-        raise ConfigError(str(path), ["is a directory, not a file"]) from None
-    except OSError as exc:
-        raise ConfigError(str(path), [f"cannot read the file: {exc.strerror or exc}"]) from None
-    try:
-        # utf-8-sig: tolerate the byte-order mark some Windows editors write.
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(
-            str(path), [f"not UTF-8 text (invalid byte at offset {exc.start})"]
-        ) from None
-    return parse_config_text(text, path, environ, data_dir_override)
+    """Read and check the config file at `path`; raise ConfigError listing every problem.
+
+    `source` says which step of the lookup rule chose `path`, for the message
+    when the file does not exist.
+    """
+    return parse_config_text(read_config_text(path, source), path, environ, data_dir_override)
 
 
 def parse_config_text(
@@ -117,19 +101,13 @@ def parse_config_text(
     data_dir_override: str | None = None,
 ) -> Config:
     """Check config `text` as if read from `path`; raise ConfigError listing every problem."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(str(path), [_syntax_problem(exc)]) from None
+    document = parse_toml(text, path)
     config_path = absolute_path(Path.cwd(), str(path))
     base_dir = config_path.parent
     problems = Problems()
-    check_keys(document, "", (*_SECTIONS, *_RESERVED_SECTIONS), problems)
-    for section in _RESERVED_SECTIONS:
-        if section in document:
-            check_table(document[section], section, problems)
-    daemon = _parse_daemon(
-        document.get("daemon", {}), base_dir, environ, data_dir_override, problems
+    _check_sections(document, problems)
+    daemon = parse_daemon(
+        document.get("daemon", {}), config_path, environ, data_dir_override, problems
     )
     default_timezone = parse_scheduler(document.get("scheduler", {}), environ, problems)
     defaults = parse_defaults(document.get("defaults", {}), problems)
@@ -146,70 +124,17 @@ def parse_config_text(
     )
 
 
-def _syntax_problem(exc: tomllib.TOMLDecodeError) -> str:
-    """Turn tomllib's `Message (at line 3, column 5)` into `TOML syntax error at ...`."""
-    message = str(exc)
-    match = _TOML_POSITION.search(message)
-    if match is None:
-        return f"TOML syntax error: {message}"
-    return f"TOML syntax error {match.group(1)}: {message[: match.start()]}"
-
-
-def _parse_daemon(
-    value: object,
-    base_dir: Path,
-    environ: Mapping[str, str],
-    data_dir_override: str | None,
-    problems: Problems,
-) -> DaemonSettings | None:
-    table = check_table(value, "daemon", problems)
-    if table is None:
-        return None
-    check_keys(table, "daemon", _DAEMON_KEYS, problems)
-    before = len(problems)
-    settings: dict[str, object] = {}
-    if "host" in table:
-        settings["host"] = check_str(table["host"], "daemon.host", problems, non_empty=True)
-    if "port" in table:
-        settings["port"] = check_int(table["port"], "daemon.port", problems, 1, 65535)
-    if "max_concurrent_runs" in table:
-        settings["max_concurrent_runs"] = check_int(
-            table["max_concurrent_runs"], "daemon.max_concurrent_runs", problems, 1
-        )
-    if "shutdown_timeout" in table:
-        settings["shutdown_timeout"] = check_duration(
-            table["shutdown_timeout"], "daemon.shutdown_timeout", problems
-        )
-    if "external_url" in table:
-        settings["external_url"] = check_str(table["external_url"], "daemon.external_url", problems)
-    for key in ("max_request_size", "max_output_size"):
-        if key in table:
-            settings[key] = check_size(table[key], f"daemon.{key}", problems, MIN_BODY_SIZE)
-    from_file: str | None = None
-    if "data_dir" in table:
-        from_file = check_str(table["data_dir"], "daemon.data_dir", problems, non_empty=True)
-    if len(problems) > before:
-        return None
-    data_dir = _data_dir(base_dir, environ, data_dir_override, from_file)
-    # Each value was checked against its field's type above; absent keys keep
-    # the dataclass defaults.
-    return DaemonSettings(data_dir=data_dir, **cast(dict[str, Any], settings))
-
-
-def _data_dir(
-    base_dir: Path,
-    environ: Mapping[str, str],
-    override: str | None,
-    from_file: str | None,
-) -> Path:
-    """Return the data dir: --data-dir, else RUNYARD_DATA_DIR, else the file, else .runyard."""
-    # The CLI flag and the variable come from the shell, so they are relative to
-    # the cwd; the file's value is relative to the file, wherever it is run from.
-    if override:
-        return absolute_path(Path.cwd(), override)
-    from_env = environ.get(DATA_DIR_ENV)
-    if from_env:
-        return absolute_path(Path.cwd(), from_env)
-    if from_file:
-        return absolute_path(base_dir, from_file)
-    return base_dir / DEFAULT_DATA_DIR_NAME
+def _check_sections(document: dict[str, object], problems: Problems) -> None:
+    """Report every top-level key that is not one of runyard's tables, with a suggestion."""
+    for key, value in document.items():
+        if key in SECTIONS:
+            continue
+        kind = "table" if isinstance(value, dict) else "key"
+        close = difflib.get_close_matches(key, [*SECTIONS, *_NOT_YET], n=1)
+        if close and close[0] in _NOT_YET:
+            hint = _NOT_YET[close[0]]
+        elif close:
+            hint = f"did you mean [{close[0]}]?"
+        else:
+            hint = _TABLES_HINT
+        problems.add(key_path("", key), f"unknown {kind}; {hint}")

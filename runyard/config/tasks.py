@@ -323,9 +323,9 @@ def _parse_task(
     own = _check_values(table, path, problems, _TASK_KEYS)
     if "run" not in table:
         problems.add(key_path(path, "run"), "required key is missing")
-    if len(problems) > before:
-        return None
     fields = {**defaults, **own}
+    # Checked even when other keys are wrong: every problem of a file shows in
+    # one pass, not one more after each fix.
     schedule = resolve_schedule(fields, set(own), path, default_timezone, now, problems)
     if len(problems) > before:
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import calendar
 import fnmatch
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -159,6 +160,23 @@ def hash_secret(secret: str) -> str:
     dictionary to guess from.
     """
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
+
+
+KEY_PREFIX = "ryk_"  # tells a runyard key apart in configs, logs and secret scanners
+# `ryk_<key id>_<secret>`: the key names its own id (not a secret: `runyard keys
+# list` shows it), so whoever holds a key can revoke it without looking it up.
+_KEY_WITH_ID = re.compile(r"ryk_([0-9A-HJKMNP-TV-Z]{26})_[A-Za-z0-9_-]+")
+
+
+def key_plaintext(key_id: str, secret: str) -> str:
+    """Return the key handed out once: the prefix, the key's id and its secret."""
+    return f"{KEY_PREFIX}{key_id}_{secret}"
+
+
+def key_id_in(text: str) -> str | None:
+    """Return the key id a key names, or None when `text` is not such a key."""
+    match = _KEY_WITH_ID.fullmatch(text.strip())
+    return None if match is None else match.group(1)
 
 
 @dataclass(frozen=True)

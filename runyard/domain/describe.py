@@ -59,9 +59,25 @@ def describe_queued(task: TaskDefinition, load: Load) -> str:
     return f"Queued: {why}; it starts the moment a slot frees."
 
 
-def describe_wait(created_at: datetime, start_at: datetime) -> str | None:
-    """Return a line about the time spent queued, or None when it started at once."""
-    waited = start_at - created_at
+def describe_wait(
+    created_at: datetime, start_at: datetime, not_before: datetime | None = None
+) -> str | None:
+    """Return a line about the time before the run started, or None when it started at once.
+
+    `not_before` is when a retry's `retry_delay` ran out: the wait up to it is
+    that delay, and only the time after it was spent queued for a slot.
+    """
+    if not_before is None or not_before <= created_at:
+        return _queued_for(start_at - created_at)
+    # Exact: the delay is what retry_delay and the backoff made it, e.g. 4s or 500ms.
+    line = f"Waited out the retry delay of {format_duration(not_before - created_at)} (retry_delay)"
+    queued = start_at - max(not_before, created_at)
+    if queued >= timedelta(seconds=1):
+        return f"{line}, then {format_duration(_whole_seconds(queued))} in the queue for a slot."
+    return f"{line}, then started."
+
+
+def _queued_for(waited: timedelta) -> str | None:
     if waited < timedelta(seconds=1):
         return None
     return (

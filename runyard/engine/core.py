@@ -597,9 +597,8 @@ class Engine:
     async def _supervise(self, active: _Active) -> None:
         task = active.task
         now = self._clock()
-        description = "\n".join(
-            filter(None, [active.run.description, describe_wait(active.run.created_at, now)])
-        )
+        waited = describe_wait(active.run.created_at, now, active.run.not_before)
+        description = "\n".join(filter(None, [active.run.description, waited]))
         active.run = dataclasses.replace(
             active.run, status=RunStatus.RUNNING, start_at=now, description=description
         )

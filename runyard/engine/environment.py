@@ -2,11 +2,51 @@
 
 from __future__ import annotations
 
+import functools
+import os
+import sys
+import sysconfig
 from collections.abc import Mapping
 from pathlib import Path
 
 from runyard.domain.models import Run, TaskDefinition
 from runyard.domain.params import param_arguments, param_environment
+
+# The `runyard` command that started this daemon, for scripts: `"$RUNYARD_BIN" output ...`.
+RUNYARD_BIN_ENV = "RUNYARD_BIN"
+_COMMAND = "runyard"
+# The PATH a run gets when neither the daemon nor the task sets one.
+_DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+
+
+@functools.cache
+def runyard_command() -> Path | None:
+    """Return the `runyard` script installed with the running interpreter, or None.
+
+    A daemon started as `.venv/bin/runyard serve` (as `make run` does) runs with
+    a PATH that may not hold `.venv/bin`; its runs still need `runyard output`.
+    """
+    candidates = [Path(sys.executable).parent / _COMMAND]
+    scripts = sysconfig.get_path("scripts")
+    if scripts:
+        candidates.append(Path(scripts) / _COMMAND)
+    for candidate in candidates:
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def with_command_dir(path: str | None, command: Path) -> str:
+    """Return PATH with the directory of `command` added last, unless it is already on it.
+
+    Last, not first: that directory also holds the daemon's own `python3` and
+    `pip`, which must not shadow the ones a task's scripts expect.
+    """
+    entries = [entry for entry in (path or _DEFAULT_PATH).split(os.pathsep) if entry]
+    directory = str(command.parent)
+    if directory not in entries:
+        entries.append(directory)
+    return os.pathsep.join(entries)
 
 
 def parse_env_file(text: str) -> dict[str, str]:
@@ -43,8 +83,15 @@ def build_environment(
     run: Run,
     base: Mapping[str, str],
     extra: Mapping[str, str] | None = None,
+    command: Path | None = None,
 ) -> dict[str, str]:
-    """Return the process environment; raise OSError when the env_file cannot be read."""
+    """Return the process environment; raise OSError when the env_file cannot be read.
+
+    `command` is the daemon's own `runyard` script (default: found next to the
+    running interpreter): its directory is added to the run's PATH and its
+    path goes into $RUNYARD_BIN, so a script can call `runyard output` wherever
+    runyard was installed.
+    """
     env = dict(base)
     if task.env_file:
         env.update(parse_env_file(Path(task.env_file).read_text(encoding="utf-8")))
@@ -60,4 +107,9 @@ def build_environment(
     )
     # The run's workspace: RUNYARD_OUTPUT_DIR, and RUNYARD_INPUT(_CSV) with input data.
     env.update(extra or {})
+    command = command or runyard_command()
+    if command is not None:
+        # After the task's own env: even a task that sets PATH finds the helper.
+        env["PATH"] = with_command_dir(env.get("PATH"), command)
+        env[RUNYARD_BIN_ENV] = str(command)
     return env

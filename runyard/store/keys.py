@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 from ulid import ULID
 
-from runyard.domain.accounts import ApiKey, hash_secret
+from runyard.domain.accounts import KEY_PREFIX, ApiKey, hash_secret, key_plaintext
 from runyard.exceptions import NotFound
 from runyard.store.schema import api_keys
 
@@ -21,7 +21,8 @@ from runyard.store.schema import api_keys
 # keys it trusts from memory when this file changes, so revocation is immediate.
 REVOKED_MARKER = "keys.revoked"
 
-KEY_PREFIX = "ryk_"  # tells a runyard key apart in configs, logs and secret scanners
+__all__ = ["KEY_PREFIX", "REVOKED_MARKER", "KeyStore", "mark_revoked", "revoked_stamp"]
+
 _KEY_BYTES = 32  # 256 random bits
 
 _COLUMNS = (
@@ -42,8 +43,8 @@ class KeyStore:
 
     def create(self, account: str, label: str, now: datetime) -> tuple[ApiKey, str]:
         """Store a new key of `account`; return it and its plaintext, never to be seen again."""
-        plaintext = KEY_PREFIX + secrets.token_urlsafe(_KEY_BYTES)
         key = ApiKey(id=str(ULID.from_datetime(now)), account=account, label=label, created_at=now)
+        plaintext = key_plaintext(key.id, secrets.token_urlsafe(_KEY_BYTES))
         with self._transaction(write=True) as connection:
             connection.execute(
                 sa.insert(api_keys).values(

@@ -184,14 +184,15 @@ def test_daemon_not_running(offline_config: OfflineConfig, runyard_cli: CliRunne
     result = runyard_cli("--config", str(offline_config.path), "tasks", RUNYARD_TOKEN="x")
     assert result.returncode == 1
     assert result.stderr == (
-        f"runyard: cannot reach the daemon at {offline_config.url} (is `runyard serve` running?)\n"
+        f"runyard: cannot reach the daemon at {offline_config.url} (from [daemon] host and port "
+        f"in {offline_config.path}): is `runyard serve` running?\n"
     )
 
 
 def test_bad_token(daemon: Daemon) -> None:
     result = daemon.cli("tasks", env={**daemon.env, "RUNYARD_TOKEN": "wrong"})
     assert result.returncode == 1
-    assert "runyard: the daemon refused the token (check RUNYARD_TOKEN or" in result.stderr
+    assert result.stderr == f"runyard: the daemon at {daemon.url} refused $RUNYARD_TOKEN\n"
     _no_traceback(result)
 
 

@@ -230,11 +230,14 @@ def v3_daemon(
     config = directory / "runyard.toml"
     config.write_text(config_text(directory, port, body, daemon_extra), encoding="utf-8")
     env = cli_env(RUNYARD_TOKEN=TEST_TOKEN)
-    created = {label: create_key(config, account, label, env) for label, account in keys.items()}
     log_path = directory / "daemon.log"
     process, url = start_daemon(config, env, log_path, port)
     daemon: V3Daemon | None = None
     try:
+        # Through the running daemon: without one, `keys create` needs its database.
+        created = {
+            label: create_key(config, account, label, env) for label, account in keys.items()
+        }
         with httpx.Client(timeout=30.0) as http:
             daemon = V3Daemon(
                 url=url,

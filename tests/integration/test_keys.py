@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from runyard.domain.accounts import ApiKey, hash_secret
+from runyard.domain.accounts import ApiKey, hash_secret, key_id_in
 from runyard.exceptions import NotFound
 from runyard.store import RunStore
 from runyard.store.keys import KEY_PREFIX, KeyStore
@@ -25,9 +25,10 @@ def test_create_returns_a_high_entropy_key_and_stores_only_its_hash(
     store: RunStore, keys: KeyStore
 ) -> None:
     key, plaintext = keys.create("acme", "ci pipeline", T0)
-    assert plaintext.startswith(KEY_PREFIX)
-    # token_urlsafe(32): 43 characters of base64url, 256 random bits.
-    assert len(plaintext) == len(KEY_PREFIX) + 43
+    # `ryk_<key id>_<secret>`; token_urlsafe(32): 43 characters of base64url, 256 random bits.
+    assert plaintext.startswith(f"{KEY_PREFIX}{key.id}_")
+    assert len(plaintext) == len(KEY_PREFIX) + 26 + 1 + 43
+    assert key_id_in(plaintext) == key.id
     assert key == ApiKey(
         id=key.id, account="acme", label="ci pipeline", created_at=T0, revoked_at=None
     )

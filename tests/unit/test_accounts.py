@@ -15,6 +15,8 @@ from runyard.domain.accounts import (
     Runtime,
     billing_period_start,
     hash_secret,
+    key_id_in,
+    key_plaintext,
     password_run_id,
     quota_exhausted,
     report_status,
@@ -421,3 +423,24 @@ def test_a_viewer_password_names_its_run() -> None:
 )
 def test_a_password_without_a_run_id_names_none(password: str) -> None:
     assert password_run_id(password) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ryk_01JN8S7QKVVT7NA6W7W83MG8PM_-xESjWEGE659BEwuduZbt", "01JN8S7QKVVT7NA6W7W83MG8PM"),
+        (" ryk_01JN8S7QKVVT7NA6W7W83MG8PM_abc\n", "01JN8S7QKVVT7NA6W7W83MG8PM"),
+        ("01JN8S7QKVVT7NA6W7W83MG8PM", None),  # an id, not a key
+        ("ryk_FvS2xKqnb0-older-keys-carry-no-id", None),
+        ("ryk_01JN8S7QKVVT7NA6W7W83MG8P_abc", None),  # 25 characters
+        ("ryk_01JN8S7QKVVT7NA6W7W83MG8PU_abc", None),  # U is not Crockford base32
+    ],
+)
+def test_key_id_in(text: str, expected: str | None) -> None:
+    assert key_id_in(text) == expected
+
+
+def test_a_key_names_its_id() -> None:
+    assert key_plaintext("01JN8S7QKVVT7NA6W7W83MG8PM", "s3cr3t") == (
+        "ryk_01JN8S7QKVVT7NA6W7W83MG8PM_s3cr3t"
+    )

@@ -183,10 +183,7 @@ def test_unimplemented_keys_accepted_and_ignored() -> None:
         group = "ops"
         env_base = "clean"
 
-        [services.web]
-        whatever = true
         [accounts]
-        [storage]
         """
     )
     assert config.tasks["a"] == TaskDefinition(name="a", run="a")
@@ -269,7 +266,8 @@ def test_example_config_loads() -> None:
     config = load_config(EXAMPLE_CONFIG_PATH, environ={})
     assert config.warnings == ()
     assert config.daemon.port == 9477
-    assert set(config.tasks) == {
+    # The tasks the README walks through (at least: more are welcome).
+    assert set(config.tasks) >= {
         "hello",
         "disk-report",
         "slow-count",

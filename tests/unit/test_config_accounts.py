@@ -195,7 +195,7 @@ def test_bad_account_value(body: str, expected: str) -> None:
             f"accounts.{'a' * 65}: account id must match ^[a-zA-Z0-9._-]{{1,64}}$",
         ),
         pytest.param('[accounts.""]', 'accounts."": account id must match ^[a-zA-Z0-9._-]{1,64}$'),
-        pytest.param("[acounts.a]", "acounts: unknown key; did you mean 'accounts'?"),
+        pytest.param("[acounts.a]", "acounts: unknown table; did you mean [accounts]?"),
     ],
 )
 def test_bad_accounts_table(text: str, expected: str) -> None:
@@ -273,10 +273,13 @@ def test_parse_accounts_leaves_out_invalid_accounts() -> None:
     assert problems.errors == ["accounts.bad.billing_anchor: must be between 1 and 31, got 40"]
 
 
-def test_services_and_storage_stay_reserved() -> None:
-    config = parse("[services.web]\nwhatever = true\n[storage]\nanything = 1\n")
-    assert config.accounts == {"default": Account("default")}
-    assert problems_of("services = 1") == ["services: expected a table, got integer 1"]
+def test_services_and_storage_are_unknown_tables() -> None:
+    assert problems_of("[services.web]\nwhatever = true\n[storage]\nanything = 1\n") == [
+        "services: unknown table; runyard has no [services] yet; a long-running program "
+        "can run as a task under [tasks.<name>]",
+        "storage: unknown table; the tables are [daemon], [scheduler], [defaults], "
+        "[tasks.<name>], [accounts.<id>]",
+    ]
 
 
 # ----- daemon size caps -------------------------------------------------------------
@@ -336,5 +339,5 @@ def test_example_config_has_the_first_automation() -> None:
     assert config.accounts == {"default": Account("default")}
     task = config.tasks["my-first-automation"]
     assert task.display_name == "My First Automation"
-    assert "$RUNYARD_OUTPUT_DIR/result.csv" in task.run
+    assert "| runyard output result" in task.run
     assert "$RUNYARD_INPUT_CSV" in task.run

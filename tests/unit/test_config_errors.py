@@ -38,9 +38,20 @@ def problems_of(text: str) -> list[str]:
         pytest.param("[daemon]\nexternal_url = 1", "daemon.external_url: expected a string"),
         pytest.param("[daemon]\nhots = 'x'", "daemon.hots: unknown key; did you mean 'host'?"),
         pytest.param("daemon = 3", "daemon: expected a table, got integer 3"),
-        pytest.param("[task.a]\nrun = 'x'", "task: unknown key; did you mean 'tasks'?"),
-        pytest.param("zzz = 1", "zzz: unknown key"),
-        pytest.param("storage = 'x'", "storage: expected a table"),
+        pytest.param("[task.a]\nrun = 'x'", "task: unknown table; did you mean [tasks]?"),
+        pytest.param("[deamon]\nport = 1", "deamon: unknown table; did you mean [daemon]?"),
+        pytest.param(
+            "zzz = 1",
+            "zzz: unknown key; the tables are [daemon], [scheduler], [defaults], "
+            "[tasks.<name>], [accounts.<id>]",
+        ),
+        pytest.param("[storage]\nx = 1", "storage: unknown table; the tables are [daemon]"),
+        pytest.param(
+            "[services.web]\nrun = 'x'",
+            "services: unknown table; runyard has no [services] yet; a long-running program "
+            "can run as a task under [tasks.<name>]",
+        ),
+        pytest.param("[sevices]", "sevices: unknown table; runyard has no [services] yet"),
         pytest.param(
             '[tasks.backup]\nrun = "x"\ntimout = "5m"',
             "tasks.backup.timout: unknown key; did you mean 'timeout'?",
@@ -222,6 +233,28 @@ def test_every_problem_reported_together() -> None:
     message = str(caught.value)
     assert message.startswith(f"{CONFIG}: invalid config:")
     assert "  tasks.a.run: required key is missing" in message
+
+
+def test_a_schedule_is_checked_beside_other_problems_of_its_task() -> None:
+    # The cron error used to appear only once the unknown key was fixed.
+    assert problems_of('[tasks.a]\nrun = "x"\ncron = "61 * * * *"\ntimout = "5m"\n') == [
+        "tasks.a.timout: unknown key; did you mean 'timeout'?",
+        "tasks.a.cron: minute field: 61 is out of range 0-59 in '61 * * * *'",
+    ]
+    assert problems_of('[tasks.a]\ncron = "@every 0s"\n') == [
+        "tasks.a.run: required key is missing",
+        "tasks.a.cron: @every needs a positive duration, got '0s'",
+    ]
+
+
+def test_an_unknown_table_beside_valid_tasks_is_an_error() -> None:
+    # It validated as `OK` before: a config whose every task sits in an unknown
+    # table would run nothing without a word.
+    problems = problems_of('[services.web]\nrun = "serve"\n[tasks.a]\nrun = "x"\n')
+    assert problems == [
+        "services: unknown table; runyard has no [services] yet; a long-running program "
+        "can run as a task under [tasks.<name>]"
+    ]
 
 
 @pytest.mark.parametrize(

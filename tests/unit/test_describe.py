@@ -41,6 +41,34 @@ def test_describe_wait(waited: timedelta, expected: str | None) -> None:
 
 
 @pytest.mark.parametrize(
+    ("delay", "waited", "expected"),
+    [
+        pytest.param(
+            timedelta(seconds=2),
+            timedelta(seconds=2, milliseconds=10),
+            "Waited out the retry delay of 2s (retry_delay), then started.",
+            id="delay-only",
+        ),
+        pytest.param(
+            timedelta(milliseconds=500),
+            timedelta(milliseconds=520),
+            "Waited out the retry delay of 500ms (retry_delay), then started.",
+            id="short-delay",
+        ),
+        pytest.param(
+            timedelta(seconds=4),
+            timedelta(seconds=9, milliseconds=300),
+            "Waited out the retry delay of 4s (retry_delay), then 5s in the queue for a slot.",
+            id="delay-then-queue",
+        ),
+    ],
+)
+def test_describe_wait_of_a_retry(delay: timedelta, waited: timedelta, expected: str) -> None:
+    # A retry waits out its delay before it may start: that is not time in the queue.
+    assert describe_wait(T0, T0 + waited, not_before=T0 + delay) == expected
+
+
+@pytest.mark.parametrize(
     ("reason", "code", "duration", "expected"),
     [
         (EndReason.SUCCESS, 0, timedelta(milliseconds=19), "Succeeded after 19ms (exit code 0)."),

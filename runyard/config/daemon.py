@@ -1,0 +1,125 @@
+"""The `[daemon]` table: where the daemon listens, keeps its data, and its limits.
+
+Kept apart from the task checks so that a CLI command, which needs only the
+daemon's address and data dir, reads just this table (`read_daemon_settings`)
+without importing the cron parser and the task checks.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from runyard.config.checks import (
+    Problems,
+    check_duration,
+    check_int,
+    check_keys,
+    check_size,
+    check_str,
+    check_table,
+)
+from runyard.config.locate import Located, find_data_dir
+from runyard.config.reading import parse_toml, read_config_text
+from runyard.exceptions import ConfigError
+
+DAEMON_KEYS = (
+    "host",
+    "port",
+    "data_dir",
+    "max_concurrent_runs",
+    "shutdown_timeout",
+    "external_url",
+    "max_request_size",
+    "max_output_size",
+)
+DEFAULT_MAX_REQUEST_SIZE = 10 * 1024 * 1024
+DEFAULT_MAX_OUTPUT_SIZE = 10 * 1024 * 1024
+# Below this even a small trigger body or output table would be refused.
+MIN_BODY_SIZE = 1024
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    """The `[daemon]` table, with data_dir already resolved."""
+
+    data_dir: Path  # absolute; not created by the loader
+    host: str = "127.0.0.1"
+    port: int = 9477
+    max_concurrent_runs: int = 4  # account-wide limit on running runs
+    shutdown_timeout: timedelta = timedelta(seconds=30)
+    external_url: str | None = None
+    max_request_size: int = DEFAULT_MAX_REQUEST_SIZE  # bytes of one HTTP request body
+    max_output_size: int = DEFAULT_MAX_OUTPUT_SIZE  # bytes of output data one run may write
+    # Which step of the lookup rule chose data_dir, for messages; not a setting.
+    data_dir_source: str = field(default="", compare=False)
+
+
+def parse_daemon(
+    value: object,
+    config_path: Path,
+    environ: Mapping[str, str],
+    data_dir_override: str | None,
+    problems: Problems,
+) -> DaemonSettings | None:
+    """Return the checked `[daemon]` table of the file at `config_path` (absolute)."""
+    table = check_table(value, "daemon", problems)
+    if table is None:
+        return None
+    check_keys(table, "daemon", DAEMON_KEYS, problems)
+    before = len(problems)
+    settings: dict[str, object] = {}
+    if "host" in table:
+        settings["host"] = check_str(table["host"], "daemon.host", problems, non_empty=True)
+    if "port" in table:
+        settings["port"] = check_int(table["port"], "daemon.port", problems, 1, 65535)
+    if "max_concurrent_runs" in table:
+        settings["max_concurrent_runs"] = check_int(
+            table["max_concurrent_runs"], "daemon.max_concurrent_runs", problems, 1
+        )
+    if "shutdown_timeout" in table:
+        settings["shutdown_timeout"] = check_duration(
+            table["shutdown_timeout"], "daemon.shutdown_timeout", problems
+        )
+    if "external_url" in table:
+        settings["external_url"] = check_str(table["external_url"], "daemon.external_url", problems)
+    for key in ("max_request_size", "max_output_size"):
+        if key in table:
+            settings[key] = check_size(table[key], f"daemon.{key}", problems, MIN_BODY_SIZE)
+    from_file: str | None = None
+    if "data_dir" in table:
+        from_file = check_str(table["data_dir"], "daemon.data_dir", problems, non_empty=True)
+    if len(problems) > before:
+        return None
+    data_dir: Located = find_data_dir(data_dir_override, environ, config_path, from_file)
+    # Each value was checked against its field's type above; absent keys keep
+    # the dataclass defaults.
+    return DaemonSettings(
+        data_dir=data_dir.path,
+        data_dir_source=data_dir.source,
+        **cast(dict[str, Any], settings),
+    )
+
+
+def read_daemon_settings(
+    config: Located,
+    environ: Mapping[str, str] = os.environ,
+    data_dir_override: str | None = None,
+) -> DaemonSettings:
+    """Read only the `[daemon]` table of the config file; raise ConfigError on its problems.
+
+    A file that is broken elsewhere (a task, say) still tells where the daemon
+    is, so `runyard reload` can hear the daemon refuse it.
+    """
+    document = parse_toml(read_config_text(config.path, config.source), config.path)
+    problems = Problems()
+    settings = parse_daemon(
+        document.get("daemon", {}), config.path, environ, data_dir_override, problems
+    )
+    if settings is None:
+        raise ConfigError(str(config.path), problems.errors)
+    return settings

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# What `make test` needs besides Python packages, set up when missing:
+# - a PostgreSQL server on 127.0.0.1:5432 (the PostgreSQL half of the store and
+#   engine tests): the Debian cluster is started when none answers;
+# - Debian's chromium (tests/browser drive it through Playwright): installed
+#   with apt-get when /usr/bin/chromium is missing.
+# A server that answers is never touched. When something cannot be set up,
+# this says what to do and fails, so `make test` stops before the suite does.
+set -euo pipefail
+
+PG_HOST=127.0.0.1
+PG_PORT=5432
+CHROMIUM=/usr/bin/chromium
+
+fail() {
+  echo "scripts/test-setup.sh: $*" >&2
+  exit 1
+}
+
+postgres_answers() {
+  command -v pg_isready >/dev/null || fail "pg_isready not found: install PostgreSQL (apt-get install postgresql)"
+  pg_isready -h "$PG_HOST" -p "$PG_PORT" -q
+}
+
+if ! postgres_answers; then
+  version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n1)
+  [ -n "$version" ] || fail "no PostgreSQL answers on $PG_HOST:$PG_PORT and no cluster exists in /etc/postgresql: install PostgreSQL (apt-get install postgresql)"
+  echo "scripts/test-setup.sh: starting the PostgreSQL $version cluster 'main'"
+  pg_ctlcluster --skip-systemctl-redirect "$version" main start \
+    || fail "could not start the PostgreSQL $version cluster 'main' (as root: pg_ctlcluster $version main start)"
+  for _ in $(seq 1 30); do
+    postgres_answers && break
+    sleep 1
+  done
+  postgres_answers || fail "PostgreSQL $version started but does not answer on $PG_HOST:$PG_PORT"
+fi
+
+if [ ! -x "$CHROMIUM" ]; then
+  [ "$(id -u)" -eq 0 ] || fail "$CHROMIUM is missing: install it as root (apt-get install chromium)"
+  echo "scripts/test-setup.sh: installing Debian's chromium"
+  apt-get update -qq && apt-get install -y -qq chromium \
+    || fail "could not install chromium (apt-get install chromium)"
+fi
