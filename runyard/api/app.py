@@ -70,5 +70,5 @@ def create_app(runyard: Runyard) -> FastAPI:
     # Outermost: an oversized body is refused before anything else reads it.
     app.add_middleware(BodyLimit, limit=lambda: runyard.config.daemon.max_request_size)
 
-    serve_document(app, runyard.tasks)
+    serve_document(app, runyard.tasks, lambda: list(runyard.config.accounts))
     return app

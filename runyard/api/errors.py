@@ -15,6 +15,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
+from starlette.routing import Match
 
 from runyard.api.deps import schema_url
 from runyard.api.schemas import ErrorModel
@@ -303,10 +304,32 @@ async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     if status == 404 and detail == HTTPStatus.NOT_FOUND.phrase:
         detail = f"No route matches {request.url.path}."
     elif status == 405 and detail == HTTPStatus.METHOD_NOT_ALLOWED.phrase:
-        allowed = (exc.headers or {}).get("Allow", "")
+        allowed = _allowed_methods(request) or (exc.headers or {}).get("Allow", "")
         detail = f"{request.method} is not allowed on {request.url.path}"
         detail += f"; allowed: {allowed}." if allowed else "."
+        return _request_problem(request, status, detail, headers={"Allow": allowed})
     return _request_problem(request, status, detail, headers=exc.headers)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Return every method some route answers on this path (`Allow` of a 405).
+
+    Starlette names only the methods of the first route matching the path,
+    while GET and POST of one path are often two routes: ask the routes, for
+    each method, whether they would take the request.
+    """
+    allowed = [
+        method
+        for method in _METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(allowed)
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 
 async def _unexpected(request: Request, exc: Exception) -> ProblemResponse:

@@ -4,7 +4,8 @@ Errors go out as problem+json, public routes need no token, and each task
 gets its own trigger operation: a task's params (their names, which are
 required, their choices) are part of its config, so one operation for every
 task could only describe `params` as "any object", and answer 422 to much of
-what it documents. The document is rebuilt when a reload changes the tasks.
+what it documents. For the same reason a new API key's `account` lists the
+accounts of the config. The document is rebuilt when a reload changes either.
 """
 
 from __future__ import annotations
@@ -24,25 +25,33 @@ from runyard.domain.models import ParamSpec, TaskDefinition
 
 TRIGGER_PATH = "/api/tasks/{taskName}/run"
 
-TaskKey = tuple[tuple[str, tuple[ParamSpec, ...]], ...]
+CREATE_KEY_SCHEMA = "CreateKeyRequest"
+
+ConfigKey = tuple[tuple[tuple[str, tuple[ParamSpec, ...]], ...], tuple[str, ...]]
 
 
-def serve_document(app: FastAPI, tasks: Callable[[], Sequence[TaskDefinition]]) -> None:
+def serve_document(
+    app: FastAPI,
+    tasks: Callable[[], Sequence[TaskDefinition]],
+    accounts: Callable[[], Sequence[str]],
+) -> None:
     """Make `app.openapi()` return the completed document for the current `tasks()`."""
-    built_for: list[TaskKey] = []
+    built_for: list[ConfigKey] = []
 
     def openapi() -> dict[str, Any]:
-        current = tasks()
-        key: TaskKey = tuple((task.name, task.params) for task in current)
+        current, account_ids = tasks(), tuple(accounts())
+        key: ConfigKey = (tuple((task.name, task.params) for task in current), account_ids)
         if app.openapi_schema is None or built_for != [key]:
-            app.openapi_schema = build_document(app, current)
+            app.openapi_schema = build_document(app, current, account_ids)
             built_for[:] = [key]
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def build_document(app: FastAPI, tasks: Sequence[TaskDefinition]) -> dict[str, Any]:
+def build_document(
+    app: FastAPI, tasks: Sequence[TaskDefinition], accounts: Sequence[str] = ()
+) -> dict[str, Any]:
     """Return the OpenAPI document of `app` with one trigger operation per task."""
     document = get_openapi(
         title=app.title, version=app.version, description=app.description, routes=app.routes
@@ -54,7 +63,15 @@ def build_document(app: FastAPI, tasks: Sequence[TaskDefinition]) -> dict[str, A
     document["security"] = [{"bearer": []}]
     _public_routes_need_no_token(document)
     _trigger_per_task(document, tasks)
+    _key_accounts(document, accounts)
     return document
+
+
+def _key_accounts(document: dict[str, Any], accounts: Sequence[str]) -> None:
+    # A key can only be made for an account the config declares.
+    schema = document.get("components", {}).get("schemas", {}).get(CREATE_KEY_SCHEMA)
+    if schema is not None and accounts:
+        schema["properties"]["account"]["enum"] = sorted(accounts)
 
 
 def _problems_as_problem_json(document: dict[str, Any]) -> None:

@@ -12,15 +12,24 @@ from pydantic import ConfigDict, Field
 from runyard.api import schemas
 from runyard.api.deps import RunyardDep, SchemaBase, schema_url
 from runyard.api.errors import problem_responses
+from runyard.api.params import StorableText
 from runyard.api_keys import KeyAdmin
 from runyard.app import Runyard
 from runyard.domain.accounts import ApiKey
 from runyard.store.keys import KeyStore
 
-router = APIRouter(tags=["keys"], responses=problem_responses(401, 500))
+router = APIRouter(tags=["keys"], responses=problem_responses(400, 401, 500))
 
 KeyIdPath = Annotated[
-    str, Path(alias="keyId", description="Key id (`GET /api/keys`)", min_length=1, max_length=100)
+    str,
+    Path(
+        alias="keyId",
+        description="Key id (`GET /api/keys`)",
+        min_length=1,
+        max_length=100,
+        json_schema_extra={"pattern": schemas.NO_NUL_PATTERN},
+    ),
+    StorableText,
 ]
 
 
@@ -47,7 +56,12 @@ class CreateKeyRequest(schemas._Body):
     account: str = Field(
         min_length=1, max_length=64, description="A v3 account declared in the config"
     )
-    label: str = Field("", max_length=200, description="What the key is for")
+    label: Annotated[str, StorableText] = Field(
+        "",
+        max_length=200,
+        description="What the key is for",
+        json_schema_extra={"pattern": schemas.NO_NUL_PATTERN},
+    )
 
 
 class CreatedKey(Key):
@@ -96,7 +110,7 @@ async def list_keys(runyard: RunyardDep, base: SchemaBase) -> KeysResponseBody:
     found = await asyncio.to_thread(key_admin(runyard).list)
     return KeysResponseBody(
         schema_=schema_url(base, "KeysResponseBody"),
-        keys=[Key(**_fields(key)) for key in found],
+        keys=[Key(schema_=schema_url(base, "Key"), **_fields(key)) for key in found],
     )
 
 

@@ -145,13 +145,15 @@ def _daemon(workdir: Path, script: str, **env: str) -> Iterator[Daemon]:
     config = workdir / "runyard.toml"
     config.write_text(CONFIG.format(port=port, data_dir=data_dir, script=script), encoding="utf-8")
     environ = cli_env(RUNYARD_TOKEN=TEST_TOKEN, **env)
-    created = run_cli(
-        "--config", str(config), "keys", "create", "--account", "acme", "--label", "t", env=environ
-    )
-    assert created.returncode == 0, created.stderr
     output = workdir / "daemon.log"
     process, url = start_daemon(config, environ, output, port)
     try:
+        # Keys are made through the daemon: before it runs there is no database.
+        created = run_cli(
+            "--config", str(config), "keys", "create", "--account", "acme", "--label", "t",
+            env=environ,
+        )  # fmt: skip
+        assert created.returncode == 0, created.stderr
         with httpx.Client(timeout=60) as http:
             yield Daemon(url, process, created.stdout.strip(), data_dir, output, http)
     finally:

@@ -133,13 +133,15 @@ def full_disk_daemon(tmp_path: Path) -> Iterator[FullDiskDaemon]:
             encoding="utf-8",
         )
         env = cli_env(RUNYARD_TOKEN=TEST_TOKEN)
-        created = run_cli(
-            "--config", str(config), "keys", "create", "--account", "acme", "--label", "t", env=env
-        )
-        assert created.returncode == 0, created.stderr
         output = tmp_path / "daemon.log"
         process, url = start_daemon(config, env, output, port)
         try:
+            # Keys are made through the daemon: before it runs there is no database.
+            created = run_cli(
+                "--config", str(config), "keys", "create", "--account", "acme", "--label", "t",
+                env=env,
+            )  # fmt: skip
+            assert created.returncode == 0, created.stderr
             with httpx.Client(timeout=60) as http:
                 yield FullDiskDaemon(
                     url=url,

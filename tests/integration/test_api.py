@@ -701,6 +701,13 @@ def test_unknown_route_and_wrong_method(client: TestClient) -> None:
     assert "GET" in body["detail"]
 
 
+def test_wrong_method_names_the_methods_of_every_route_of_the_path(client: TestClient) -> None:
+    # GET and POST /api/keys are two routes; Allow must name both.
+    response = client.request("OPTIONS", "/api/keys")
+    assert_problem(response, 405)
+    assert response.headers["Allow"] == "GET, POST"
+
+
 def test_openapi_documents_the_spec_parameters(client: TestClient) -> None:
     document = client.get("/openapi.json").json()
     operation = document["paths"]["/api/tasks/{taskName}/runs"]["get"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,6 +95,19 @@ def test_create_refuses_bad_bodies(
     [error] = answer.json()["errors"]
     assert error["location"] == location
     assert error["message"] == message.format(config=tmp_path / "runyard.toml")
+    assert client.get("/api/keys", headers=AUTH).json()["keys"] == []
+
+
+@pytest.mark.parametrize("label", ["a\u0000b", "\udc80"])
+def test_create_refuses_a_label_that_cannot_be_stored(client: TestClient, label: str) -> None:
+    answer = client.post(
+        "/api/keys",
+        content=json.dumps({"account": "acme", "label": label}),
+        headers={**AUTH, "Content-Type": "application/json"},
+    )
+    assert answer.status_code == 400, answer.text
+    [error] = answer.json()["errors"]
+    assert error["location"] == "body.label"
     assert client.get("/api/keys", headers=AUTH).json()["keys"] == []
 
 
