@@ -15,6 +15,7 @@ from runyard.config.accounts import default_accounts, parse_accounts
 from runyard.config.checks import (
     Problems,
     absolute_path,
+    check_bool,
     check_duration,
     check_int,
     check_keys,
@@ -47,6 +48,12 @@ _DAEMON_KEYS = (
     "external_url",
     "max_request_size",
     "max_output_size",
+    "max_connections",
+    "header_timeout",
+    "body_timeout",
+    "max_uploads_per_client",
+    "max_invalid_keys_per_minute",
+    "access_log",
 )
 DEFAULT_MAX_REQUEST_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_OUTPUT_SIZE = 10 * 1024 * 1024
@@ -67,6 +74,13 @@ class DaemonSettings:
     external_url: str | None = None
     max_request_size: int = DEFAULT_MAX_REQUEST_SIZE  # bytes of one HTTP request body
     max_output_size: int = DEFAULT_MAX_OUTPUT_SIZE  # bytes of output data one run may write
+    # What a client without credentials may hold (README "Reliability").
+    max_connections: int = 1024  # open HTTP connections
+    header_timeout: timedelta = timedelta(seconds=10)  # to send a request line and headers
+    body_timeout: timedelta = timedelta(seconds=30)  # to send a body (plus time per byte)
+    max_uploads_per_client: int = 4  # bodies over 1 MiB one address sends at once
+    max_invalid_keys_per_minute: int = 100  # v3 calls with a wrong key, per address
+    access_log: bool = False  # one log line per HTTP request
 
 
 @dataclass(frozen=True)
@@ -185,6 +199,7 @@ def _parse_daemon(
     for key in ("max_request_size", "max_output_size"):
         if key in table:
             settings[key] = check_size(table[key], f"daemon.{key}", problems, MIN_BODY_SIZE)
+    _parse_connection_settings(table, settings, problems)
     from_file: str | None = None
     if "data_dir" in table:
         from_file = check_str(table["data_dir"], "daemon.data_dir", problems, non_empty=True)
@@ -194,6 +209,23 @@ def _parse_daemon(
     # Each value was checked against its field's type above; absent keys keep
     # the dataclass defaults.
     return DaemonSettings(data_dir=data_dir, **cast(dict[str, Any], settings))
+
+
+def _parse_connection_settings(
+    table: Mapping[str, object], settings: dict[str, object], problems: Problems
+) -> None:
+    for key, low in (
+        ("max_connections", 1),
+        ("max_uploads_per_client", 1),
+        ("max_invalid_keys_per_minute", 1),
+    ):
+        if key in table:
+            settings[key] = check_int(table[key], f"daemon.{key}", problems, low)
+    for key in ("header_timeout", "body_timeout"):
+        if key in table:
+            settings[key] = check_duration(table[key], f"daemon.{key}", problems, positive=True)
+    if "access_log" in table:
+        settings["access_log"] = check_bool(table["access_log"], "daemon.access_log", problems)
 
 
 def _data_dir(
