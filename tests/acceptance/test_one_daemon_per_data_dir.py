@@ -175,14 +175,14 @@ def test_a_daemon_that_cannot_bind_its_port_touches_nothing_in_its_data_dir(
     busy.listen()
     try:
         refused = serve_once(config, env)
-        assert refused.returncode != 0
-        assert "cannot listen" in refused.stderr, refused.stderr
-        assert str(port) in refused.stderr, refused.stderr
         # Recovery never ran: the run is as the dead daemon left it, its
         # process is alive, its run directories are where they were.
         assert stored_status(data_dir, run_id) == "running"
         assert processes_of_run(run_id) == survivors
         assert sorted(path.name for path in (data_dir / "work").iterdir()) == work_before
+        assert refused.returncode != 0
+        assert "cannot listen" in refused.stderr, refused.stderr
+        assert str(port) in refused.stderr, refused.stderr
     finally:
         busy.close()
         for pid in processes_of_run(run_id):
