@@ -41,8 +41,11 @@ SWEEP_SECONDS = 1.0
 # How often the counts of closed connections are logged (one line, not one per connection).
 REPORT_SECONDS = 60.0
 # Descriptors kept for everything but client connections: the database, run
-# pipes and log files, the listening socket.
-RESERVED_DESCRIPTORS = 256
+# pipes and log files (128), and the connections asyncio accepts in one go
+# (up to the listen backlog, twice: the connections it displaces are closed
+# one loop iteration later) before the cap can close any.
+ACCEPT_BURST = 128
+RESERVED_DESCRIPTORS = 128 + 2 * ACCEPT_BURST
 
 _NO_DEADLINE = math.inf
 
@@ -72,7 +75,9 @@ def descriptor_budget(wanted: int) -> int:
             pass
     if soft == resource.RLIM_INFINITY:
         return wanted
-    return max(1, min(wanted, soft - RESERVED_DESCRIPTORS))
+    # Under a small limit, keep half for the rest rather than nothing for clients.
+    reserved = min(RESERVED_DESCRIPTORS, soft // 2)
+    return max(1, min(wanted, soft - reserved))
 
 
 class ConnectionGuard:
@@ -194,7 +199,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.guard.waiting.pop(self, None)
         if self._reading_body and not self._closed_by_runyard and self.scope is not None:
-            client = self.client[0] if self.client else "an unknown address"
+            # The scope's client: the address a trusted proxy forwarded for, if any.
+            peer = self.scope.get("client") or self.client
+            client = peer[0] if peer else "an unknown address"
             # No port: the same client's next disconnect is the same line, which
             # the log then rate-limits.
             log.info(

@@ -23,7 +23,12 @@ import uvicorn
 
 from runyard import __version__
 from runyard.api.app import create_app
-from runyard.api.connections import ConnectionGuard, ConnectionLimits, descriptor_budget
+from runyard.api.connections import (
+    ACCEPT_BURST,
+    ConnectionGuard,
+    ConnectionLimits,
+    descriptor_budget,
+)
 from runyard.api.deps import Closing
 from runyard.app import TOKEN_FILE, Runyard
 from runyard.config.loader import Config
@@ -34,8 +39,10 @@ from runyard.store.database import shown_database_url
 log = logging.getLogger("runyard.daemon")
 
 GRACEFUL_SHUTDOWN_SECONDS = 3
-# Connections the kernel queues while the daemon is busy (uvicorn's default).
-LISTEN_BACKLOG = 2048
+# Connections the kernel queues while the daemon is busy. asyncio also accepts
+# up to this many in one go before any of them reaches the connection cap, so
+# it is part of the descriptors kept aside (connections.RESERVED_DESCRIPTORS).
+LISTEN_BACKLOG = ACCEPT_BURST
 # How long shutdown waits for a SIGHUP reload still being applied.
 RELOAD_DRAIN_SECONDS = 5.0
 
@@ -240,6 +247,7 @@ def serve(runyard: Runyard, listener: socket.socket) -> None:
         port=settings.port,
         loop="asyncio",  # the loop the engine is measured on (bench/engine.py)
         http=connections.protocol_class(),
+        backlog=LISTEN_BACKLOG,
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         access_log=False,  # runyard's own (api/access_log.py) never logs query strings
