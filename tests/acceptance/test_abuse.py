@@ -34,7 +34,6 @@ from runyard_harness import (
     wait_for_health,
 )
 
-
 CONFIG = """\
 [daemon]
 host = "127.0.0.1"

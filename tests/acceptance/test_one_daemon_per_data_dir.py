@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -186,7 +187,5 @@ def test_a_daemon_that_cannot_bind_its_port_touches_nothing_in_its_data_dir(
     finally:
         busy.close()
         for pid in processes_of_run(run_id):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
