@@ -42,6 +42,8 @@ GRACEFUL_SHUTDOWN_SECONDS = 3
 # Connections the kernel queues while the daemon is busy. asyncio also accepts
 # up to this many in one go before any of them reaches the connection cap, so
 # it is part of the descriptors kept aside (connections.RESERVED_DESCRIPTORS).
+# A longer queue was tried: clients that connect and leave at once then pile
+# up in it by the thousand, and a new client waits behind all of them.
 LISTEN_BACKLOG = ACCEPT_BURST
 # How long shutdown waits for a SIGHUP reload still being applied.
 RELOAD_DRAIN_SECONDS = 5.0
