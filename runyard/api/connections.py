@@ -47,6 +47,12 @@ REPORT_SECONDS = 60.0
 ACCEPT_BURST = 128
 RESERVED_DESCRIPTORS = 128 + 2 * ACCEPT_BURST
 
+# How long a connection answered before its body arrived keeps reading (and
+# discarding) the rest before it closes. Closing with unread data makes the
+# kernel reset the connection, and the client may lose the answer (a 413 or
+# 429 telling it why) to that reset.
+LINGER_SECONDS = 2.0
+
 _NO_DEADLINE = math.inf
 
 
@@ -186,6 +192,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._body_received = 0
         self._reading_body = False
         self._closed_by_runyard = False
+        self.lingering = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -214,8 +221,15 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._reading_body = False
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # the rest of a body already answered
+        super().data_received(data)
+
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
+        if self.cycle is not None:
+            self.cycle.transport = _AnswerTransport(self)
         now = self.loop.time()
         self._body_started = now
         self._body_received = 0
@@ -240,7 +254,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # Answered: whatever the client does now, it is not leaving mid-request.
         self._reading_body = False
         super().on_response_complete()
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self.lingering:
             return
         if self.cycle is None or self.cycle.response_complete:
             # Not when a pipelined request is being answered next: that one is
@@ -254,6 +268,25 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return True
         return False
 
+    def close_after_answer(self) -> None:
+        """Close once answered; if the body is still coming, read and drop it for a while first."""
+        if (
+            not self._reading_body
+            or self.transport.is_closing()
+            or not self.transport.can_write_eof()
+        ):
+            self.transport.close()
+            return
+        self.lingering = True
+        self.guard.waiting.pop(self, None)
+        self.transport.write_eof()  # after the answer: the client reads it, then end of file
+        self.flow.resume_reading()
+        self.loop.call_later(LINGER_SECONDS, self._end_linger)
+
+    def _end_linger(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.close()
+
     def close_by_runyard(self) -> None:
         """Close at once (no answer: the request is incomplete), freeing the descriptor now."""
         self._closed_by_runyard = True
@@ -265,3 +298,27 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         waiting = self.guard.waiting
         waiting.pop(self, None)
         waiting[self] = None  # newest last
+
+
+class _AnswerTransport(asyncio.Transport):
+    """The transport a request's answer is written to: closing it may linger (see LINGER_SECONDS).
+
+    uvicorn closes the connection right after an answer that says
+    `Connection: close`, also when the request's body is still arriving.
+    """
+
+    def __init__(self, protocol: GuardedHttpProtocol) -> None:
+        super().__init__()
+        self._protocol = protocol
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._protocol.transport.write(data)
+
+    def is_closing(self) -> bool:
+        return self._protocol.lingering or self._protocol.transport.is_closing()
+
+    def close(self) -> None:
+        self._protocol.close_after_answer()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._protocol.transport.get_extra_info(name, default)
