@@ -51,7 +51,7 @@ PROBE_TIMEOUT = 5.0
 # connections would exhaust it, as 20,000 would at the default limit.
 DAEMON_FILES = 1000
 ATTACK_CONNECTIONS = 1500
-INVALID_KEY_LINE = "closed its connection before sending the whole body"
+DEPARTURE_LINE = "closed its connection before sending the whole body"
 
 
 @dataclass
@@ -360,10 +360,10 @@ def test_a_client_leaving_mid_body_costs_one_log_line_at_most(
             )
             time.sleep(0.05)
     assert daemon.health() == 200
-    until(lambda: INVALID_KEY_LINE in daemon.log())
+    until(lambda: DEPARTURE_LINE in daemon.log())
     time.sleep(0.5)  # the last departures reach the log
     log = daemon.log()
-    lines = [line for line in log.splitlines() if INVALID_KEY_LINE in line]
+    lines = [line for line in log.splitlines() if DEPARTURE_LINE in line]
     assert "Traceback" not in log and "ClientDisconnect" not in log, log
     # One line per departure at most, and identical lines rate-limited (5 per 10 s).
     assert 1 <= len(lines) <= 5, lines
