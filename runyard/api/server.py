@@ -146,7 +146,10 @@ def listen_url(host: str, port: int) -> str:
 def bind_listener(host: str, port: int) -> socket.socket:
     """Return a socket listening on host:port (0: any free port); RunyardError if it cannot."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not left 0: asyncio turns Nagle's algorithm off
+    # (TCP_NODELAY) only on sockets that say they are TCP, and with it on,
+    # small answers wait out the client's delayed ACK (40 ms each).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
         # Lets a restarted daemon listen while connections of the last one linger in TIME_WAIT.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
