@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -15,6 +16,13 @@ from typing import IO
 
 import httpx
 import pytest
+
+from runyard.api.server import bind_listener
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
 
 
 def free_port() -> int:
@@ -107,3 +115,27 @@ def test_serve_prints_the_new_token_and_url_then_stops_promptly_with_a_stream_op
     assert "Application shutdown complete" in log.finish()
     # Well under uvicorn's 3 s graceful timeout: the stream did not wait it out.
     assert time.monotonic() - started < 2.5
+
+
+@pytest.mark.anyio
+async def test_connections_on_the_bound_socket_have_nagle_off(anyio_backend: str) -> None:
+    # Nagle's algorithm on a server socket makes each small answer of a
+    # kept-alive connection wait for the client's delayed ACK (40 ms).
+    listener = bind_listener("127.0.0.1", 0)
+    accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            accepted.set_result(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    server = await asyncio.get_running_loop().create_server(Probe, sock=listener)
+    try:
+        port = listener.getsockname()[1]
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(accepted, 10) == 1
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
