@@ -131,11 +131,12 @@ async def test_connections_on_the_bound_socket_have_nagle_off(anyio_backend: str
             transport.close()
 
     server = await asyncio.get_running_loop().create_server(Probe, sock=listener)
+    port = listener.getsockname()[1]
+    _reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        port = listener.getsockname()[1]
-        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await asyncio.wait_for(accepted, 10) == 1
-        writer.close()
     finally:
+        writer.close()
+        await writer.wait_closed()
         server.close()
         await server.wait_closed()
