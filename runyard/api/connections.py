@@ -193,6 +193,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._reading_body = False
         self._closed_by_runyard = False
         self.lingering = False
+        self._answer_transport = _AnswerTransport(self)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -229,7 +230,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         super().on_headers_complete()
         if self.cycle is not None:
-            self.cycle.transport = _AnswerTransport(self)
+            # Only until the body has arrived (on_message_complete): then the
+            # answer goes straight to the socket again.
+            self.cycle.transport = self._answer_transport
         now = self.loop.time()
         self._body_started = now
         self._body_received = 0
@@ -246,6 +249,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
+        if self.cycle is not None:
+            self.cycle.transport = self.transport
         self._reading_body = False
         self.deadline = _NO_DEADLINE
         self.guard.waiting.pop(self, None)
