@@ -21,6 +21,7 @@ table and writes bench/results/abuse.json.
 
     .venv/bin/python bench/abuse.py                  # 20 s per phase (~3 min)
     .venv/bin/python bench/abuse.py --seconds 5      # smoke run
+    .venv/bin/python bench/abuse.py --only baseline --only departures
 """
 
 from __future__ import annotations
@@ -381,11 +382,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "abuse.json")
+    parser.add_argument("--only", action="append", help="a phase name (repeatable)")
     args = parser.parse_args()
     _raise_file_limit()
     results: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="runyard-abuse-") as scratch:
-        for phase in phases():
+        for phase in [p for p in phases() if not args.only or p.name in args.only]:
             # A daemon per phase: an address cut off by one attack starts clean in the next.
             daemon = Daemon.start(Path(scratch) / phase.name)
             try:
