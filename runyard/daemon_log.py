@@ -130,6 +130,8 @@ class RepeatFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.message = record.getMessage()
+        if hasattr(record, "run_id"):
+            return True  # a line naming a run is never the same line twice: nothing to track
         key = (record.name, record.levelno, message)
         now = self._monotonic()
         with self._lock:
