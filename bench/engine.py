@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 
 from _common import free_port, machine, merge_report, spawn_rate  # noqa: E402
 
+from runyard.daemon_log import LogFormat, LogLevel, configure_logging  # noqa: E402
 from runyard.domain.models import (  # noqa: E402
     EndReason,
     Run,
@@ -131,6 +132,10 @@ def bench_throughput(count: int, concurrency: int, rounds: int) -> dict[str, Any
     async def both() -> dict[str, Any]:
         # Both sides use the child watcher the daemon uses.
         use_pidfd_child_watcher()
+        # The daemon's log as `runyard serve` sets it up, at INFO: each run's
+        # start and end lines are formatted and written, as in the daemon.
+        log_file = tempfile.NamedTemporaryFile("w+", prefix="runyard-bench-log-")  # noqa: SIM115
+        configure_logging(LogLevel.INFO, LogFormat.TEXT, log_file)
         await spawn_rate(50, concurrency, TRUE_ARGV)  # warm the page cache and the loop
         baselines, rates, ratios = [], [], []
         reasons: dict[str, int] = {}
@@ -141,6 +146,9 @@ def bench_throughput(count: int, concurrency: int, rounds: int) -> dict[str, Any
             rates.append(rate)
             ratios.append(rate / baselines[-1])
         bin_true = await spawn_rate(count, concurrency, ["/bin/true"])
+        log_file.seek(0)
+        logged = sum(1 for _ in log_file)
+        log_file.close()
         return {
             "runs": count,
             "concurrency": concurrency,
@@ -152,6 +160,7 @@ def bench_throughput(count: int, concurrency: int, rounds: int) -> dict[str, Any
             "ratios": [round(ratio, 3) for ratio in ratios],
             "target_ratio": 0.6,
             "end_reasons": reasons,
+            "daemon_log_lines": logged,
         }
 
     return asyncio.run(both())

@@ -8,16 +8,14 @@ logged on the `runyard.keys` logger.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
+from runyard import key_log
 from runyard.domain.accounts import Account, ApiKey, key_id_in
 from runyard.exceptions import InvalidInput
 from runyard.store.keys import KeyStore, mark_revoked
-
-log = logging.getLogger("runyard.keys")
 
 
 class KeyAdmin:
@@ -52,12 +50,7 @@ class KeyAdmin:
                 account,
             )
         key, plaintext = self._keys.create(account, label, now)
-        log.info(
-            "created API key %s for account %s%s",
-            key.id,
-            key.account,
-            f" (label {label!r})" if label else "",
-        )
+        key_log.key_created(key.id, key.account, label)
         return key, plaintext
 
     def list(self) -> list[ApiKey]:
@@ -74,5 +67,5 @@ class KeyAdmin:
         newly = key.revoked_at == now
         mark_revoked(self._data_dir)
         if newly:
-            log.info("revoked API key %s of account %s", key.id, key.account)
+            key_log.key_revoked(key.id, key.account)
         return key, newly

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -23,8 +24,10 @@ from runyard.domain.queries import RunQuery
 from runyard.domain.reload import RESTART_SETTINGS, diff_tasks, settings_needing_restart
 from runyard.engine.core import Engine, utc_now
 from runyard.engine.scheduler import Scheduler
-from runyard.exceptions import InvalidInput, NotFound, UnstorableInput
+from runyard.exceptions import ConfigError, InvalidInput, NotFound, UnstorableInput
 from runyard.store import RunStore, database_url
+
+log = logging.getLogger("runyard.daemon")
 
 
 def load_or_create_token(
@@ -60,16 +63,22 @@ class Runyard:
         environ: Mapping[str, str] = os.environ,
         clock: Callable[[], datetime] = utc_now,
         data_dir_override: str | None = None,
+        daemon_overrides: Mapping[str, object] | None = None,
     ) -> None:
-        self.config = config
         self.environ = environ
         self.clock = clock
         self._data_dir_override = data_dir_override  # the CLI's --data-dir, kept for reloads
+        # Settings given on the command line (serve --host/--port, the port
+        # actually bound): they win over the file at every reload too.
+        self._daemon_overrides = dict(daemon_overrides or {})
+        config = self._overridden(config)
+        self.config = config
         self._reload_lock = asyncio.Lock()
         self.data_dir = config.daemon.data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.token, self.token_created = load_or_create_token(self.data_dir, environ)
-        self.store = RunStore.open(database_url(self.data_dir, environ))
+        self.database_url = database_url(self.data_dir, environ)
+        self.store = RunStore.open(self.database_url)
         self.started_at = clock()
         self.engine = Engine(
             tasks=config.tasks,
@@ -125,9 +134,15 @@ class Runyard:
         flight keep the definition they started with.
         """
         async with self._reload_lock:
-            new = await asyncio.to_thread(
-                load_config, self.config.path, self.environ, self._data_dir_override
-            )
+            try:
+                new = await asyncio.to_thread(
+                    load_config, self.config.path, self.environ, self._data_dir_override
+                )
+            except ConfigError as error:
+                for line in refused_report(error):
+                    log.warning(line)
+                raise
+            new = self._overridden(new)
             old = self.config
             changes = diff_tasks(old.tasks, new.tasks)
             restart = settings_needing_restart(vars(old.daemon), vars(new.daemon))
@@ -138,7 +153,7 @@ class Runyard:
             kept = {key: getattr(old.daemon, key) for key in RESTART_SETTINGS}
             self.config = dataclasses.replace(new, daemon=dataclasses.replace(new.daemon, **kept))
             await self.scheduler.tasks_changed()
-            return {
+            report: dict[str, list[str]] = {
                 "added": changes.added,
                 "removed": changes.removed,
                 "changed": changes.changed,
@@ -151,6 +166,15 @@ class Runyard:
                     if old.accounts.get(account) != new.accounts.get(account)
                 ),
             }
+            for line in reload_report(report):
+                log.info(line)
+            return report
+
+    def _overridden(self, config: Config) -> Config:
+        if not self._daemon_overrides:
+            return config
+        daemon = dataclasses.replace(config.daemon, **self._daemon_overrides)  # type: ignore[arg-type]
+        return dataclasses.replace(config, daemon=daemon)
 
     # ----- runs ------------------------------------------------------------
 
@@ -199,6 +223,32 @@ class Runyard:
 
     def log_path(self, run_id: str) -> Path:
         return self.engine.log_path(run_id)
+
+
+def reload_report(changes: Mapping[str, Sequence[str]]) -> list[str]:
+    """Return the log lines that say what a successful reload changed."""
+    parts = [
+        f"{label} {', '.join(changes.get(key, ()))}"
+        for key, label in (("added", "added"), ("removed", "removed"), ("changed", "changed"))
+        if changes.get(key)
+    ]
+    lines = [f"reload: {'; '.join(parts) if parts else 'no task changed'}"]
+    if changes.get("accounts_changed"):
+        lines.append(f"reload: accounts changed: {', '.join(changes['accounts_changed'])}")
+    lines += [f"reload: restart required: {line}" for line in changes.get("restart_required", ())]
+    lines += [f"reload: warning: {line}" for line in changes.get("warnings", ())]
+    skipped = changes.get("skipped_runs", ())
+    if skipped:
+        lines.append(f"reload: skipped queued runs of removed tasks: {', '.join(skipped)}")
+    return lines
+
+
+def refused_report(error: ConfigError) -> list[str]:
+    """Return the log lines of a reload refused because the new config is invalid."""
+    return [
+        f"reload refused: {error.path}: {problem}"
+        for problem in error.problems or ["invalid config"]
+    ]
 
 
 def _account_limits(config: Config) -> dict[str, int | None]:

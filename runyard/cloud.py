@@ -67,6 +67,9 @@ DEFAULT_REPORTS = 5
 MAX_REPORTS = 1000  # larger counts are served as this many: the API shows recent runs only
 VIEWER_SECRET_BYTES = 24  # 192 random bits in each viewer link's password
 STOP_RATE_KEY = "stop:"  # /stop carries no key: it is limited per client address
+INVALID_KEY_RATE_KEY = "invalid-key:"  # invalid keys are limited per client address
+# Addresses remembered by the rate limits before idle ones are forgotten.
+_RATE_KEYS_MAX = 100_000
 # How long a key found in the database is trusted without asking again. A key
 # revoked with `runyard keys revoke` on this machine stops working at once (the
 # command touches a marker in the data dir); daemons on other machines sharing
@@ -166,6 +169,26 @@ class CloudApi:
         now = self._monotonic()
         if not self._window.allow(caller.key_id, limit, now):
             raise V3Error(429, RATE_LIMITED, self._window.retry_after(caller.key_id, limit, now))
+
+    async def is_valid_key(self, key: str) -> bool:
+        """Return whether `key` is an active key of an account in the config."""
+        found = await self._lookup(key)
+        return found is not None and found.account in self._runyard.config.accounts
+
+    def invalid_key_retry_after(self, client: str) -> float:
+        """Return the seconds until `client` may present a key again (0: it may now)."""
+        limit = self._runyard.config.daemon.max_invalid_keys_per_minute
+        return self._window.retry_after(INVALID_KEY_RATE_KEY + client, limit, self._monotonic())
+
+    def count_invalid_key(self, client: str, weight: int = 1) -> None:
+        """Count an invalid key presented by `client`, as `weight` calls."""
+        limit = self._runyard.config.daemon.max_invalid_keys_per_minute
+        now = self._monotonic()
+        if self._window.size() > _RATE_KEYS_MAX:
+            self._window.forget_idle(now)
+        for _ in range(min(weight, limit)):
+            if not self._window.allow(INVALID_KEY_RATE_KEY + client, limit, now):
+                break
 
     def count_anonymous_call(self, client: str, limit: int) -> None:
         """Count a call that carries no key (/stop) against its client address."""

@@ -68,3 +68,16 @@ class UnstorableInput(InvalidInput):
 
     `value` shows the text with those characters escaped, so the answer can carry it.
     """
+
+
+class DataDirBusy(RunyardError):
+    """Another daemon holds the data dir's lock; `pid` is its process id when known."""
+
+    def __init__(self, data_dir: object, pid: int | None) -> None:
+        self.data_dir = data_dir
+        self.pid = pid
+        holder = f"pid {pid}" if pid is not None else "a process whose pid is not recorded"
+        super().__init__(
+            f"the data dir {data_dir} is in use by another runyard daemon ({holder}); "
+            "stop that daemon first, or give this one another data dir (--data-dir)"
+        )

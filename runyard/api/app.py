@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from runyard import __version__
 from runyard.api import (
     routes_daemon,
+    routes_docs,
     routes_events,
     routes_keys,
     routes_logs,
@@ -20,11 +21,13 @@ from runyard.api import (
     routes_v3,
     routes_viewer,
 )
+from runyard.api.access_log import AccessLog
 from runyard.api.auth import BearerAuth
 from runyard.api.deps import Closing
 from runyard.api.errors import install_error_handlers
 from runyard.api.limits import BodyLimit
 from runyard.api.openapi import serve_document
+from runyard.api.uploads import UploadGuard
 from runyard.app import Runyard
 
 
@@ -48,6 +51,9 @@ def create_app(runyard: Runyard) -> FastAPI:
         version=__version__,
         description="Self-hosted automation runner: tasks, runs, logs and events.",
         lifespan=lifespan,
+        # routes_docs serves them with their scripts from the daemon (no CDN).
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.runyard = runyard
     app.state.closing = closing
@@ -63,12 +69,22 @@ def create_app(runyard: Runyard) -> FastAPI:
         routes_daemon,
         routes_keys,
         routes_viewer,
+        routes_docs,
     ):
         app.include_router(module.router)
     install_error_handlers(app)
     app.add_middleware(BearerAuth, token=runyard.token)
-    # Outermost: an oversized body is refused before anything else reads it.
+    # Bodies are read whole here, within per-address limits, before anyone parses them.
+    app.add_middleware(
+        UploadGuard,
+        cloud=lambda: runyard.cloud,
+        max_uploads=lambda: runyard.config.daemon.max_uploads_per_client,
+    )
+    # An oversized body is refused before anything else reads it.
     app.add_middleware(BodyLimit, limit=lambda: runyard.config.daemon.max_request_size)
+    if runyard.config.daemon.access_log:
+        # Outermost, so refusals of the layers above are logged too.
+        app.add_middleware(AccessLog)
 
     serve_document(app, runyard.tasks, lambda: list(runyard.config.accounts))
     return app

@@ -25,6 +25,7 @@ PUBLIC_ROUTES: frozenset[str] = frozenset(
         "/docs",  # Swagger UI page: static HTML that loads /openapi.json
         "/docs/oauth2-redirect",  # part of Swagger UI; static HTML
         "/redoc",  # ReDoc page: static HTML that loads /openapi.json
+        "/docs/assets/{file}",  # the scripts, styles and icon of /docs and /redoc
         "/schemas/{name}.json",  # `$schema` URLs in bodies must resolve for any JSON tool
         # The run viewer's script and style sheet: the same static files for every run.
         "/view/static/viewer.js",

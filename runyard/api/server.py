@@ -1,59 +1,59 @@
-"""Run the HTTP app under uvicorn until SIGINT or SIGTERM; SIGHUP reloads the config."""
+"""Run the daemon: lock the data dir, bind the port, then serve under uvicorn.
+
+The order is what keeps a second daemon harmless: the data-dir lock is taken
+before anything in the data dir is read, and the port is bound before the
+engine's recovery (which ends the runs a dead daemon left and clears its run
+directories) can touch anything. Runs until SIGINT or SIGTERM; SIGHUP reloads
+the config.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
+import logging
 import signal
 import socket
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
+from runyard import __version__
 from runyard.api.app import create_app
+from runyard.api.connections import (
+    ACCEPT_BURST,
+    ConnectionGuard,
+    ConnectionLimits,
+    descriptor_budget,
+)
 from runyard.api.deps import Closing
 from runyard.app import TOKEN_FILE, Runyard
-from runyard.exceptions import ConfigError
+from runyard.config.loader import Config
+from runyard.daemon_lock import DataDirLock
+from runyard.exceptions import ConfigError, RunyardError
+from runyard.store.database import shown_database_url
+
+log = logging.getLogger("runyard.daemon")
 
 GRACEFUL_SHUTDOWN_SECONDS = 3
+# Connections the kernel queues while the daemon is busy. asyncio also accepts
+# up to this many in one go before any of them reaches the connection cap, so
+# it is part of the descriptors kept aside (connections.RESERVED_DESCRIPTORS).
+# A longer queue was tried: clients that connect and leave at once then pile
+# up in it by the thousand, and a new client waits behind all of them.
+LISTEN_BACKLOG = ACCEPT_BURST
 # How long shutdown waits for a SIGHUP reload still being applied.
 RELOAD_DRAIN_SECONDS = 5.0
-
-
-def reload_report(changes: Mapping[str, Sequence[str]]) -> list[str]:
-    """Return the lines the daemon prints after a successful reload."""
-    parts = [
-        f"{label} {', '.join(changes.get(key, ()))}"
-        for key, label in (("added", "added"), ("removed", "removed"), ("changed", "changed"))
-        if changes.get(key)
-    ]
-    lines = [f"runyard: reload: {'; '.join(parts) if parts else 'no task changed'}"]
-    lines += [
-        f"runyard: reload: restart required: {line}" for line in changes.get("restart_required", ())
-    ]
-    lines += [f"runyard: reload: warning: {line}" for line in changes.get("warnings", ())]
-    skipped = changes.get("skipped_runs", ())
-    if skipped:
-        lines.append(f"runyard: reload: skipped queued runs of removed tasks: {', '.join(skipped)}")
-    return lines
-
-
-def refused_report(error: ConfigError) -> list[str]:
-    """Return the lines the daemon prints when a reload finds the new config invalid."""
-    return [
-        f"runyard: reload refused: {error.path}: {problem}"
-        for problem in error.problems or ["invalid config"]
-    ]
 
 
 class SighupReloader:
     """Reload the config on SIGHUP, reporting the outcome; a bad file never stops the daemon."""
 
-    def __init__(self, runyard: Runyard, report: Callable[[str], None]) -> None:
+    def __init__(self, runyard: Runyard) -> None:
         self._runyard = runyard
-        self._report = report
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -83,18 +83,14 @@ class SighupReloader:
         task.add_done_callback(self._pending.discard)
 
     async def reload(self) -> None:
-        """Reload once and report how it went."""
-        self._report("runyard: SIGHUP: reloading the config")
+        """Reload once; Runyard.reload logs what changed, or why the file was refused."""
+        log.info("SIGHUP: reloading the config")
         try:
-            changes = await self._runyard.reload()
-        except ConfigError as error:
-            lines = refused_report(error)
-        except Exception as error:  # noqa: BLE001 - a failed reload must not end the daemon
-            lines = [f"runyard: reload failed: {error}"]
-        else:
-            lines = reload_report(changes)
-        for line in lines:
-            self._report(line)
+            await self._runyard.reload()
+        except ConfigError:
+            pass  # logged, problem by problem, by the reload itself
+        except Exception:  # a failed reload must not end the daemon
+            log.exception("reload failed")
 
 
 class _Server(uvicorn.Server):
@@ -106,11 +102,13 @@ class _Server(uvicorn.Server):
         closing: Closing,
         announce: Callable[[str], None],
         reloader: SighupReloader | None = None,
+        connections: ConnectionGuard | None = None,
     ):
         super().__init__(config)
         self._closing = closing
         self._announce = announce
         self._reloader = reloader
+        self._connections = connections
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         super().handle_exit(sig, frame)
@@ -127,21 +125,46 @@ class _Server(uvicorn.Server):
             _tune_garbage_collection()
             if self._reloader is not None:
                 self._reloader.install()
-            self._announce(self._listening_url())
+            if self._connections is not None:
+                self._connections.start()
+            self._announce(listen_url(self.config.host, self.config.port))
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self._reloader is not None:
             await self._reloader.remove()
+        if self._connections is not None:
+            self._connections.stop()
         await super().shutdown(sockets)
 
-    def _listening_url(self) -> str:
-        host, port = self.config.host, self.config.port
-        for server in self.servers:
-            for sock in server.sockets:
-                port = sock.getsockname()[1]  # the real port when 0 asked for any free one
-                break
-        shown = f"[{host}]" if ":" in host else host
-        return f"http://{shown}:{port}"
+
+def listen_url(host: str, port: int) -> str:
+    """Return the URL of a daemon listening on host:port."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    """Return a socket listening on host:port (0: any free port); RunyardError if it cannot."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # IPPROTO_TCP named, not left 0: asyncio turns Nagle's algorithm off
+    # (TCP_NODELAY) only on sockets that say they are TCP, and with it on,
+    # small answers wait out the client's delayed ACK (40 ms each).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        # Lets a restarted daemon listen while connections of the last one linger in TIME_WAIT.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(LISTEN_BACKLOG)
+    except OSError as error:
+        sock.close()
+        reason = error.strerror or str(error)
+        hint = " (is another daemon listening there?)" if error.errno == 98 else ""
+        raise RunyardError(
+            f"cannot listen on {listen_url(host, port)}: {reason}{hint}; "
+            "choose another port with --port or [daemon] port"
+        ) from None
+    sock.set_inheritable(False)
+    return sock
 
 
 # Collect the youngest generation after this many more allocations than frees
@@ -163,30 +186,110 @@ def _tune_garbage_collection() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def serve(runyard: Runyard) -> None:
-    """Serve the API on the configured host and port until stopped by a signal."""
+def run_daemon(
+    config: Config,
+    *,
+    data_dir_override: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    access_log: bool = False,
+) -> None:
+    """Start the daemon in its safe order and serve until stopped.
+
+    Raise DataDirBusy when another daemon holds the data dir, RunyardError when
+    the port cannot be bound: either way before anything in the data dir was
+    touched but the lock file.
+    """
+    lock = DataDirLock.acquire(config.daemon.data_dir)
+    try:
+        listener = bind_listener(
+            host if host is not None else config.daemon.host,
+            port if port is not None else config.daemon.port,
+        )
+        overrides: dict[str, Any] = {"port": listener.getsockname()[1]}
+        if host is not None:
+            overrides["host"] = host
+        if access_log:
+            overrides["access_log"] = True
+        with listener:
+            runyard = Runyard(
+                config, data_dir_override=data_dir_override, daemon_overrides=overrides
+            )
+            serve(runyard, listener)
+    finally:
+        lock.release()
+
+
+def serve(runyard: Runyard, listener: socket.socket) -> None:
+    """Serve the API on `listener` (bound and listening) until stopped by a signal."""
     settings = runyard.config.daemon
     app = create_app(runyard)
+    log_start(runyard)
     if runyard.token_created:
-        print(
-            f"Created the API token (shown only now): {runyard.token}\n"
-            f"It is stored in {runyard.data_dir / TOKEN_FILE}; "
-            "send it as 'Authorization: Bearer <token>'.",
-            flush=True,
+        log.warning(
+            "Created the API token (shown only now): %s\n"
+            "It is stored in %s; send it as 'Authorization: Bearer <token>'.",
+            runyard.token,
+            runyard.data_dir / TOKEN_FILE,
         )
+    max_connections = descriptor_budget(settings.max_connections)
+    if max_connections < settings.max_connections:
+        log.warning(
+            "max_connections lowered from %d to %d: the open-file limit allows no more",
+            settings.max_connections,
+            max_connections,
+        )
+    connections = ConnectionGuard(
+        ConnectionLimits(
+            max_connections=max_connections,
+            header_timeout=settings.header_timeout.total_seconds(),
+            body_timeout=settings.body_timeout.total_seconds(),
+        )
+    )
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         loop="asyncio",  # the loop the engine is measured on (bench/engine.py)
+        http=connections.protocol_class(),
+        backlog=LISTEN_BACKLOG,
         lifespan="on",
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-        access_log=False,
+        access_log=False,  # runyard's own (api/access_log.py) never logs query strings
+        log_config=None,  # the daemon's logging (daemon_log.py) is set up already
     )
     server = _Server(
         config,
         app.state.closing,
-        lambda url: print(f"runyard listening on {url}", flush=True),
-        SighupReloader(runyard, lambda line: print(line, flush=True)),
+        lambda url: log.info("runyard listening on %s", url, extra={"url": url}),
+        SighupReloader(runyard),
+        connections,
     )
-    server.run()
+    server.run(sockets=[listener])
+
+
+def log_start(runyard: Runyard) -> None:
+    """Log the start-up summary: version, config, data dir, database, tasks, listen URL."""
+    config = runyard.config
+    tasks = len(config.tasks)
+    url = listen_url(config.daemon.host, config.daemon.port)
+    database = shown_database_url(runyard.database_url)
+    fields: Mapping[str, object] = {
+        "version": __version__,
+        "config": str(config.path),
+        "data_dir": str(runyard.data_dir),
+        "database": database,
+        "tasks": tasks,
+        "url": url,
+    }
+    log.info(
+        "runyard %s starting: config %s, data dir %s, database %s, %d task%s, listen URL %s",
+        __version__,
+        config.path,
+        runyard.data_dir,
+        database,
+        tasks,
+        "" if tasks == 1 else "s",
+        url,
+        extra=dict(fields),
+    )

@@ -30,6 +30,7 @@ from runyard.cli.render import (
     tasks_table,
 )
 from runyard.cli.text import Console, Text
+from runyard.daemon_log import LogFormat, LogLevel, configure_logging
 from runyard.domain.queries import MAX_LIMIT, SortField
 from runyard.exceptions import ConfigError, RunyardError
 
@@ -89,7 +90,35 @@ def _options(ctx: typer.Context) -> GlobalOptions:
 
 
 @app.command()
-def serve(ctx: typer.Context) -> None:
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str | None,
+        typer.Option(
+            "--host", metavar="ADDRESS", help="Address to listen on [default: [daemon] host]"
+        ),
+    ] = None,
+    port: Annotated[
+        int | None,
+        typer.Option(
+            "--port",
+            metavar="PORT",
+            min=0,
+            max=65535,
+            help="Port to listen on, 0 for any free one [default: [daemon] port]",
+        ),
+    ] = None,
+    log_format: Annotated[
+        LogFormat, typer.Option("--log-format", help="text, or json: one object per line")
+    ] = LogFormat.TEXT,
+    log_level: Annotated[
+        LogLevel, typer.Option("--log-level", help="The least severe lines logged")
+    ] = LogLevel.INFO,
+    access_log: Annotated[
+        bool,
+        typer.Option("--access-log", help="Log every HTTP request [default: [daemon] access_log]"),
+    ] = False,
+) -> None:
     """Run the daemon: runs and the HTTP API, until SIGINT or SIGTERM."""
     try:
         config = _options(ctx).load_config()
@@ -98,15 +127,20 @@ def serve(ctx: typer.Context) -> None:
         raise typer.Exit(2) from None
     _print_warnings(config.path, config.warnings)
     # Imported here: the engine, the store and the web stack are only needed to serve.
-    from runyard.api.server import serve as serve_http
-    from runyard.app import Runyard
+    from runyard.api.server import run_daemon
 
+    configure_logging(log_level, log_format)
     try:
-        runyard = Runyard(config, data_dir_override=_options(ctx).data_dir)
+        run_daemon(
+            config,
+            data_dir_override=_options(ctx).data_dir,
+            host=host,
+            port=port,
+            access_log=access_log,
+        )
     except (RunyardError, OSError) as error:
         typer.echo(f"runyard: cannot start: {error}", err=True)
         raise typer.Exit(1) from None
-    serve_http(runyard)
 
 
 @app.command()

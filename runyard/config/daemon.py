@@ -16,6 +16,7 @@ from typing import Any, cast
 
 from runyard.config.checks import (
     Problems,
+    check_bool,
     check_duration,
     check_int,
     check_keys,
@@ -36,6 +37,12 @@ DAEMON_KEYS = (
     "external_url",
     "max_request_size",
     "max_output_size",
+    "max_connections",
+    "header_timeout",
+    "body_timeout",
+    "max_uploads_per_client",
+    "max_invalid_keys_per_minute",
+    "access_log",
 )
 DEFAULT_MAX_REQUEST_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_OUTPUT_SIZE = 10 * 1024 * 1024
@@ -55,6 +62,13 @@ class DaemonSettings:
     external_url: str | None = None
     max_request_size: int = DEFAULT_MAX_REQUEST_SIZE  # bytes of one HTTP request body
     max_output_size: int = DEFAULT_MAX_OUTPUT_SIZE  # bytes of output data one run may write
+    # What a client without credentials may hold (README "Reliability").
+    max_connections: int = 1024  # open HTTP connections
+    header_timeout: timedelta = timedelta(seconds=10)  # to send a request line and headers
+    body_timeout: timedelta = timedelta(seconds=30)  # to send a body (plus time per byte)
+    max_uploads_per_client: int = 4  # bodies over 1 MiB one address sends at once
+    max_invalid_keys_per_minute: int = 100  # v3 calls with a wrong key, per address
+    access_log: bool = False  # one log line per HTTP request
     # Which step of the lookup rule chose data_dir, for messages; not a setting.
     data_dir_source: str = field(default="", compare=False)
 
@@ -90,6 +104,7 @@ def parse_daemon(
     for key in ("max_request_size", "max_output_size"):
         if key in table:
             settings[key] = check_size(table[key], f"daemon.{key}", problems, MIN_BODY_SIZE)
+    _parse_connection_settings(table, settings, problems)
     from_file: str | None = None
     if "data_dir" in table:
         from_file = check_str(table["data_dir"], "daemon.data_dir", problems, non_empty=True)
@@ -103,6 +118,23 @@ def parse_daemon(
         data_dir_source=data_dir.source,
         **cast(dict[str, Any], settings),
     )
+
+
+def _parse_connection_settings(
+    table: Mapping[str, object], settings: dict[str, object], problems: Problems
+) -> None:
+    for key, low in (
+        ("max_connections", 1),
+        ("max_uploads_per_client", 1),
+        ("max_invalid_keys_per_minute", 1),
+    ):
+        if key in table:
+            settings[key] = check_int(table[key], f"daemon.{key}", problems, low)
+    for key in ("header_timeout", "body_timeout"):
+        if key in table:
+            settings[key] = check_duration(table[key], f"daemon.{key}", problems, positive=True)
+    if "access_log" in table:
+        settings["access_log"] = check_bool(table["access_log"], "daemon.access_log", problems)
 
 
 def read_daemon_settings(

@@ -41,3 +41,14 @@ class RollingWindow:
             return 0.0
         # The call that frees a slot is the one `limit` places from the newest.
         return max(recent[-limit] + self.window - now, 0.0)
+
+    def size(self) -> int:
+        """Return how many keys are remembered."""
+        return len(self._calls)
+
+    def forget_idle(self, now: float) -> None:
+        """Forget keys with no call in the last window (they are allowed in full again anyway)."""
+        horizon = now - self.window
+        self._calls = {
+            key: calls for key, calls in self._calls.items() if calls and calls[-1] > horizon
+        }

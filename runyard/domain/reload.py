@@ -26,7 +26,16 @@ def diff_tasks(old: Mapping[str, TaskDefinition], new: Mapping[str, TaskDefiniti
     )
 
 
-RESTART_SETTINGS = ("host", "port", "data_dir")
+RESTART_SETTINGS = (
+    "host",
+    "port",
+    "data_dir",
+    # Read once by the HTTP server when it starts.
+    "max_connections",
+    "header_timeout",
+    "body_timeout",
+    "access_log",
+)
 
 
 def settings_needing_restart(old: Mapping[str, object], new: Mapping[str, object]) -> list[str]:

@@ -48,6 +48,7 @@ from runyard.domain.policies import (
     retry_delay,
     should_retry,
 )
+from runyard.engine import run_log
 from runyard.engine.environment import build_argv, build_environment
 from runyard.engine.events import EventHub
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
@@ -363,6 +364,7 @@ class Engine:
             self.events.publish("run.created", _event_data(run))
             if run.status is RunStatus.ENDED:
                 self.events.publish("run.ended", _event_data(run))
+                run_log.run_ended(run)
         self._enqueue(*queued)
         for active in to_kill:
             active.stop_requested = True
@@ -611,6 +613,7 @@ class Engine:
         # is what tells a restarted daemon that this run had started.
         self._writer.submit(updates=[active.run]).add_done_callback(_log_write_failure)
         self.events.publish("run.started", _event_data(active.run))
+        run_log.run_started(active.run)
         writer = LogWriter(self.log_path(active.run.id), task.log_max_size, task.log_on_full)
         exit_code, detail = EXIT_START_FAILED, ""
         stderr_tail: list[str] = []
@@ -829,6 +832,7 @@ class Engine:
 
     def _finish(self, ended: Run) -> None:
         self.events.publish("run.ended", _event_data(ended))
+        run_log.run_ended(ended)
         for waiter in self._end_waiters.pop(ended.id, []):
             if not waiter.done():
                 waiter.set_result(ended)
@@ -938,6 +942,8 @@ class Engine:
         self._started.open()
         if updates or inserts:
             await self._writer.write(inserts=inserts, updates=updates)
+            for ended in updates:
+                run_log.run_ended(ended)
         self._accepting = True
         for run in pending:
             self._schedule(run)

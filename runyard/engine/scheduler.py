@@ -238,16 +238,32 @@ class Scheduler:
         if count == 0 or first is None:
             return
         last = newest[-1]
-        await self._engine.record_missed(name, count, first, last)
-        if task.catch_up is CatchUp.LATEST:
+        missed = await self._engine.record_missed(name, count, first, last)
+        catch_up_ticks = {CatchUp.LATEST: [last], CatchUp.ALL: newest}.get(task.catch_up, [])
+        log.info(
+            "task %s: %d missed tick%s (%s to %s) recorded as run %s; "
+            "catch_up = %s: %d catch-up run%s",
+            name,
+            count,
+            "" if count == 1 else "s",
+            first.isoformat(),
+            last.isoformat(),
+            missed.id,
+            task.catch_up.value,
+            len(catch_up_ticks),
+            "" if len(catch_up_ticks) == 1 else "s",
+            extra={
+                "task": name,
+                "missed_ticks": count,
+                "run_id": missed.id,
+                "catch_up": task.catch_up.value,
+                "catch_up_runs": len(catch_up_ticks),
+            },
+        )
+        for tick in catch_up_ticks:
             await self._trigger(
-                name, last, f"Catch-up run for the missed tick at {last.isoformat()}."
+                name, tick, f"Catch-up run for the missed tick at {tick.isoformat()}."
             )
-        elif task.catch_up is CatchUp.ALL:
-            for tick in newest:
-                await self._trigger(
-                    name, tick, f"Catch-up run for the missed tick at {tick.isoformat()}."
-                )
         entry.last = last
         entry.next = next_tick(entry.schedule, last)
 

@@ -219,3 +219,14 @@ def _configure_sqlite(dbapi_connection: Any, connection_record: ConnectionPoolEn
 def _begin_sqlite(connection: Connection) -> None:
     write = connection.get_execution_options().get(WRITE_OPTION, False)
     connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def shown_database_url(url: str) -> str:
+    """Return `url` fit for a log: its password replaced by `***`."""
+    try:
+        parsed = make_url(url)
+    except (SQLAlchemyError, ValueError):
+        return "<unparseable database URL>"
+    if "password" in parsed.query:
+        parsed = parsed.update_query_dict({"password": "***"})
+    return parsed.render_as_string(hide_password=True)

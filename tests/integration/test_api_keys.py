@@ -67,8 +67,8 @@ def test_create_list_revoke(client: TestClient, caplog: pytest.LogCaptureFixture
     assert again["revoked_at"] == revoked.json()["revoked_at"]
 
     assert [record.getMessage() for record in caplog.records if record.name == "runyard.keys"] == [
-        f"created API key {body['id']} for account acme (label 'ci')",
-        f"revoked API key {body['id']} of account acme",
+        f"key {body['id']} (ci) created for account acme",
+        f"key {body['id']} of account acme revoked",
     ]
 
 

@@ -288,7 +288,12 @@ def test_stop_finds_a_run_whose_password_names_no_run(
     pid = link.host.split("-")[1][2:4]
     response = client.post("/api/v3/stop", json={"pid": pid, "pw": legacy})
     assert response.status_code == 200 and response.json() == {"stopped": pid}
-    # The viewer opens with the old password too.
+    # The viewer opens with the old password too, once the run has ended (while
+    # it runs, the daemon checks the hash it holds, not the one edited above).
+    deadline = time.monotonic() + 15.0
+    while runyard.engine.live_run(run_id) is not None:
+        assert time.monotonic() < deadline, "the run did not end in time"
+        time.sleep(0.05)
     legacy_link = Link(url=link.url, path=link.path, password=legacy, host=link.host)
     assert ended_state(client, legacy_link)["end_reason"] == "stopped"
     # Once the run has ended, such a password is looked for no more.

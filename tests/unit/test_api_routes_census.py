@@ -25,7 +25,12 @@ run = "echo hi"
 """
 
 # What to put in each path parameter so the request reaches a real handler.
-DUMMY_PATH_VALUES = {"name": "Run", "taskName": "hello", "runId": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}
+DUMMY_PATH_VALUES = {
+    "name": "Run",
+    "taskName": "hello",
+    "runId": "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+    "file": "swagger-ui.css",
+}
 
 
 @pytest.fixture

@@ -127,3 +127,14 @@ def test_window_length(length: float, allowed_again_at: float) -> None:
     assert calls(window, "k", [0.0] * 3, 3) == [True] * 3
     assert window.allow("k", 3, allowed_again_at * 0.999) is False
     assert window.allow("k", 3, allowed_again_at) is True
+
+
+def test_forget_idle_keeps_only_keys_called_within_the_window() -> None:
+    window = RollingWindow(60.0)
+    window.allow("old", LIMIT, 1000.0)
+    window.allow("recent", LIMIT, 1050.0)
+    window.forget_idle(1070.0)
+    assert window.size() == 1
+    # A forgotten key starts afresh, as it would have anyway: its calls were all too old.
+    assert window.retry_after("old", 1, 1070.0) == 0.0
+    assert window.retry_after("recent", 1, 1070.0) > 0.0
