@@ -51,7 +51,7 @@ from runyard.domain.policies import (
 from runyard.engine.environment import build_argv, build_environment
 from runyard.engine.events import EventHub
 from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
-from runyard.engine.strays import StartLog, kill_strays
+from runyard.engine.strays import StartLog, StrayKiller
 from runyard.engine.workspace import Workspace
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import InvalidInput, NotFound, RunyardError
@@ -130,6 +130,7 @@ class Engine:
         self._retention_interval = retention_interval
         self._writer = StoreWriter(store)
         self._started = StartLog(data_dir / "started.log", lambda: list(self._active))
+        self._strays = StrayKiller()
         self._active: dict[str, _Active] = {}
         self._executions: set[asyncio.Task[None]] = set()
         self._running_per_task: dict[str, int] = defaultdict(int)
@@ -145,7 +146,7 @@ class Engine:
         self._end_waiters: dict[str, list[asyncio.Future[Run]]] = defaultdict(list)
         self._accepting = False
         self._stopping = False
-        self._filling_spares = False
+        self._upkeep: asyncio.Future[None] | None = None  # the workspace upkeep in flight
         self._retention_task: asyncio.Task[None] | None = None
 
     # ----- lifecycle -------------------------------------------------------
@@ -180,6 +181,9 @@ class Engine:
                     if active.child is not None:
                         active.child.signal_group(signal.SIGKILL)
                 await asyncio.wait(still, timeout=10)
+        if self._upkeep is not None:
+            # Its thread must not make directories while the caller removes the data dir.
+            await asyncio.wait([self._upkeep])
         await self._writer.close()
         self._started.close()
         self.events.close()
@@ -653,27 +657,47 @@ class Engine:
         return exit_code, reason, detail, child.stderr_tail()
 
     def _fill_spares(self) -> None:
-        """Make spare run directories in a thread when they run low (one filler at a time)."""
-        if self._filling_spares or not self.workspace.needs_spares or self._stopping:
+        """Make spare run directories and remove ended runs' in a thread (one at a time)."""
+        if self._upkeep is not None or not self.workspace.needs_upkeep or self._stopping:
             return
-        self._filling_spares = True
 
         def done(future: asyncio.Future[None]) -> None:
-            self._filling_spares = False
+            self._upkeep = None
             if not future.cancelled() and future.exception() is not None:
                 log.error("could not make spare run directories", exc_info=future.exception())
 
-        filler = asyncio.get_running_loop().run_in_executor(None, self.workspace.fill_spares)
-        filler.add_done_callback(done)
+        self._upkeep = asyncio.get_running_loop().run_in_executor(None, self.workspace.upkeep)
+        self._upkeep.add_done_callback(done)
 
     async def _collect_output(self, run_id: str) -> tuple[dict[str, list[list[str]]], list[str]]:
-        """Freeze what the run wrote into its output dir, then remove its workspace."""
-        if self.workspace.recycle(run_id):
-            return {}, []
-        try:
-            return await asyncio.to_thread(self.workspace.read_output, run_id, self.max_output_size)
-        finally:
-            await asyncio.to_thread(self.workspace.remove, run_id)
+        """Kill what the run left running, freeze its output, then remove its workspace.
+
+        In that order: no process of the run can write to its output once it
+        is read, nor open another run's files (run directories are never reused).
+        """
+        notes: list[str] = []
+        active = self._active.get(run_id)
+        if active is not None and active.child is not None:
+            try:
+                groups = await self._strays.kill_leftovers(run_id)
+            except (OSError, RuntimeError) as error:
+                log.error("could not look for processes run %s left running: %s", run_id, error)
+                notes.append(f"runyard could not look for processes it left running: {error}.")
+            else:
+                if groups:
+                    listed = ", ".join(str(group) for group in groups)
+                    label = "group" if len(groups) == 1 else "groups"
+                    notes.append(
+                        f"Processes it left running in another process group "
+                        f"(process {label} {listed}) were killed when it ended."
+                    )
+        if self.workspace.discard_if_empty(run_id):
+            self._fill_spares()
+            return {}, notes
+        output, output_notes = await asyncio.to_thread(
+            self.workspace.collect, run_id, self.max_output_size
+        )
+        return output, notes + output_notes
 
     def _on_timeout(self, active: _Active) -> None:
         active.timed_out = True
@@ -761,7 +785,7 @@ class Engine:
         crashed_ids = {
             run.id for run in leftovers if run.status is RunStatus.RUNNING or run.id in started
         }
-        strays = await asyncio.to_thread(kill_strays, crashed_ids)
+        strays = await asyncio.to_thread(self._strays.table.kill_runs, crashed_ids)
         now = self._clock()
         updates: list[Run] = []
         inserts: list[Run] = []

@@ -1,27 +1,41 @@
-"""Runs a dead daemon had started, and the processes they left behind.
+"""Processes runs leave behind, and the runs a dead daemon had started.
+
+A run's process lives in its own process group, which is SIGKILLed when the
+process exits. A descendant that made a group or session of its own (`setsid`,
+a daemonising double fork) escapes that kill, and would live on to read and
+write run directories. Every run's process carries `RUNYARD_RUN_ID` in its
+environment, and so do its descendants: when a run ends, `StrayKiller` finds
+them in /proc and kills their groups before the run's output is read. A pid the
+kernel has given to an unrelated process since is never touched.
 
 Right before a run's process is spawned, its id is appended to `started.log`
 (one write, no fsync: it survives the daemon being killed, and costs next to
 nothing). If the daemon dies hard (kill -9, the OOM killer), the next daemon
 knows every run that had a process, even one whose `running` status had not
-reached the database yet, and ends them all as crashed.
-
-Their processes live on in their own process groups. Every run's process
-carries `RUNYARD_RUN_ID` in its environment, and so do its descendants, so the
-next daemon finds them in /proc and kills their groups: a pid the kernel has
-given to an unrelated process since is never touched.
+reached the database yet, ends them all as crashed, and kills what they left
+behind the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Iterable
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 
 _COMPACT_AT = 1024 * 1024  # bytes; then the file is rewritten with the live runs only
 _RUN_ID_VARIABLE = b"RUNYARD_RUN_ID="
+# A process may fork between the listing of /proc and the kill of its group;
+# its child is caught by the next pass. A fork bomb could outrun any number.
+_MAX_PASSES = 5
+# SIGKILL is not instant (a process in an uninterruptible sleep finishes it
+# first); output is read once the killed are gone, or after this many seconds.
+_DEATH_WAIT = 2.0
+_DEATH_POLL = 0.005
 
 
 class StartLog:
@@ -58,7 +72,9 @@ class StartLog:
     def _compact(self) -> None:
         text = "".join(f"{run_id}\n" for run_id in self._live())
         fresh = self._path.with_suffix(".tmp")
-        fresh.write_text(text, encoding="ascii")
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="ascii") as file:
+            file.write(text)
         os.replace(fresh, self._path)
         self.close()
         self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND)
@@ -70,32 +86,179 @@ class StartLog:
             self._fd = None
 
 
+class ProcessTable:
+    """Which run, if any, each live process belongs to: read from /proc, remembered.
+
+    A process gets a run's id in its environment by being forked (or exec'd) by
+    that run's processes, so a process seen once keeps its answer for as long as
+    it lives, and a scan reads the environment of new processes only. A live
+    process is told apart from a later one with the same pid by the inode of its
+    /proc entry, which the kernel allocates afresh for every process.
+    """
+
+    def __init__(self, proc: Path = Path("/proc")) -> None:
+        self._proc = str(proc)
+        self._owners: dict[tuple[int, int], str | None] = {}  # (pid, inode) -> run id
+        # Hunts come one at a time from StrayKiller; recovery may call from another thread.
+        self._lock = threading.Lock()
+
+    def kill_runs(self, run_ids: Collection[str]) -> dict[str, list[int]]:
+        """SIGKILL the process groups of every process carrying one of these run ids.
+
+        Return, per run id, the process groups killed; once this returns, the
+        processes found are gone (or zombies), unless one ignored SIGKILL for
+        `_DEATH_WAIT` seconds. The daemon's own process group is never killed.
+        """
+        if not run_ids:
+            return {}
+        wanted = set(run_ids)
+        killed: dict[str, list[int]] = {}
+        victims: set[tuple[int, int]] = set()  # found in any pass, killed or not
+        doomed: set[int] = set()
+        own_group = os.getpgrp()
+        with self._lock:
+            for _ in range(_MAX_PASSES):
+                found = False
+                for key, run_id in self._members(wanted):
+                    if key in victims:
+                        continue
+                    victims.add(key)
+                    found = True
+                    try:
+                        group = os.getpgid(key[0])
+                        if group == own_group:
+                            continue
+                        os.killpg(group, signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        continue
+                    doomed.add(key[0])
+                    groups = killed.setdefault(run_id, [])
+                    if group not in groups:
+                        groups.append(group)
+                if not found:
+                    break
+        self._wait_gone(doomed)
+        return killed
+
+    def _members(self, wanted: set[str]) -> Iterator[tuple[tuple[int, int], str]]:
+        """Yield ((pid, inode), run id) for the live processes of the wanted runs."""
+        owners = self._owners
+        seen: dict[tuple[int, int], str | None] = {}
+        own_pid = os.getpid()
+        with os.scandir(self._proc) as entries:
+            listing = [
+                (int(entry.name), entry.inode()) for entry in entries if entry.name.isdigit()
+            ]
+        for key in listing:
+            # A process remembered as a wanted run's is read again: it may have
+            # exec'd with a clean environment since.
+            owner = owners.get(key)
+            if key not in owners or owner in wanted:
+                owner = self._owner(key[0])
+            # An inode of 0 or 1 is what the kernel reports when it could not make one.
+            if key[1] > 1:
+                seen[key] = owner
+            if owner in wanted and key[0] != own_pid:
+                yield key, owner
+        # Only the processes alive now: the table never outgrows the process list.
+        self._owners = seen
+
+    def _owner(self, pid: int) -> str | None:
+        try:
+            with open(f"{self._proc}/{pid}/environ", "rb") as file:
+                environ = file.read()
+        except OSError:
+            return None  # gone already, or not ours to read
+        if environ.startswith(_RUN_ID_VARIABLE):
+            start = len(_RUN_ID_VARIABLE)
+        else:
+            start = environ.find(b"\0" + _RUN_ID_VARIABLE)
+            if start < 0:
+                return None
+            start += 1 + len(_RUN_ID_VARIABLE)
+        end = environ.find(b"\0", start)
+        value = environ[start:] if end < 0 else environ[start:end]
+        return value.decode("ascii", "replace")
+
+    def _wait_gone(self, pids: set[int]) -> None:
+        deadline = time.monotonic() + _DEATH_WAIT
+        while pids and time.monotonic() < deadline:
+            pids = {pid for pid in pids if self._is_alive(pid)}
+            if pids:
+                time.sleep(_DEATH_POLL)
+
+    def _is_alive(self, pid: int) -> bool:
+        try:
+            with open(f"{self._proc}/{pid}/stat", "rb") as file:
+                stat = file.read()
+        except OSError:
+            return False
+        # The state follows the command name, which may itself hold ") ".
+        state = stat.rpartition(b")")[2].split(maxsplit=1)[:1]
+        return state not in ([b"Z"], [b"X"])
+
+
 def kill_strays(run_ids: set[str], proc: Path = Path("/proc")) -> dict[str, list[int]]:
     """SIGKILL the process groups of processes that belong to these runs.
 
     Return, per run id, the process groups killed.
     """
-    if not run_ids:
-        return {}
-    wanted = {_RUN_ID_VARIABLE + run_id.encode("ascii", "replace"): run_id for run_id in run_ids}
-    killed: dict[str, list[int]] = {}
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
+    return ProcessTable(proc).kill_runs(run_ids)
+
+
+class StrayKiller:
+    """Kill what runs left behind as they end; runs ending together share one /proc scan.
+
+    One scan runs at a time, in a thread; runs that end meanwhile wait for the
+    next one, which takes them all. A burst of short runs therefore costs a few
+    scans, not one per run, and the event loop only hands over run ids.
+    """
+
+    def __init__(self, table: ProcessTable | None = None) -> None:
+        self.table = table or ProcessTable()
+        self._waiting: dict[str, list[asyncio.Future[list[int]]]] = {}
+        self._scanning = False
+
+    async def kill_leftovers(self, run_id: str) -> list[int]:
+        """Kill the processes carrying `run_id`; return the process groups killed.
+
+        Raise OSError when /proc cannot be read (or RuntimeError while the loop closes).
+        """
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(run_id, []).append(future)
+        if not self._scanning:
+            self._scan_waiting()
+        return await future
+
+    def _scan_waiting(self) -> None:
+        batch, self._waiting = self._waiting, {}
+        loop = asyncio.get_running_loop()
         try:
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue  # gone already, or not ours to read
-        for variable in environ.split(b"\0"):
-            run_id = wanted.get(variable)
-            if run_id is None:
-                continue
-            try:
-                group = os.getpgid(int(entry.name))
-                os.killpg(group, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                break
-            if group not in killed.setdefault(run_id, []):
-                killed[run_id].append(group)
-            break
-    return killed
+            scan = loop.run_in_executor(None, self.table.kill_runs, list(batch))
+        except RuntimeError as error:  # the executor is shut down: the loop is closing
+            failed: asyncio.Future[dict[str, list[int]]] = loop.create_future()
+            failed.set_exception(error)
+            self._scanned(batch, failed)
+            return
+        self._scanning = True
+        scan.add_done_callback(lambda done: self._scanned(batch, done))
+
+    def _scanned(
+        self,
+        batch: dict[str, list[asyncio.Future[list[int]]]],
+        scan: asyncio.Future[dict[str, list[int]]],
+    ) -> None:
+        self._scanning = False
+        error = None if scan.cancelled() else scan.exception()
+        for run_id, futures in batch.items():
+            for future in futures:
+                if future.done():
+                    continue
+                if scan.cancelled():
+                    future.cancel()
+                elif error is not None:
+                    future.set_exception(error)
+                else:
+                    future.set_result(scan.result().get(run_id, []))
+        if self._waiting:
+            self._scan_waiting()
