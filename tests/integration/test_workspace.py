@@ -363,9 +363,7 @@ def test_a_run_that_wrote_anything_is_collected(
     assert workspace.read_output(later.id, MIB) == ({}, [])
 
 
-def test_a_run_with_input_gets_its_own_directories(
-    workspace: Workspace, make_run: MakeRun
-) -> None:
+def test_a_run_with_input_gets_its_own_directories(workspace: Workspace, make_run: MakeRun) -> None:
     workspace.fill_spares()
     run = make_run(input_data=[[["a"]]])
     workspace.prepare(run)
