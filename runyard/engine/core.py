@@ -51,10 +51,11 @@ from runyard.domain.policies import (
 from runyard.engine.environment import build_argv, build_environment
 from runyard.engine.events import EventHub
 from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
-from runyard.engine.strays import StartLog, StrayKiller
-from runyard.engine.workspace import Workspace
+from runyard.engine.strays import STARTED_LOG, StartLog, StrayKiller
+from runyard.engine.workspace import WORK_DIR, Workspace
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import InvalidInput, NotFound, RunyardError
+from runyard.store.files import LOGS_DIR
 from runyard.store.logs import LogFollowers, LogWriter, delete_log
 from runyard.store.runs import RunStore
 
@@ -120,16 +121,16 @@ class Engine:
         # v3 account id -> its max_concurrent_runs (None: no account limit).
         self.account_limits: dict[str, int | None] = dict(account_limits or {})
         self.max_output_size = max_output_size
-        self.workspace = Workspace(data_dir / "work")
+        self.workspace = Workspace(data_dir / WORK_DIR)
         self.followers = LogFollowers()
         self.events = EventHub()
         self._store = store
-        self._logs_dir = data_dir / "logs"
+        self._logs_dir = data_dir / LOGS_DIR
         self._clock = clock
         self._base_environ = dict(base_environ)
         self._retention_interval = retention_interval
         self._writer = StoreWriter(store)
-        self._started = StartLog(data_dir / "started.log", lambda: list(self._active))
+        self._started = StartLog(data_dir / STARTED_LOG, lambda: list(self._active))
         self._strays = StrayKiller()
         self._active: dict[str, _Active] = {}
         self._executions: set[asyncio.Task[None]] = set()

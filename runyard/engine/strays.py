@@ -27,6 +27,9 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from pathlib import Path
 
+from runyard.store.files import PRIVATE_FILE_MODE, make_private_directory
+
+STARTED_LOG = "started.log"  # in the data dir
 _COMPACT_AT = 1024 * 1024  # bytes; then the file is rewritten with the live runs only
 _RUN_ID_VARIABLE = b"RUNYARD_RUN_ID="
 # A process may fork between the listing of /proc and the kill of its group;
@@ -56,8 +59,9 @@ class StartLog:
 
     def open(self) -> None:
         """Start a fresh list; call once the leftovers have been dealt with."""
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o600)
+        make_private_directory(self._path.parent)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+        self._fd = os.open(self._path, flags, PRIVATE_FILE_MODE)
         self._size = 0
 
     def record(self, run_id: str) -> None:
@@ -72,7 +76,7 @@ class StartLog:
     def _compact(self) -> None:
         text = "".join(f"{run_id}\n" for run_id in self._live())
         fresh = self._path.with_suffix(".tmp")
-        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
         with os.fdopen(fd, "w", encoding="ascii") as file:
             file.write(text)
         os.replace(fresh, self._path)

@@ -16,6 +16,11 @@ from runyard.domain.input_data import table_to_csv
 from runyard.domain.models import Run
 from runyard.domain.output_data import collect_output, printable_name
 from runyard.output import OUTPUT_DIR_ENV
+from runyard.store.files import (
+    PRIVATE_DIRECTORY_MODE,
+    PRIVATE_FILE_MODE,
+    make_private_directory,
+)
 
 INPUT_ENV = "RUNYARD_INPUT"
 INPUT_CSV_ENV = "RUNYARD_INPUT_CSV"
@@ -30,7 +35,7 @@ INPUT_CSV_ENV = "RUNYARD_INPUT_CSV"
 SPARE_PREFIX = ".spare-"
 INPUT_SUFFIX = ".input"  # <run id>.input/ holds the input data files of a run that has them
 SPARES = 16
-DIRECTORY_MODE = 0o700  # runs' input and output data: the daemon's user only
+WORK_DIR = "work"  # in the data dir
 
 __all__ = ["INPUT_CSV_ENV", "INPUT_ENV", "OUTPUT_DIR_ENV", "Workspace"]
 
@@ -74,11 +79,11 @@ class Workspace:
         self._make_root()
         while len(self._spares) < SPARES:
             spare = self.root / f"{SPARE_PREFIX}{uuid.uuid4().hex}"
-            os.mkdir(spare, DIRECTORY_MODE)
+            os.mkdir(spare, PRIVATE_DIRECTORY_MODE)
             self._spares.append(spare)
 
     def _make_root(self) -> None:
-        _make_private_directory(self.root)
+        make_private_directory(self.root)
 
     def path(self, run_id: str) -> Path:
         """Return the run's directory, its output directory (which may not exist)."""
@@ -101,20 +106,17 @@ class Workspace:
             self.remove(run.id)
             run_dir = self.path(run.id)
             self._make_root()
-            os.mkdir(run_dir, DIRECTORY_MODE)
+            os.mkdir(run_dir, PRIVATE_DIRECTORY_MODE)
         self._dirs[run.id] = run_dir
         env = {OUTPUT_DIR_ENV: str(run_dir)}
         if run.input_data is not None:
             input_dir = self.input_path(run.id)
             self._with_input.add(run.id)
-            os.mkdir(input_dir, DIRECTORY_MODE)
+            os.mkdir(input_dir, PRIVATE_DIRECTORY_MODE)
             input_json = input_dir / "input.json"
             input_csv = input_dir / "input.csv"
-            input_json.write_text(json.dumps(run.input_data, ensure_ascii=False), encoding="utf-8")
-            first = table_to_csv(run.input_data[0]) if run.input_data else ""
-            # newline="": the CSV text already holds its line ends.
-            with input_csv.open("w", encoding="utf-8", newline="") as file:
-                file.write(first)
+            _write_private(input_json, json.dumps(run.input_data, ensure_ascii=False))
+            _write_private(input_csv, table_to_csv(run.input_data[0]) if run.input_data else "")
             env[INPUT_ENV] = str(input_json)
             env[INPUT_CSV_ENV] = str(input_csv)
         return env
@@ -203,16 +205,11 @@ class Workspace:
         self._with_input &= set(self._dirs)
 
 
-def _make_private_directory(path: Path) -> None:
-    """Make `path` and any missing parents, each readable by the daemon's user only."""
-    try:
-        os.mkdir(path, DIRECTORY_MODE)
-    except FileExistsError:
-        return
-    except FileNotFoundError:
-        _make_private_directory(path.parent)
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(path, DIRECTORY_MODE)
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    # newline="": the CSV text already holds its line ends.
+    with open(fd, "w", encoding="utf-8", newline="") as file:
+        file.write(text)
 
 
 def _open_directory(path: Path) -> int:

@@ -61,6 +61,7 @@ from runyard.store._logformat import (
     read_lines,
     to_unix_us,
 )
+from runyard.store.files import PRIVATE_FILE_MODE, make_private_directory
 
 __all__ = [
     "LineSplitter",
@@ -331,7 +332,7 @@ class LogWriter:
 
     def _write(self, parts: tuple[bytes | bytearray, ...]) -> None:
         if self._fd is None:
-            self._path.parent.mkdir(parents=True, exist_ok=True)
+            make_private_directory(self._path.parent)
             with contextlib.suppress(FileNotFoundError):
                 old_path(self._path).unlink()  # a stale segment of an earlier writer
             self._fd = self._open_segment()
@@ -352,7 +353,8 @@ class LogWriter:
         self._disk += total
 
     def _open_segment(self) -> int:
-        return os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+        return os.open(self._path, flags, PRIVATE_FILE_MODE)
 
 
 class LogFollowers:
