@@ -588,6 +588,8 @@ class Engine:
         )
         retry = self._retry_of(ended, task)
         self._release(active)
+        if active.child is not None:
+            ended = await self._kill_leftovers(ended)
         try:
             await self._writer.write(updates=[ended], inserts=[retry] if retry else [])
         except Exception:
@@ -671,34 +673,37 @@ class Engine:
         self._upkeep.add_done_callback(done)
 
     async def _collect_output(self, run_id: str) -> tuple[dict[str, list[list[str]]], list[str]]:
-        """Kill what the run left running, freeze its output, then remove its workspace.
+        """Freeze what the run wrote into its output dir, then remove its workspace.
 
-        In that order: no process of the run can write to its output once it
-        is read, nor open another run's files (run directories are never reused).
+        Its directory is never handed to another run, so a process the run left
+        behind (killed by _kill_leftovers) cannot see another run's files there.
         """
-        notes: list[str] = []
-        active = self._active.get(run_id)
-        if active is not None and active.child is not None:
-            try:
-                groups = await self._strays.kill_leftovers(run_id)
-            except (OSError, RuntimeError) as error:
-                log.error("could not look for processes run %s left running: %s", run_id, error)
-                notes.append(f"runyard could not look for processes it left running: {error}.")
-            else:
-                if groups:
-                    listed = ", ".join(str(group) for group in groups)
-                    label = "group" if len(groups) == 1 else "groups"
-                    notes.append(
-                        f"Processes it left running in another process group "
-                        f"(process {label} {listed}) were killed when it ended."
-                    )
         if self.workspace.discard_if_empty(run_id):
             self._fill_spares()
-            return {}, notes
-        output, output_notes = await asyncio.to_thread(
-            self.workspace.collect, run_id, self.max_output_size
-        )
-        return output, notes + output_notes
+            return {}, []
+        return await asyncio.to_thread(self.workspace.collect, run_id, self.max_output_size)
+
+    async def _kill_leftovers(self, ended: Run) -> Run:
+        """Kill what the run left running in other process groups; say so in its description.
+
+        Called once the run's slot is free: the scan (shared with runs ending
+        close to it) delays the record of its end, never the next run's start.
+        """
+        try:
+            groups = await self._strays.kill_leftovers(ended.id)
+        except (OSError, RuntimeError) as error:
+            log.error("could not look for processes run %s left running: %s", ended.id, error)
+            note = f"runyard could not look for processes it left running: {error}."
+        else:
+            if not groups:
+                return ended
+            listed = ", ".join(str(group) for group in groups)
+            label = "group" if len(groups) == 1 else "groups"
+            note = (
+                f"Processes it left running in another process group "
+                f"(process {label} {listed}) were killed when it ended."
+            )
+        return dataclasses.replace(ended, description=f"{ended.description}\n{note}")
 
     def _on_timeout(self, active: _Active) -> None:
         active.timed_out = True

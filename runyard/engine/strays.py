@@ -39,6 +39,10 @@ _MAX_PASSES = 5
 # first); output is read once the killed are gone, or after this many seconds.
 _DEATH_WAIT = 2.0
 _DEATH_POLL = 0.005
+# Between two scans for ended runs: at least this long, and this many times
+# as long as the last scan took (see StrayKiller).
+_MIN_PAUSE = 0.005
+_PACE = 10
 
 
 class StartLog:
@@ -102,7 +106,10 @@ class ProcessTable:
 
     def __init__(self, proc: Path = Path("/proc")) -> None:
         self._proc = str(proc)
-        self._owners: dict[tuple[int, int], str | None] = {}  # (pid, inode) -> run id
+        # (pid, inode of its /proc entry) -> the run id in its environment, and
+        # the other way round; pids stay text, as /proc lists them.
+        self._owners: dict[tuple[str, int], str | None] = {}
+        self._members_of: dict[str, set[tuple[str, int]]] = {}
         # Hunts come one at a time from StrayKiller; recovery may call from another thread.
         self._lock = threading.Lock()
 
@@ -117,7 +124,7 @@ class ProcessTable:
             return {}
         wanted = set(run_ids)
         killed: dict[str, list[int]] = {}
-        victims: set[tuple[int, int]] = set()  # found in any pass, killed or not
+        victims: set[tuple[str, int]] = set()  # found in any pass, killed or not
         doomed: set[int] = set()
         own_group = os.getpgrp()
         with self._lock:
@@ -128,14 +135,15 @@ class ProcessTable:
                         continue
                     victims.add(key)
                     found = True
+                    pid = int(key[0])
                     try:
-                        group = os.getpgid(key[0])
+                        group = os.getpgid(pid)
                         if group == own_group:
                             continue
                         os.killpg(group, signal.SIGKILL)
                     except (ProcessLookupError, PermissionError):
                         continue
-                    doomed.add(key[0])
+                    doomed.add(pid)
                     groups = killed.setdefault(run_id, [])
                     if group not in groups:
                         groups.append(group)
@@ -144,30 +152,53 @@ class ProcessTable:
         self._wait_gone(doomed)
         return killed
 
-    def _members(self, wanted: set[str]) -> Iterator[tuple[tuple[int, int], str]]:
+    def _members(self, wanted: set[str]) -> Iterator[tuple[tuple[str, int], str]]:
         """Yield ((pid, inode), run id) for the live processes of the wanted runs."""
-        owners = self._owners
-        seen: dict[tuple[int, int], str | None] = {}
-        own_pid = os.getpid()
+        # Set operations, not a Python loop per process: this runs in a thread
+        # beside the event loop, and every bytecode it runs holds the GIL.
         with os.scandir(self._proc) as entries:
-            listing = [
-                (int(entry.name), entry.inode()) for entry in entries if entry.name.isdigit()
-            ]
-        for key in listing:
-            # A process remembered as a wanted run's is read again: it may have
-            # exec'd with a clean environment since.
-            owner = owners.get(key)
-            if key not in owners or owner in wanted:
-                owner = self._owner(key[0])
-            # An inode of 0 or 1 is what the kernel reports when it could not make one.
+            listing = {(entry.name, entry.inode()) for entry in entries}
+        owners = self._owners
+        own_pid = str(os.getpid())
+        for key in owners.keys() - listing:
+            self._forget(key)
+        for key in listing - owners.keys():
+            if not key[0].isdigit():
+                owners[key] = None  # /proc/self, /proc/sys...
+                continue
+            owner = self._owner(key[0])
             if key[1] > 1:
-                seen[key] = owner
-            if owner in wanted and key[0] != own_pid:
-                yield key, owner
-        # Only the processes alive now: the table never outgrows the process list.
-        self._owners = seen
+                self._remember(key, owner)
+            elif owner in wanted and key[0] != own_pid:
+                yield key, owner  # not remembered, so not found below
+        for run_id in wanted:
+            for key in list(self._members_of.get(run_id, ())):
+                # Read again: it may have exec'd with a clean environment since.
+                owner = self._owner(key[0])
+                if owner != run_id:
+                    self._forget(key)
+                    self._remember(key, owner)
+                if owner in wanted and key[0] != own_pid:
+                    yield key, owner
 
-    def _owner(self, pid: int) -> str | None:
+    def _remember(self, key: tuple[str, int], owner: str | None) -> None:
+        # An inode of 0 or 1 is what the kernel reports when it could not make
+        # one: such an entry is read again at every scan instead.
+        if key[1] <= 1:
+            return
+        self._owners[key] = owner
+        if owner is not None:
+            self._members_of.setdefault(owner, set()).add(key)
+
+    def _forget(self, key: tuple[str, int]) -> None:
+        owner = self._owners.pop(key, None)
+        members = self._members_of.get(owner) if owner is not None else None
+        if owner is not None and members is not None:
+            members.discard(key)
+            if not members:
+                del self._members_of[owner]
+
+    def _owner(self, pid: str) -> str | None:
         try:
             with open(f"{self._proc}/{pid}/environ", "rb") as file:
                 environ = file.read()
@@ -214,14 +245,18 @@ class StrayKiller:
     """Kill what runs left behind as they end; runs ending together share one /proc scan.
 
     One scan runs at a time, in a thread; runs that end meanwhile wait for the
-    next one, which takes them all. A burst of short runs therefore costs a few
-    scans, not one per run, and the event loop only hands over run ids.
+    next one, which takes them all. Listing /proc costs the same for one run
+    as for fifty, so under a stream of short runs each scan is followed by a
+    pause of `_PACE` times its duration: the scans then take a small, bounded
+    share of a CPU, and each run waits for at most a pause and two scans. A
+    run ending after a quiet spell is scanned for at once.
     """
 
     def __init__(self, table: ProcessTable | None = None) -> None:
         self.table = table or ProcessTable()
         self._waiting: dict[str, list[asyncio.Future[list[int]]]] = {}
-        self._scanning = False
+        self._busy = False  # a scan is running, or due
+        self._next_scan_at = 0.0  # loop time
 
     async def kill_leftovers(self, run_id: str) -> list[int]:
         """Kill the processes carrying `run_id`; return the process groups killed.
@@ -230,29 +265,41 @@ class StrayKiller:
         """
         future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(run_id, []).append(future)
-        if not self._scanning:
-            self._scan_waiting()
+        if not self._busy:
+            self._schedule()
         return await future
+
+    def _schedule(self) -> None:
+        self._busy = True
+        loop = asyncio.get_running_loop()
+        delay = self._next_scan_at - loop.time()
+        if delay > 0:
+            loop.call_later(delay, self._scan_waiting)
+        else:
+            self._scan_waiting()
 
     def _scan_waiting(self) -> None:
         batch, self._waiting = self._waiting, {}
         loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             scan = loop.run_in_executor(None, self.table.kill_runs, list(batch))
         except RuntimeError as error:  # the executor is shut down: the loop is closing
             failed: asyncio.Future[dict[str, list[int]]] = loop.create_future()
             failed.set_exception(error)
-            self._scanned(batch, failed)
+            self._scanned(batch, started, failed)
             return
-        self._scanning = True
-        scan.add_done_callback(lambda done: self._scanned(batch, done))
+        scan.add_done_callback(lambda done: self._scanned(batch, started, done))
 
     def _scanned(
         self,
         batch: dict[str, list[asyncio.Future[list[int]]]],
+        started: float,
         scan: asyncio.Future[dict[str, list[int]]],
     ) -> None:
-        self._scanning = False
+        now = asyncio.get_running_loop().time()
+        self._next_scan_at = now + max(_MIN_PAUSE, _PACE * (now - started))
+        self._busy = False
         error = None if scan.cancelled() else scan.exception()
         for run_id, futures in batch.items():
             for future in futures:
@@ -265,4 +312,4 @@ class StrayKiller:
                 else:
                     future.set_result(scan.result().get(run_id, []))
         if self._waiting:
-            self._scan_waiting()
+            self._schedule()

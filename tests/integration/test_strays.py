@@ -165,8 +165,8 @@ class CountingTable(ProcessTable):
         super().__init__(proc)
         self.read: list[int] = []
 
-    def _owner(self, pid: int) -> str | None:
-        self.read.append(pid)
+    def _owner(self, pid: str) -> str | None:
+        self.read.append(int(pid))
         return super()._owner(pid)
 
 
