@@ -659,13 +659,9 @@ class Engine:
             detail = f"timeout is {task.timeout.total_seconds():g}s."
         return exit_code, reason, detail, child.stderr_tail()
 
-    def _fill_spares(self, quiet: bool = False) -> None:
-        """Make spare run directories and remove ended runs' in a thread (one at a time).
-
-        `quiet`: no other run is running, a good moment to remove every ended run's directory.
-        """
-        needed = self.workspace.needs_upkeep or (quiet and self.workspace.has_discarded)
-        if self._upkeep is not None or not needed or self._stopping:
+    def _fill_spares(self) -> None:
+        """Make spare run directories and remove ended runs' in a thread (one at a time)."""
+        if self._upkeep is not None or not self.workspace.needs_upkeep or self._stopping:
             return
 
         def done(future: asyncio.Future[None]) -> None:
@@ -673,9 +669,7 @@ class Engine:
             if not future.cancelled() and future.exception() is not None:
                 log.error("could not make spare run directories", exc_info=future.exception())
 
-        self._upkeep = asyncio.get_running_loop().run_in_executor(
-            None, self.workspace.upkeep, quiet
-        )
+        self._upkeep = asyncio.get_running_loop().run_in_executor(None, self.workspace.upkeep)
         self._upkeep.add_done_callback(done)
 
     async def _collect_output(self, run_id: str) -> tuple[dict[str, list[list[str]]], list[str]]:
@@ -685,7 +679,7 @@ class Engine:
         behind (killed by _kill_leftovers) cannot see another run's files there.
         """
         if self.workspace.discard_if_empty(run_id):
-            self._fill_spares(quiet=len(self._active) <= 1)  # this run is still counted
+            self._fill_spares()
             return {}, []
         return await asyncio.to_thread(self.workspace.collect, run_id, self.max_output_size)
 

@@ -35,10 +35,6 @@ INPUT_CSV_ENV = "RUNYARD_INPUT_CSV"
 SPARE_PREFIX = ".spare-"
 INPUT_SUFFIX = ".input"  # <run id>.input/ holds the input data files of a run that has them
 SPARES = 16
-# Removing a directory costs about as much as making one, and runs come in
-# bursts: the empty directories of ended runs wait for a quiet moment (no run
-# running), but never more than this many of them (4 KiB each on ext4).
-DISCARDED_BACKLOG = 2048
 WORK_DIR = "work"  # in the data dir
 
 __all__ = ["INPUT_CSV_ENV", "INPUT_ENV", "OUTPUT_DIR_ENV", "Workspace"]
@@ -65,23 +61,13 @@ class Workspace:
 
     @property
     def needs_upkeep(self) -> bool:
-        """Return whether fewer than half the spares are left, or too many ended runs' dirs wait."""
-        return len(self._spares) < SPARES // 2 or len(self._discarded) > DISCARDED_BACKLOG
+        """Return whether fewer than half the spares are left, or as many ended runs' dirs wait."""
+        return len(self._spares) < SPARES // 2 or len(self._discarded) >= SPARES // 2
 
-    @property
-    def has_discarded(self) -> bool:
-        """Return whether directories of ended runs wait to be removed."""
-        return bool(self._discarded)
-
-    def upkeep(self, quiet: bool = True) -> None:
-        """Make spares and remove the discarded directories of ended runs; for a thread.
-
-        All of them when `quiet` (no run is running); otherwise only those
-        beyond DISCARDED_BACKLOG.
-        """
-        keep = 0 if quiet else DISCARDED_BACKLOG - SPARES
-        while len(self._discarded) > keep:
-            run_dir = self._discarded.pop(0)  # oldest first
+    def upkeep(self) -> None:
+        """Remove the discarded directories of ended runs and make spares; for a thread."""
+        while self._discarded:
+            run_dir = self._discarded.pop()
             try:
                 os.rmdir(run_dir)  # rmtree would list it first
             except OSError:

@@ -480,23 +480,3 @@ def test_control_characters_in_file_names_are_escaped_in_notes(
     for note in notes:
         assert len(note.splitlines()) == 1
         assert note.isprintable()
-
-
-def test_busy_upkeep_leaves_a_backlog_of_empty_directories_for_a_quiet_moment(
-    workspace: Workspace, make_run: MakeRun, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(workspace_module, "DISCARDED_BACKLOG", 20)
-    discarded = []
-    for _ in range(30):
-        run = make_run()
-        workspace.prepare(run)
-        discarded.append(workspace.path(run.id))
-        assert workspace.discard_if_empty(run.id) is True
-    assert workspace.needs_upkeep  # over the backlog
-    workspace.upkeep(quiet=False)
-    assert sum(path.exists() for path in discarded) == 20 - workspace_module.SPARES
-    assert not any(path.exists() for path in discarded[:10])  # the oldest went first
-    assert workspace.has_discarded
-    workspace.upkeep(quiet=True)
-    assert not any(path.exists() for path in discarded)
-    assert not workspace.has_discarded
