@@ -229,7 +229,7 @@ class SlowTable(ProcessTable):
 
     def kill_runs(self, run_ids: Collection[str]) -> dict[str, list[int]]:
         self.scans.append(set(run_ids))
-        time.sleep(0.05)
+        time.sleep(0.02)
         return super().kill_runs(run_ids)
 
 
