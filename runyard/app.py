@@ -21,7 +21,7 @@ from runyard.domain.queries import RunQuery
 from runyard.domain.reload import RESTART_SETTINGS, diff_tasks, settings_needing_restart
 from runyard.engine.core import Engine, utc_now
 from runyard.engine.scheduler import Scheduler
-from runyard.engine.strays import STARTED_LOG
+from runyard.engine.start_log import STARTED_LOG
 from runyard.engine.workspace import WORK_DIR
 from runyard.exceptions import InvalidInput, NotFound
 from runyard.store import RunStore, database_url

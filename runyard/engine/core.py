@@ -51,7 +51,8 @@ from runyard.domain.policies import (
 from runyard.engine.environment import build_argv, build_environment
 from runyard.engine.events import EventHub
 from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
-from runyard.engine.strays import STARTED_LOG, StartLog, StrayKiller
+from runyard.engine.start_log import STARTED_LOG, StartLog
+from runyard.engine.strays import StrayKiller
 from runyard.engine.workspace import WORK_DIR, Workspace
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import InvalidInput, NotFound, RunyardError

@@ -1,97 +1,37 @@
-"""Processes runs leave behind, and the runs a dead daemon had started.
+"""Processes runs leave behind: found by the run id in their environment, and killed.
 
 A run's process lives in its own process group, which is SIGKILLed when the
 process exits. A descendant that made a group or session of its own (`setsid`,
-a daemonising double fork) escapes that kill, and would live on to read and
-write run directories. Every run's process carries `RUNYARD_RUN_ID` in its
-environment, and so do its descendants: when a run ends, `StrayKiller` finds
-them in /proc and kills their groups before the run's output is read. A pid the
-kernel has given to an unrelated process since is never touched.
-
-Right before a run's process is spawned, its id is appended to `started.log`
-(one write, no fsync: it survives the daemon being killed, and costs next to
-nothing). If the daemon dies hard (kill -9, the OOM killer), the next daemon
-knows every run that had a process, even one whose `running` status had not
-reached the database yet, ends them all as crashed, and kills what they left
-behind the same way.
+a daemonising double fork) escapes that kill, and would live on. Every run's
+process carries `RUNYARD_RUN_ID` in its environment, and so do its
+descendants: when a run ends, `StrayKiller` finds them in /proc and kills their
+groups before the run's end is recorded; after a crash, the next daemon does
+the same for the runs `started.log` names. A pid the kernel has given to an
+unrelated process since is never touched.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
-from runyard.store.files import PRIVATE_FILE_MODE, make_private_directory
-
-STARTED_LOG = "started.log"  # in the data dir
-_COMPACT_AT = 1024 * 1024  # bytes; then the file is rewritten with the live runs only
 _RUN_ID_VARIABLE = b"RUNYARD_RUN_ID="
 # A process may fork between the listing of /proc and the kill of its group;
 # its child is caught by the next pass. A fork bomb could outrun any number.
 _MAX_PASSES = 5
 # SIGKILL is not instant (a process in an uninterruptible sleep finishes it
-# first); output is read once the killed are gone, or after this many seconds.
+# first); a kill returns once the killed are gone, or after this many seconds.
 _DEATH_WAIT = 2.0
 _DEATH_POLL = 0.005
 # Between two scans for ended runs: at least this long, and this many times
 # as long as the last scan took (see StrayKiller).
 _MIN_PAUSE = 0.005
 _PACE = 10
-
-
-class StartLog:
-    """An append-only list of the runs whose process was (about to be) started."""
-
-    def __init__(self, path: Path, live: Callable[[], Iterable[str]]) -> None:
-        self._path = path
-        self._live = live  # ids of the runs with a process right now
-        self._fd: int | None = None
-        self._size = 0
-
-    def leftovers(self) -> set[str]:
-        """Return the run ids an earlier daemon recorded."""
-        with contextlib.suppress(FileNotFoundError):
-            text = self._path.read_text(encoding="ascii", errors="replace")
-            return {line for line in text.splitlines() if line}
-        return set()
-
-    def open(self) -> None:
-        """Start a fresh list; call once the leftovers have been dealt with."""
-        make_private_directory(self._path.parent)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-        self._fd = os.open(self._path, flags, PRIVATE_FILE_MODE)
-        self._size = 0
-
-    def record(self, run_id: str) -> None:
-        if self._fd is None:
-            return
-        line = f"{run_id}\n".encode("ascii")
-        os.write(self._fd, line)
-        self._size += len(line)
-        if self._size > _COMPACT_AT:
-            self._compact()
-
-    def _compact(self) -> None:
-        text = "".join(f"{run_id}\n" for run_id in self._live())
-        fresh = self._path.with_suffix(".tmp")
-        fd = os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-        with os.fdopen(fd, "w", encoding="ascii") as file:
-            file.write(text)
-        os.replace(fresh, self._path)
-        self.close()
-        self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND)
-        self._size = len(text)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 class ProcessTable:

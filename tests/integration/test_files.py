@@ -13,7 +13,7 @@ import pytest
 
 from runyard.domain.models import LogOnFull
 from runyard.domain.queries import RunQuery
-from runyard.engine.strays import StartLog
+from runyard.engine.start_log import StartLog
 from runyard.store import RunStore
 from runyard.store.files import make_private_directory, prepare_data_dir
 from runyard.store.keys import mark_revoked

@@ -1,4 +1,4 @@
-"""Runs a dead daemon had started, and the processes they left behind."""
+"""Processes runs left behind: found by their run id in /proc, and killed."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runyard.engine.strays import ProcessTable, StartLog, StrayKiller, kill_strays
+from runyard.engine.strays import ProcessTable, StrayKiller, kill_strays
 
 pytestmark = pytest.mark.anyio
 
@@ -45,30 +45,6 @@ def _end(process: subprocess.Popen[bytes]) -> None:
 def _spawn(run: str, script: str = "sleep 60") -> subprocess.Popen[bytes]:
     env = {**os.environ, "RUNYARD_RUN_ID": run}
     return subprocess.Popen(["sh", "-c", script], start_new_session=True, env=env)
-
-
-def test_started_runs_survive_into_the_next_daemon(tmp_path: Path) -> None:
-    log = StartLog(tmp_path / "started.log", lambda: [])
-    log.open()
-    log.record("run-1")
-    log.record("run-2")
-    log.close()
-    assert StartLog(tmp_path / "started.log", lambda: []).leftovers() == {"run-1", "run-2"}
-    fresh = StartLog(tmp_path / "started.log", lambda: [])
-    fresh.open()  # the next daemon starts a new list
-    fresh.close()
-    assert fresh.leftovers() == set()
-
-
-def test_compaction_keeps_only_live_runs(tmp_path: Path) -> None:
-    log = StartLog(tmp_path / "started.log", lambda: ["live"])
-    log.open()
-    for index in range(60_000):  # past the compaction threshold
-        log.record(f"run-{index:05d}-xxxxxxxxxx")
-    log.close()
-    leftovers = StartLog(tmp_path / "started.log", lambda: []).leftovers()
-    assert "live" in leftovers
-    assert len(leftovers) < 60_000
 
 
 def test_kill_strays_kills_the_groups_of_that_run_only() -> None:
