@@ -34,7 +34,7 @@ INPUT_CSV_ENV = "RUNYARD_INPUT_CSV"
 # directory per run, no nesting: the run's directory is its output directory.
 SPARE_PREFIX = ".spare-"
 INPUT_SUFFIX = ".input"  # <run id>.input/ holds the input data files of a run that has them
-SPARES = 16
+SPARES = 32
 WORK_DIR = "work"  # in the data dir
 
 __all__ = ["INPUT_CSV_ENV", "INPUT_ENV", "OUTPUT_DIR_ENV", "Workspace"]
