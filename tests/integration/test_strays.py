@@ -93,7 +93,7 @@ def test_kill_strays_never_kills_the_callers_own_group() -> None:
 def test_a_detached_grandchild_is_found_through_its_inherited_environment() -> None:
     env = {**os.environ, "RUNYARD_RUN_ID": run_id("3")}
     leader = subprocess.Popen(
-        ["sh", "-c", "setsid sleep 60 > /dev/null & echo $!; wait"],
+        ["sh", "-c", "setsid sleep 60 > /dev/null & echo $!; exec sleep 60"],
         start_new_session=True,
         env=env,
         stdout=subprocess.PIPE,
