@@ -24,8 +24,12 @@ from runyard.domain.queries import RunQuery
 from runyard.domain.reload import RESTART_SETTINGS, diff_tasks, settings_needing_restart
 from runyard.engine.core import Engine, utc_now
 from runyard.engine.scheduler import Scheduler
+from runyard.engine.start_log import STARTED_LOG
+from runyard.engine.workspace import WORK_DIR
 from runyard.exceptions import ConfigError, InvalidInput, NotFound, UnstorableInput
 from runyard.store import RunStore, database_url
+from runyard.store.files import make_private_directory, prepare_data_dir
+from runyard.store.keys import REVOKED_MARKER
 
 log = logging.getLogger("runyard.daemon")
 
@@ -44,7 +48,7 @@ def load_or_create_token(
     path = token_file(data_dir)
     if path.exists():
         return path.read_text(encoding="utf-8").strip(), False
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_directory(data_dir)
     token = secrets.token_urlsafe(32)
     # O_EXCL: two daemons starting at once must not both write a token.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -75,7 +79,8 @@ class Runyard:
         self.config = config
         self._reload_lock = asyncio.Lock()
         self.data_dir = config.daemon.data_dir
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        # 0700, or tightened (with a warning) if an earlier version left it open.
+        prepare_data_dir(self.data_dir, (TOKEN_FILE, STARTED_LOG, WORK_DIR, REVOKED_MARKER))
         self.token, self.token_created = load_or_create_token(self.data_dir, environ)
         self.database_url = database_url(self.data_dir, environ)
         self.store = RunStore.open(self.database_url)

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import re
+import unicodedata
 from collections.abc import Sequence
 
 from runyard.domain.input_data import cell_text, json_kind
@@ -16,6 +17,32 @@ TOKEN_RULE = "up to 100 letters, digits, spaces, '.', '_' or '-', starting with 
 OUTPUT_EXTENSIONS = ("csv", "tsv", "json", "jsonl")
 _EXTENSIONS_TEXT = ".csv, .tsv, .json and .jsonl"
 _MIB = 1024 * 1024
+# Characters a file name may hold that would break a description's lines or
+# rewrite what a terminal shows: C0/C1 controls (newline, ESC...), the Unicode
+# line and paragraph separators, and the bidirectional overrides.
+_UNPRINTABLE_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+_BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+
+
+def printable_name(name: str) -> str:
+    """Return a file name fit for one line of a run's description: controls escaped.
+
+    A run names its own files, so a name could otherwise forge description
+    lines ("...\\nSucceeded") or terminal escape sequences; each such
+    character becomes a visible escape such as `\\n`, `\\x1b` or `\\u202e`.
+    """
+    if name.isprintable():
+        return name  # the common case, decided in C
+    return "".join(_escaped(character) for character in name)
+
+
+def _escaped(character: str) -> str:
+    if unicodedata.category(character) in _UNPRINTABLE_CATEGORIES or character in _BIDI_CONTROLS:
+        # repr's escapes (\n, \t, \x1b, \u2028); the quotes it adds are dropped.
+        return repr(character)[1:-1]
+    return character
 
 
 class OutputDataError(ValueError):
@@ -23,7 +50,7 @@ class OutputDataError(ValueError):
 
     def __init__(self, filename: str, problem: str) -> None:
         self.filename = filename
-        self.message = f"{filename}: {problem}"
+        self.message = f"{printable_name(filename)}: {problem}"
         super().__init__(self.message)
 
 
@@ -139,20 +166,22 @@ def collect_output(
     for filename, content in sorted(files, key=lambda file: file[0]):
         if filename.startswith("."):
             continue  # temp files of the output helper, mid-write
+        shown = printable_name(filename)
         parts = split_output_name(filename)
         if parts is None:
-            notes.append(f"Ignored output file {filename}: only {_EXTENSIONS_TEXT} files are read.")
+            notes.append(f"Ignored output file {shown}: only {_EXTENSIONS_TEXT} files are read.")
             continue
         token = parts[0]
         if token in sources:
+            # Both names are valid-token file names here: nothing to escape.
             notes.append(
-                f"Ignored output file {filename}: {sources[token]} already holds "
+                f"Ignored output file {shown}: {sources[token]} already holds "
                 f"the data for token {token}."
             )
             continue
         if total + len(content) > max_bytes:
             notes.append(
-                f"Ignored output file {filename}: output data is capped at "
+                f"Ignored output file {shown}: output data is capped at "
                 f"{max_bytes / _MIB:.1f} MiB per run."
             )
             continue

@@ -53,8 +53,9 @@ from runyard.engine.environment import build_argv, build_environment
 from runyard.engine.events import EventHub
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
 from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
-from runyard.engine.strays import StartLog, kill_strays
-from runyard.engine.workspace import Workspace
+from runyard.engine.start_log import STARTED_LOG, StartLog
+from runyard.engine.strays import StrayKiller
+from runyard.engine.workspace import WORK_DIR, Workspace
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import (
     InvalidInput,
@@ -64,6 +65,7 @@ from runyard.exceptions import (
     StoreUnavailable,
     UnstorableInput,
 )
+from runyard.store.files import LOGS_DIR
 from runyard.store.logs import LogFollowers, LogWriter, delete_log
 from runyard.store.runs import RunStore
 
@@ -134,18 +136,19 @@ class Engine:
         # v3 account id -> its max_concurrent_runs (None: no account limit).
         self.account_limits: dict[str, int | None] = dict(account_limits or {})
         self.max_output_size = max_output_size
-        self.workspace = Workspace(data_dir / "work")
+        self.workspace = Workspace(data_dir / WORK_DIR)
         self.followers = LogFollowers()
         self.events = EventHub()
         self._store = store
-        self._logs_dir = data_dir / "logs"
+        self._logs_dir = data_dir / LOGS_DIR
         self._clock = clock
         self._base_environ = dict(base_environ)
         self._retention_interval = retention_interval
         self._writer = StoreWriter(store)
         self._disk = DiskSpace(data_dir)
         self._health = HealthMonitor(store.ping, self._writer, self._disk)
-        self._started = StartLog(data_dir / "started.log", lambda: list(self._active))
+        self._started = StartLog(data_dir / STARTED_LOG, lambda: list(self._active))
+        self._strays = StrayKiller()
         self._active: dict[str, _Active] = {}
         self._executions: set[asyncio.Task[None]] = set()
         self._running_per_task: dict[str, int] = defaultdict(int)
@@ -163,7 +166,7 @@ class Engine:
         self._ending: dict[str, Run] = {}
         self._accepting = False
         self._stopping = False
-        self._filling_spares = False
+        self._upkeep: asyncio.Future[None] | None = None  # the workspace upkeep in flight
         self._retention_task: asyncio.Task[None] | None = None
 
     # ----- lifecycle -------------------------------------------------------
@@ -198,6 +201,9 @@ class Engine:
                     if active.child is not None:
                         active.child.signal_group(signal.SIGKILL)
                 await asyncio.wait(still, timeout=10)
+        if self._upkeep is not None:
+            # Its thread must not make directories while the caller removes the data dir.
+            await asyncio.wait([self._upkeep])
         await self._writer.close()
         self._health.close()
         self._started.close()
@@ -663,6 +669,8 @@ class Engine:
         retry = self._retry_of(ended, task)
         self._ending[ended.id] = ended
         self._release(active)
+        if active.child is not None:
+            ended = await self._kill_leftovers(ended)
         try:
             ended, retry = await self._record_end(ended, retry)
         except Exception:
@@ -781,27 +789,50 @@ class Engine:
         return exit_code, reason, detail, child.stderr_tail()
 
     def _fill_spares(self) -> None:
-        """Make spare run directories in a thread when they run low (one filler at a time)."""
-        if self._filling_spares or not self.workspace.needs_spares or self._stopping:
+        """Make spare run directories and remove ended runs' in a thread (one at a time)."""
+        if self._upkeep is not None or not self.workspace.needs_upkeep or self._stopping:
             return
-        self._filling_spares = True
 
         def done(future: asyncio.Future[None]) -> None:
-            self._filling_spares = False
+            self._upkeep = None
             if not future.cancelled() and future.exception() is not None:
                 log.error("could not make spare run directories", exc_info=future.exception())
 
-        filler = asyncio.get_running_loop().run_in_executor(None, self.workspace.fill_spares)
-        filler.add_done_callback(done)
+        self._upkeep = asyncio.get_running_loop().run_in_executor(None, self.workspace.upkeep)
+        self._upkeep.add_done_callback(done)
 
     async def _collect_output(self, run_id: str) -> tuple[dict[str, list[list[str]]], list[str]]:
-        """Freeze what the run wrote into its output dir, then remove its workspace."""
-        if self.workspace.recycle(run_id):
+        """Freeze what the run wrote into its output dir, then remove its workspace.
+
+        Its directory is never handed to another run, so a process the run left
+        behind (killed by _kill_leftovers) cannot see another run's files there.
+        """
+        if self.workspace.discard_if_empty(run_id):
+            self._fill_spares()
             return {}, []
+        return await asyncio.to_thread(self.workspace.collect, run_id, self.max_output_size)
+
+    async def _kill_leftovers(self, ended: Run) -> Run:
+        """Kill what the run left running in other process groups; say so in its description.
+
+        Called once the run's slot is free: the scan (shared with runs ending
+        close to it) delays the record of its end, never the next run's start.
+        """
         try:
-            return await asyncio.to_thread(self.workspace.read_output, run_id, self.max_output_size)
-        finally:
-            await asyncio.to_thread(self.workspace.remove, run_id)
+            groups = await self._strays.kill_leftovers(ended.id)
+        except (OSError, RuntimeError) as error:
+            log.error("could not look for processes run %s left running: %s", ended.id, error)
+            note = f"runyard could not look for processes it left running: {error}."
+        else:
+            if not groups:
+                return ended
+            listed = ", ".join(str(group) for group in groups)
+            label = "group" if len(groups) == 1 else "groups"
+            note = (
+                f"Processes it left running in another process group "
+                f"(process {label} {listed}) were killed when it ended."
+            )
+        return dataclasses.replace(ended, description=f"{ended.description}\n{note}")
 
     def _on_timeout(self, active: _Active) -> None:
         active.timed_out = True
@@ -892,7 +923,7 @@ class Engine:
         crashed_ids = {
             run.id for run in leftovers if run.status is RunStatus.RUNNING or run.id in started
         }
-        strays = await asyncio.to_thread(kill_strays, crashed_ids)
+        strays = await asyncio.to_thread(self._strays.table.kill_runs, crashed_ids)
         now = self._clock()
         updates: list[Run] = []
         inserts: list[Run] = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -13,53 +14,86 @@ from pathlib import Path
 
 from runyard.domain.input_data import table_to_csv
 from runyard.domain.models import Run
-from runyard.domain.output_data import collect_output
+from runyard.domain.output_data import collect_output, printable_name
 from runyard.output import OUTPUT_DIR_ENV
+from runyard.store.files import (
+    PRIVATE_DIRECTORY_MODE,
+    PRIVATE_FILE_MODE,
+    make_private_directory,
+)
 
 INPUT_ENV = "RUNYARD_INPUT"
 INPUT_CSV_ENV = "RUNYARD_INPUT_CSV"
 
-# Directory operations are slow on some disks (mkdir 60 us, rmdir 70 us here),
+# Directory operations are slow on some disks (mkdir 130 us, rmdir 150 us here),
 # and a run needs a directory made before it starts and removed after it ends.
 # Spare run directories are made ahead of time off the event loop and handed
-# out as they are; a run that wrote nothing gives its directory back.
+# out as they are; the empty directories of ended runs are removed in the same
+# thread. A directory serves one run only, ever: a process a run left behind
+# may still hold it open, and must never see another run's files there. One
+# directory per run, no nesting: the run's directory is its output directory.
 SPARE_PREFIX = ".spare-"
-SPARES = 16
+INPUT_SUFFIX = ".input"  # <run id>.input/ holds the input data files of a run that has them
+SPARES = 32
+WORK_DIR = "work"  # in the data dir
 
 __all__ = ["INPUT_CSV_ENV", "INPUT_ENV", "OUTPUT_DIR_ENV", "Workspace"]
 
 
 class Workspace:
-    """Run directories under `root` (`<data_dir>/work`), one per running run."""
+    """Run directories under `root` (`<data_dir>/work`), one per running run.
+
+    A run's directory is its `$RUNYARD_OUTPUT_DIR`; a run triggered with input
+    data also gets `<run id>.input/` beside it, holding its input files.
+    """
 
     def __init__(self, root: Path) -> None:
         # Absolute: the paths go into the environment of processes that run
         # in the task's own working_dir.
         self.root = root.absolute()
-        # Taken on the event loop, added by fill_spares in a thread: list.pop
-        # and list.append are atomic, so no lock is needed.
+        # Taken on the event loop, added by upkeep in a thread (and the other
+        # way round for _discarded): list.pop and list.append are atomic, so no
+        # lock is needed.
         self._spares: list[Path] = []
+        self._discarded: list[Path] = []  # empty directories of ended runs, to remove
         self._dirs: dict[str, Path] = {}  # run id -> its directory, while it has one
+        self._with_input: set[str] = set()  # runs that have an input directory
 
     @property
-    def needs_spares(self) -> bool:
-        """Return whether fewer than half the spare directories are left."""
-        return len(self._spares) < SPARES // 2
+    def needs_upkeep(self) -> bool:
+        """Return whether fewer than half the spares are left, or as many ended runs' dirs wait."""
+        return len(self._spares) < SPARES // 2 or len(self._discarded) >= SPARES // 2
+
+    def upkeep(self) -> None:
+        """Remove the discarded directories of ended runs and make spares; for a thread."""
+        while self._discarded:
+            run_dir = self._discarded.pop()
+            try:
+                os.rmdir(run_dir)  # rmtree would list it first
+            except OSError:
+                _remove_tree(run_dir)  # something was written there since
+        self.fill_spares()
 
     def fill_spares(self) -> None:
-        """Make spare run directories (with their `output/`) until SPARES wait; for a thread."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        """Make spare run directories until SPARES wait; for a thread."""
+        self._make_root()
         while len(self._spares) < SPARES:
             spare = self.root / f"{SPARE_PREFIX}{uuid.uuid4().hex}"
-            os.mkdir(spare, 0o700)
-            os.mkdir(spare / "output")
+            os.mkdir(spare, PRIVATE_DIRECTORY_MODE)
             self._spares.append(spare)
 
+    def _make_root(self) -> None:
+        make_private_directory(self.root)
+
     def path(self, run_id: str) -> Path:
-        """Return the run's directory (which may not exist)."""
+        """Return the run's directory, its output directory (which may not exist)."""
         if not run_id or run_id in {".", ".."} or "/" in run_id or "\0" in run_id:
             raise ValueError(f"invalid run id {run_id!r}")
         return self._dirs.get(run_id) or self.root / run_id
+
+    def input_path(self, run_id: str) -> Path:
+        """Return the directory of the run's input files (which may not exist)."""
+        return self.root / f"{self.path(run_id).name}{INPUT_SUFFIX}"
 
     def prepare(self, run: Run) -> dict[str, str]:
         """Create the run's directory and input files; return the variables that point at them.
@@ -71,20 +105,18 @@ class Workspace:
             # A directory left by an earlier daemon would mix its files into this run's data.
             self.remove(run.id)
             run_dir = self.path(run.id)
-            self.root.mkdir(parents=True, exist_ok=True)
-            run_dir.mkdir(mode=0o700)
-            (run_dir / "output").mkdir()
+            self._make_root()
+            os.mkdir(run_dir, PRIVATE_DIRECTORY_MODE)
         self._dirs[run.id] = run_dir
-        output = run_dir / "output"
-        env = {OUTPUT_DIR_ENV: str(output)}
+        env = {OUTPUT_DIR_ENV: str(run_dir)}
         if run.input_data is not None:
-            input_json = run_dir / "input.json"
-            input_csv = run_dir / "input.csv"
-            input_json.write_text(json.dumps(run.input_data, ensure_ascii=False), encoding="utf-8")
-            first = table_to_csv(run.input_data[0]) if run.input_data else ""
-            # newline="": the CSV text already holds its line ends.
-            with input_csv.open("w", encoding="utf-8", newline="") as file:
-                file.write(first)
+            input_dir = self.input_path(run.id)
+            self._with_input.add(run.id)
+            os.mkdir(input_dir, PRIVATE_DIRECTORY_MODE)
+            input_json = input_dir / "input.json"
+            input_csv = input_dir / "input.csv"
+            _write_private(input_json, json.dumps(run.input_data, ensure_ascii=False))
+            _write_private(input_csv, table_to_csv(run.input_data[0]) if run.input_data else "")
             env[INPUT_ENV] = str(input_json)
             env[INPUT_CSV_ENV] = str(input_csv)
         return env
@@ -94,94 +126,151 @@ class Workspace:
     ) -> tuple[dict[str, list[list[str]]], list[str]]:
         """Return (rows keyed by token, notes) from the run's output directory.
 
-        Problems with what the run left there become notes, never exceptions.
+        Problems with what the run left there become notes, never exceptions. A
+        directory the run replaced by a symbolic link is not followed: the files
+        there could be anyone's.
         """
-        output = self.path(run_id) / "output"
-        if not output.is_dir():
-            return {}, []
-        files: list[tuple[str, bytes]] = []
-        notes: list[str] = []
         try:
-            entries = sorted(os.scandir(output), key=lambda entry: entry.name)
+            output_fd = _open_directory(self.path(run_id))
+        except FileNotFoundError:
+            return {}, []
         except OSError as error:
-            return {}, [f"Could not list the output directory: {error.strerror}."]
-        for entry in entries:
-            # Names are bytes on disk; undecodable ones must not reach the store as surrogates.
-            name = entry.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            if name.startswith("."):
-                continue  # the output helper's temp files
-            try:
-                if entry.is_symlink():
-                    notes.append(f"Ignored output file {name}: symbolic links are not read.")
-                elif entry.is_dir(follow_symlinks=False):
-                    notes.append(f"Ignored output directory {name}: subdirectories are not read.")
-                elif not entry.is_file(follow_symlinks=False):
-                    notes.append(f"Ignored output file {name}: not a regular file.")
-                else:
-                    content = _read_regular_file(entry.path, max_bytes + 1)
-                    if content is None:
-                        notes.append(f"Ignored output file {name}: not a regular file.")
-                    else:
-                        files.append((name, content))
-            except OSError as error:
-                notes.append(f"Ignored output file {name}: could not be read ({error.strerror}).")
-        data, collected_notes = collect_output(files, max_bytes)
-        return data, notes + collected_notes
+            return {}, [_refusal(self.path(run_id), error)]
+        try:
+            return _read_output_directory(output_fd, max_bytes)
+        finally:
+            os.close(output_fd)
 
-    def recycle(self, run_id: str) -> bool:
-        """Keep the run's directory as a spare if it holds only an empty `output/`.
+    def collect(self, run_id: str, max_bytes: int) -> tuple[dict[str, list[list[str]]], list[str]]:
+        """Read the run's output (as read_output), then remove its directory; for a thread."""
+        try:
+            return self.read_output(run_id, max_bytes)
+        finally:
+            self.remove(run_id)
 
-        Return True when the run left nothing to read (its directory is then a
-        spare, or gone); False when the caller must read its output and remove it.
+    def discard_if_empty(self, run_id: str) -> bool:
+        """Give up the run's directory, to be removed later, if the run left it empty.
+
+        Return True when the run left nothing to read (its directory is then
+        queued for removal, or gone); False when the caller must collect it.
+        A run with input data always has something to collect: its input files.
         """
         run_dir = self.path(run_id)
         try:
+            if not stat.S_ISDIR(os.lstat(run_dir).st_mode):
+                return False  # replaced by a link: collect says what it found
             with os.scandir(run_dir) as entries:
-                names = [entry.name for entry in entries]
-            if names != ["output"]:
-                return False
-            with os.scandir(run_dir / "output") as entries:
                 if next(entries, None) is not None:
                     return False
+            if run_id in self._with_input:
+                return False
         except FileNotFoundError:
             self._dirs.pop(run_id, None)
-            return not run_dir.exists()
+            return not os.path.lexists(run_dir)
         except OSError:
             return False
-        del self._dirs[run_id]
-        if len(self._spares) < SPARES and run_dir.name.startswith(SPARE_PREFIX):
-            self._spares.append(run_dir)
-        else:
-            _remove_tree(run_dir)
+        self._dirs.pop(run_id, None)
+        self._discarded.append(run_dir)
         return True
 
     def remove(self, run_id: str) -> None:
-        """Delete the run's directory, as far as possible; a missing one is fine.
+        """Delete the run's directories, as far as possible; a missing one is fine.
 
         Never raises: what cannot be deleted now goes with remove_except at the next start.
         """
+        _remove_tree(self.input_path(run_id))
         _remove_tree(self.path(run_id))
         self._dirs.pop(run_id, None)
+        self._with_input.discard(run_id)
 
     def remove_except(self, keep: Collection[str]) -> None:
-        """Delete the run directories a crashed daemon left behind, except those in `keep`."""
+        """Delete the run directories a crashed daemon left behind, except those in `keep`.
+
+        `keep` holds directory names (a run id, or a spare's name); a kept run's
+        input directory is kept with it.
+        """
         try:
             entries = list(os.scandir(self.root))
         except FileNotFoundError:
             return
         for entry in entries:
-            if entry.name not in keep and entry.is_dir(follow_symlinks=False):
+            # A symbolic link is a run directory a task replaced: it goes too.
+            if entry.name.removesuffix(INPUT_SUFFIX) not in keep and (
+                entry.is_dir(follow_symlinks=False) or entry.is_symlink()
+            ):
                 _remove_tree(Path(entry.path))
         self._spares = [spare for spare in self._spares if spare.name in keep]
+        self._discarded = []
         self._dirs = {run: path for run, path in self._dirs.items() if path.name in keep}
+        self._with_input &= set(self._dirs)
 
 
-def _read_regular_file(path: str, limit: int) -> bytes | None:
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+    # newline="": the CSV text already holds its line ends.
+    with open(fd, "w", encoding="utf-8", newline="") as file:
+        file.write(text)
+
+
+def _open_directory(path: Path) -> int:
+    """Open a directory without following a symbolic link in its last component."""
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+
+
+def _refusal(path: Path, error: OSError) -> str:
+    """Return the note that says why the output directory was not read."""
+    # O_NOFOLLOW | O_DIRECTORY on a symbolic link fails with ELOOP or ENOTDIR.
+    if error.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
+        found = "a symbolic link, which runyard does not follow"
+    elif error.errno == errno.ENOTDIR:
+        found = "something that is not a directory"
+    else:
+        return f"Output data was not read: could not open {OUTPUT_DIR_ENV} ({error.strerror})."
+    return f"Output data was not read: the run replaced {OUTPUT_DIR_ENV} by {found}."
+
+
+def _read_output_directory(
+    output_fd: int, max_bytes: int
+) -> tuple[dict[str, list[list[str]]], list[str]]:
+    """Read the output files of the directory open at `output_fd`; problems become notes."""
+    files: list[tuple[str, bytes]] = []
+    notes: list[str] = []
+    try:
+        with os.scandir(output_fd) as listing:
+            entries = sorted(listing, key=lambda entry: entry.name)
+    except OSError as error:
+        return {}, [f"Could not list the output directory: {error.strerror}."]
+    for entry in entries:
+        # Names are bytes on disk; undecodable ones must not reach the store as surrogates.
+        name = entry.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        if name.startswith("."):
+            continue  # the output helper's temp files
+        shown = printable_name(name)
+        try:
+            if entry.is_symlink():
+                notes.append(f"Ignored output file {shown}: symbolic links are not read.")
+            elif entry.is_dir(follow_symlinks=False):
+                notes.append(f"Ignored output directory {shown}: subdirectories are not read.")
+            elif not entry.is_file(follow_symlinks=False):
+                notes.append(f"Ignored output file {shown}: not a regular file.")
+            else:
+                content = _read_regular_file(entry.name, max_bytes + 1, output_fd)
+                if content is None:
+                    notes.append(f"Ignored output file {shown}: not a regular file.")
+                else:
+                    files.append((name, content))
+        except OSError as error:
+            notes.append(f"Ignored output file {shown}: could not be read ({error.strerror}).")
+    data, collected_notes = collect_output(files, max_bytes)
+    return data, notes + collected_notes
+
+
+def _read_regular_file(name: str, limit: int, dir_fd: int) -> bytes | None:
     """Return up to `limit` bytes of the file, or None when it is not a regular file."""
     # O_NOFOLLOW and O_NONBLOCK: the run (or a child it left behind) may have
     # swapped in a symlink or a FIFO since the directory was listed, and opening
     # a FIFO would block the reader forever.
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
@@ -200,6 +289,11 @@ def _read_regular_file(path: str, limit: int) -> bytes | None:
 
 def _remove_tree(path: Path) -> None:
     try:
+        if not stat.S_ISDIR(os.lstat(path).st_mode):
+            # A run replaced its directory by a symbolic link (or a file): remove
+            # the link, never what it points at.
+            os.unlink(path)
+            return
         shutil.rmtree(path)
         return
     except FileNotFoundError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping
@@ -19,6 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool, StaticPool
 
 from runyard.exceptions import DiskFull, StoreError, StoreUnavailable
+from runyard.store.files import SQLITE_DATABASE, create_private_file, make_private_directory
 
 DATABASE_URL_ENV = "RUNYARD_DATABASE_URL"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
@@ -69,7 +71,7 @@ def database_url(data_dir: Path, environ: Mapping[str, str] = os.environ) -> str
     """Return $RUNYARD_DATABASE_URL (PostgreSQL via psycopg 3), else SQLite in data_dir."""
     url = environ.get(DATABASE_URL_ENV, "").strip()
     if not url:
-        return f"sqlite:///{data_dir / 'runyard.db'}"
+        return f"sqlite:///{data_dir / SQLITE_DATABASE}"
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
@@ -159,9 +161,14 @@ def create_engine(url: str) -> Engine:
             engine = sa.create_engine(parsed, poolclass=StaticPool, connect_args=connect_args)
         else:
             try:
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
+                make_private_directory(Path(database).parent)
             except OSError as exc:
                 raise StoreError(f"cannot create the database directory: {exc}") from exc
+            if not database.startswith("file:"):  # a URI filename: SQLite's to parse
+                with contextlib.suppress(OSError):  # SQLite reports what is wrong with the file
+                    # SQLite would make it 0644 (less the umask), and its -wal and
+                    # -shm files take the database file's mode: all of them 0600.
+                    create_private_file(Path(database))
             engine = sa.create_engine(
                 parsed,
                 poolclass=QueuePool,

@@ -15,6 +15,7 @@ from ulid import ULID
 
 from runyard.domain.accounts import KEY_PREFIX, ApiKey, hash_secret, key_plaintext
 from runyard.exceptions import NotFound
+from runyard.store.files import PRIVATE_FILE_MODE, make_private_directory
 from runyard.store.schema import api_keys
 
 # Touched by `runyard keys revoke`: a daemon using the same data dir drops the
@@ -107,9 +108,9 @@ def _row_to_key(row: RowMapping) -> ApiKey:
 
 def mark_revoked(data_dir: Path) -> None:
     """Tell daemons using `data_dir` that a key was revoked."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    make_private_directory(data_dir)
     marker = data_dir / REVOKED_MARKER
-    marker.touch()
+    marker.touch(PRIVATE_FILE_MODE)
     # Two revocations within the file system's timestamp step must still differ.
     with marker.open("a", encoding="utf-8") as handle:
         handle.write(".")

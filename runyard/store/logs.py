@@ -67,6 +67,7 @@ from runyard.store._logformat import (
     read_lines,
     to_unix_us,
 )
+from runyard.store.files import PRIVATE_FILE_MODE, make_private_directory
 
 __all__ = [
     "LineSplitter",
@@ -415,7 +416,7 @@ class LogWriter:
         nbytes += self._buf_bytes
         try:
             if self._fd is None:
-                self._path.parent.mkdir(parents=True, exist_ok=True)
+                make_private_directory(self._path.parent)
                 if not self._opened:
                     with contextlib.suppress(FileNotFoundError):
                         old_path(self._path).unlink()  # a stale segment of an earlier writer
@@ -441,7 +442,8 @@ class LogWriter:
             self._buf_lines = self._buf_bytes = 0
 
     def _open_segment(self) -> int:
-        fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+        fd = os.open(self._path, flags, PRIVATE_FILE_MODE)
         self._opened = True
         return fd
 

@@ -334,9 +334,9 @@ async def test_input_files_and_output_data(
     assert stored(store, run).input_data == TABLES
     # The workspace is gone once the run has ended.
     output_dir = Path((dest / "output_dir").read_text(encoding="utf-8"))
-    assert output_dir.name == "output"
-    assert output_dir.parent.name == run.id
-    assert not output_dir.parent.exists()
+    assert output_dir.name == run.id
+    assert not output_dir.exists()
+    assert not engine.workspace.input_path(run.id).exists()
     assert not engine.workspace.path(run.id).exists()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from runyard.domain.models import Run
+from runyard.domain.output_data import TOKEN_RULE
 from runyard.engine import workspace as workspace_module
 from runyard.engine.workspace import INPUT_CSV_ENV, INPUT_ENV, OUTPUT_DIR_ENV, Workspace
 
@@ -38,10 +40,10 @@ def test_prepare_without_input(workspace: Workspace, make_run: MakeRun) -> None:
     run = make_run()
     env = workspace.prepare(run)
     run_dir = workspace.path(run.id)
-    assert env == {OUTPUT_DIR_ENV: str(run_dir / "output")}
-    assert (run_dir / "output").is_dir()
+    assert env == {OUTPUT_DIR_ENV: str(run_dir)}
     assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700
-    assert sorted(path.name for path in run_dir.iterdir()) == ["output"]
+    assert list(run_dir.iterdir()) == []
+    assert not workspace.input_path(run.id).exists()
 
 
 def test_prepare_with_input(workspace: Workspace, make_run: MakeRun) -> None:
@@ -49,15 +51,19 @@ def test_prepare_with_input(workspace: Workspace, make_run: MakeRun) -> None:
     run = make_run(input_data=tables)
     env = workspace.prepare(run)
     run_dir = workspace.path(run.id)
+    input_dir = workspace.input_path(run.id)
     assert env == {
-        OUTPUT_DIR_ENV: str(run_dir / "output"),
-        INPUT_ENV: str(run_dir / "input.json"),
-        INPUT_CSV_ENV: str(run_dir / "input.csv"),
+        OUTPUT_DIR_ENV: str(run_dir),
+        INPUT_ENV: str(input_dir / "input.json"),
+        INPUT_CSV_ENV: str(input_dir / "input.csv"),
     }
-    raw_json = (run_dir / "input.json").read_bytes()
+    # The input files are beside the output directory, not in it.
+    assert list(run_dir.iterdir()) == []
+    assert stat.S_IMODE(input_dir.stat().st_mode) == 0o700
+    raw_json = (input_dir / "input.json").read_bytes()
     assert "Zoë".encode() in raw_json  # ensure_ascii=False: no \\u escapes
     assert json.loads(raw_json) == tables
-    assert (run_dir / "input.csv").read_bytes() == 'name,note\nZoë,"a,b"\n'.encode()
+    assert (input_dir / "input.csv").read_bytes() == 'name,note\nZoë,"a,b"\n'.encode()
 
 
 @pytest.mark.parametrize("tables", [[], [[]], [[], [["x"]]]], ids=["no-tables", "empty", "first"])
@@ -79,13 +85,13 @@ def test_paths_are_absolute_for_a_relative_root(
     monkeypatch.chdir("/")  # the process runs in the task's working_dir, not the daemon's
     assert all(Path(value).is_absolute() for value in env.values())
     run_dir = (tmp_path / "data" / "work" / run.id).resolve()
-    assert Path(env[OUTPUT_DIR_ENV]).resolve() == run_dir / "output"
+    assert Path(env[OUTPUT_DIR_ENV]).resolve() == run_dir
     assert Path(env[INPUT_CSV_ENV]).read_text(encoding="utf-8") == "a\n"
 
 
 def test_prepare_starts_from_a_clean_directory(workspace: Workspace, make_run: MakeRun) -> None:
-    run = make_run()
-    stale = workspace.path(run.id) / "output"
+    run = make_run(input_data=[[["a"]]])  # no spare: a directory named after the run
+    stale = workspace.path(run.id)
     stale.mkdir(parents=True)
     (stale / "old.csv").write_text("left by a crashed daemon\n", encoding="utf-8")
     workspace.prepare(run)
@@ -145,7 +151,7 @@ def test_read_output_of_a_missing_run(workspace: Workspace) -> None:
 def _prepared_output(workspace: Workspace, make_run: MakeRun) -> tuple[Run, Path]:
     run = make_run()
     workspace.prepare(run)
-    return run, workspace.path(run.id) / "output"
+    return run, workspace.path(run.id)
 
 
 def test_read_output_notes_what_it_does_not_read(
@@ -191,10 +197,10 @@ def test_read_output_turns_read_errors_into_notes(
     (output / "open.csv").write_text("y\n", encoding="utf-8")
     real_read = workspace_module._read_regular_file
 
-    def failing_read(path: str, limit: int) -> bytes | None:
-        if path.endswith("locked.csv"):
+    def failing_read(name: str, limit: int, dir_fd: int) -> bytes | None:
+        if name.endswith("locked.csv"):
             raise PermissionError(13, "Permission denied")
-        return real_read(path, limit)
+        return real_read(name, limit, dir_fd)
 
     # Root reads any file whatever its mode, so the failure is simulated.
     monkeypatch.setattr(workspace_module, "_read_regular_file", failing_read)
@@ -264,14 +270,14 @@ def test_remove_does_not_follow_symlinks(
 
 
 def test_remove_except(workspace: Workspace, make_run: MakeRun) -> None:
-    runs = [make_run() for _ in range(3)]
+    runs = [make_run(input_data=[[["a"]]]) for _ in range(3)]
     for run in runs:
         workspace.prepare(run)
     stray_file = workspace.root / "not-a-run-dir.txt"
     stray_file.write_text("x", encoding="utf-8")
     workspace.remove_except({runs[1].id, "not-present"})
     assert sorted(path.name for path in workspace.root.iterdir()) == sorted(
-        [runs[1].id, stray_file.name]
+        [runs[1].id, f"{runs[1].id}.input", stray_file.name]
     )
 
 
@@ -284,18 +290,18 @@ def test_remove_except_without_a_root(tmp_path: Path) -> None:
 
 
 def test_fill_spares_makes_empty_run_directories(workspace: Workspace) -> None:
-    assert workspace.needs_spares
+    assert workspace.needs_upkeep
     workspace.fill_spares()
-    assert not workspace.needs_spares
+    assert not workspace.needs_upkeep
     spares = sorted(workspace.root.iterdir())
     assert len(spares) == workspace_module.SPARES
     for spare in spares:
         assert spare.name.startswith(workspace_module.SPARE_PREFIX)
-        assert [path.name for path in spare.iterdir()] == ["output"]
+        assert list(spare.iterdir()) == []
         assert stat.S_IMODE(spare.stat().st_mode) == 0o700
 
 
-def test_a_run_without_input_gets_a_spare_and_gives_it_back_unused(
+def test_a_run_without_input_gets_a_spare_that_is_never_reused(
     workspace: Workspace, make_run: MakeRun
 ) -> None:
     workspace.fill_spares()
@@ -304,20 +310,41 @@ def test_a_run_without_input_gets_a_spare_and_gives_it_back_unused(
     env = workspace.prepare(run)
     run_dir = workspace.path(run.id)
     assert run_dir in before  # no directory was made for it
-    assert env == {OUTPUT_DIR_ENV: str(run_dir / "output")}
-    assert workspace.recycle(run.id) is True
-    # Back among the spares, and no longer the run's.
-    assert set(workspace.root.iterdir()) == before
+    assert env == {OUTPUT_DIR_ENV: str(run_dir)}
+    assert workspace.discard_if_empty(run.id) is True
+    # No longer the run's, and no other run's either: removed by the next upkeep.
     assert workspace.path(run.id) == workspace.root / run.id
     assert workspace.read_output(run.id, MIB) == ({}, [])
+    handed_out = set()
+    for _ in range(3 * workspace_module.SPARES):
+        later = make_run()
+        workspace.prepare(later)
+        handed_out.add(workspace.path(later.id))
+        assert workspace.discard_if_empty(later.id) is True
+        if workspace.needs_upkeep:
+            workspace.upkeep()
+    assert run_dir not in handed_out
+    assert len(handed_out) == 3 * workspace_module.SPARES  # each run a directory of its own
+    workspace.upkeep()
+    assert not run_dir.exists()
+    assert not any(path.exists() for path in handed_out)
 
 
-@pytest.mark.parametrize(
-    "leftover",
-    ["output/sheet.csv", "stray.txt", "output/.tmp"],
-    ids=["output", "beside-output", "hidden-temp-file"],
-)
-def test_a_run_that_wrote_anything_is_not_recycled(
+def test_upkeep_removes_a_discarded_directory_written_to_since(
+    workspace: Workspace, make_run: MakeRun
+) -> None:
+    workspace.fill_spares()
+    run = make_run()
+    workspace.prepare(run)
+    run_dir = workspace.path(run.id)
+    assert workspace.discard_if_empty(run.id) is True
+    (run_dir / "late.csv").write_text("written by a process that outlived its run\n")
+    workspace.upkeep()
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("leftover", ["sheet.csv", ".tmp"], ids=["output", "hidden-temp-file"])
+def test_a_run_that_wrote_anything_is_collected(
     workspace: Workspace, make_run: MakeRun, leftover: str
 ) -> None:
     workspace.fill_spares()
@@ -325,10 +352,9 @@ def test_a_run_that_wrote_anything_is_not_recycled(
     workspace.prepare(run)
     run_dir = workspace.path(run.id)
     (run_dir / leftover).write_text("a\n", encoding="utf-8")
-    assert workspace.recycle(run.id) is False
-    if leftover == "output/sheet.csv":
-        assert workspace.read_output(run.id, MIB) == ({"sheet": [["a"]]}, [])
-    workspace.remove(run.id)
+    assert workspace.discard_if_empty(run.id) is False
+    expected = {"sheet": [["a"]]} if leftover == "sheet.csv" else {}
+    assert workspace.collect(run.id, MIB) == (expected, [])
     assert not run_dir.exists()
     # A later run never sees that directory.
     later = make_run()
@@ -337,12 +363,15 @@ def test_a_run_that_wrote_anything_is_not_recycled(
     assert workspace.read_output(later.id, MIB) == ({}, [])
 
 
-def test_a_run_with_input_gets_its_own_directory(workspace: Workspace, make_run: MakeRun) -> None:
+def test_a_run_with_input_gets_its_own_directories(workspace: Workspace, make_run: MakeRun) -> None:
     workspace.fill_spares()
     run = make_run(input_data=[[["a"]]])
     workspace.prepare(run)
     assert workspace.path(run.id) == workspace.root / run.id
-    assert workspace.recycle(run.id) is False  # input files are there: read, then removed
+    assert workspace.discard_if_empty(run.id) is False  # input files are there
+    assert workspace.collect(run.id, MIB) == ({}, [])
+    assert not workspace.path(run.id).exists()
+    assert not workspace.input_path(run.id).exists()
 
 
 def test_remove_except_forgets_the_spares_it_deleted(
@@ -351,8 +380,103 @@ def test_remove_except_forgets_the_spares_it_deleted(
     workspace.fill_spares()
     workspace.remove_except(())
     assert list(workspace.root.iterdir()) == []
-    assert workspace.needs_spares
+    assert workspace.needs_upkeep
     run = make_run()
     env = workspace.prepare(run)  # no spare left: a directory of its own
     assert Path(env[OUTPUT_DIR_ENV]).is_dir()
     assert workspace.path(run.id) == workspace.root / run.id
+
+
+# ----- what a run may have done to its directory ----------------------------------
+
+
+def _outside_with_data(tmp_path: Path) -> Path:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.csv").write_text("someone else's data\n", encoding="utf-8")
+    return outside
+
+
+def test_output_directory_replaced_by_a_symlink_is_not_followed(
+    workspace: Workspace, make_run: MakeRun, tmp_path: Path
+) -> None:
+    outside = _outside_with_data(tmp_path)
+    run, output = _prepared_output(workspace, make_run)
+    output.rmdir()
+    output.symlink_to(outside)
+    expected_note = (
+        "Output data was not read: the run replaced RUNYARD_OUTPUT_DIR by a symbolic link, "
+        "which runyard does not follow."
+    )
+    assert workspace.read_output(run.id, MIB) == ({}, [expected_note])
+    assert workspace.discard_if_empty(run.id) is False
+    assert workspace.collect(run.id, MIB) == ({}, [expected_note])
+    # The link is gone, what it pointed at is untouched.
+    assert not os.path.lexists(output)
+    assert (outside / "secret.csv").read_text(encoding="utf-8") == "someone else's data\n"
+
+
+def test_output_directory_replaced_by_a_file(workspace: Workspace, make_run: MakeRun) -> None:
+    run, output = _prepared_output(workspace, make_run)
+    output.rmdir()
+    output.write_text("not a directory", encoding="utf-8")
+    assert workspace.collect(run.id, MIB) == (
+        {},
+        [
+            "Output data was not read: the run replaced RUNYARD_OUTPUT_DIR by something "
+            "that is not a directory."
+        ],
+    )
+    assert not os.path.lexists(output)
+
+
+def test_input_directory_replaced_by_a_symlink_is_removed_not_followed(
+    workspace: Workspace, make_run: MakeRun, tmp_path: Path
+) -> None:
+    outside = _outside_with_data(tmp_path)
+    run = make_run(input_data=[[["a"]]])
+    workspace.prepare(run)
+    input_dir = workspace.input_path(run.id)
+    shutil.rmtree(input_dir)
+    input_dir.symlink_to(outside)
+    workspace.collect(run.id, MIB)
+    assert not os.path.lexists(input_dir)
+    assert (outside / "secret.csv").exists()
+
+
+def test_remove_except_removes_symlinks_a_run_left_in_the_root(
+    workspace: Workspace, make_run: MakeRun, tmp_path: Path
+) -> None:
+    outside = _outside_with_data(tmp_path)
+    run, output = _prepared_output(workspace, make_run)
+    output.rmdir()
+    output.symlink_to(outside)
+    dangling = workspace.root / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    # A new daemon starts: nothing in work/ belongs to a live run.
+    Workspace(workspace.root).remove_except(())
+    assert list(workspace.root.iterdir()) == []
+    assert (outside / "secret.csv").exists()
+
+
+def test_control_characters_in_file_names_are_escaped_in_notes(
+    workspace: Workspace, make_run: MakeRun
+) -> None:
+    run, output = _prepared_output(workspace, make_run)
+    forged = "x\nSucceeded after 0.1s (exit code 0).\x1b[2K.txt"
+    (output / forged).write_text("x", encoding="utf-8")
+    (output / "link\u2028.csv").symlink_to(output / forged)
+    (output / "bad\rtoken.csv").write_text("a\n", encoding="utf-8")
+    data, notes = workspace.read_output(run.id, MIB)
+    assert data == {}
+    assert notes == [
+        "Ignored output file link\\u2028.csv: symbolic links are not read.",
+        "Ignored output file bad\\rtoken.csv: invalid token name 'bad\\rtoken': use "
+        + TOKEN_RULE
+        + ".",
+        "Ignored output file x\\nSucceeded after 0.1s (exit code 0).\\x1b[2K.txt: "
+        "only .csv, .tsv, .json and .jsonl files are read.",
+    ]
+    for note in notes:
+        assert len(note.splitlines()) == 1
+        assert note.isprintable()

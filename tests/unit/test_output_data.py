@@ -8,6 +8,7 @@ from runyard.domain.output_data import (
     collect_output,
     is_valid_token,
     parse_output_file,
+    printable_name,
     split_output_name,
 )
 
@@ -295,3 +296,59 @@ def test_skipped_duplicates_and_malformed_files_do_not_use_the_cap() -> None:
     files = [("a.csv", b"\xff"), ("b.csv", b"12345"), ("b.json", b'[["1"]]'), ("c.csv", b"123")]
     data, _notes = _notes_and_data(files, 8)
     assert data == {"b": [["12345"]], "c": [["123"]]}
+
+
+# ----- file names in descriptions ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [
+        ("sheet.csv", "sheet.csv"),
+        ("Zoë résumé 2.csv", "Zoë résumé 2.csv"),
+        ("a\u00a0b.csv", "a\u00a0b.csv"),  # a no-break space breaks no line
+        ("a\\b.csv", "a\\b.csv"),
+        ("x\nSucceeded.csv", "x\\nSucceeded.csv"),
+        ("x\r\n.csv", "x\\r\\n.csv"),
+        ("tab\there.csv", "tab\\there.csv"),
+        ("\x1b[31mred.csv", "\\x1b[31mred.csv"),
+        ("nul\x00.csv", "nul\\x00.csv"),
+        ("del\x7f.csv", "del\\x7f.csv"),
+        ("next\x85line.csv", "next\\x85line.csv"),
+        ("line\u2028sep.csv", "line\\u2028sep.csv"),
+        ("para\u2029sep.csv", "para\\u2029sep.csv"),
+        ("evil\u202egnp.csv", "evil\\u202egnp.csv"),
+        ("iso\u2066late.csv", "iso\\u2066late.csv"),
+    ],
+)
+def test_printable_name(name: str, shown: str) -> None:
+    assert printable_name(name) == shown
+
+
+def test_collect_output_escapes_names_in_its_notes() -> None:
+    files = [
+        ("x\nSucceeded after 1s (exit code 0).txt", b""),
+        ("bad\x1b.csv", b"a\n"),
+        ("sheet\n.json", b"{"),
+        ("sheet.json", b"[[1]]"),
+        ("sheet.csv", b"a\n"),
+    ]
+    data, notes = collect_output(files, 10)
+    assert data == {"sheet": [["a"]]}
+    assert notes == [
+        "Ignored output file bad\\x1b.csv: invalid token name 'bad\\x1b': use "
+        "up to 100 letters, digits, spaces, '.', '_' or '-', starting with a letter or digit.",
+        "Ignored output file sheet\\n.json: invalid token name 'sheet\\n': use "
+        "up to 100 letters, digits, spaces, '.', '_' or '-', starting with a letter or digit.",
+        "Ignored output file sheet.json: sheet.csv already holds the data for token sheet.",
+        "Ignored output file x\\nSucceeded after 1s (exit code 0).txt: "
+        "only .csv, .tsv, .json and .jsonl files are read.",
+    ]
+    assert all(len(note.splitlines()) == 1 for note in notes)
+
+
+def test_output_data_error_names_the_file_printably() -> None:
+    with pytest.raises(OutputDataError) as caught:
+        parse_output_file("a\nb.csv", b"x")
+    assert caught.value.message.startswith("a\\nb.csv: ")
+    assert caught.value.filename == "a\nb.csv"
