@@ -18,6 +18,7 @@ from runyard.cloud import CloudApi
 from runyard.config.loader import Config, load_config
 from runyard.config.locate import TOKEN_FILE as TOKEN_FILE  # re-exported for api/server.py
 from runyard.config.locate import token_file, token_from_environ
+from runyard.daemon_lock import LOCK_FILE
 from runyard.domain.input_data import InputDataError, UnstorableCell, normalise_input
 from runyard.domain.models import Run, TaskDefinition, TriggeredBy
 from runyard.domain.queries import RunQuery
@@ -80,7 +81,9 @@ class Runyard:
         self._reload_lock = asyncio.Lock()
         self.data_dir = config.daemon.data_dir
         # 0700, or tightened (with a warning) if an earlier version left it open.
-        prepare_data_dir(self.data_dir, (TOKEN_FILE, STARTED_LOG, WORK_DIR, REVOKED_MARKER))
+        prepare_data_dir(
+            self.data_dir, (TOKEN_FILE, STARTED_LOG, WORK_DIR, REVOKED_MARKER, LOCK_FILE)
+        )
         self.token, self.token_created = load_or_create_token(self.data_dir, environ)
         self.database_url = database_url(self.data_dir, environ)
         self.store = RunStore.open(self.database_url)
