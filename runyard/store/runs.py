@@ -178,22 +178,10 @@ class RunStore:
 
     def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:
         """Return one page of the runs the query selects, and how many it selects in all."""
-        where = _where(query)
-        page = (
-            sa.select(runs)
-            .where(*where)
-            .order_by(*_order_by(query))
-            .limit(query.limit)
-            .offset(query.offset)
-        )
+        page, total_statement = list_statements(query)
         with self._transaction() as connection:
             rows = connection.execute(page).mappings().all()
-            if query.search:
-                total = connection.execute(
-                    sa.select(sa.func.count()).select_from(runs).where(*where)
-                ).scalar_one()
-            else:
-                total = connection.execute(_counted_total(query)).scalar_one()
+            total = connection.execute(total_statement).scalar_one()
         return [row_to_run(row) for row in rows], int(total)
 
     def active_runs(self) -> list[Run]:
@@ -375,6 +363,24 @@ def _update_params(run: Run) -> dict[str, Any]:
     params = {f"new_{column}": values[column] for column in MUTABLE_COLUMNS}
     params["run_id"] = run.id
     return params
+
+
+def list_statements(query: RunQuery) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """Return the statements of `RunStore.list_runs`: one page of runs, and their total.
+
+    Public so the query plans can be checked (tests, bench/dashboard.py).
+    """
+    where = _where(query)
+    page = (
+        sa.select(runs)
+        .where(*where)
+        .order_by(*_order_by(query))
+        .limit(query.limit)
+        .offset(query.offset)
+    )
+    if query.search:
+        return page, sa.select(sa.func.count()).select_from(runs).where(*where)
+    return page, _counted_total(query)
 
 
 def _where(query: RunQuery) -> list[ColumnElement[bool]]:
