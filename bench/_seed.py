@@ -42,7 +42,7 @@ from runyard.store.files import LOGS_DIR, SQLITE_DATABASE
 from runyard.store.schema import runs
 
 # Bump when the mix or the layout changes: the cache is keyed by it.
-SEED_VERSION = 1
+SEED_VERSION = 2
 TASK_COUNT = 50
 ACCOUNTS = ("acme", "globex")
 LOGGED_SAMPLE = 2_000  # runs with a log file of a few hundred lines
@@ -316,12 +316,11 @@ def seed(data_dir: Path, count: int, tasks: list[SeedTask], end: datetime) -> di
         _write_log(
             logs / run_id[:6] / f"{run_id}.log", rng.randrange(50, 500), row[created_index], rng
         )
-    notable["big_log"] = rows[-2][id_index]
+    # A recent run that is not the newest run's page: its log is the long one.
+    big = next(row for row in reversed(rows[:-1]) if row[id_index] != notable["newest"])
+    notable["big_log"] = big[id_index]
     _write_log(
-        logs / notable["big_log"][:6] / f"{notable['big_log']}.log",
-        BIG_LOG_LINES,
-        rows[-2][created_index],
-        rng,
+        logs / big[id_index][:6] / f"{big[id_index]}.log", BIG_LOG_LINES, big[created_index], rng
     )
     return notable
 

@@ -378,7 +378,8 @@ def query_plan(db: Path, params: dict[str, Any]) -> list[str]:
     plans = []
     try:
         with engine.connect() as connection:
-            for label, statement in zip(("page", "total"), list_statements(query), strict=True):
+            statements = list_statements(query, "sqlite")
+            for label, statement in zip(("page", "total"), statements, strict=True):
                 compiled = statement.compile(dialect=engine.dialect)
                 values = tuple(compiled.params[name] for name in compiled.positiontup or ())
                 rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + compiled.string, values)

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -15,7 +16,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
-from runyard.domain.models import Run, RunStatus
+from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.queries import RunQuery, SortDirection, SortField
 from runyard.exceptions import StoreError
 from runyard.store import database, task_state
@@ -33,13 +34,17 @@ _SORT_COLUMNS: dict[SortField, sa.Column[Any]] = {
     SortField.CREATED_AT: runs.c.created_at,
 }
 
-_SEARCHED_COLUMNS = (
-    runs.c.id,
-    runs.c.task_name,
-    runs.c.status,
-    runs.c.end_reason,
-    runs.c.triggered_by,
-    runs.c.external_execution_id,
+# A search matches run id, task name, status, end reason, triggered_by and
+# external execution id. Only the two free-text columns are matched row by
+# row: the enum columns hold a few known values, matched here, and the task
+# names are matched in run_counts (a row per task, status and end reason), so
+# both become IN lists. A search reads every row when it matches few of them;
+# matching two columns instead of six makes that read a third as long.
+_SEARCHED_TEXT = (runs.c.id, runs.c.external_execution_id)
+_SEARCHED_ENUMS: tuple[tuple[sa.Column[Any], type[StrEnum]], ...] = (
+    (runs.c.status, RunStatus),
+    (runs.c.end_reason, EndReason),
+    (runs.c.triggered_by, TriggeredBy),
 )
 
 # Runs deleted per retention transaction: SQLite holds its one write lock that long.
@@ -178,9 +183,13 @@ class RunStore:
 
     def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:
         """Return one page of the runs the query selects, and how many it selects in all."""
-        page, total_statement = list_statements(query)
+        page, total_statement = list_statements(query, self._engine.dialect.name)
         with self._transaction() as connection:
             rows = connection.execute(page).mappings().all()
+            if len(rows) < query.limit and (rows or query.offset == 0):
+                # A short page is the last one: the total is known without
+                # counting (a search would read every row a second time).
+                return [row_to_run(row) for row in rows], query.offset + len(rows)
             total = connection.execute(total_statement).scalar_one()
         return [row_to_run(row) for row in rows], int(total)
 
@@ -365,12 +374,12 @@ def _update_params(run: Run) -> dict[str, Any]:
     return params
 
 
-def list_statements(query: RunQuery) -> tuple[sa.Select[Any], sa.Select[Any]]:
-    """Return the statements of `RunStore.list_runs`: one page of runs, and their total.
+def list_statements(query: RunQuery, dialect: str) -> tuple[sa.Select[Any], sa.Select[Any]]:
+    """Return the statements of `RunStore.list_runs` on `dialect`: a page of runs, their total.
 
     Public so the query plans can be checked (tests, bench/dashboard.py).
     """
-    where = _where(query)
+    where = _where(query, dialect)
     page = (
         sa.select(runs)
         .where(*where)
@@ -383,7 +392,7 @@ def list_statements(query: RunQuery) -> tuple[sa.Select[Any], sa.Select[Any]]:
     return page, _counted_total(query)
 
 
-def _where(query: RunQuery) -> list[ColumnElement[bool]]:
+def _where(query: RunQuery, dialect: str) -> list[ColumnElement[bool]]:
     """Return the conditions selecting the query's runs."""
     conditions: list[ColumnElement[bool]] = []
     if query.task_name is not None:
@@ -393,11 +402,32 @@ def _where(query: RunQuery) -> list[ColumnElement[bool]]:
     if query.end_reason is not None:
         conditions.append(runs.c.end_reason == query.end_reason.value)
     if query.search:
-        pattern = "%" + _escape_like(query.search) + "%"
-        conditions.append(
-            sa.or_(*(column.ilike(pattern, escape="\\") for column in _SEARCHED_COLUMNS))
-        )
+        conditions.append(_search(query.search, dialect))
     return conditions
+
+
+def _search(text: str, dialect: str) -> ColumnElement[bool]:
+    """Return the condition of a case-insensitive substring search (see _SEARCHED_TEXT)."""
+    pattern = "%" + _escape_like(text) + "%"
+
+    def contains(column: sa.Column[Any]) -> ColumnElement[bool]:
+        # SQLite's LIKE ignores ASCII case, as its lower() folds ASCII only:
+        # ilike's lower(column) LIKE lower(pattern) would match the same rows
+        # at twice the cost. PostgreSQL's LIKE is case-sensitive.
+        if dialect == "sqlite":
+            return column.like(pattern, escape="\\")
+        return column.ilike(pattern, escape="\\")
+
+    matched: list[ColumnElement[bool]] = [contains(column) for column in _SEARCHED_TEXT]
+    tasks = sa.select(run_counts.c.task_name).where(contains(run_counts.c.task_name))
+    matched.append(runs.c.task_name.in_(tasks))
+    # The enum values are lowercase ASCII: text that is not ASCII matches none.
+    folded = text.lower() if text.isascii() else None
+    for column, values in _SEARCHED_ENUMS:
+        hits = [value.value for value in values if folded is not None and folded in value.value]
+        if hits:
+            matched.append(column.in_(hits))
+    return sa.or_(*matched)
 
 
 def _order_by(query: RunQuery) -> list[ColumnElement[Any]]:
