@@ -255,6 +255,10 @@ class CloudApi:
         """Return the account's used, allowed and remaining minutes in this billing period."""
         return runtime(caller.account, await self._used_minutes(caller.account))
 
+    async def account_runtime(self, account: Account) -> Runtime:
+        """Return an account's used, allowed and remaining minutes (the dashboard's Accounts)."""
+        return runtime(account, await self._used_minutes(account))
+
     def list_automations(self, caller: Caller) -> list[str]:
         """Return the automation names the account may trigger, sorted."""
         return sorted(
