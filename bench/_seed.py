@@ -25,6 +25,7 @@ The mix (all deterministic, from one seeded random generator):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -329,11 +330,16 @@ def seeded(cache: Path, count: int) -> Seeded:
     """Return a data dir with `count` runs, from the cache when one of this version is there.
 
     The history ends at the start of the current UTC day, so "the last 24
-    hours" and "the last 7 days" hold runs; the cache key has the day in it.
+    hours" and "the last 7 days" hold runs; the cache key has the day in it,
+    and the migrations (a new one changes the schema).
     """
     tasks = seed_tasks()
     end = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    key = f"dashboard-v{SEED_VERSION}-{count}-{end:%Y%m%d}"
+    # A new migration changes the schema the file must have: it is part of the key.
+    migrations = hashlib.sha256()
+    for script in sorted((database.MIGRATIONS_DIR / "versions").glob("*.py")):
+        migrations.update(script.name.encode() + script.read_bytes())
+    key = f"dashboard-v{SEED_VERSION}-{count}-{end:%Y%m%d}-{migrations.hexdigest()[:8]}"
     data_dir = cache / key
     meta = cache / f"{key}.json"
     if meta.exists() and (data_dir / SQLITE_DATABASE).exists():

@@ -58,6 +58,8 @@ from _dashboard_browser import Browser  # noqa: E402
 from _seed import Seeded, seeded  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
+# Made with `createdb -h 127.0.0.1 -U postgres dashbench`; its schema is replaced.
+POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/dashbench"
 CACHE = RESULTS / ".cache"
 TOKEN = "dashboard-bench-token-0123456789"
 TARGET_SERVER_P95_MS = 100.0
@@ -334,6 +336,14 @@ def api_queries(seed: Seeded) -> dict[str, dict[str, Any]]:
         "task busy + failed": {"task_name": busy, "status": "failed"},
         "task quiet + crashed": {"task_name": quiet, "status": "crashed"},
         "failed by duration desc": {"status": "failed", "sort_field": "duration"},
+        "success by duration desc": {"status": "success", "sort_field": "duration"},
+        "ended by start_at desc": {"status": "ended", "sort_field": "start_at"},
+        "ended by task_name asc": {
+            "status": "ended",
+            "sort_field": "task_name",
+            "sort_direction": "asc",
+        },
+        "failed by exit_code desc": {"status": "failed", "sort_field": "exit_code"},
         "crashed by start_at asc": {
             "status": "crashed",
             "sort_field": "start_at",
@@ -347,6 +357,8 @@ def api_queries(seed: Seeded) -> dict[str, dict[str, Any]]:
         "search run id prefix": {"search": seed.newest_run_id[:10]},
         "search exec id": {"search": "exec-"},
         "search no match": {"search": "no-such-thing"},
+        "search task name": {"search": "backup-db"},
+        "search end reason": {"search": "crash"},
         "page 2": {"offset": 50},
         "offset 10,000": {"offset": 10_000},
         "offset 500,000": {"offset": 500_000},
@@ -355,16 +367,13 @@ def api_queries(seed: Seeded) -> dict[str, dict[str, Any]]:
     return queries
 
 
-def query_plan(db: Path, params: dict[str, Any]) -> list[str]:
-    """Return SQLite's EXPLAIN QUERY PLAN of the page and total queries for `params`."""
-    import sqlalchemy as sa
-
+def run_query(params: dict[str, Any]) -> Any:
+    """Return the RunQuery that GET /api/runs makes of `params`."""
     from runyard.domain.models import EndReason, RunStatus
     from runyard.domain.queries import RunQuery, SortDirection, SortField
-    from runyard.store.runs import list_statements
 
     status = params.get("status")
-    query = RunQuery(
+    return RunQuery(
         task_name=params.get("task_name"),
         status=RunStatus(status) if status in {s.value for s in RunStatus} else None,
         end_reason=EndReason(status) if status in {r.value for r in EndReason} else None,
@@ -374,13 +383,24 @@ def query_plan(db: Path, params: dict[str, Any]) -> list[str]:
         limit=int(params.get("limit", 50)),
         offset=int(params.get("offset", 0)),
     )
+
+
+def query_plan(db: Path, params: dict[str, Any]) -> list[str]:
+    """Return SQLite's EXPLAIN QUERY PLAN of the page and total queries for `params`."""
+    import sqlalchemy as sa
+
+    from runyard.store.runs import list_statements
+
+    query = run_query(params)
     engine = sa.create_engine(f"sqlite:///file:{db}?mode=ro&uri=true")
     plans = []
     try:
         with engine.connect() as connection:
             statements = list_statements(query, "sqlite")
             for label, statement in zip(("page", "total"), statements, strict=True):
-                compiled = statement.compile(dialect=engine.dialect)
+                compiled = statement.compile(
+                    dialect=engine.dialect, compile_kwargs={"render_postcompile": True}
+                )
                 values = tuple(compiled.params[name] for name in compiled.positiontup or ())
                 rows = connection.exec_driver_sql("EXPLAIN QUERY PLAN " + compiled.string, values)
                 plans.append(f"{label}: " + " / ".join(str(row[-1]) for row in rows))
@@ -413,9 +433,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--requests", type=int, default=50, help="GETs per page")
-    parser.add_argument("--loads", type=int, default=10, help="browser loads per page")
+    parser.add_argument("--loads", type=int, default=20, help="browser loads per page")
     parser.add_argument("--out", type=Path, default=RESULTS / "dashboard.json")
     parser.add_argument("--cache", type=Path, default=CACHE)
+    parser.add_argument(
+        "--postgres",
+        default=POSTGRES_URL,
+        help="a database of its own for the run-list plans on PostgreSQL ('' to skip)",
+    )
     args = parser.parse_args()
 
     seed = seeded(args.cache, args.runs)
@@ -437,6 +462,8 @@ def main() -> None:
         finally:
             code = daemon.stop()
         report["daemon_exit_code"] = code
+    if args.postgres:
+        report["postgres_api_runs"] = postgres_plans(args.postgres, seed)
     report["machine"] = machine()
     merge_report(args.out, report)
     print(f"wrote {args.out}")
@@ -459,10 +486,13 @@ def measure(
         pages = {
             name: server_time(client, path, args.requests, 30, html=True)
             for name, path in page_paths(seed).items()
+            if path != "/login"
         }
         cookies = [
             {"name": c.name, "value": c.value or "", "url": daemon.url} for c in client.cookies.jar
         ]
+    with httpx.Client(base_url=daemon.url, timeout=60) as signed_out:
+        pages = {"login": server_time(signed_out, "/login", args.requests, 30, html=True), **pages}
     sizes = [page["bytes"] for page in pages.values() if not page.get("missing")]
     overview = pages["overview"]
     size = overview["bytes"] if not overview.get("missing") else (max(sizes) if sizes else 20_000)
@@ -473,9 +503,14 @@ def measure(
         with Browser(cookies) as browser:
             bare_fcp = browser.first_paint(baseline_url + "/", args.loads)
             for name, path in page_paths(seed).items():
-                if pages[name].get("missing"):
+                if pages[name].get("missing") or path == "/login":
                     continue
                 pages[name]["fcp"] = browser.first_paint(daemon.url + path, args.loads)
+        with Browser([]) as signed_out_browser:
+            if not pages["login"].get("missing"):
+                pages["login"]["fcp"] = signed_out_browser.first_paint(
+                    daemon.url + "/login", args.loads
+                )
             bare_probe = browser.responsiveness(baseline_url + "/", FLOOD_PROBE_SECONDS // 3)
             report["log_flood"] = log_flood(daemon.url, bearer, browser, bare_probe)
     finally:
@@ -509,6 +544,21 @@ def api_runs(
                 result["plan"] = [f"unavailable: {exc}"]
             results[name] = result
     return results
+
+
+def postgres_plans(url: str, seed: Seeded) -> dict[str, Any]:
+    """Seed PostgreSQL with the same runs; return each run-list query's plan and time there."""
+    from _postgres import explain_analyze, seed_postgres
+
+    seconds = seed_postgres(url, seed.data_dir / "runyard.db", seed.data_dir.name)
+    print("postgres: " + (f"seeded in {seconds:.1f} s" if seconds else "seeded before"))
+    queries = {name: run_query(params) for name, params in api_queries(seed).items()}
+    results = explain_analyze(url, queries)
+    print(f"\n{'PostgreSQL (execution)':34} {'page ms':>8} {'total ms':>8}  plan")
+    for name, result in results.items():
+        plan = " / ".join(result["page_plan"][:3])
+        print(f"{name:34} {result['page_ms']:>8} {result['total_ms']:>8}  {plan[:90]}")
+    return {"seed_seconds": round(seconds, 1) or None, "queries": results}
 
 
 def log_flood(
