@@ -506,13 +506,13 @@ def measure(
                 if pages[name].get("missing") or path == "/login":
                     continue
                 pages[name]["fcp"] = browser.first_paint(daemon.url + path, args.loads)
+            bare_probe = browser.responsiveness(baseline_url + "/", FLOOD_PROBE_SECONDS // 3)
+            report["log_flood"] = log_flood(daemon.url, bearer, browser, bare_probe)
         with Browser([]) as signed_out_browser:
             if not pages["login"].get("missing"):
                 pages["login"]["fcp"] = signed_out_browser.first_paint(
                     daemon.url + "/login", args.loads
                 )
-            bare_probe = browser.responsiveness(baseline_url + "/", FLOOD_PROBE_SECONDS // 3)
-            report["log_flood"] = log_flood(daemon.url, bearer, browser, bare_probe)
     finally:
         baseline_process.terminate()
         baseline_process.wait()
