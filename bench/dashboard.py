@@ -389,14 +389,15 @@ def query_plan(db: Path, params: dict[str, Any]) -> list[str]:
     """Return SQLite's EXPLAIN QUERY PLAN of the page and total queries for `params`."""
     import sqlalchemy as sa
 
-    from runyard.store.runs import list_statements
+    from runyard.store.runs import RunStore
 
     query = run_query(params)
     engine = sa.create_engine(f"sqlite:///file:{db}?mode=ro&uri=true")
+    store = RunStore(engine)
     plans = []
     try:
+        statements = store.list_statements(query)
         with engine.connect() as connection:
-            statements = list_statements(query, "sqlite")
             for label, statement in zip(("page", "total"), statements, strict=True):
                 compiled = statement.compile(
                     dialect=engine.dialect, compile_kwargs={"render_postcompile": True}
