@@ -647,13 +647,16 @@ def _chart(runs: list[Run]) -> dict[str, Any]:
     ended = [run for run in runs if run.status is RunStatus.ENDED]
     width, height, gap = 6.0, 100.0, 2.0
     longest = max((run.duration_ms or 0 for run in ended), default=0) or 1
+    # Room for CHART_RUNS bars whatever the count, newest at the right edge:
+    # bars keep their width as history grows.
+    first = CHART_RUNS - len(ended)
     bars = []
     for index, run in enumerate(ended):
         value = run.duration_ms or 0
         tall = max(2.0, height * value / longest)
         bars.append(
             Bar(
-                x=index * (width + gap),
+                x=(first + index) * (width + gap),
                 y=height - tall,
                 height=tall,
                 tone=tone(run),
@@ -663,7 +666,7 @@ def _chart(runs: list[Run]) -> dict[str, Any]:
         )
     return {
         "bars": bars,
-        "width": max(len(bars) * (width + gap), width),
+        "width": CHART_RUNS * (width + gap),
         "height": height,
         "bar_width": width,
         "longest": words.duration(longest if ended else None),
