@@ -95,7 +95,6 @@ class KeyStore:
             row = connection.execute(statement).mappings().first()
         return None if row is None else _row_to_key(row)
 
-
     def touch(self, key_id: str, now: datetime) -> None:
         """Record that the key with this id was used at `now` (never moves back)."""
         with self._transaction(write=True) as connection:

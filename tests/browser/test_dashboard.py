@@ -404,9 +404,7 @@ def test_create_and_revoke_a_key(dashboard: Dashboard, page: Page) -> None:
     assert_accessible(page)
     assert_no_injection(page)
     # The key works, and shows as used.
-    answer = httpx.post(
-        f"{dashboard.url}/api/v3/list-automations", json={"key": key}, timeout=10.0
-    )
+    answer = httpx.post(f"{dashboard.url}/api/v3/list-automations", json={"key": key}, timeout=10.0)
     assert answer.status_code == 200, answer.text
     page.reload()
     expect(page.locator("#new-key")).to_have_count(0)  # shown once only
@@ -417,9 +415,7 @@ def test_create_and_revoke_a_key(dashboard: Dashboard, page: Page) -> None:
     page.once("dialog", lambda dialog: dialog.accept())
     row.get_by_role("button", name=f"Revoke key {key_id}").click()
     expect(page.get_by_role("status")).to_have_text(f"Key {key_id} revoked.")
-    answer = httpx.post(
-        f"{dashboard.url}/api/v3/list-automations", json={"key": key}, timeout=10.0
-    )
+    answer = httpx.post(f"{dashboard.url}/api/v3/list-automations", json={"key": key}, timeout=10.0)
     assert answer.status_code == 401
 
 
