@@ -52,6 +52,7 @@ MAX_FORM_BYTES = 64 * 1024
 STRIP_RUNS = 20  # outcomes in a task's strip on the overview
 CHART_RUNS = 100  # runs in a task's duration chart
 BULK_MAX = 200  # runs one bulk action may name
+COUNT_CAP = 10_000  # runs counted at most for filters run_counts cannot answer
 
 _STATIC = {
     "dashboard.css": "text/css; charset=utf-8",
@@ -350,6 +351,16 @@ def _int(value: str | None, default: int, low: int, high: int) -> int:
     return max(low, min(high, number))
 
 
+def _day(value: str, name: str) -> tuple[datetime | None, str | None]:
+    """Read a YYYY-MM-DD date (UTC midnight); (None, problem) when it is not one."""
+    if not value:
+        return None, None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC), None
+    except ValueError:
+        return None, f"{name}: must be a date as YYYY-MM-DD, got {value[:40]!r}"
+
+
 @router.get("/runs")
 async def runs_page(request: Request) -> Response:
     """The run list with the filters, sort, search and paging of GET /api/runs."""
@@ -385,14 +396,42 @@ async def runs_page(request: Request) -> Response:
         limit=limit,
         offset=offset,
     )
+    triggered_by = given.get("triggered_by", "")
+    if triggered_by and triggered_by not in TriggeredBy.__members__.values():
+        problems.append(f"triggered_by: must be one of {', '.join(TriggeredBy)}")
+        triggered_by = ""
+    created_from, created_to = given.get("created_from", ""), given.get("created_to", "")
+    start, problem = _day(created_from, "created_from")
+    if problem:
+        problems.append(problem)
+        created_from = ""
+    end, problem = _day(created_to, "created_to")
+    if problem:
+        problems.append(problem)
+        created_to = ""
+    capped = False
     try:
-        runs, total = await runyard.list_runs(query)
+        if triggered_by or start or end:
+            runs, total, capped = await asyncio.to_thread(
+                reads.filtered_runs,
+                runyard.store,
+                query,
+                triggered_by=triggered_by or None,
+                created_from=start,
+                created_before=end + timedelta(days=1) if end else None,
+                count_cap=COUNT_CAP,
+            )
+        else:
+            runs, total = await runyard.list_runs(query)
     except (NotFound, InvalidInput) as error:
         problems.append(str(error))
         runs, total = [], 0
     filters = {
         "status": status,
         "task_name": task_name,
+        "triggered_by": triggered_by,
+        "created_from": created_from,
+        "created_to": created_to,
         "search": search,
         "sort_field": sort_field,
         "sort_direction": direction,
@@ -415,6 +454,8 @@ async def runs_page(request: Request) -> Response:
             title="Runs",
             runs=runs,
             total=total,
+            capped=capped,
+            triggers=list(TriggeredBy),
             filters=filters,
             offset=offset,
             limit=limit,

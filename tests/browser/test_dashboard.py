@@ -367,6 +367,22 @@ def test_filter_runs_and_follow_a_link(dashboard: Dashboard, page: Page) -> None
     page.get_by_role("link", name=run_id).click()
     expect(page).to_have_url(f"{dashboard.url}/runs/{run_id}")
     expect(page.locator("#params")).to_contain_text("filter-me")
+    # Trigger and creation-day filters, as a person sets them.
+    page.goto(f"{dashboard.url}/runs")
+    page.get_by_label("Trigger").select_option("cron")
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator(".empty")).to_contain_text("No run matches these filters")
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    page.get_by_label("Trigger").select_option("api")
+    page.get_by_label("Created from").fill(today)
+    page.get_by_label("Created to").fill(today)
+    page.get_by_role("button", name="Apply").click()
+    expect(page).to_have_url(
+        re.compile(f"triggered_by=api&created_from={today}&created_to={today}")
+    )
+    expect(page.get_by_role("link", name=run_id)).to_be_visible()
+    page.goto(f"{dashboard.url}/runs?created_from=yesterday")
+    expect(page.get_by_role("alert")).to_contain_text("created_from: must be a date")
     # A search with no match says so.
     page.goto(f"{dashboard.url}/runs?search=no-such-run-anywhere")
     expect(page.locator(".empty")).to_contain_text("No run matches these filters")
