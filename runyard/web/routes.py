@@ -35,7 +35,7 @@ from runyard.domain.queries import DEFAULT_LIMIT, MAX_LIMIT, RunQuery, SortDirec
 from runyard.engine.core import RunAlreadyEnded
 from runyard.exceptions import ConfigError, InvalidInput, NotFound, RunyardError
 from runyard.store import dashboard as reads
-from runyard.store.logs import iter_raw_text
+from runyard.store.logs import count_lines, iter_raw_text
 from runyard.web.render import HEADERS, page, static_text
 from runyard.web.session import (
     COOKIE,
@@ -52,6 +52,7 @@ MAX_FORM_BYTES = 64 * 1024
 STRIP_RUNS = 20  # outcomes in a task's strip on the overview
 CHART_RUNS = 100  # runs in a task's duration chart
 BULK_MAX = 200  # runs one bulk action may name
+LOG_LINES_KEPT = 2000  # log lines the run page keeps (log.js MAX_LINES)
 COUNT_CAP = 10_000  # runs counted at most for filters run_counts cannot answer
 
 _STATIC = {
@@ -527,6 +528,9 @@ async def run_page(request: Request, run_id: RunIdPath) -> Response:
         earlier.append(parent)
         parent_id = parent.retry_of_run_id
     later = await asyncio.to_thread(reads.retries_of, runyard.store, run.id)
+    # The page keeps the last LOG_LINES_KEPT lines: start the stream there.
+    lines = await asyncio.to_thread(count_lines, runyard.log_path(run.id))
+    log_from = max(0, lines - LOG_LINES_KEPT)
     output = run.output_data
     if run.is_active:
         output = await runyard.engine.live_output(run.id) or output
@@ -546,6 +550,7 @@ async def run_page(request: Request, run_id: RunIdPath) -> Response:
             earlier=list(reversed(earlier)),
             later=later,
             output=output or {},
+            log_from=log_from,
         ),
     )
 
@@ -610,7 +615,8 @@ async def run_log_stream(request: Request, run_id: RunIdPath) -> Response:
     except NotFound:
         return Response("Run not found.", status_code=404, media_type="text/plain")
     last = request.headers.get("last-event-id", "")
-    first = int(last) + 1 if last.isdigit() else 0
+    given = request.query_params.get("from", "")
+    first = int(last) + 1 if last.isdigit() else int(given) if given.isdigit() else 0
     return StreamingResponse(
         follow_log(runyard, run, first, _closing(request), str(request.base_url)),
         media_type="text/event-stream",

@@ -73,6 +73,9 @@ max_concurrent = 4
 graceful_stop = "2s"
 run = 'while true; do echo "waiting for a stop"; sleep 0.3; done'
 
+[tasks.flood]
+run = 'for i in $(seq 1 20); do seq 1 5000; done'
+
 [tasks.nightly]
 cron = "0 3 * * *"
 run = "true"
@@ -326,7 +329,7 @@ def test_stop_a_running_run_then_run_it_again(dashboard: Dashboard, page: Page) 
     assert problems == []
 
 
-def test_the_log_keeps_a_bounded_number_of_lines(dashboard: Dashboard, page: Page) -> None:
+def test_a_finished_runs_whole_log_shows_and_jump_to_end_reaches_it(dashboard: Dashboard, page: Page) -> None:
     run_id = trigger(dashboard, "ticker")
     wait_ended(dashboard, run_id)
     sign_in(page, dashboard, f"/runs/{run_id}")
@@ -334,6 +337,22 @@ def test_the_log_keeps_a_bounded_number_of_lines(dashboard: Dashboard, page: Pag
     expect(page.locator("#log .line")).to_have_count(40)
     page.get_by_role("button", name="Jump to end").click()
     expect(page.locator("#log .line").last).to_have_text("tick 40")
+
+
+def test_a_flood_of_log_lines_is_capped_in_the_page(dashboard: Dashboard, page: Page) -> None:
+    problems = watch_problems(page)
+    run_id = trigger(dashboard, "flood")
+    sign_in(page, dashboard, f"/runs/{run_id}")
+    log = page.locator("#log")
+    expect(log).to_have_attribute("data-finished", "true", timeout=WAIT_MS)
+    # 100,000 lines were printed; the page keeps the last 2,000 and says so.
+    expect(log.locator(".line")).to_have_count(2000)
+    expect(log.locator(".line").last).to_have_text("5000")
+    expect(log.locator(".note")).to_contain_text("98000 earlier lines are not shown")
+    # Still responsive: the search answers over what is kept.
+    page.get_by_label("Search in log").fill("4999")
+    expect(page.locator("#log-matches")).to_have_text("1 matching line shown")
+    assert problems == []
 
 
 def test_pause_and_resume_a_schedule(dashboard: Dashboard, page: Page) -> None:
