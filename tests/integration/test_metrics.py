@@ -213,3 +213,17 @@ def test_a_bad_metrics_table_is_named(tmp_path: Path, table: str, message: str) 
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={})
     assert message in str(caught.value)
+
+
+def test_a_reload_opens_and_closes_metrics_at_once(
+    tmp_path: Path, served: tuple[Runyard, TestClient]
+) -> None:
+    runyard, client = served
+    anonymous = {"Authorization": ""}
+    assert client.get("/metrics", headers=anonymous).status_code == 401
+    runyard.config.path.write_text(CONFIG + "\n[metrics]\npublic = true\n", encoding="utf-8")
+    assert client.post("/api/daemon/reload").status_code == 200
+    assert client.get("/metrics", headers=anonymous).status_code == 200
+    runyard.config.path.write_text(CONFIG, encoding="utf-8")
+    assert client.post("/api/daemon/reload").status_code == 200
+    assert client.get("/metrics", headers=anonymous).status_code == 401
