@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from runyard.api.app import create_app
 from runyard.api.auth import (
     CAPABILITY_ROUTES,
+    CONFIG_PUBLIC_ROUTES,
     PUBLIC_ROUTES,
     QUERY_TOKEN_ROUTES,
     SESSION_ROUTES,
@@ -123,6 +124,16 @@ def test_public_routes_are_listed_and_answer_without_a_token(
         assert response.status_code == 200, (method, template, response.text)
 
 
+def test_routes_the_config_may_open_exist_and_are_closed_by_default(
+    app: FastAPI, client: TestClient
+) -> None:
+    templates = {path for _method, path in routes(app)}
+    assert templates >= CONFIG_PUBLIC_ROUTES, "CONFIG_PUBLIC_ROUTES lists a missing route"
+    assert not CONFIG_PUBLIC_ROUTES & (PUBLIC_ROUTES | CAPABILITY_ROUTES)
+    for template in CONFIG_PUBLIC_ROUTES:
+        assert client.get(concrete(template)).status_code == 401, template
+
+
 def test_capability_routes_refuse_requests_without_their_credential(
     app: FastAPI, client: TestClient
 ) -> None:
@@ -153,7 +164,7 @@ def test_dashboard_routes_need_a_session_and_the_token_does_not_open_them(
 ) -> None:
     templates = {path for _method, path in routes(app)}
     assert templates >= SESSION_ROUTES, "SESSION_ROUTES lists a route that does not exist"
-    assert not SESSION_ROUTES & (PUBLIC_ROUTES | CAPABILITY_ROUTES)
+    assert not SESSION_ROUTES & (PUBLIC_ROUTES | CAPABILITY_ROUTES | CONFIG_PUBLIC_ROUTES)
     # The dashboard's own routes are all listed: none is left to the bearer token by mistake.
     dashboard = {"/login", "/logout", "/", "/runs", "/accounts", "/daemon", "/events/live"}
     for prefix in ("/runs/", "/tasks/", "/accounts/", "/daemon/"):
