@@ -329,7 +329,9 @@ def test_stop_a_running_run_then_run_it_again(dashboard: Dashboard, page: Page) 
     assert problems == []
 
 
-def test_a_finished_runs_whole_log_shows_and_jump_to_end_reaches_it(dashboard: Dashboard, page: Page) -> None:
+def test_a_finished_runs_whole_log_shows_and_jump_to_end_reaches_it(
+    dashboard: Dashboard, page: Page
+) -> None:
     run_id = trigger(dashboard, "ticker")
     wait_ended(dashboard, run_id)
     sign_in(page, dashboard, f"/runs/{run_id}")
