@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import sqlalchemy as sa
+
 from runyard.domain.models import FAILURE_LIKE, EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.queries import RunQuery, SortDirection
-from runyard.store import RunStore
+from runyard.store import RunStore, database
 from runyard.store import dashboard as reads
 from runyard.store.keys import KeyStore
 
@@ -142,3 +144,28 @@ def test_filtered_runs_by_trigger_and_creation_day_with_a_capped_total(
         count_cap=3,
     )
     assert (total, capped) == (3, True)
+
+
+def test_migration_0006_adds_the_retry_index_and_last_used_keeping_keys(store_url: str) -> None:
+    engine = database.create_engine(store_url)
+    try:
+        database.migrate(engine, "0004")
+        with engine.begin() as connection:
+            connection.exec_driver_sql(
+                "INSERT INTO api_keys (id, account, label, key_hash, created_at) "
+                "VALUES ('01ARZ3NDEKTSV4RRFFQ69G5FAV', 'default', 'old', 'hash', "
+                + ("0" if engine.dialect.name == "sqlite" else "now()")
+                + ")"
+            )
+        database.migrate(engine)
+        inspector = sa.inspect(engine)
+        assert "ix_runs_retry_of" in {index["name"] for index in inspector.get_indexes("runs")}
+        assert "last_used_at" in {column["name"] for column in inspector.get_columns("api_keys")}
+    finally:
+        engine.dispose()
+    store = RunStore.open(store_url)
+    try:
+        assert [key.label for key in KeyStore(store._transaction).list()] == ["old"]
+        assert reads.key_last_used(store) == {}
+    finally:
+        store.close()
