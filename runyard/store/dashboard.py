@@ -14,8 +14,9 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from runyard.domain.models import EndReason, Run, RunStatus
+from runyard.domain.queries import RunQuery
 from runyard.store._rows import row_to_run
-from runyard.store.runs import RunStore
+from runyard.store.runs import RunStore, _order_by, _where
 from runyard.store.schema import api_keys, run_counts, runs
 
 
@@ -119,3 +120,42 @@ def key_last_used(store: RunStore) -> dict[str, datetime]:
     )
     with store._transaction() as connection:
         return {key_id: used for key_id, used in connection.execute(statement)}
+
+
+def filtered_runs(
+    store: RunStore,
+    query: RunQuery,
+    *,
+    triggered_by: str | None,
+    created_from: datetime | None,
+    created_before: datetime | None,
+    count_cap: int,
+) -> tuple[list[Run], int, bool]:
+    """Return one page of runs matching `query` and the dashboard's extra filters.
+
+    The extras (how a run was triggered, a creation-time range) have no
+    counter in run_counts, so the total is counted for real but only up to
+    `count_cap`: the answer is (page, total, capped), capped meaning "at
+    least `total`". A creation range with the default sort walks
+    ix_runs_created (or ix_runs_task_created) over that range only.
+    """
+    where = _where(query)
+    if triggered_by is not None:
+        where.append(runs.c.triggered_by == triggered_by)
+    if created_from is not None:
+        where.append(runs.c.created_at >= created_from)
+    if created_before is not None:
+        where.append(runs.c.created_at < created_before)
+    page = (
+        sa.select(runs)
+        .where(*where)
+        .order_by(*_order_by(query))
+        .limit(query.limit)
+        .offset(query.offset)
+    )
+    bounded = sa.select(sa.literal(1)).select_from(runs).where(*where).limit(count_cap + 1)
+    counted = sa.select(sa.func.count()).select_from(bounded.subquery())
+    with store._transaction() as connection:
+        rows = connection.execute(page).mappings().all()
+        total = int(connection.execute(counted).scalar_one())
+    return [row_to_run(row) for row in rows], min(total, count_cap), total > count_cap

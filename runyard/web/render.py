@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 from starlette.requests import Request
@@ -54,6 +55,17 @@ def _stamp(value: datetime | None) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def _zoned(value: datetime | None, zone: str) -> str:
+    """Return a time as the wall clock of `zone`, naming the zone: 2026-12-03 03:00 Europe/Riga."""
+    if value is None:
+        return "–"
+    try:
+        local = value.astimezone(ZoneInfo(zone)) if zone else value.astimezone(UTC)
+    except (ZoneInfoNotFoundError, ValueError):
+        local, zone = value.astimezone(UTC), "UTC"
+    return f"{local:%Y-%m-%d %H:%M} {zone or 'UTC'}"
+
+
 def _iso(value: datetime | None) -> str:
     return "" if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
 
@@ -81,6 +93,7 @@ def tone(run: Run) -> str:
 _environment.filters.update(
     stamp=_stamp,
     iso=_iso,
+    zoned=_zoned,
     duration=words.duration,
     outcome=outcome,
     tone=tone,

@@ -35,7 +35,7 @@ from runyard.domain.queries import DEFAULT_LIMIT, MAX_LIMIT, RunQuery, SortDirec
 from runyard.engine.core import RunAlreadyEnded
 from runyard.exceptions import ConfigError, InvalidInput, NotFound, RunyardError
 from runyard.store import dashboard as reads
-from runyard.store.logs import iter_raw_text
+from runyard.store.logs import count_lines, iter_raw_text
 from runyard.web.render import HEADERS, page, static_text
 from runyard.web.session import (
     COOKIE,
@@ -52,6 +52,8 @@ MAX_FORM_BYTES = 64 * 1024
 STRIP_RUNS = 20  # outcomes in a task's strip on the overview
 CHART_RUNS = 100  # runs in a task's duration chart
 BULK_MAX = 200  # runs one bulk action may name
+LOG_LINES_KEPT = 2000  # log lines the run page keeps (log.js MAX_LINES)
+COUNT_CAP = 10_000  # runs counted at most for filters run_counts cannot answer
 
 _STATIC = {
     "dashboard.css": "text/css; charset=utf-8",
@@ -350,6 +352,16 @@ def _int(value: str | None, default: int, low: int, high: int) -> int:
     return max(low, min(high, number))
 
 
+def _day(value: str, name: str) -> tuple[datetime | None, str | None]:
+    """Read a YYYY-MM-DD date (UTC midnight); (None, problem) when it is not one."""
+    if not value:
+        return None, None
+    try:
+        return datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC), None
+    except ValueError:
+        return None, f"{name}: must be a date as YYYY-MM-DD, got {value[:40]!r}"
+
+
 @router.get("/runs")
 async def runs_page(request: Request) -> Response:
     """The run list with the filters, sort, search and paging of GET /api/runs."""
@@ -385,14 +397,42 @@ async def runs_page(request: Request) -> Response:
         limit=limit,
         offset=offset,
     )
+    triggered_by = given.get("triggered_by", "")
+    if triggered_by and triggered_by not in TriggeredBy.__members__.values():
+        problems.append(f"triggered_by: must be one of {', '.join(TriggeredBy)}")
+        triggered_by = ""
+    created_from, created_to = given.get("created_from", ""), given.get("created_to", "")
+    start, problem = _day(created_from, "created_from")
+    if problem:
+        problems.append(problem)
+        created_from = ""
+    end, problem = _day(created_to, "created_to")
+    if problem:
+        problems.append(problem)
+        created_to = ""
+    capped = False
     try:
-        runs, total = await runyard.list_runs(query)
+        if triggered_by or start or end:
+            runs, total, capped = await asyncio.to_thread(
+                reads.filtered_runs,
+                runyard.store,
+                query,
+                triggered_by=triggered_by or None,
+                created_from=start,
+                created_before=end + timedelta(days=1) if end else None,
+                count_cap=COUNT_CAP,
+            )
+        else:
+            runs, total = await runyard.list_runs(query)
     except (NotFound, InvalidInput) as error:
         problems.append(str(error))
         runs, total = [], 0
     filters = {
         "status": status,
         "task_name": task_name,
+        "triggered_by": triggered_by,
+        "created_from": created_from,
+        "created_to": created_to,
         "search": search,
         "sort_field": sort_field,
         "sort_direction": direction,
@@ -415,6 +455,8 @@ async def runs_page(request: Request) -> Response:
             title="Runs",
             runs=runs,
             total=total,
+            capped=capped,
+            triggers=list(TriggeredBy),
             filters=filters,
             offset=offset,
             limit=limit,
@@ -486,6 +528,9 @@ async def run_page(request: Request, run_id: RunIdPath) -> Response:
         earlier.append(parent)
         parent_id = parent.retry_of_run_id
     later = await asyncio.to_thread(reads.retries_of, runyard.store, run.id)
+    # The page keeps the last LOG_LINES_KEPT lines: start the stream there.
+    lines = await asyncio.to_thread(count_lines, runyard.log_path(run.id))
+    log_from = max(0, lines - LOG_LINES_KEPT)
     output = run.output_data
     if run.is_active:
         output = await runyard.engine.live_output(run.id) or output
@@ -505,6 +550,7 @@ async def run_page(request: Request, run_id: RunIdPath) -> Response:
             earlier=list(reversed(earlier)),
             later=later,
             output=output or {},
+            log_from=log_from,
         ),
     )
 
@@ -569,7 +615,8 @@ async def run_log_stream(request: Request, run_id: RunIdPath) -> Response:
     except NotFound:
         return Response("Run not found.", status_code=404, media_type="text/plain")
     last = request.headers.get("last-event-id", "")
-    first = int(last) + 1 if last.isdigit() else 0
+    given = request.query_params.get("from", "")
+    first = int(last) + 1 if last.isdigit() else int(given) if given.isdigit() else 0
     return StreamingResponse(
         follow_log(runyard, run, first, _closing(request), str(request.base_url)),
         media_type="text/event-stream",
@@ -647,13 +694,16 @@ def _chart(runs: list[Run]) -> dict[str, Any]:
     ended = [run for run in runs if run.status is RunStatus.ENDED]
     width, height, gap = 6.0, 100.0, 2.0
     longest = max((run.duration_ms or 0 for run in ended), default=0) or 1
+    # Room for CHART_RUNS bars whatever the count, newest at the right edge:
+    # bars keep their width as history grows.
+    first = CHART_RUNS - len(ended)
     bars = []
     for index, run in enumerate(ended):
         value = run.duration_ms or 0
         tall = max(2.0, height * value / longest)
         bars.append(
             Bar(
-                x=index * (width + gap),
+                x=(first + index) * (width + gap),
                 y=height - tall,
                 height=tall,
                 tone=tone(run),
@@ -663,7 +713,7 @@ def _chart(runs: list[Run]) -> dict[str, Any]:
         )
     return {
         "bars": bars,
-        "width": max(len(bars) * (width + gap), width),
+        "width": CHART_RUNS * (width + gap),
         "height": height,
         "bar_width": width,
         "longest": words.duration(longest if ended else None),

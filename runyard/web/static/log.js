@@ -66,7 +66,8 @@ function classes(style) {
 
 let queue = [];
 let scheduled = false;
-let dropped = 0;
+// The server starts the stream at the last MAX_LINES lines of a long log.
+let dropped = Number(box.dataset.from || "0");
 let note = null;
 let follow = true;
 let finished = false;
@@ -110,6 +111,12 @@ function flush() {
   const excess = rows.length - MAX_LINES;
   for (let i = 0; i < excess; i++) rows[i].remove();
   if (excess > 0) dropped += excess;
+  showDropped();
+  if (query) countMatches();
+  if (follow) box.scrollTop = box.scrollHeight;
+}
+
+function showDropped() {
   if (dropped > 0) {
     if (!note) {
       note = document.createElement("p");
@@ -118,9 +125,8 @@ function flush() {
     }
     note.textContent = `${dropped} earlier lines are not shown here: download the whole log for them.`;
   }
-  if (query) countMatches();
-  if (follow) box.scrollTop = box.scrollHeight;
 }
+showDropped();
 
 function push(line) {
   queue.push(line);
@@ -187,7 +193,9 @@ async function refreshFacts() {
   if (stop) stop.closest("form").remove();
 }
 
-const source = new EventSource(`/runs/${encodeURIComponent(box.dataset.run)}/log/live`);
+const source = new EventSource(
+  `/runs/${encodeURIComponent(box.dataset.run)}/log/live?from=${dropped}`,
+);
 state.textContent = box.dataset.active === "true" ? "Following the log…" : "Loading the log…";
 source.addEventListener("open", () => showOffline(false));
 source.addEventListener("line", (event) => push(JSON.parse(event.data)));
