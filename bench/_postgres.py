@@ -30,11 +30,28 @@ def _to_datetime(value: int | None) -> datetime | None:
     return None if value is None else _EPOCH + timedelta(microseconds=value)
 
 
+def _create_database(url: str) -> None:
+    """Create the benchmark's own database at `url` when it does not exist yet."""
+    target = sa.make_url(database.database_url(Path("."), {"RUNYARD_DATABASE_URL": url}))
+    admin = sa.create_engine(target.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as connection:
+            exists = connection.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                {"name": target.database},
+            ).first()
+            if exists is None:
+                connection.exec_driver_sql(f'CREATE DATABASE "{target.database}"')
+    finally:
+        admin.dispose()
+
+
 def seed_postgres(url: str, sqlite_db: Path, key: str) -> float:
     """Fill the PostgreSQL database at `url` with the runs of `sqlite_db`; return seconds taken.
 
     The database must be one made for the benchmark: its public schema is replaced.
     """
+    _create_database(url)
     engine = database.create_engine(database.database_url(Path("."), {"RUNYARD_DATABASE_URL": url}))
     try:
         with engine.connect() as connection:
