@@ -52,9 +52,12 @@ def _read_source(source: str | None) -> tuple[str, str]:
         )
         raise typer.Exit(1) from None
     if listed.returncode != 0:
-        typer.echo(
-            f"runyard import cron: `crontab -l` failed: {listed.stderr.strip()}", err=True
-        )
+        said = listed.stderr.strip()
+        if said.startswith("no crontab for "):
+            # Nothing to import is not a failure: the config says so.
+            typer.echo(f"runyard import cron: {said}", err=True)
+            return "", "crontab -l"
+        typer.echo(f"runyard import cron: `crontab -l` failed: {said}", err=True)
         raise typer.Exit(1)
     return listed.stdout, "crontab -l"
 
@@ -110,9 +113,7 @@ def cron(
     from runyard.importers.cron import import_crontab, keep_valid, render_config
 
     if write is not None and write.exists() and not force:
-        typer.echo(
-            f"runyard import cron: {write} exists; add --force to replace it", err=True
-        )
+        typer.echo(f"runyard import cron: {write} exists; add --force to replace it", err=True)
         raise typer.Exit(1)
     text, shown = _read_source(source)
     is_system = _is_system_file(source) if system is None else system
@@ -120,9 +121,7 @@ def cron(
     if source not in (None, "-") and Path(source).absolute().parent == CRON_D:
         prefix = Path(source).name  # /etc/cron.d/e2scrub_all -> e2scrub_all, -2, ...
     user = pwd.getpwuid(os.geteuid()).pw_name
-    result = import_crontab(
-        text, system=is_system, user=user, home_of=_home_of, name_prefix=prefix
-    )
+    result = import_crontab(text, system=is_system, user=user, home_of=_home_of, name_prefix=prefix)
     at = (write or Path("runyard.toml")).absolute()
     keep_valid(result, lambda config: _config_problems(config, at))
     rendered = render_config(result, shown)

@@ -74,11 +74,7 @@ def _records(out: Path) -> dict[str, str]:
         lines = path.read_text(encoding="utf-8").splitlines()
         # PATH gains the daemon's own bin dir at its end (for `runyard output`)
         # and runs carry RUNYARD_* variables: the rest must be cron's exactly.
-        kept = [
-            _without_runyard_dir(line)
-            for line in lines
-            if not line.startswith("RUNYARD_")
-        ]
+        kept = [_without_runyard_dir(line) for line in lines if not line.startswith("RUNYARD_")]
         records[path.name] = "\n".join(kept)
     return records
 

@@ -40,9 +40,7 @@ def test_with_command_dir() -> None:
 
 
 def test_a_clean_environment_holds_the_tasks_env_and_runyards_own_only() -> None:
-    task = TaskDefinition(
-        name="t", run="x", env=(("HOME", "/home/a"),), env_base=EnvBase.CLEAN
-    )
+    task = TaskDefinition(name="t", run="x", env=(("HOME", "/home/a"),), env_base=EnvBase.CLEAN)
     env = build_environment(task, RUN, {"SECRET": "daemon's", "PATH": "/opt/x"}, command=COMMAND)
     assert "SECRET" not in env
     assert env["HOME"] == "/home/a"
