@@ -42,6 +42,8 @@ def main() -> None:
             ("flaky", {}),
             ("hello", {}),
             ("flaky", {}),
+            ("flaky", {}),
+            ("flaky", {}),
             ("disk-report", {}),
             ("slow-count", {}),
         ]:

@@ -94,6 +94,7 @@ _environment.filters.update(
     stamp=_stamp,
     iso=_iso,
     zoned=_zoned,
+    interval=lambda value: "none" if value is None else words.span(value.total_seconds()),
     duration=words.duration,
     outcome=outcome,
     tone=tone,

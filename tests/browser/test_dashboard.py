@@ -357,6 +357,23 @@ def test_a_flood_of_log_lines_is_capped_in_the_page(dashboard: Dashboard, page: 
     assert problems == []
 
 
+def test_input_data_payloads_stay_text(dashboard: Dashboard, page: Page) -> None:
+    # Task names cannot carry markup (the config allows [a-zA-Z0-9._-] only);
+    # input data cells can.
+    response = dashboard.api(
+        "POST",
+        "/api/tasks/greet/run",
+        json={"params": {"who": "data"}, "data": [["cell", "other"], [XSS_SCRIPT, XSS_IMG]]},
+    )
+    assert response.status_code == 201, response.text
+    run_id = response.json()["id"]
+    sign_in(page, dashboard, f"/runs/{run_id}")
+    table = page.get_by_role("table", name="Input table 1")
+    expect(table.get_by_role("cell", name=XSS_SCRIPT)).to_be_visible()
+    expect(table.get_by_role("cell", name=XSS_IMG)).to_be_visible()
+    assert_no_injection(page)
+
+
 def test_pause_and_resume_a_schedule(dashboard: Dashboard, page: Page) -> None:
     sign_in(page, dashboard, "/tasks/nightly")
     expect(page.locator("#schedule-words")).to_contain_text("daily at 03:00")
