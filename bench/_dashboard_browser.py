@@ -19,7 +19,7 @@ _FCP = """() => {
 
 # Installed before the page's own scripts: every gap between animation frames,
 # every long task (> 50 ms on the main thread), and the DOM size each second.
-_PROBE = """
+_PROBE = r"""
 window.__probe = {gaps: [], long: [], nodes: [], text: []};
 (() => {
   let last = performance.now();
@@ -36,7 +36,10 @@ window.__probe = {gaps: [], long: [], nodes: [], text: []};
   } catch (e) {}
   setInterval(() => {
     window.__probe.nodes.push(document.getElementsByTagName('*').length);
-    window.__probe.text.push(document.body ? document.body.textContent.length : 0);
+    // The newest flood line shown: each starts with its 8-digit number.
+    const text = document.body ? document.body.textContent : "";
+    const numbers = text.match(/\d{8}(?= )/g);
+    window.__probe.text.push(numbers ? Number(numbers[numbers.length - 1]) : -1);
   }, 1000);
 })();
 """
@@ -130,5 +133,8 @@ class Browser:
             "long_task_max_ms": round(max(probe["long"], default=0.0), 1),
             "dom_nodes_max": max(probe["nodes"], default=0),
             "dom_nodes_last": probe["nodes"][-1] if probe["nodes"] else 0,
-            "text_chars_first_last": [probe["text"][0], probe["text"][-1]] if probe["text"] else [],
+            # The newest flood line on the page, first and last second of the probe.
+            "newest_line_shown_first_last": [probe["text"][0], probe["text"][-1]]
+            if probe["text"]
+            else [],
         }

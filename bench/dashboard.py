@@ -585,7 +585,7 @@ def log_flood(
             client.post(f"/api/runs/{run_id}/stop")
     return {
         "lines_per_s": FLOOD_LINES_PER_S,
-        "log_lines_at_end": lines.get("total") if isinstance(lines, dict) else None,
+        "log_lines_at_end": lines.get("total_lines") if isinstance(lines, dict) else None,
         "run_page": probe,
         "baseline_static_page": bare,
     }
