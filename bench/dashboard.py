@@ -43,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -415,12 +416,17 @@ def query_plan(db: Path, params: dict[str, Any]) -> list[str]:
 
 def page_paths(seed: Seeded) -> dict[str, str]:
     busy = seed.tasks[0].name
+    today = datetime.now(UTC)
+    week_ago = today - timedelta(days=7)
     return {
         "login": "/login",
         "overview": "/",
         "runs": "/runs",
         "runs filtered": f"/runs?task_name={busy}&status=failed",
         "runs page 100": "/runs?offset=5000",
+        "runs by trigger": "/runs?triggered_by=api",
+        "runs of a week": f"/runs?created_from={week_ago:%Y-%m-%d}&created_to={today:%Y-%m-%d}",
+        "runs search": f"/runs?search={seed.newest_run_id[:10]}",
         "run": f"/runs/{seed.newest_run_id}",
         "run with data": f"/runs/{seed.data_run_id}",
         "run with 100k-line log": f"/runs/{seed.big_log_run_id}",
