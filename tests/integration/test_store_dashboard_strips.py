@@ -14,9 +14,9 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
 def test_strips_of_more_tasks_than_one_statement_takes(store: RunStore, make_run: MakeRun) -> None:
-    # 450 tasks: three statements (200 tasks each at most, SQLite allows 500
+    # 520 tasks: three statements (200 tasks each at most, SQLite allows 500
     # terms in a compound SELECT), each task's runs newest first.
-    names = [f"task-{i:03d}" for i in range(450)]
+    names = [f"task-{i:03d}" for i in range(520)]
     runs = []
     for index, name in enumerate(names[::7]):
         for minute in range(index % 4):
@@ -33,7 +33,7 @@ def test_strips_of_more_tasks_than_one_statement_takes(store: RunStore, make_run
                     params={"who": "x"},
                 )
             )
-    runs.append(make_run("task-449", RunStatus.RUNNING, T0, start_at=T0))
+    runs.append(make_run("task-519", RunStatus.RUNNING, T0, start_at=T0))
     store.apply(runs, [])
     found = reads.recent_runs_of_tasks(store, names, 2)
     assert list(found) == names
