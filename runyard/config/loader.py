@@ -25,6 +25,7 @@ from runyard.config.locate import (
     absolute_path,
     find_config,
 )
+from runyard.config.notifications import NotificationSettings, parse_notifications
 from runyard.config.reading import parse_toml, read_config_text
 from runyard.config.schedules import parse_scheduler
 from runyard.config.tasks import parse_defaults, parse_tasks
@@ -53,8 +54,20 @@ EXAMPLE_CONFIG_PATH = Path(__file__).resolve().parent.parent / "examples" / "run
 # The top-level tables a config may hold. Anything else is refused, so a
 # misspelt or not-yet-supported table cannot validate as a config that runs
 # nothing.
-SECTIONS = ("daemon", "scheduler", "defaults", "tasks", "accounts")
-_TABLES_HINT = "the tables are [daemon], [scheduler], [defaults], [tasks.<name>], [accounts.<id>]"
+SECTIONS = (
+    "daemon",
+    "scheduler",
+    "defaults",
+    "tasks",
+    "accounts",
+    "notifications",
+    "notifiers",
+    "routes",
+)
+_TABLES_HINT = (
+    "the tables are [daemon], [scheduler], [defaults], [tasks.<name>], [accounts.<id>], "
+    "[notifications], [notifiers.<name>], [[routes]]"
+)
 # Tables a later version adds: named here so a config written for them is
 # refused with a reason rather than a bare "unknown".
 _NOT_YET = {
@@ -72,6 +85,7 @@ class Config:
     tasks: dict[str, TaskDefinition]  # sorted by name
     warnings: tuple[str, ...] = ()
     accounts: dict[str, Account] = field(default_factory=default_accounts)  # sorted by id
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
 
 
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -113,6 +127,7 @@ def parse_config_text(
     defaults = parse_defaults(document.get("defaults", {}), problems)
     tasks = parse_tasks(document.get("tasks", {}), defaults, base_dir, problems, default_timezone)
     accounts = parse_accounts(document.get("accounts", {}), tasks, problems)
+    notifications = parse_notifications(document, base_dir, tasks, problems)
     if problems.errors or daemon is None:
         raise ConfigError(str(path), problems.errors)
     return Config(
@@ -121,6 +136,7 @@ def parse_config_text(
         tasks=tasks,
         warnings=tuple(problems.warnings),
         accounts=accounts,
+        notifications=notifications,
     )
 
 

@@ -58,6 +58,7 @@ from runyard.engine.strays import StrayKiller
 from runyard.engine.workspace import WORK_DIR, Workspace
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import (
+    DiskFull,
     InvalidInput,
     NotFound,
     RunyardError,
@@ -295,7 +296,11 @@ class Engine:
         if tick is None:
             # A caller is told at once; a cron tick is the daemon's own and is
             # recorded whenever the store can take it.
-            self._disk.refuse_if_full()
+            try:
+                self._disk.refuse_if_full()
+            except DiskFull as error:
+                self._signal_disk_full(task_name, error)
+                raise
         try:
             values = resolve_params(task.params, params)
         except ParamError as error:
@@ -360,6 +365,9 @@ class Engine:
                 urgent=True,
                 give_up_after=TRIGGER_WAIT_SECONDS if tick is None else None,
             )
+        except DiskFull as error:
+            self._signal_disk_full(task_name, error)
+            raise
         finally:
             # Release the reservations whatever happened; on success the queue holds the runs now.
             self._admitting_start[task.name] -= reserved["start"]
@@ -861,6 +869,10 @@ class Engine:
         self._running_per_account[active.run.account] -= 1
         self._pump()
 
+    def _signal_disk_full(self, task_name: str, error: DiskFull) -> None:
+        # Not a run event (no run was recorded): listeners only, not /api/events.
+        self.events.signal("disk_full", {"task_name": task_name, "detail": str(error)})
+
     def _finish(self, ended: Run) -> None:
         self.events.publish("run.ended", _event_data(ended))
         run_log.run_ended(ended)
@@ -974,6 +986,7 @@ class Engine:
         if updates or inserts:
             await self._writer.write(inserts=inserts, updates=updates)
             for ended in updates:
+                self.events.publish("run.ended", _event_data(ended))
                 run_log.run_ended(ended)
         self._accepting = True
         for run in pending:
