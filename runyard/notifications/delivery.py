@@ -2,39 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from runyard.notifications._apprise import load_apprise
 
 apprise = load_apprise()
 
-_APPRISE_LOGGER = logging.getLogger("apprise")
-
-
-class _ThreadLines(logging.Handler):
-    """Keep the warnings Apprise logs from one thread: the reason a delivery failed."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.WARNING)
-        self.thread = threading.get_ident()
-        self.lines: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.thread == self.thread:
-            self.lines.append(record.getMessage())
-
-
-@contextmanager
-def _apprise_warnings() -> Iterator[list[str]]:
-    handler = _ThreadLines()
-    _APPRISE_LOGGER.addHandler(handler)
-    try:
-        yield handler.lines
-    finally:
-        _APPRISE_LOGGER.removeHandler(handler)
+_REASON_LEVELS = frozenset({"WARNING", "ERROR", "CRITICAL"})
 
 
 def shown_url(url: str) -> str:
@@ -51,13 +23,17 @@ def send(url: str, title: str, body: str) -> str | None:
     notifier = apprise.Apprise()
     if not notifier.add(url):
         return "Apprise refused the URL"
-    with _apprise_warnings() as lines:
-        try:
-            delivered = bool(
-                notifier.notify(body=body, title=title, body_format=apprise.NotifyFormat.TEXT)
-            )
-        except Exception as error:  # noqa: BLE001 - a plugin's bug is a failed delivery
-            return f"Apprise failed: {error}"
-    if delivered:
+    try:
+        result = notifier.notify(body=body, title=title, body_format=apprise.NotifyFormat.TEXT)
+    except Exception as error:  # noqa: BLE001 - a plugin's bug is a failed delivery
+        return f"Apprise failed: {error}"
+    if result:
         return None
-    return "; ".join(dict.fromkeys(lines)) or "the service did not accept the message"
+    # Apprise 2 keeps what each service logged while sending: the reason is there.
+    reasons = [
+        entry.message
+        for service in result
+        for entry in service.logs()
+        if entry.level in _REASON_LEVELS
+    ]
+    return "; ".join(dict.fromkeys(reasons)) or "the service did not accept the message"
