@@ -68,7 +68,13 @@ def concrete(template: str) -> str:
 
 def test_census_finds_the_api(app: FastAPI) -> None:
     paths = {path for _method, path in routes(app)}
-    assert {"/api/tasks", "/api/runs", "/api/events", "/api/runs/{runId}/log/stream"} <= paths
+    assert {
+        "/api/tasks",
+        "/api/runs",
+        "/api/events",
+        "/api/runs/{runId}/log/stream",
+        "/api/notifications",
+    } <= paths
 
 
 def test_every_non_public_route_refuses_requests_without_a_token(
