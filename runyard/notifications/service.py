@@ -56,6 +56,7 @@ DeliveryHook = Callable[[str, str], None]
 
 SWEEP_SECONDS = 1.0  # how often closed coalescing windows are looked for
 SENDING_THREADS = 4
+TRIM_EVERY = 100  # stored notifications between two trims to the newest KEEP_NOTIFICATIONS
 # Signals of the engine that are not run events, named by their kind.
 _SIGNAL_KINDS = frozenset(
     {NotificationKind.DISK_FULL.value, NotificationKind.QUOTA_EXHAUSTED.value}
@@ -118,6 +119,7 @@ class NotificationService:
         self._recording: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(SENDING_THREADS, thread_name_prefix="runyard-notify")
         self._sweeper: asyncio.Task[None] | None = None
+        self._stored = 0  # notifications stored since the start (old ones are trimmed)
 
     # ----- lifecycle -------------------------------------------------------
 
@@ -308,14 +310,14 @@ class NotificationService:
                 status=PENDING if message.targets else message_status([]),
             )
             message.record = record
-            await self._in_thread(self._store.insert_notification, record)
+            stored = await self._store_new(record)
             await asyncio.gather(
                 *(
                     self._deliver_to(message, index, name, url, facts)
                     for index, (name, url) in enumerate(message.targets)
                 )
             )
-            if message.targets:
+            if message.targets and stored:
                 deliveries = tuple(message.results[i] for i in range(len(message.targets)))
                 done = dataclasses.replace(
                     record,
@@ -330,6 +332,21 @@ class NotificationService:
             log.exception("notification %s could not be processed", message.id)
         finally:
             self._pending.pop(message.id, None)
+
+    async def _store_new(self, record: Notification) -> bool:
+        """Store a new notification; a store that refuses it (a full disk) never stops delivery."""
+        try:
+            await self._in_thread(self._store.insert_notification, record)
+        except StoreError as error:
+            log.warning("notification %s is sent but not kept in-app: %s", record.id, error)
+            return False
+        self._stored += 1
+        if self._stored % TRIM_EVERY == 0:
+            try:
+                await self._in_thread(self._store.trim_notifications)
+            except StoreError as error:
+                log.warning("could not trim old notifications: %s", error)
+        return True
 
     async def _deliver_to(
         self, message: _Message, index: int, name: str, url: str, facts: MessageFacts
