@@ -343,3 +343,44 @@ async def test_a_full_pending_queue_drops_the_oldest_and_never_blocks_the_engine
     titles = {post.json()["title"] for post in http.posts}
     assert {"runyard: job3 failed (exit 1)", "runyard: job4 failed (exit 1)"} <= titles
     assert daemon.delivered.count(("hook", "dropped")) == 3
+
+
+RELOADED = """
+[daemon]
+data_dir = "data"
+
+[tasks.sync]
+run = "exit 5"
+"""
+
+ROUTED = """
+[notifiers.hook]
+urls = ["json://127.0.0.1:{port}/hook"]
+
+[[routes]]
+kinds = ["failed"]
+notifiers = ["hook"]
+"""
+
+
+async def test_reload_applies_new_notifiers_and_routes(tmp_path: Path, http: HttpReceiver) -> None:
+    from runyard.app import Runyard
+    from runyard.config.loader import load_config
+
+    path = tmp_path / "runyard.toml"
+    path.write_text(RELOADED, "utf-8")
+    runyard = Runyard(load_config(path, environ={}), environ={"PATH": os.environ["PATH"]})
+    await runyard.start()
+    try:
+        (run,) = await runyard.trigger("sync", {})
+        assert await runyard.wait_for_end(run.id, 30) is not None
+        path.write_text(RELOADED + ROUTED.format(port=http.port), "utf-8")
+        await runyard.reload()
+        (run,) = await runyard.trigger("sync", {})
+        assert await runyard.wait_for_end(run.id, 30) is not None
+        (post,) = await asyncio.to_thread(http.wait_for, 1)
+        assert post.json()["title"] == "runyard: sync failed (exit 5)"
+        # The link base is the daemon's own address when external_url is unset.
+        assert f"Run: http://127.0.0.1:9477/runs/{run.id}" in post.json()["message"]
+    finally:
+        await runyard.stop()
