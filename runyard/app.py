@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from runyard import __version__
 from runyard.cloud import CloudApi
 from runyard.config.loader import Config, load_config
 from runyard.config.locate import TOKEN_FILE as TOKEN_FILE  # re-exported for api/server.py
@@ -28,6 +29,7 @@ from runyard.engine.scheduler import Scheduler
 from runyard.engine.start_log import STARTED_LOG
 from runyard.engine.workspace import WORK_DIR
 from runyard.exceptions import ConfigError, InvalidInput, NotFound, UnstorableInput
+from runyard.metrics import Metrics, TaskLoad
 from runyard.notifications.service import NotificationService
 from runyard.store import RunStore, database_url
 from runyard.store.files import make_private_directory, prepare_data_dir
@@ -113,6 +115,10 @@ class Runyard:
         )
         # Before the engine starts: runs its recovery ends as crashed are heard.
         self.engine.events.listen(self.notifications.on_event)
+        self.metrics = Metrics(__version__, self._task_loads, self.cloud.used_minutes_by_account)
+        self.engine.observer = self.metrics
+        # runyard_notifications_total{notifier, outcome}: delivered, failed or dropped.
+        self.notifications.on_delivery = self.metrics.notification
 
     async def start(self) -> None:
         await self.notifications.start(list(self.engine.tasks))
@@ -135,6 +141,10 @@ class Runyard:
         if task is None:
             raise NotFound("task", name)
         return task
+
+    def _task_loads(self) -> dict[str, TaskLoad]:
+        """Runs active and queued for every configured task (the metrics' gauges)."""
+        return {name: TaskLoad(*self.engine.counts(name)) for name in self.engine.tasks}
 
     def task_counts(self, name: str) -> tuple[int, int]:
         """Return (running, queued) for a task."""

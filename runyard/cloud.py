@@ -205,6 +205,25 @@ class CloudApi:
 
         `request_base` returns the request's base URL, for the viewer link.
         """
+        metrics = self._runyard.metrics
+        try:
+            triggered = await self._trigger(caller, name, data, request_base)
+        except V3Error as error:
+            metrics.v3_trigger(caller.account.id, metrics.v3_outcome_of_status(error.status))
+            raise
+        except Exception:
+            metrics.v3_trigger(caller.account.id, "error")
+            raise
+        if triggered.run.status is RunStatus.ENDED:
+            outcome = "refused"
+        else:
+            outcome = "started" if triggered.started else "queued"
+        metrics.v3_trigger(caller.account.id, outcome)
+        return triggered
+
+    async def _trigger(
+        self, caller: Caller, name: object, data: object, request_base: Callable[[], str]
+    ) -> Triggered:
         wanted = _required_name(name)
         tables = parse_input(data)
         task = self._task_named(caller.account, wanted)
@@ -369,6 +388,13 @@ class CloudApi:
             created_at=run.created_at,
             updated_at=run.end_at or run.start_at or run.created_at,
         )
+
+    async def used_minutes_by_account(self) -> dict[str, float]:
+        """Runtime each configured account used in its current billing period, in minutes."""
+        return {
+            account.id: await self._used_minutes(account)
+            for account in self._runyard.config.accounts.values()
+        }
 
     async def _used_minutes(self, account: Account) -> float:
         now = self._runyard.clock()

@@ -75,7 +75,9 @@ def create_app(runyard: Runyard) -> FastAPI:
     ):
         app.include_router(module.router)
     install_error_handlers(app)
-    app.add_middleware(BearerAuth, token=runyard.token)
+    app.add_middleware(
+        BearerAuth, token=runyard.token, opened=lambda _path: runyard.config.metrics.public
+    )
     # Bodies are read whole here, within per-address limits, before anyone parses them.
     app.add_middleware(
         UploadGuard,

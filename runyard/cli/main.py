@@ -14,7 +14,7 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
-from runyard.cli import follow, keys
+from runyard.cli import follow, importing, keys
 from runyard.cli.client import CliError, DaemonClient, DaemonProblem
 from runyard.cli.failures import error_line, print_config_error, reported_errors
 from runyard.cli.options import GlobalOptions, JsonOption
@@ -45,6 +45,7 @@ app = typer.Typer(
 )
 
 app.add_typer(keys.app, name="keys")
+app.add_typer(importing.app, name="import")
 
 RunIdArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id")]
 

@@ -25,6 +25,7 @@ from runyard.config.locate import (
     absolute_path,
     find_config,
 )
+from runyard.config.metrics import MetricsSettings, parse_metrics
 from runyard.config.notifications import NotificationSettings, parse_notifications
 from runyard.config.reading import parse_toml, read_config_text
 from runyard.config.schedules import parse_scheduler
@@ -60,13 +61,14 @@ SECTIONS = (
     "defaults",
     "tasks",
     "accounts",
+    "metrics",
     "notifications",
     "notifiers",
     "routes",
 )
 _TABLES_HINT = (
     "the tables are [daemon], [scheduler], [defaults], [tasks.<name>], [accounts.<id>], "
-    "[notifications], [notifiers.<name>], [[routes]]"
+    "[metrics], [notifications], [notifiers.<name>], [[routes]]"
 )
 # Tables a later version adds: named here so a config written for them is
 # refused with a reason rather than a bare "unknown".
@@ -86,6 +88,7 @@ class Config:
     warnings: tuple[str, ...] = ()
     accounts: dict[str, Account] = field(default_factory=default_accounts)  # sorted by id
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -128,6 +131,7 @@ def parse_config_text(
     tasks = parse_tasks(document.get("tasks", {}), defaults, base_dir, problems, default_timezone)
     accounts = parse_accounts(document.get("accounts", {}), tasks, problems)
     notifications = parse_notifications(document, base_dir, tasks, problems)
+    metrics = parse_metrics(document.get("metrics", {}), problems)
     if problems.errors or daemon is None:
         raise ConfigError(str(path), problems.errors)
     return Config(
@@ -137,6 +141,7 @@ def parse_config_text(
         warnings=tuple(problems.warnings),
         accounts=accounts,
         notifications=notifications,
+        metrics=metrics,
     )
 
 

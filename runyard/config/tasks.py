@@ -12,7 +12,6 @@ from runyard.config.checks import (
     Problems,
     absolute_path,
     check_bool,
-    check_choice,
     check_duration,
     check_enum,
     check_int,
@@ -30,6 +29,7 @@ from runyard.domain.models import (
     TASK_NAME_PATTERN,
     TASK_NAME_RE,
     CatchUp,
+    EnvBase,
     LogOnFull,
     OverlapPolicy,
     ParamPassing,
@@ -203,6 +203,7 @@ TASK_CHECKS: dict[str, Check] = {
     "working_dir": lambda v, p, pr: check_str(v, p, pr, non_empty=True),
     "env": check_env,
     "env_file": lambda v, p, pr: check_str(v, p, pr, non_empty=True),
+    "env_base": lambda v, p, pr: check_enum(v, p, pr, EnvBase),
     "timeout": lambda v, p, pr: check_duration(v, p, pr, positive=True),
     "graceful_stop": check_duration,
     "stop_signal": check_signal,
@@ -234,7 +235,6 @@ TASK_CHECKS: dict[str, Check] = {
 IGNORED_CHECKS: dict[str, Check] = {
     "manual_trigger": check_bool,
     "group": check_str,
-    "env_base": lambda v, p, pr: check_choice(v, p, pr, ("inherit", "clean")),
 }
 
 _TASK_KEYS = frozenset(TASK_CHECKS) | frozenset(IGNORED_CHECKS)

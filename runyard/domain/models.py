@@ -67,6 +67,13 @@ class LogOnFull(StrEnum):
     KILL = "kill"  # stop the run, end reason log_overflow
 
 
+class EnvBase(StrEnum):
+    """What a run's environment starts from, before the task's `env`."""
+
+    INHERIT = "inherit"  # the daemon's own environment
+    CLEAN = "clean"  # nothing: only the task's env (PATH: /usr/local/bin:/usr/bin:/bin if unset)
+
+
 class CatchUp(StrEnum):
     """What runs at start for ticks missed while the daemon was down."""
 
@@ -140,6 +147,7 @@ class TaskDefinition:
     working_dir: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     env_file: str | None = None
+    env_base: EnvBase = EnvBase.INHERIT
     timeout: timedelta | None = None
     graceful_stop: timedelta = timedelta(seconds=5)
     stop_signal: str = "SIGTERM"

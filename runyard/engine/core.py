@@ -52,6 +52,7 @@ from runyard.engine import run_log
 from runyard.engine.environment import build_argv, build_environment
 from runyard.engine.events import EventHub
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
+from runyard.engine.observer import EngineObserver, NoObserver
 from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
 from runyard.engine.start_log import STARTED_LOG, StartLog
 from runyard.engine.strays import StrayKiller
@@ -140,12 +141,14 @@ class Engine:
         self.workspace = Workspace(data_dir / WORK_DIR)
         self.followers = LogFollowers()
         self.events = EventHub()
+        # Told of run ends, cron lag, missed ticks and commit times (the metrics).
+        self.observer: EngineObserver = NoObserver()
         self._store = store
         self._logs_dir = data_dir / LOGS_DIR
         self._clock = clock
         self._base_environ = dict(base_environ)
         self._retention_interval = retention_interval
-        self._writer = StoreWriter(store)
+        self._writer = StoreWriter(store, on_commit=self._store_written)
         self._disk = DiskSpace(data_dir)
         self._health = HealthMonitor(store.ping, self._writer, self._disk)
         self._started = StartLog(data_dir / STARTED_LOG, lambda: list(self._active))
@@ -220,6 +223,10 @@ class Engine:
         # ULIDs start with their timestamp: six characters make buckets of ~3 days,
         # so no directory ever holds millions of files.
         return Path(f"{self._logs_dir}/{run_id[:6]}/{run_id}.log")
+
+    def _store_written(self, seconds: float) -> None:
+        # The observer is attached after the writer is made; look it up each time.
+        self.observer.store_written(seconds)
 
     def counts(self, task_name: str) -> tuple[int, int]:
         """Return (running, queued) runs of a task."""
@@ -379,6 +386,7 @@ class Engine:
             if run.status is RunStatus.ENDED:
                 self.events.publish("run.ended", _event_data(run))
                 run_log.run_ended(run)
+                self.observer.run_ended(run)
         self._enqueue(*queued)
         for active in to_kill:
             active.stop_requested = True
@@ -452,6 +460,8 @@ class Engine:
         await self._writer.write(inserts=[missed], ticks={task_name: last})
         self.events.publish("run.created", _event_data(missed))
         self.events.publish("run.ended", _event_data(missed))
+        self.observer.ticks_missed(task_name, count)
+        self.observer.run_ended(missed)
         return missed
 
     async def stop(self, run_id: str) -> Run:
@@ -876,6 +886,7 @@ class Engine:
     def _finish(self, ended: Run) -> None:
         self.events.publish("run.ended", _event_data(ended))
         run_log.run_ended(ended)
+        self.observer.run_ended(ended)
         for waiter in self._end_waiters.pop(ended.id, []):
             if not waiter.done():
                 waiter.set_result(ended)
@@ -988,6 +999,7 @@ class Engine:
             for ended in updates:
                 self.events.publish("run.ended", _event_data(ended))
                 run_log.run_ended(ended)
+                self.observer.run_ended(ended)
         self._accepting = True
         for run in pending:
             self._schedule(run)

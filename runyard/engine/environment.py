@@ -9,7 +9,7 @@ import sysconfig
 from collections.abc import Mapping
 from pathlib import Path
 
-from runyard.domain.models import Run, TaskDefinition
+from runyard.domain.models import EnvBase, Run, TaskDefinition
 from runyard.domain.params import param_arguments, param_environment
 
 # The `runyard` command that started this daemon, for scripts: `"$RUNYARD_BIN" output ...`.
@@ -92,7 +92,9 @@ def build_environment(
     path goes into $RUNYARD_BIN, so a script can call `runyard output` wherever
     runyard was installed.
     """
-    env = dict(base)
+    # env_base = "clean": nothing of the daemon's environment, as cron gives a
+    # job only the variables its crontab sets (and PATH a default).
+    env = dict(base) if task.env_base is EnvBase.INHERIT else {}
     if task.env_file:
         env.update(parse_env_file(Path(task.env_file).read_text(encoding="utf-8")))
     env.update(dict(task.env))

@@ -12,7 +12,12 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from runyard.api.app import create_app
-from runyard.api.auth import CAPABILITY_ROUTES, PUBLIC_ROUTES, QUERY_TOKEN_ROUTES
+from runyard.api.auth import (
+    CAPABILITY_ROUTES,
+    CONFIG_PUBLIC_ROUTES,
+    PUBLIC_ROUTES,
+    QUERY_TOKEN_ROUTES,
+)
 from runyard.app import Runyard
 from runyard.config.loader import load_config
 
@@ -116,6 +121,16 @@ def test_public_routes_are_listed_and_answer_without_a_token(
             continue
         response = client.request(method, concrete(template))
         assert response.status_code == 200, (method, template, response.text)
+
+
+def test_routes_the_config_may_open_exist_and_are_closed_by_default(
+    app: FastAPI, client: TestClient
+) -> None:
+    templates = {path for _method, path in routes(app)}
+    assert templates >= CONFIG_PUBLIC_ROUTES, "CONFIG_PUBLIC_ROUTES lists a missing route"
+    assert not CONFIG_PUBLIC_ROUTES & (PUBLIC_ROUTES | CAPABILITY_ROUTES)
+    for template in CONFIG_PUBLIC_ROUTES:
+        assert client.get(concrete(template)).status_code == 401, template
 
 
 def test_capability_routes_refuse_requests_without_their_credential(
