@@ -200,6 +200,17 @@ def test_a_daemon_notifies_routes_folds_records_and_lists(
         assert refused.status_code == 422
         assert refused.headers["content-type"] == "application/problem+json"
         assert notifications(url, limit=0).status_code == 422
+
+        # Each delivery's outcome is counted for Prometheus.
+        metrics = httpx.get(
+            f"{url}/metrics", headers={"Authorization": f"Bearer {TEST_TOKEN}"}
+        ).text
+        for line in (
+            'runyard_notifications_total{notifier="hook",outcome="delivered"} 1.0',
+            'runyard_notifications_total{notifier="mail",outcome="delivered"} 1.0',
+            'runyard_notifications_total{notifier="down",outcome="failed"} 1.0',
+        ):
+            assert line in metrics.splitlines(), metrics
     finally:
         stop_daemon(process, output)
     log = output.read_text(errors="replace")
