@@ -135,6 +135,8 @@ class NotificationService:
 
     async def learn_failing(self, task_names: list[str]) -> None:
         """Read, for each task not known yet, whether its last judged run failed."""
+        if not any(NotificationKind.RECOVERED in route.kinds for route in self.settings.routes):
+            return  # only `recovered` needs the past; a reload that routes it asks again
         reasons = [*FAILURE_END_REASONS, "success"]
         for name in task_names:
             if name in self._failing:

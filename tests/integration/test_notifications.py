@@ -384,3 +384,24 @@ async def test_reload_applies_new_notifiers_and_routes(tmp_path: Path, http: Htt
         assert f"Run: http://127.0.0.1:9477/runs/{run.id}" in post.json()["message"]
     finally:
         await runyard.stop()
+
+
+async def test_a_restarted_daemon_knows_a_task_was_failing(
+    daemon: Daemon, http: HttpReceiver
+) -> None:
+    marker = daemon.tmp_path / "fixed"
+    sync = TaskDefinition(name="sync", run=f"test -e {marker}")
+    config = settings(
+        {"hook": [f"json://127.0.0.1:{http.port}/hook"]}, kinds=frozenset({"recovered"})
+    )
+    await daemon.start(config, sync)
+    await daemon.run("sync")  # fails; only recoveries are routed
+    assert daemon.engine is not None and daemon.notifications is not None
+    await daemon.engine.shutdown(timeout=10)
+    await daemon.notifications.stop(grace=1)
+
+    marker.touch()
+    await daemon.start(config, sync)  # a new engine and service on the same store
+    await daemon.run("sync")
+    (post,) = await asyncio.to_thread(http.wait_for, 1)
+    assert post.json()["title"] == "runyard: sync recovered"
