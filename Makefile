@@ -57,3 +57,4 @@ bench: $(BIN)/.dev
 	$(BIN)/python bench/schedule.py
 	$(BIN)/python bench/http.py
 	$(BIN)/python bench/cli.py
+	$(BIN)/python bench/notifications.py
