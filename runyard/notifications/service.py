@@ -450,7 +450,14 @@ class NotificationService:
         facts = self._bare_facts(message)
         if message.run_id is None:
             return facts
-        run = self._store.get_run(message.run_id)
+        try:
+            run = self._store.get_run(message.run_id)
+        except StoreError as error:
+            # The message still goes out, with what the event itself said.
+            log.warning(
+                "notification %s: could not read run %s: %s", message.id, message.run_id, error
+            )
+            return facts
         if run is None:  # trimmed by retention meanwhile
             return facts
         started = run.start_at is not None
