@@ -204,6 +204,8 @@ TASK_CHECKS: dict[str, Check] = {
     "env": check_env,
     "env_file": lambda v, p, pr: check_str(v, p, pr, non_empty=True),
     "env_base": lambda v, p, pr: check_enum(v, p, pr, EnvBase),
+    "secrets": check_env,
+    "secrets_file": lambda v, p, pr: check_str(v, p, pr, non_empty=True),
     "timeout": lambda v, p, pr: check_duration(v, p, pr, positive=True),
     "graceful_stop": check_duration,
     "stop_signal": check_signal,
@@ -335,9 +337,15 @@ def _parse_task(
             **cast(dict[str, str], defaults["env"]),
             **cast(dict[str, str], own["env"]),
         }
-    if "env" in fields:
-        fields["env"] = tuple(cast(dict[str, str], fields["env"]).items())
-    for key in ("env_file", "working_dir"):
+    if isinstance(defaults.get("secrets"), dict) and isinstance(own.get("secrets"), dict):
+        fields["secrets"] = {
+            **cast(dict[str, str], defaults["secrets"]),
+            **cast(dict[str, str], own["secrets"]),
+        }
+    for key in ("env", "secrets"):
+        if key in fields:
+            fields[key] = tuple(cast(dict[str, str], fields[key]).items())
+    for key in ("env_file", "secrets_file", "working_dir"):
         if key in fields:
             fields[key] = str(absolute_path(base_dir, cast(str, fields[key])))
     # Every value was checked against its field's type by TASK_CHECKS.
