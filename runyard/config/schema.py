@@ -60,7 +60,11 @@ _PARAM_TYPES: dict[str, dict[str, Any]] = {
     "required": {"type": "boolean"},
     "choices": {"type": "array", "items": STRING},
 }
-_DAEMON_KEYS_OWN: dict[str, dict[str, Any]] = {"max_request_size": SIZE, "max_output_size": SIZE, "data_dir": STRING}
+_DAEMON_KEYS_OWN: dict[str, dict[str, Any]] = {
+    "max_request_size": SIZE,
+    "max_output_size": SIZE,
+    "data_dir": STRING,
+}
 
 
 def config_schema() -> dict[str, Any]:

@@ -234,6 +234,12 @@ class Engine:
         )
         return self._running_per_task.get(task_name, 0), queued
 
+    def account_counts(self, account: str) -> tuple[int, int]:
+        """Return (running, queued) runs a v3 account triggered, here."""
+        queued = sum(len(queue) for (_, owner), queue in self._queues.items() if owner == account)
+        queued += sum(1 for run, _ in self._delayed.values() if run.account == account)
+        return self._running_per_account.get(account, 0), queued
+
     def live_run(self, run_id: str) -> Run | None:
         """Return the in-memory state of a running run, if it is running here."""
         active = self._active.get(run_id)

@@ -70,7 +70,9 @@ def test_the_wheel_installs_in_a_fresh_venv_and_serves_the_example(tmp_path: Pat
         assert "hello" in {task["name"] for task in tasks.json()["tasks"]}
         ran = httpx.post(f"{url}/api/tasks/hello/run?wait=true", headers=auth, timeout=60)
         assert ran.json()["end_reason"] == "success", ran.text
-        for path in ("/docs", "/view/static/viewer.js"):
+        # The dashboard's templates render (the sign-in page) and its assets are served.
+        dashboard = ("/login", "/ui/static/dashboard.js", "/ui/static/log.js")
+        for path in ("/docs", "/view/static/viewer.js", "/ui/static/dashboard.css", *dashboard):
             assert httpx.get(f"{url}{path}", timeout=10).status_code == 200, path
     finally:
         stop_daemon(process, log)
