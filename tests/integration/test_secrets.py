@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,26 @@ def test_the_process_gets_secrets_and_every_output_masks_them(
         for secret in (SECRET, FILE_SECRET, "shared-secret-1"):
             assert secret not in text
     assert "stderr: ***" in client.get(f"/api/runs/{run['id']}").json()["description"]
+
+
+def test_the_dashboard_shows_no_secret(served: tuple[Runyard, TestClient]) -> None:
+    runyard, client = served
+    run = client.post("/api/tasks/leaky/run", params={"wait": "true"}).json()
+    client.headers.pop("Authorization")
+    form = client.get("/login")
+    login_token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+    assert login_token is not None
+    signed_in = client.post(
+        "/login",
+        data={"token": runyard.token, "login_token": login_token.group(1), "next": "/"},
+        follow_redirects=False,
+    )
+    assert signed_in.status_code == 303, signed_in.text
+    for page in ("/", "/runs", f"/runs/{run['id']}", "/tasks/leaky", "/daemon"):
+        answer = client.get(page)
+        assert answer.status_code == 200, page
+        for secret in (SECRET, FILE_SECRET, "shared-secret-1"):
+            assert secret not in answer.text, page
 
 
 def test_a_missing_secrets_file_fails_the_start_without_its_contents(
