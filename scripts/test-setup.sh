@@ -5,7 +5,8 @@
 # - Debian's chromium (tests/browser drive it through Playwright), prometheus
 #   (tests/acceptance/test_prometheus.py scrapes the daemon with it) and cron
 #   (tests/acceptance/test_import_cron.py compares imported tasks with what
-#   cron runs): installed with apt-get when missing.
+#   cron runs) and systemd (tests/acceptance/test_service_install.py checks
+#   the unit with systemd-analyze): installed with apt-get when missing.
 # A server that answers is never touched. When something cannot be set up,
 # this says what to do and fails, so `make test` stops before the suite does.
 set -euo pipefail
@@ -15,6 +16,7 @@ PG_PORT=5432
 CHROMIUM=/usr/bin/chromium
 PROMETHEUS=/usr/bin/prometheus
 CRON=/usr/sbin/cron
+SYSTEMD_ANALYZE=/usr/bin/systemd-analyze
 
 fail() {
   echo "scripts/test-setup.sh: $*" >&2
@@ -43,6 +45,7 @@ missing=()
 [ -x "$CHROMIUM" ] || missing+=(chromium)
 [ -x "$PROMETHEUS" ] || missing+=(prometheus)
 [ -x "$CRON" ] || missing+=(cron)
+[ -x "$SYSTEMD_ANALYZE" ] || missing+=(systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || fail "missing: ${missing[*]}: install as root (apt-get install ${missing[*]})"
   echo "scripts/test-setup.sh: installing Debian's ${missing[*]}"

@@ -30,6 +30,36 @@ PUBLIC_ROUTES: frozenset[str] = frozenset(
         # The run viewer's script and style sheet: the same static files for every run.
         "/view/static/viewer.js",
         "/view/static/viewer.css",
+        # The dashboard's script and style sheet: the same files for everyone.
+        "/ui/static/{asset}",
+    }
+)
+
+# The dashboard's pages and forms: they open with a signed-in session (cookie)
+# instead of the bearer token. Without one, a page redirects to /login?next=...,
+# a stream answers 401; every POST also needs the session's CSRF token.
+SESSION_ROUTES: frozenset[str] = frozenset(
+    {
+        "/",
+        "/login",  # the sign-in form itself, and its answer: the token is what it asks for
+        "/logout",
+        "/runs",
+        "/runs/bulk",
+        "/runs/{runId}",
+        "/runs/{runId}/stop",
+        "/runs/{runId}/rerun",
+        "/runs/{runId}/log.txt",
+        "/runs/{runId}/log/live",
+        "/events/live",
+        "/tasks/{taskName}",
+        "/tasks/{taskName}/pause",
+        "/tasks/{taskName}/resume",
+        "/tasks/{taskName}/run",
+        "/accounts",
+        "/accounts/keys",
+        "/accounts/keys/{keyId}/revoke",
+        "/daemon",
+        "/daemon/reload",
     }
 )
 
@@ -75,7 +105,7 @@ def _matcher(templates: frozenset[str]) -> Callable[[str], bool]:
 
 
 # Matched on the path alone, before routing: the method does not make a route public.
-is_public = _matcher(PUBLIC_ROUTES | CAPABILITY_ROUTES)
+is_public = _matcher(PUBLIC_ROUTES | CAPABILITY_ROUTES | SESSION_ROUTES)
 is_config_public = _matcher(CONFIG_PUBLIC_ROUTES)
 takes_query_token = _matcher(QUERY_TOKEN_ROUTES)
 

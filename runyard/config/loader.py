@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from runyard.config.accounts import default_accounts, parse_accounts
 from runyard.config.checks import Problems, key_path
@@ -17,6 +18,8 @@ from runyard.config.daemon import (
     DaemonSettings,
     parse_daemon,
 )
+from runyard.config.include import Included, read_included
+from runyard.config.interpolate import interpolate
 from runyard.config.locate import (
     CONFIG_ENV,
     DATA_DIR_ENV,
@@ -122,6 +125,7 @@ def parse_config_text(
     config_path = absolute_path(Path.cwd(), str(path))
     base_dir = config_path.parent
     problems = Problems()
+    document = cast(dict[str, object], interpolate(document, environ, problems))
     _check_sections(document, problems)
     daemon = parse_daemon(
         document.get("daemon", {}), config_path, environ, data_dir_override, problems
@@ -129,6 +133,10 @@ def parse_config_text(
     default_timezone = parse_scheduler(document.get("scheduler", {}), environ, problems)
     defaults = parse_defaults(document.get("defaults", {}), problems)
     tasks = parse_tasks(document.get("tasks", {}), defaults, base_dir, problems, default_timezone)
+    if daemon is not None and daemon.include:
+        included = read_included(daemon.include, config_path, environ, problems)
+        tasks = _merge_included(document.get("tasks"), included, tasks, defaults, problems,
+                                default_timezone)  # fmt: skip
     accounts = parse_accounts(document.get("accounts", {}), tasks, problems)
     notifications = parse_notifications(document, base_dir, tasks, problems)
     metrics = parse_metrics(document.get("metrics", {}), problems)
@@ -143,6 +151,37 @@ def parse_config_text(
         notifications=notifications,
         metrics=metrics,
     )
+
+
+def _merge_included(
+    own: object,
+    included: list[Included],
+    tasks: dict[str, TaskDefinition],
+    defaults: dict[str, object],
+    problems: Problems,
+    default_timezone: str,
+) -> dict[str, TaskDefinition]:
+    """Add the included files' tasks to `tasks`; a name defined twice names both files."""
+    defined_in = {name: "the config file" for name in own} if isinstance(own, dict) else {}
+    merged = dict(tasks)
+    for file in included:
+        if not isinstance(file.tasks, dict):
+            problems.errors.append(f"{file.shown}: tasks: expected a table")
+            continue
+        own_problems = Problems()
+        parsed = parse_tasks(file.tasks, defaults, file.path.parent, own_problems, default_timezone)
+        problems.errors += [f"{file.shown}: {problem}" for problem in own_problems.errors]
+        problems.warnings += [f"{file.shown}: {warning}" for warning in own_problems.warnings]
+        for name in file.tasks:
+            if name in defined_in:
+                problems.add(
+                    key_path("tasks", name), f"defined in both {defined_in[name]} and {file.shown}"
+                )
+                continue
+            defined_in[name] = file.shown
+            if name in parsed:
+                merged[name] = parsed[name]
+    return dict(sorted(merged.items()))
 
 
 def _check_sections(document: dict[str, object], problems: Problems) -> None:

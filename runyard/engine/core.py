@@ -49,7 +49,7 @@ from runyard.domain.policies import (
     should_retry,
 )
 from runyard.engine import run_log
-from runyard.engine.environment import build_argv, build_environment
+from runyard.engine.environment import build_argv, build_environment, load_secrets, mask_values
 from runyard.engine.events import EventHub
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
 from runyard.engine.observer import EngineObserver, NoObserver
@@ -234,6 +234,12 @@ class Engine:
             1 for run, _ in self._delayed.values() if run.task_name == task_name
         )
         return self._running_per_task.get(task_name, 0), queued
+
+    def account_counts(self, account: str) -> tuple[int, int]:
+        """Return (running, queued) runs a v3 account triggered, here."""
+        queued = sum(len(queue) for (_, owner), queue in self._queues.items() if owner == account)
+        queued += sum(1 for run, _ in self._delayed.values() if run.account == account)
+        return self._running_per_account.get(account, 0), queued
 
     def live_run(self, run_id: str) -> Run | None:
         """Return the in-memory state of a running run, if it is running here."""
@@ -758,16 +764,20 @@ class Engine:
                 self._fill_spares()
             else:
                 workspace_env = await asyncio.to_thread(self.workspace.prepare, run)
+            secrets = load_secrets(task) if task.secrets or task.secrets_file else {}
             child = await spawn(
                 run_id=run.id,
                 argv=build_argv(task, run),
-                env=build_environment(task, run, self._base_environ, workspace_env),
+                env=build_environment(
+                    task, run, self._base_environ, workspace_env, secrets=secrets
+                ),
                 cwd=Path(task.working_dir) if task.working_dir else None,
                 log=writer,
                 followers=self.followers,
                 clock=self._clock,
                 on_log_full=lambda: self._on_log_full(active),
                 keeps_newest=task.log_on_full is LogOnFull.DROP_OLD,
+                mask=mask_values(secrets),
             )
         except OSError as error:
             writer.notice(f"[runyard] could not start: {error}", self._clock())

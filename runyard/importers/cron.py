@@ -25,12 +25,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
-
-import tomli_w
+from dataclasses import dataclass
 
 from runyard.domain.models import TASK_NAME_RE
 from runyard.domain.schedule import ScheduleError, parse_schedule
+from runyard.importers.common import Imported, Skipped, unique_name
 
 # The variables cron sets for every job before the crontab's own lines.
 CRON_PATH = "/usr/bin:/bin"
@@ -53,22 +52,8 @@ _MAX_DESCRIPTION_LINES = 3
 _COMMENTED_JOB = re.compile(r"^([\d*@]|[A-Za-z_][A-Za-z0-9_]*\s*=)")
 
 
-@dataclass(frozen=True)
-class Skipped:
-    """A crontab line left out of the config, and why."""
-
-    line: int  # 1-based
-    text: str
-    reason: str
-
-
-@dataclass
-class CronImport:
-    # Task name -> its keys, in the order they are written.
-    tasks: dict[str, dict[str, object]] = field(default_factory=dict)
-    skipped: list[Skipped] = field(default_factory=list)
-    # Task name -> (line number, line) of the job it came from.
-    origins: dict[str, tuple[int, str]] = field(default_factory=dict)
+# The result of import_crontab.
+CronImport = Imported
 
 
 @dataclass
@@ -135,9 +120,8 @@ def import_crontab(
         if isinstance(task, str):
             result.skipped.append(Skipped(number, raw, task))
             continue
-        name = _unique_name(result.tasks, name_prefix, command)
-        result.tasks[name] = task
-        result.origins[name] = (number, raw)
+        base = _sanitise(name_prefix) if name_prefix else _command_word(command)
+        result.add(unique_name(result.tasks, base), task, number, raw)
     return result
 
 
@@ -277,16 +261,6 @@ def _script(command: str, stdin: list[str] | None) -> str:
     return f"set +e\n{{\n{command}\n}} <<'{end}'\n{body}\n{end}"
 
 
-def _unique_name(taken: dict[str, dict[str, object]], prefix: str, command: str) -> str:
-    base = _sanitise(prefix) if prefix else _command_word(command)
-    name = base
-    number = 2
-    while name in taken:
-        name = f"{base}-{number}"
-        number += 1
-    return name
-
-
 def _command_word(command: str) -> str:
     previous = ""
     for word in re.split(r"[\s;&|(){}]+", command):
@@ -304,33 +278,3 @@ def _command_word(command: str) -> str:
 def _sanitise(word: str) -> str:
     cleaned = re.sub(r"[^a-zA-Z0-9._-]+", "-", word).strip("-.")[:60] or "cron"
     return cleaned if TASK_NAME_RE.fullmatch(cleaned) else "cron"
-
-
-def keep_valid(result: CronImport, check: Callable[[str], list[str]]) -> None:
-    """Move to `skipped` every task in which `check(config_text)` finds problems.
-
-    `check` is runyard's own config check (the caller's), so what is written
-    is what `runyard validate` accepts.
-    """
-    for name, task in list(result.tasks.items()):
-        problems = check(tomli_w.dumps({"tasks": {name: task}}))
-        if problems:
-            del result.tasks[name]
-            number, raw = result.origins.pop(name)
-            result.skipped.append(Skipped(number, raw, "; ".join(problems)))
-    result.skipped.sort(key=lambda skipped: skipped.line)
-
-
-def render_config(result: CronImport, source: str) -> str:
-    """The runyard.toml text of `result`; lines left out are listed at the top with why."""
-    lines = [f"# Imported from {source} by `runyard import cron`."]
-    if result.skipped:
-        lines.append("# Lines not translated:")
-        for skipped in result.skipped:
-            lines.append(f"#   line {skipped.line}: {skipped.text.strip()}")
-            lines.append(f"#     {skipped.reason}")
-    if not result.tasks:
-        lines.append("# No jobs to import.")
-        return "\n".join(lines) + "\n"
-    body = tomli_w.dumps({"tasks": result.tasks}, multiline_strings=True)
-    return "\n".join(lines) + "\n\n" + body

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from runyard.config.loader import parse_config_text
-from runyard.importers.cron import CronImport, import_crontab, keep_valid, render_config
+from runyard.importers.common import keep_valid, render_config
+from runyard.importers.cron import CronImport, import_crontab
 
 HOMES = {"alice": "/home/alice", "root": "/root"}
 
@@ -189,10 +190,10 @@ def test_names_come_from_the_command_or_the_prefix_and_never_clash() -> None:
 
 def test_the_rendered_config_loads_and_lists_what_was_left_out() -> None:
     result = translate("MAILTO=me@example.com\n# greet\n0 9 * * * echo 'hi \"you\"'%a\n")
-    text = render_config(result, "/tmp/crontab")
+    text = render_config(result, "/tmp/crontab", "import cron")
     assert text.startswith(
         "# Imported from /tmp/crontab by `runyard import cron`.\n"
-        "# Lines not translated:\n"
+        "# Not translated:\n"
         "#   line 1: MAILTO=me@example.com\n"
     )
     assert tomllib.loads(text)["tasks"] == result.tasks

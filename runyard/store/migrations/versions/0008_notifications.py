@@ -1,8 +1,8 @@
 """Notifications: the messages routes produced and how their deliveries went.
 
 Revision ID: 0008
-Revises: 0004 (0005-0007 are taken by work merged alongside; the merge
-re-chains this revision after the last of them)
+Revises: 0006 (0007 is taken by work merged alongside; the merge re-chains
+this revision after it)
 Create Date: 2026-12-02
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0008"
-down_revision: str | None = "0004"
+down_revision: str | None = "0006"
 branch_labels: str | None = None
 depends_on: str | None = None
 
