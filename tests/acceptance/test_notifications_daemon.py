@@ -165,6 +165,8 @@ def test_a_daemon_notifies_routes_folds_records_and_lists(
         newest, oldest = listed["notifications"]
         assert listed["dropped"] == 0
         assert listed["$schema"].endswith("/schemas/NotificationsResponseBody.json")
+        schema = httpx.get(listed["$schema"])
+        assert schema.status_code == 200 and "notifications" in schema.json()["properties"]
         assert (oldest["kind"], oldest["task_name"], oldest["run_id"], oldest["count"]) == (
             "failed",
             "backup-db",
