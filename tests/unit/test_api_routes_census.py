@@ -172,7 +172,16 @@ def test_dashboard_routes_need_a_session_and_the_token_does_not_open_them(
     assert templates >= SESSION_ROUTES, "SESSION_ROUTES lists a route that does not exist"
     assert not SESSION_ROUTES & (PUBLIC_ROUTES | CAPABILITY_ROUTES | CONFIG_PUBLIC_ROUTES)
     # The dashboard's own routes are all listed: none is left to the bearer token by mistake.
-    dashboard = {"/login", "/logout", "/", "/runs", "/accounts", "/daemon", "/events/live"}
+    dashboard = {
+        "/login",
+        "/logout",
+        "/",
+        "/runs",
+        "/accounts",
+        "/daemon",
+        "/events/live",
+        "/notifications",
+    }
     for prefix in ("/runs/", "/tasks/", "/accounts/", "/daemon/"):
         dashboard |= {path for path in templates if path.startswith(prefix)}
     assert dashboard == SESSION_ROUTES
