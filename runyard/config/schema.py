@@ -58,6 +58,7 @@ _TASK_KEYS_OWN: dict[str, dict[str, Any]] = {
     "timezone": {**STRING, "description": "an IANA time zone, e.g. Europe/Riga"},
     "stop_signal": {**STRING, "description": "a signal name: SIGTERM or TERM"},
     "log_max_size": SIZE,
+    "umask": {"type": "string", "pattern": r"^\s*0?[0-7]{3}\s*$", "description": 'e.g. "027"'},
 }
 # A param's keys (PARAM_KEYS): `arg = true` fills ParamSpec.passing, the rest one field each.
 _PARAM_TYPES: dict[str, dict[str, Any]] = {

@@ -778,6 +778,7 @@ class Engine:
                 on_log_full=lambda: self._on_log_full(active),
                 keeps_newest=task.log_on_full is LogOnFull.DROP_OLD,
                 mask=mask_values(secrets),
+                umask=task.umask,
             )
         except OSError as error:
             writer.notice(f"[runyard] could not start: {error}", self._clock())
