@@ -146,6 +146,14 @@ def serve(
 
 
 @app.command()
+def schema() -> None:
+    """Print the JSON Schema of runyard.toml, for editors to complete and check keys."""
+    from runyard.config.schema import config_schema
+
+    print_json(config_schema())
+
+
+@app.command()
 def validate(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Check the config file and report every problem in it."""
     options = _options(ctx)

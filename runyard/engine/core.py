@@ -49,7 +49,7 @@ from runyard.domain.policies import (
     should_retry,
 )
 from runyard.engine import run_log
-from runyard.engine.environment import build_argv, build_environment
+from runyard.engine.environment import build_argv, build_environment, load_secrets, mask_values
 from runyard.engine.events import EventHub
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
 from runyard.engine.observer import EngineObserver, NoObserver
@@ -59,6 +59,7 @@ from runyard.engine.strays import StrayKiller
 from runyard.engine.workspace import WORK_DIR, Workspace
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import (
+    DiskFull,
     InvalidInput,
     NotFound,
     RunyardError,
@@ -308,7 +309,11 @@ class Engine:
         if tick is None:
             # A caller is told at once; a cron tick is the daemon's own and is
             # recorded whenever the store can take it.
-            self._disk.refuse_if_full()
+            try:
+                self._disk.refuse_if_full()
+            except DiskFull as error:
+                self._signal_disk_full(task_name, error)
+                raise
         try:
             values = resolve_params(task.params, params)
         except ParamError as error:
@@ -373,6 +378,9 @@ class Engine:
                 urgent=True,
                 give_up_after=TRIGGER_WAIT_SECONDS if tick is None else None,
             )
+        except DiskFull as error:
+            self._signal_disk_full(task_name, error)
+            raise
         finally:
             # Release the reservations whatever happened; on success the queue holds the runs now.
             self._admitting_start[task.name] -= reserved["start"]
@@ -756,16 +764,21 @@ class Engine:
                 self._fill_spares()
             else:
                 workspace_env = await asyncio.to_thread(self.workspace.prepare, run)
+            secrets = load_secrets(task) if task.secrets or task.secrets_file else {}
             child = await spawn(
                 run_id=run.id,
                 argv=build_argv(task, run),
-                env=build_environment(task, run, self._base_environ, workspace_env),
+                env=build_environment(
+                    task, run, self._base_environ, workspace_env, secrets=secrets
+                ),
                 cwd=Path(task.working_dir) if task.working_dir else None,
                 log=writer,
                 followers=self.followers,
                 clock=self._clock,
                 on_log_full=lambda: self._on_log_full(active),
                 keeps_newest=task.log_on_full is LogOnFull.DROP_OLD,
+                mask=mask_values(secrets),
+                umask=task.umask,
             )
         except OSError as error:
             writer.notice(f"[runyard] could not start: {error}", self._clock())
@@ -876,6 +889,10 @@ class Engine:
         self._running_per_task[active.run.task_name] -= 1
         self._running_per_account[active.run.account] -= 1
         self._pump()
+
+    def _signal_disk_full(self, task_name: str, error: DiskFull) -> None:
+        # Not a run event (no run was recorded): listeners only, not /api/events.
+        self.events.signal("disk_full", {"task_name": task_name, "detail": str(error)})
 
     def _finish(self, ended: Run) -> None:
         self.events.publish("run.ended", _event_data(ended))
@@ -991,6 +1008,7 @@ class Engine:
         if updates or inserts:
             await self._writer.write(inserts=inserts, updates=updates)
             for ended in updates:
+                self.events.publish("run.ended", _event_data(ended))
                 run_log.run_ended(ended)
                 self.observer.run_ended(ended)
         self._accepting = True
