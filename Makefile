@@ -50,8 +50,10 @@ lint: $(BIN)/.dev
 test: test-setup lint
 	$(BIN)/pytest -q
 
-# Benchmarks (not tests): about 20 minutes on 2 cores; results in bench/results/.
-# bench/http.py needs wrk (Debian: apt-get install wrk).
+# Benchmarks (not tests): about 30 minutes on 2 cores; results in bench/results/.
+# bench/http.py needs wrk (Debian: apt-get install wrk). bench/dashboard.py
+# seeds 1,000,000 runs once a day (~1.2 GB under bench/results/.cache) and its
+# own PostgreSQL database `dashbench` on 127.0.0.1:5432.
 bench: $(BIN)/.dev
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/schedule.py
