@@ -21,7 +21,7 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 
 
-_ADDED_BY_0003 = ("account", "secret_hash")
+_ADDED_BY_0003 = ("account", "secret_hash", "input_size")  # and 0005
 
 
 def _engine(store_url: str) -> sa.Engine:
@@ -43,7 +43,7 @@ def _version(store_url: str) -> list[str]:
 
 
 def test_migration_creates_task_state_on_fresh_database(store: RunStore, store_url: str) -> None:
-    assert _version(store_url) == ["0004"]
+    assert _version(store_url) == ["0005"]
     engine = _engine(store_url)
     try:
         inspector = sa.inspect(engine)
@@ -70,6 +70,30 @@ def test_migration_0004_drops_the_index_on_viewer_secrets(store_url: str) -> Non
         engine.dispose()
 
 
+def test_migration_0005_fills_input_size_with_the_bytes_of_stored_input(
+    store_url: str, make_run: MakeRun
+) -> None:
+    """Runs stored before 0005 get input_size from their input_data, in bytes, not characters."""
+    engine = database.create_engine(store_url)
+    with_input = make_run(input_data=[[["é", "a"], ["ü", ""]]])
+    without = make_run()
+    try:
+        database.migrate(engine, "0004")
+        with engine.begin() as connection:
+            for run in (with_input, without):
+                row = {key: value for key, value in run_to_row(run).items() if key != "input_size"}
+                connection.execute(sa.insert(runs).values(row))
+        database.migrate(engine, "0005")
+        with engine.connect() as connection:
+            result = connection.execute(sa.select(runs.c.id, runs.c.input_size))
+            sizes = {run_id: size for run_id, size in result}
+    finally:
+        engine.dispose()
+    stored = run_to_row(with_input)["input_data"]
+    assert sizes == {with_input.id: len(stored.encode("utf-8")), without.id: None}
+    assert len(stored.encode("utf-8")) > len(stored)  # the test tells bytes from characters
+
+
 def _index_names(engine: sa.Engine) -> set[str]:
     return {str(index["name"]) for index in sa.inspect(engine).get_indexes("runs")}
 
@@ -92,7 +116,7 @@ def test_migration_upgrades_database_at_0001_keeping_runs(
 
     store = RunStore.open(store_url)
     try:
-        assert _version(store_url) == ["0004"]
+        assert _version(store_url) == ["0005"]
         assert store.get_run(run.id) == run
         assert store.task_states() == {}
         store.set_last_ticks({"backup": T0}, T0)
