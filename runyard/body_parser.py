@@ -31,6 +31,7 @@ from runyard.store.inputs import INLINE_INPUT_BYTES, InputFiles
 # Trigger bodies from this size are parsed by a worker process.
 STAGE_FROM = 64 * 1024
 _WORKERS = max(1, min(2, os.cpu_count() or 1))
+WORKER_NICENESS = 10
 
 
 @dataclass(frozen=True)
@@ -156,8 +157,13 @@ class BodyParser:
         """Parse `raw` in a worker process; stage its input data for `run_id`."""
         if self._pool is None:
             # spawn: forking a daemon that runs threads could copy a held lock.
+            # nice: on a busy machine the event loop (/health, small triggers)
+            # comes before a parse; a parse only delays its own request.
             self._pool = concurrent.futures.ProcessPoolExecutor(
-                _WORKERS, mp_context=multiprocessing.get_context("spawn")
+                _WORKERS,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=os.nice,
+                initargs=(WORKER_NICENESS,),
             )
         loop = asyncio.get_running_loop()
         try:
