@@ -217,12 +217,12 @@ async def _refuse_json(
     if v3:
         await _refuse(scope, receive, send, 400, json_problem_message(json_problem))
         return
-    reasons = {
-        "utf8": "it is not UTF-8 text",
-        "unreadable": "a number is too long or arrays are nested too deeply",
-    }
-    reason = reasons.get(json_problem.kind, json_problem.message)
-    await invalid_json_problem(Request(scope), reason)(scope, receive, send)
+    if json_problem.kind != "syntax":
+        # What the REST API answers when json.loads fails with other than a
+        # JSONDecodeError (FastAPI's own 400).
+        await _refuse(scope, receive, send, 400, "There was an error parsing the body")
+        return
+    await invalid_json_problem(Request(scope), json_problem.message)(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
