@@ -80,6 +80,7 @@ def create_app(runyard: Runyard) -> FastAPI:
         cloud=lambda: runyard.cloud,
         max_uploads=lambda: runyard.config.daemon.max_uploads_per_client,
         bodies=lambda: runyard.bodies,
+        token=runyard.token,
     )
     # An oversized body is refused before anything else reads it.
     app.add_middleware(BodyLimit, limit=lambda: runyard.config.daemon.max_request_size)

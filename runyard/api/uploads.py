@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ulid import ULID
 
+from runyard.api.auth import carries_token
 from runyard.api.errors import invalid_json_problem, problem
 from runyard.api.routes_v3 import BODY_OBJECT, error_response, json_problem_message
 from runyard.body_parser import STAGE_FROM, STAGED_INPUT_KEY, BodyParser, JsonProblem, StagedInput
@@ -91,11 +92,13 @@ class UploadGuard:
         cloud: Callable[[], CloudApi],
         max_uploads: Callable[[], int],
         bodies: Callable[[], BodyParser] | None = None,
+        token: str | None = None,
     ) -> None:
         self.app = app
         self.cloud = cloud
         self.max_uploads = max_uploads
         self.bodies = bodies
+        self.token = token  # REST bodies are parsed ahead only for callers that carry it
         self._uploads: defaultdict[str, int] = defaultdict(int)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -141,7 +144,7 @@ class UploadGuard:
         if keyed_v3:
             send = _counting_invalid_keys(send, cloud, client, invalid_key_weight(size))
         staged: StagedInput | None = None
-        if self.bodies is not None and size >= STAGE_FROM and _is_trigger(path):
+        if self.bodies is not None and size >= STAGE_FROM and self._stages(scope, path):
             replaced = await self._stage(scope, receive, send, body)
             if replaced is None:
                 return  # answered: the body is not a JSON object runyard can read
@@ -162,6 +165,18 @@ class UploadGuard:
         finally:
             if not recorded and self.bodies is not None:
                 await asyncio.to_thread(self.bodies().discard, staged)
+
+    def _stages(self, scope: Scope, path: str) -> bool:
+        """Return whether the body goes to a worker: a trigger's, from a caller allowed to send it.
+
+        A REST body without the daemon's token is left to BearerAuth, which
+        refuses it unparsed; a v3 key is checked where the app always did.
+        """
+        if path == V3_TRIGGER:
+            return True
+        if _REST_TRIGGER.match(path) is None:
+            return False
+        return self.token is not None and carries_token(scope, self.token)
 
     async def _stage(
         self, scope: Scope, receive: Receive, send: Send, body: bytes
@@ -204,10 +219,6 @@ async def _read_body(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def _is_trigger(path: str) -> bool:
-    return path == V3_TRIGGER or _REST_TRIGGER.match(path) is not None
 
 
 async def _refuse_json(

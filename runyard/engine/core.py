@@ -1093,6 +1093,10 @@ class Engine:
         for run in pending:
             self._schedule(run)
 
+    def _delete_run_files(self, run_id: str) -> None:
+        delete_log(self.log_path(run_id))
+        self.inputs.delete(run_id)
+
     async def _retention_forever(self) -> None:
         while True:
             await asyncio.sleep(self._retention_interval)
@@ -1115,8 +1119,7 @@ class Engine:
                 retention_cutoff(now, task.keep_for),
             )
             for run_id in ids:
-                await asyncio.to_thread(delete_log, self.log_path(run_id))
-                await asyncio.to_thread(self.inputs.delete, run_id)
+                await asyncio.to_thread(self._delete_run_files, run_id)
             deleted += len(ids)
         return deleted
 

@@ -226,3 +226,17 @@ def test_v3_max_queued_input_of_the_account_answers_429(
     assert "account 'default'" in body["message"] and "max_queued_input" in body["message"]
     assert input_files(runyard) == files
     assert client.get("/api/runs").json()["total"] == 3
+
+
+def test_rest_large_body_without_the_token_is_refused_unparsed(
+    client: TestClient, runyard: Runyard
+) -> None:
+    body = json.dumps({"data": large_table()}).encode()
+    answer = client.post(
+        "/api/tasks/echo/run",
+        content=body,
+        headers={"Content-Type": "application/json", "Authorization": "Bearer wrong"},
+    )
+    assert answer.status_code == 401
+    assert runyard.bodies._pool is None  # no worker was asked to parse it
+    assert input_files(runyard) == []
