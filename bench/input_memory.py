@@ -248,12 +248,12 @@ def trigger_body(key: str, size: int) -> bytes:
     ).encode()
 
 
-def _parse_forever(body: bytes, inputs: str, stop: Any) -> None:
+def _parse_forever(body: bytes, inputs: str, number: int, stop: Any) -> None:
     from runyard.body_parser import WORKER_NICENESS, parse_body
 
     os.nice(WORKER_NICENESS)
     while not stop.is_set():
-        parse_body(body, inputs, "01CONTROL0000000000000000")
+        parse_body(body, inputs, f"01CONTROL{number:017d}")
 
 
 def control(daemon: Daemon, body: bytes, work: Path, seconds: float) -> dict[str, Any]:
@@ -263,7 +263,8 @@ def control(daemon: Daemon, body: bytes, work: Path, seconds: float) -> dict[str
     inputs = work / "control-inputs"
     inputs.mkdir()
     parsers = [
-        context.Process(target=_parse_forever, args=(body, str(inputs), stop)) for _ in range(2)
+        context.Process(target=_parse_forever, args=(body, str(inputs), number, stop))
+        for number in range(2)
     ]
     for parser in parsers:
         parser.start()
