@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from runyard import __version__
 from runyard.body_parser import BodyParser, StagedInput
 from runyard.cloud import CloudApi
 from runyard.config.loader import Config, load_config
@@ -29,6 +30,7 @@ from runyard.engine.scheduler import Scheduler
 from runyard.engine.start_log import STARTED_LOG
 from runyard.engine.workspace import WORK_DIR
 from runyard.exceptions import ConfigError, InvalidInput, NotFound, UnstorableInput
+from runyard.metrics import Metrics, TaskLoad
 from runyard.store import RunStore, database_url
 from runyard.store.files import make_private_directory, prepare_data_dir
 from runyard.store.inputs import INPUTS_DIR
@@ -105,6 +107,8 @@ class Runyard:
         self.bodies = BodyParser(self.data_dir / INPUTS_DIR)
         self.scheduler = Scheduler(self.engine, self.store, clock)
         self.cloud = CloudApi(self)
+        self.metrics = Metrics(__version__, self._task_loads, self.cloud.used_minutes_by_account)
+        self.engine.observer = self.metrics
 
     async def start(self) -> None:
         await self.engine.start()
@@ -126,6 +130,10 @@ class Runyard:
         if task is None:
             raise NotFound("task", name)
         return task
+
+    def _task_loads(self) -> dict[str, TaskLoad]:
+        """Runs active and queued for every configured task (the metrics' gauges)."""
+        return {name: TaskLoad(*self.engine.counts(name)) for name in self.engine.tasks}
 
     def task_counts(self, name: str) -> tuple[int, int]:
         """Return (running, queued) for a task."""

@@ -43,7 +43,7 @@ from runyard.domain.models import Run, RunStatus, TaskDefinition, TriggeredBy
 from runyard.domain.ratelimit import RollingWindow
 from runyard.domain.text import escape_unstorable, is_storable
 from runyard.engine.core import RunAlreadyEnded
-from runyard.exceptions import NotFound, RunyardError
+from runyard.exceptions import NotFound, RunyardError, StoreError
 from runyard.store.keys import KeyStore, revoked_stamp
 
 if TYPE_CHECKING:
@@ -115,6 +115,10 @@ class Report:
     updated_at: datetime
 
 
+# How often a key's last_used_at is written: the Accounts page shows it to the minute.
+KEY_TOUCH_SECONDS = 60.0
+
+
 class CloudApi:
     """What the `/api/v3` endpoints and the run viewer do."""
 
@@ -129,6 +133,7 @@ class CloudApi:
         self._monotonic = monotonic
         self._window = RollingWindow(60.0)
         self._known_keys: dict[str, tuple[float, ApiKey]] = {}  # hash -> (found at, key)
+        self._touched: dict[str, float] = {}  # key id -> when last_used_at was last written
         self._revoked_stamp = revoked_stamp(runyard.data_dir)
 
     # ----- callers ------------------------------------------------------------
@@ -154,15 +159,31 @@ class CloudApi:
             self._known_keys.clear()
         cached = self._known_keys.get(digest)
         if cached is not None and now - cached[0] < KEY_CACHE_SECONDS:
+            await self._touch(cached[1], now)
             return cached[1]
         found = await asyncio.to_thread(self._keys.lookup, key)
         if found is not None:
             if len(self._known_keys) >= _KEY_CACHE_MAX:
                 self._known_keys.clear()
             self._known_keys[digest] = (now, found)
+            await self._touch(found, now)
         else:
             self._known_keys.pop(digest, None)
         return found
+
+    async def _touch(self, key: ApiKey, now: float) -> None:
+        """Record that `key` was used (the Accounts page shows it), at most once a minute."""
+        last = self._touched.get(key.id)
+        if last is not None and now - last < KEY_TOUCH_SECONDS:
+            return
+        if len(self._touched) >= _KEY_CACHE_MAX:
+            self._touched.clear()
+        self._touched[key.id] = now
+        try:
+            await asyncio.to_thread(self._keys.touch, key.id, self._runyard.clock())
+        except StoreError:
+            # A missed "last used" is not worth refusing the call: the next one writes it.
+            self._touched.pop(key.id, None)
 
     def count_call(self, caller: Caller) -> None:
         """Count one v3 call against the key's limit; V3Error 429 when over it."""
@@ -212,6 +233,30 @@ class CloudApi:
         `request_base` returns the request's base URL, for the viewer link.
         `staged`: the input data of a large body, parsed by a worker process.
         """
+        metrics = self._runyard.metrics
+        try:
+            triggered = await self._trigger(caller, name, data, request_base, staged)
+        except V3Error as error:
+            metrics.v3_trigger(caller.account.id, metrics.v3_outcome_of_status(error.status))
+            raise
+        except Exception:
+            metrics.v3_trigger(caller.account.id, "error")
+            raise
+        if triggered.run.status is RunStatus.ENDED:
+            outcome = "refused"
+        else:
+            outcome = "started" if triggered.started else "queued"
+        metrics.v3_trigger(caller.account.id, outcome)
+        return triggered
+
+    async def _trigger(
+        self,
+        caller: Caller,
+        name: object,
+        data: object,
+        request_base: Callable[[], str],
+        staged: StagedInput | None,
+    ) -> Triggered:
         wanted = _required_name(name)
         input_size = None
         if staged is None:
@@ -269,6 +314,10 @@ class CloudApi:
     async def remaining_runtime(self, caller: Caller) -> Runtime:
         """Return the account's used, allowed and remaining minutes in this billing period."""
         return runtime(caller.account, await self._used_minutes(caller.account))
+
+    async def account_runtime(self, account: Account) -> Runtime:
+        """Return an account's used, allowed and remaining minutes (the dashboard's Accounts)."""
+        return runtime(account, await self._used_minutes(account))
 
     def list_automations(self, caller: Caller) -> list[str]:
         """Return the automation names the account may trigger, sorted."""
@@ -381,6 +430,13 @@ class CloudApi:
             created_at=run.created_at,
             updated_at=run.end_at or run.start_at or run.created_at,
         )
+
+    async def used_minutes_by_account(self) -> dict[str, float]:
+        """Runtime each configured account used in its current billing period, in minutes."""
+        return {
+            account.id: await self._used_minutes(account)
+            for account in self._runyard.config.accounts.values()
+        }
 
     async def _used_minutes(self, account: Account) -> float:
         now = self._runyard.clock()

@@ -2,8 +2,11 @@
 # What `make test` needs besides Python packages, set up when missing:
 # - a PostgreSQL server on 127.0.0.1:5432 (the PostgreSQL half of the store and
 #   engine tests): the Debian cluster is started when none answers;
-# - Debian's chromium (tests/browser drive it through Playwright): installed
-#   with apt-get when /usr/bin/chromium is missing.
+# - Debian's chromium (tests/browser drive it through Playwright), prometheus
+#   (tests/acceptance/test_prometheus.py scrapes the daemon with it) and cron
+#   (tests/acceptance/test_import_cron.py compares imported tasks with what
+#   cron runs) and systemd (tests/acceptance/test_service_install.py checks
+#   the unit with systemd-analyze): installed with apt-get when missing.
 # A server that answers is never touched. When something cannot be set up,
 # this says what to do and fails, so `make test` stops before the suite does.
 set -euo pipefail
@@ -11,6 +14,9 @@ set -euo pipefail
 PG_HOST=127.0.0.1
 PG_PORT=5432
 CHROMIUM=/usr/bin/chromium
+PROMETHEUS=/usr/bin/prometheus
+CRON=/usr/sbin/cron
+SYSTEMD_ANALYZE=/usr/bin/systemd-analyze
 
 fail() {
   echo "scripts/test-setup.sh: $*" >&2
@@ -35,9 +41,14 @@ if ! postgres_answers; then
   postgres_answers || fail "PostgreSQL $version started but does not answer on $PG_HOST:$PG_PORT"
 fi
 
-if [ ! -x "$CHROMIUM" ]; then
-  [ "$(id -u)" -eq 0 ] || fail "$CHROMIUM is missing: install it as root (apt-get install chromium)"
-  echo "scripts/test-setup.sh: installing Debian's chromium"
-  apt-get update -qq && apt-get install -y -qq chromium \
-    || fail "could not install chromium (apt-get install chromium)"
+missing=()
+[ -x "$CHROMIUM" ] || missing+=(chromium)
+[ -x "$PROMETHEUS" ] || missing+=(prometheus)
+[ -x "$CRON" ] || missing+=(cron)
+[ -x "$SYSTEMD_ANALYZE" ] || missing+=(systemd)
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || fail "missing: ${missing[*]}: install as root (apt-get install ${missing[*]})"
+  echo "scripts/test-setup.sh: installing Debian's ${missing[*]}"
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}" \
+    || fail "could not install ${missing[*]} (apt-get install ${missing[*]})"
 fi

@@ -29,6 +29,7 @@ from runyard.api.limits import BodyLimit
 from runyard.api.openapi import serve_document
 from runyard.api.uploads import UploadGuard
 from runyard.app import Runyard
+from runyard.web import routes as dashboard
 
 
 def create_app(runyard: Runyard) -> FastAPI:
@@ -72,8 +73,11 @@ def create_app(runyard: Runyard) -> FastAPI:
         routes_docs,
     ):
         app.include_router(module.router)
+    dashboard.install(app)
     install_error_handlers(app)
-    app.add_middleware(BearerAuth, token=runyard.token)
+    app.add_middleware(
+        BearerAuth, token=runyard.token, opened=lambda _path: runyard.config.metrics.public
+    )
     # Bodies are read whole here, within per-address limits, before anyone parses them.
     app.add_middleware(
         UploadGuard,

@@ -30,6 +30,36 @@ PUBLIC_ROUTES: frozenset[str] = frozenset(
         # The run viewer's script and style sheet: the same static files for every run.
         "/view/static/viewer.js",
         "/view/static/viewer.css",
+        # The dashboard's script and style sheet: the same files for everyone.
+        "/ui/static/{asset}",
+    }
+)
+
+# The dashboard's pages and forms: they open with a signed-in session (cookie)
+# instead of the bearer token. Without one, a page redirects to /login?next=...,
+# a stream answers 401; every POST also needs the session's CSRF token.
+SESSION_ROUTES: frozenset[str] = frozenset(
+    {
+        "/",
+        "/login",  # the sign-in form itself, and its answer: the token is what it asks for
+        "/logout",
+        "/runs",
+        "/runs/bulk",
+        "/runs/{runId}",
+        "/runs/{runId}/stop",
+        "/runs/{runId}/rerun",
+        "/runs/{runId}/log.txt",
+        "/runs/{runId}/log/live",
+        "/events/live",
+        "/tasks/{taskName}",
+        "/tasks/{taskName}/pause",
+        "/tasks/{taskName}/resume",
+        "/tasks/{taskName}/run",
+        "/accounts",
+        "/accounts/keys",
+        "/accounts/keys/{keyId}/revoke",
+        "/daemon",
+        "/daemon/reload",
     }
 )
 
@@ -55,6 +85,10 @@ CAPABILITY_ROUTES: frozenset[str] = frozenset(
     }
 )
 
+# Routes the config may open to anyone (`[metrics] public = true`): the
+# middleware asks at each request, so a reload takes effect at once.
+CONFIG_PUBLIC_ROUTES: frozenset[str] = frozenset({"/metrics"})
+
 # Routes that also take `?token=`: a browser's EventSource cannot set headers.
 # Kept to these streams because a token in a URL can end up in proxy logs.
 QUERY_TOKEN_ROUTES: frozenset[str] = frozenset(
@@ -71,7 +105,8 @@ def _matcher(templates: frozenset[str]) -> Callable[[str], bool]:
 
 
 # Matched on the path alone, before routing: the method does not make a route public.
-is_public = _matcher(PUBLIC_ROUTES | CAPABILITY_ROUTES)
+is_public = _matcher(PUBLIC_ROUTES | CAPABILITY_ROUTES | SESSION_ROUTES)
+is_config_public = _matcher(CONFIG_PUBLIC_ROUTES)
 takes_query_token = _matcher(QUERY_TOKEN_ROUTES)
 
 
@@ -114,16 +149,20 @@ def carries_token(scope: Scope, token: str) -> bool:
 class BearerAuth:
     """Answer 401 to any request without the right token, unless its route is public."""
 
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(
+        self, app: ASGIApp, token: str, opened: Callable[[str], bool] = lambda _path: False
+    ) -> None:
         self.app = app
         self.token = token
+        # Whether the config opens a route of CONFIG_PUBLIC_ROUTES now.
+        self.opened = opened
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         path = _route_path(scope)
-        if is_public(path):
+        if is_public(path) or (is_config_public(path) and self.opened(path)):
             await self.app(scope, receive, send)
             return
         given = presented_token(scope, allow_query=takes_query_token(path))

@@ -1,4 +1,4 @@
-"""Public routes: health and the JSON Schemas that `$schema` URLs point at."""
+"""Routes about the daemon itself: health, metrics, and the JSON Schemas `$schema` URLs name."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from runyard.api import schemas
 from runyard.api.deps import RunyardDep, SchemaBase, schema_url
 from runyard.api.errors import problem_responses, retry_after_header
 from runyard.engine.core import utc_now
+from runyard.metrics import CONTENT_TYPE_LATEST
 
 router = APIRouter(tags=["meta"])
 
@@ -41,6 +42,27 @@ async def health(runyard: RunyardDep, base: SchemaBase, response: Response) -> s
         reason=report.reason,
         checks=report.checks,
     )
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={
+        200: {
+            "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+            "description": "The metrics in Prometheus text format",
+        },
+        **problem_responses(401, 500),
+    },
+)
+async def metrics(runyard: RunyardDep) -> Response:
+    """Runs, durations, schedule lag, v3 triggers and store writes, for Prometheus to scrape.
+
+    Needs the bearer token like the rest of the API (Prometheus sends it with
+    `authorization`), unless the config says `[metrics] public = true`.
+    """
+    return Response(await runyard.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get(

@@ -14,7 +14,7 @@ from typing import Annotated, Any, TextIO
 
 import typer
 
-from runyard.cli import follow, keys
+from runyard.cli import follow, importing, keys, service
 from runyard.cli.client import CliError, DaemonClient, DaemonProblem
 from runyard.cli.failures import error_line, print_config_error, reported_errors
 from runyard.cli.options import GlobalOptions, JsonOption
@@ -45,6 +45,8 @@ app = typer.Typer(
 )
 
 app.add_typer(keys.app, name="keys")
+app.add_typer(importing.app, name="import")
+app.add_typer(service.app, name="service")
 
 RunIdArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id")]
 
@@ -141,6 +143,14 @@ def serve(
     except (RunyardError, OSError) as error:
         typer.echo(f"runyard: cannot start: {error}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def schema() -> None:
+    """Print the JSON Schema of runyard.toml, for editors to complete and check keys."""
+    from runyard.config.schema import config_schema
+
+    print_json(config_schema())
 
 
 @app.command()

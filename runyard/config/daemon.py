@@ -24,6 +24,8 @@ from runyard.config.checks import (
     check_str,
     check_table,
 )
+from runyard.config.include import check_include
+from runyard.config.interpolate import interpolate
 from runyard.config.locate import Located, find_data_dir
 from runyard.config.reading import parse_toml, read_config_text
 from runyard.exceptions import ConfigError
@@ -43,6 +45,7 @@ DAEMON_KEYS = (
     "max_uploads_per_client",
     "max_invalid_keys_per_minute",
     "access_log",
+    "include",
 )
 DEFAULT_MAX_REQUEST_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_OUTPUT_SIZE = 10 * 1024 * 1024
@@ -69,6 +72,7 @@ class DaemonSettings:
     max_uploads_per_client: int = 4  # bodies over 1 MiB one address sends at once
     max_invalid_keys_per_minute: int = 100  # v3 calls with a wrong key, per address
     access_log: bool = False  # one log line per HTTP request
+    include: tuple[str, ...] = ()  # globs of more task files, relative to the config
     # Which step of the lookup rule chose data_dir, for messages; not a setting.
     data_dir_source: str = field(default="", compare=False)
 
@@ -105,6 +109,8 @@ def parse_daemon(
         if key in table:
             settings[key] = check_size(table[key], f"daemon.{key}", problems, MIN_BODY_SIZE)
     _parse_connection_settings(table, settings, problems)
+    if "include" in table:
+        settings["include"] = check_include(table["include"], problems)
     from_file: str | None = None
     if "data_dir" in table:
         from_file = check_str(table["data_dir"], "daemon.data_dir", problems, non_empty=True)
@@ -149,9 +155,8 @@ def read_daemon_settings(
     """
     document = parse_toml(read_config_text(config.path, config.source), config.path)
     problems = Problems()
-    settings = parse_daemon(
-        document.get("daemon", {}), config.path, environ, data_dir_override, problems
-    )
+    daemon = interpolate(document.get("daemon", {}), environ, problems, at=("daemon",))
+    settings = parse_daemon(daemon, config.path, environ, data_dir_override, problems)
     if settings is None:
         raise ConfigError(str(config.path), problems.errors)
     return settings

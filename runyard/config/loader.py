@@ -7,6 +7,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from runyard.config.accounts import default_accounts, parse_accounts
 from runyard.config.checks import Problems, key_path
@@ -17,6 +18,8 @@ from runyard.config.daemon import (
     DaemonSettings,
     parse_daemon,
 )
+from runyard.config.include import Included, read_included
+from runyard.config.interpolate import interpolate
 from runyard.config.locate import (
     CONFIG_ENV,
     DATA_DIR_ENV,
@@ -25,6 +28,7 @@ from runyard.config.locate import (
     absolute_path,
     find_config,
 )
+from runyard.config.metrics import MetricsSettings, parse_metrics
 from runyard.config.reading import parse_toml, read_config_text
 from runyard.config.schedules import parse_scheduler
 from runyard.config.tasks import parse_defaults, parse_tasks
@@ -53,8 +57,10 @@ EXAMPLE_CONFIG_PATH = Path(__file__).resolve().parent.parent / "examples" / "run
 # The top-level tables a config may hold. Anything else is refused, so a
 # misspelt or not-yet-supported table cannot validate as a config that runs
 # nothing.
-SECTIONS = ("daemon", "scheduler", "defaults", "tasks", "accounts")
-_TABLES_HINT = "the tables are [daemon], [scheduler], [defaults], [tasks.<name>], [accounts.<id>]"
+SECTIONS = ("daemon", "scheduler", "defaults", "tasks", "accounts", "metrics")
+_TABLES_HINT = (
+    "the tables are [daemon], [scheduler], [defaults], [tasks.<name>], [accounts.<id>], [metrics]"
+)
 # Tables a later version adds: named here so a config written for them is
 # refused with a reason rather than a bare "unknown".
 _NOT_YET = {
@@ -72,6 +78,7 @@ class Config:
     tasks: dict[str, TaskDefinition]  # sorted by name
     warnings: tuple[str, ...] = ()
     accounts: dict[str, Account] = field(default_factory=default_accounts)  # sorted by id
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -105,6 +112,7 @@ def parse_config_text(
     config_path = absolute_path(Path.cwd(), str(path))
     base_dir = config_path.parent
     problems = Problems()
+    document = cast(dict[str, object], interpolate(document, environ, problems))
     _check_sections(document, problems)
     daemon = parse_daemon(
         document.get("daemon", {}), config_path, environ, data_dir_override, problems
@@ -112,7 +120,12 @@ def parse_config_text(
     default_timezone = parse_scheduler(document.get("scheduler", {}), environ, problems)
     defaults = parse_defaults(document.get("defaults", {}), problems)
     tasks = parse_tasks(document.get("tasks", {}), defaults, base_dir, problems, default_timezone)
+    if daemon is not None and daemon.include:
+        included = read_included(daemon.include, config_path, environ, problems)
+        tasks = _merge_included(document.get("tasks"), included, tasks, defaults, problems,
+                                default_timezone)  # fmt: skip
     accounts = parse_accounts(document.get("accounts", {}), tasks, problems)
+    metrics = parse_metrics(document.get("metrics", {}), problems)
     if problems.errors or daemon is None:
         raise ConfigError(str(path), problems.errors)
     return Config(
@@ -121,7 +134,39 @@ def parse_config_text(
         tasks=tasks,
         warnings=tuple(problems.warnings),
         accounts=accounts,
+        metrics=metrics,
     )
+
+
+def _merge_included(
+    own: object,
+    included: list[Included],
+    tasks: dict[str, TaskDefinition],
+    defaults: dict[str, object],
+    problems: Problems,
+    default_timezone: str,
+) -> dict[str, TaskDefinition]:
+    """Add the included files' tasks to `tasks`; a name defined twice names both files."""
+    defined_in = {name: "the config file" for name in own} if isinstance(own, dict) else {}
+    merged = dict(tasks)
+    for file in included:
+        if not isinstance(file.tasks, dict):
+            problems.errors.append(f"{file.shown}: tasks: expected a table")
+            continue
+        own_problems = Problems()
+        parsed = parse_tasks(file.tasks, defaults, file.path.parent, own_problems, default_timezone)
+        problems.errors += [f"{file.shown}: {problem}" for problem in own_problems.errors]
+        problems.warnings += [f"{file.shown}: {warning}" for warning in own_problems.warnings]
+        for name in file.tasks:
+            if name in defined_in:
+                problems.add(
+                    key_path("tasks", name), f"defined in both {defined_in[name]} and {file.shown}"
+                )
+                continue
+            defined_in[name] = file.shown
+            if name in parsed:
+                merged[name] = parsed[name]
+    return dict(sorted(merged.items()))
 
 
 def _check_sections(document: dict[str, object], problems: Problems) -> None:

@@ -12,7 +12,7 @@ from runyard.domain.models import Schedule
 from runyard.domain.schedule import ScheduleError, load_zone, never_fires, parse_schedule
 
 LOCALTIME = Path("/etc/localtime")
-_SCHEDULER_KEYS = ("timezone",)
+SCHEDULER_KEYS = ("timezone",)
 # Keys that only matter for a task with a schedule (run_on_start does not: it
 # fires once at start either way).
 _NEEDS_CRON = ("timezone", "jitter")
@@ -60,7 +60,7 @@ def parse_scheduler(value: object, environ: Mapping[str, str], problems: Problem
     table = check_table(value, "scheduler", problems)
     if table is None:
         return "UTC"
-    check_keys(table, "scheduler", _SCHEDULER_KEYS, problems)
+    check_keys(table, "scheduler", SCHEDULER_KEYS, problems)
     if "timezone" in table:
         zone = check_timezone(table["timezone"], "scheduler.timezone", problems)
         if zone is not None:

@@ -12,7 +12,6 @@ from runyard.config.checks import (
     Problems,
     absolute_path,
     check_bool,
-    check_choice,
     check_duration,
     check_enum,
     check_int,
@@ -30,6 +29,7 @@ from runyard.domain.models import (
     TASK_NAME_PATTERN,
     TASK_NAME_RE,
     CatchUp,
+    EnvBase,
     LogOnFull,
     OverlapPolicy,
     ParamPassing,
@@ -42,7 +42,7 @@ PARAM_NAME_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_.-]{0,63}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _PARAM_NAME_RE = re.compile(PARAM_NAME_PATTERN)
 _ENV_NAME_RE = re.compile(ENV_NAME_PATTERN)
-_PARAM_KEYS = ("name", "env", "arg", "default", "required", "choices")
+PARAM_KEYS = ("name", "env", "arg", "default", "required", "choices")
 MIN_LOG_SIZE = 1024
 
 
@@ -125,7 +125,7 @@ def _check_param(item: object, path: str, problems: Problems) -> ParamSpec | Non
     if table is None:
         return None
     before = len(problems)
-    check_keys(table, path, _PARAM_KEYS, problems)
+    check_keys(table, path, PARAM_KEYS, problems)
     name: str | None = None
     if "name" not in table:
         problems.add(f"{path}.name", "required key is missing")
@@ -203,6 +203,9 @@ TASK_CHECKS: dict[str, Check] = {
     "working_dir": lambda v, p, pr: check_str(v, p, pr, non_empty=True),
     "env": check_env,
     "env_file": lambda v, p, pr: check_str(v, p, pr, non_empty=True),
+    "env_base": lambda v, p, pr: check_enum(v, p, pr, EnvBase),
+    "secrets": check_env,
+    "secrets_file": lambda v, p, pr: check_str(v, p, pr, non_empty=True),
     "timeout": lambda v, p, pr: check_duration(v, p, pr, positive=True),
     "graceful_stop": check_duration,
     "stop_signal": check_signal,
@@ -235,15 +238,14 @@ TASK_CHECKS: dict[str, Check] = {
 IGNORED_CHECKS: dict[str, Check] = {
     "manual_trigger": check_bool,
     "group": check_str,
-    "env_base": lambda v, p, pr: check_choice(v, p, pr, ("inherit", "clean")),
 }
 
-_TASK_KEYS = frozenset(TASK_CHECKS) | frozenset(IGNORED_CHECKS)
+TASK_KEYS = frozenset(TASK_CHECKS) | frozenset(IGNORED_CHECKS)
 _TASK_ONLY = {
     key: "not allowed in [defaults]; set it on each task"
     for key in ("run", "description", "automation", "params", "cron")
 }
-_DEFAULTS_KEYS = _TASK_KEYS - frozenset(_TASK_ONLY)
+DEFAULTS_KEYS = TASK_KEYS - frozenset(_TASK_ONLY)
 
 
 def _check_values(
@@ -272,8 +274,8 @@ def parse_defaults(value: object, problems: Problems) -> dict[str, object]:
     table = check_table(value, "defaults", problems)
     if table is None:
         return {}
-    check_keys(table, "defaults", _DEFAULTS_KEYS, problems, refused=_TASK_ONLY)
-    return _check_values(table, "defaults", problems, _DEFAULTS_KEYS)
+    check_keys(table, "defaults", DEFAULTS_KEYS, problems, refused=_TASK_ONLY)
+    return _check_values(table, "defaults", problems, DEFAULTS_KEYS)
 
 
 def parse_tasks(
@@ -320,8 +322,8 @@ def _parse_task(
     if table is None:
         return None
     before = len(problems)
-    check_keys(table, path, _TASK_KEYS, problems)
-    own = _check_values(table, path, problems, _TASK_KEYS)
+    check_keys(table, path, TASK_KEYS, problems)
+    own = _check_values(table, path, problems, TASK_KEYS)
     if "run" not in table:
         problems.add(key_path(path, "run"), "required key is missing")
     fields = {**defaults, **own}
@@ -336,9 +338,15 @@ def _parse_task(
             **cast(dict[str, str], defaults["env"]),
             **cast(dict[str, str], own["env"]),
         }
-    if "env" in fields:
-        fields["env"] = tuple(cast(dict[str, str], fields["env"]).items())
-    for key in ("env_file", "working_dir"):
+    if isinstance(defaults.get("secrets"), dict) and isinstance(own.get("secrets"), dict):
+        fields["secrets"] = {
+            **cast(dict[str, str], defaults["secrets"]),
+            **cast(dict[str, str], own["secrets"]),
+        }
+    for key in ("env", "secrets"):
+        if key in fields:
+            fields[key] = tuple(cast(dict[str, str], fields[key]).items())
+    for key in ("env_file", "secrets_file", "working_dir"):
         if key in fields:
             fields[key] = str(absolute_path(base_dir, cast(str, fields[key])))
     # Every value was checked against its field's type by TASK_CHECKS.

@@ -67,6 +67,13 @@ class LogOnFull(StrEnum):
     KILL = "kill"  # stop the run, end reason log_overflow
 
 
+class EnvBase(StrEnum):
+    """What a run's environment starts from, before the task's `env`."""
+
+    INHERIT = "inherit"  # the daemon's own environment
+    CLEAN = "clean"  # nothing: only the task's env (PATH: /usr/local/bin:/usr/bin:/bin if unset)
+
+
 class CatchUp(StrEnum):
     """What runs at start for ticks missed while the daemon was down."""
 
@@ -142,6 +149,11 @@ class TaskDefinition:
     working_dir: str | None = None
     env: tuple[tuple[str, str], ...] = ()
     env_file: str | None = None
+    env_base: EnvBase = EnvBase.INHERIT
+    # Passed like env, but never shown: not in the API, the pages, the CLI or
+    # the logs, and masked as *** in what the run prints.
+    secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    secrets_file: str | None = None
     timeout: timedelta | None = None
     graceful_stop: timedelta = timedelta(seconds=5)
     stop_signal: str = "SIGTERM"

@@ -49,9 +49,10 @@ from runyard.domain.policies import (
     should_retry,
 )
 from runyard.engine import run_log
-from runyard.engine.environment import build_argv, build_environment
+from runyard.engine.environment import build_argv, build_environment, load_secrets, mask_values
 from runyard.engine.events import EventHub
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
+from runyard.engine.observer import EngineObserver, NoObserver
 from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
 from runyard.engine.queued_input import QueuedInput
 from runyard.engine.start_log import STARTED_LOG, StartLog
@@ -148,12 +149,14 @@ class Engine:
         self._queued_input = QueuedInput()
         self.followers = LogFollowers()
         self.events = EventHub()
+        # Told of run ends, cron lag, missed ticks and commit times (the metrics).
+        self.observer: EngineObserver = NoObserver()
         self._store = store
         self._logs_dir = data_dir / LOGS_DIR
         self._clock = clock
         self._base_environ = dict(base_environ)
         self._retention_interval = retention_interval
-        self._writer = StoreWriter(store)
+        self._writer = StoreWriter(store, on_commit=self._store_written)
         self._disk = DiskSpace(data_dir)
         self._health = HealthMonitor(store.ping, self._writer, self._disk)
         self._started = StartLog(data_dir / STARTED_LOG, lambda: list(self._active))
@@ -230,12 +233,22 @@ class Engine:
         # so no directory ever holds millions of files.
         return Path(f"{self._logs_dir}/{run_id[:6]}/{run_id}.log")
 
+    def _store_written(self, seconds: float) -> None:
+        # The observer is attached after the writer is made; look it up each time.
+        self.observer.store_written(seconds)
+
     def counts(self, task_name: str) -> tuple[int, int]:
         """Return (running, queued) runs of a task."""
         queued = self._queued_per_task.get(task_name, 0) + sum(
             1 for run, _ in self._delayed.values() if run.task_name == task_name
         )
         return self._running_per_task.get(task_name, 0), queued
+
+    def account_counts(self, account: str) -> tuple[int, int]:
+        """Return (running, queued) runs a v3 account triggered, here."""
+        queued = sum(len(queue) for (_, owner), queue in self._queues.items() if owner == account)
+        queued += sum(1 for run, _ in self._delayed.values() if run.account == account)
+        return self._running_per_account.get(account, 0), queued
 
     def live_run(self, run_id: str) -> Run | None:
         """Return the in-memory state of a running run, if it is running here."""
@@ -458,6 +471,7 @@ class Engine:
             if run.status is RunStatus.ENDED:
                 self.events.publish("run.ended", _event_data(run))
                 run_log.run_ended(run)
+                self.observer.run_ended(run)
         self._enqueue(*queued)
         for active in to_kill:
             active.stop_requested = True
@@ -538,6 +552,8 @@ class Engine:
         await self._writer.write(inserts=[missed], ticks={task_name: last})
         self.events.publish("run.created", _event_data(missed))
         self.events.publish("run.ended", _event_data(missed))
+        self.observer.ticks_missed(task_name, count)
+        self.observer.run_ended(missed)
         return missed
 
     async def stop(self, run_id: str) -> Run:
@@ -840,16 +856,20 @@ class Engine:
                 self._fill_spares()
             else:
                 workspace_env = await asyncio.to_thread(self.workspace.prepare, run, self.inputs)
+            secrets = load_secrets(task) if task.secrets or task.secrets_file else {}
             child = await spawn(
                 run_id=run.id,
                 argv=build_argv(task, run),
-                env=build_environment(task, run, self._base_environ, workspace_env),
+                env=build_environment(
+                    task, run, self._base_environ, workspace_env, secrets=secrets
+                ),
                 cwd=Path(task.working_dir) if task.working_dir else None,
                 log=writer,
                 followers=self.followers,
                 clock=self._clock,
                 on_log_full=lambda: self._on_log_full(active),
                 keeps_newest=task.log_on_full is LogOnFull.DROP_OLD,
+                mask=mask_values(secrets),
             )
         except OSError as error:
             writer.notice(f"[runyard] could not start: {error}", self._clock())
@@ -964,6 +984,7 @@ class Engine:
     def _finish(self, ended: Run) -> None:
         self.events.publish("run.ended", _event_data(ended))
         run_log.run_ended(ended)
+        self.observer.run_ended(ended)
         for waiter in self._end_waiters.pop(ended.id, []):
             if not waiter.done():
                 waiter.set_result(ended)
@@ -1089,6 +1110,7 @@ class Engine:
             await self._writer.write(inserts=inserts, updates=updates)
             for ended in updates:
                 run_log.run_ended(ended)
+                self.observer.run_ended(ended)
         self._accepting = True
         for run in pending:
             self._schedule(run)

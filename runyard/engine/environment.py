@@ -9,7 +9,7 @@ import sysconfig
 from collections.abc import Mapping
 from pathlib import Path
 
-from runyard.domain.models import Run, TaskDefinition
+from runyard.domain.models import EnvBase, Run, TaskDefinition
 from runyard.domain.params import param_arguments, param_environment
 
 # The `runyard` command that started this daemon, for scripts: `"$RUNYARD_BIN" output ...`.
@@ -78,12 +78,43 @@ def build_argv(task: TaskDefinition, run: Run) -> list[str]:
     return [task.shell, "-e", "-c", task.run, task.name, *param_arguments(task.params, run.params)]
 
 
+def load_secrets(task: TaskDefinition) -> dict[str, str]:
+    """Return the task's secrets: `secrets_file` (read now), then `secrets`.
+
+    Raise OSError when the file cannot be read.
+    """
+    found: dict[str, str] = {}
+    if task.secrets_file:
+        found.update(parse_env_file(Path(task.secrets_file).read_text(encoding="utf-8")))
+    found.update(dict(task.secrets))
+    return found
+
+
+# Shorter values are not masked in logs: "yes" or "1234" would hide half a log.
+MIN_MASKED_LENGTH = 4
+
+
+def mask_values(secrets: Mapping[str, str]) -> tuple[bytes, ...]:
+    """The byte strings to mask as *** in a run's output, longest first.
+
+    A value of several lines is masked line by line (logs are kept by line).
+    """
+    pieces = {
+        line.encode("utf-8")
+        for value in secrets.values()
+        for line in value.splitlines()
+        if len(line.strip()) >= MIN_MASKED_LENGTH
+    }
+    return tuple(sorted(pieces, key=lambda piece: (-len(piece), piece)))
+
+
 def build_environment(
     task: TaskDefinition,
     run: Run,
     base: Mapping[str, str],
     extra: Mapping[str, str] | None = None,
     command: Path | None = None,
+    secrets: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Return the process environment; raise OSError when the env_file cannot be read.
 
@@ -92,10 +123,13 @@ def build_environment(
     path goes into $RUNYARD_BIN, so a script can call `runyard output` wherever
     runyard was installed.
     """
-    env = dict(base)
+    # env_base = "clean": nothing of the daemon's environment, as cron gives a
+    # job only the variables its crontab sets (and PATH a default).
+    env = dict(base) if task.env_base is EnvBase.INHERIT else {}
     if task.env_file:
         env.update(parse_env_file(Path(task.env_file).read_text(encoding="utf-8")))
     env.update(dict(task.env))
+    env.update(secrets or {})
     env.update(param_environment(task.params, run.params))
     env.update(
         {

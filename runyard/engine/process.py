@@ -37,8 +37,10 @@ class _OutputProtocol(asyncio.SubprocessProtocol):
         clock: Callable[[], datetime],
         on_log_full: Callable[[], None],
         keeps_newest: bool,
+        mask: tuple[bytes, ...] = (),
     ) -> None:
         self._run_id = run_id
+        self._mask = mask  # secret values, printed as *** wherever the output goes
         self._log = log
         self._followers = followers
         self._clock = clock
@@ -64,6 +66,8 @@ class _OutputProtocol(asyncio.SubprocessProtocol):
             self._record(fd, lines, count)
 
     def _record(self, fd: int, lines: bytes, count: int) -> None:
+        for secret in self._mask:
+            lines = lines.replace(secret, b"***")
         at = self._clock()
         stream = _STREAMS[fd]
         first, kept = self._log.append(stream, lines, count, at)
@@ -195,11 +199,12 @@ async def spawn(
     clock: Callable[[], datetime],
     on_log_full: Callable[[], None],
     keeps_newest: bool = False,
+    mask: tuple[bytes, ...] = (),
 ) -> ChildProcess:
     """Start `argv` in a new session; raise OSError when it cannot be started."""
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.subprocess_exec(
-        lambda: _OutputProtocol(run_id, log, followers, clock, on_log_full, keeps_newest),
+        lambda: _OutputProtocol(run_id, log, followers, clock, on_log_full, keeps_newest, mask),
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -111,8 +111,10 @@ class StoreWriter:
     are never recorded after that answer.
     """
 
-    def __init__(self, store: RunSink) -> None:
+    def __init__(self, store: RunSink, on_commit: Callable[[float], None] | None = None) -> None:
         self._store = store
+        # Told each landed commit's duration in seconds, on the writer thread.
+        self._on_commit = on_commit
         self._batch = _Batch()
         self._changed = threading.Condition()  # guards _batch and _closed
         self._closed = False
@@ -239,12 +241,14 @@ class StoreWriter:
         replay = False
         while True:
             try:
+                started = time.perf_counter()
                 self._store.apply(
                     list(batch.inserts.values()),
                     list(batch.updates.values()),
                     batch.ticks or None,
                     replay=replay,
                 )
+                elapsed = time.perf_counter() - started
             except StoreUnavailable as error:
                 if self.failure is None:
                     log.warning("the database refused a write, trying again: %s", error)
@@ -282,6 +286,8 @@ class StoreWriter:
                 log.info("the database takes writes again")
                 self.failure, self._retrying = None, False
             self._settle(batch.changes, None)
+            if self._on_commit is not None:
+                self._on_commit(elapsed)
             return
 
     def _isolate(self, batch: _Batch, error: Exception) -> None:

@@ -95,6 +95,18 @@ class KeyStore:
             row = connection.execute(statement).mappings().first()
         return None if row is None else _row_to_key(row)
 
+    def touch(self, key_id: str, now: datetime) -> None:
+        """Record that the key with this id was used at `now` (never moves back)."""
+        with self._transaction(write=True) as connection:
+            connection.execute(
+                sa.update(api_keys)
+                .where(
+                    api_keys.c.id == key_id,
+                    sa.or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < now),
+                )
+                .values(last_used_at=now)
+            )
+
 
 def _row_to_key(row: RowMapping) -> ApiKey:
     return ApiKey(

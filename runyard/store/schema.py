@@ -130,4 +130,6 @@ api_keys = sa.Table(
     sa.Column("key_hash", _key(64), nullable=False, unique=True),
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.Column("revoked_at", UtcDateTime, nullable=True),
+    # Migration 0006: when the key last opened the v3 API (to the minute).
+    sa.Column("last_used_at", UtcDateTime, nullable=True),
 )

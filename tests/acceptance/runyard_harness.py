@@ -131,16 +131,21 @@ def stop_process(process: subprocess.Popen[bytes]) -> int:
 
 
 def start_daemon(
-    config: Path, env: dict[str, str], output: Path, port: int
+    config: Path,
+    env: dict[str, str],
+    output: Path,
+    port: int,
+    command: list[str] | None = None,
 ) -> tuple[subprocess.Popen[bytes], str]:
     """Start `runyard serve` with `config` (listening on `port`), its output in `output`.
 
+    `command` is how to call runyard (default: this interpreter's `-m runyard`).
     Return the process and its URL once /health answers; a daemon that never
     does is stopped and the test fails with what it printed.
     """
     with output.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "runyard", "--config", str(config), "serve"],
+            [*(command or [sys.executable, "-m", "runyard"]), "--config", str(config), "serve"],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

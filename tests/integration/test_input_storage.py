@@ -23,6 +23,7 @@ from runyard.domain.models import Run, RunStatus, TaskDefinition, TriggeredBy
 from runyard.domain.queries import RunQuery
 from runyard.engine.core import Engine
 from runyard.exceptions import InputQueueFull
+from runyard.store import dashboard
 from runyard.store.inputs import INLINE_INPUT_BYTES
 from runyard.store.runs import RunStore
 
@@ -85,11 +86,25 @@ def test_list_and_report_queries_select_no_data_columns(
     searched, _ = store.list_runs(RunQuery(limit=10, search=run.id[:10]))
     reports = store.account_runs("a", 10)
     by_secret = store.active_run_by_secret("nothing")
+    # The dashboard's lists too.
+    pages = [
+        dashboard.recent_runs(store, 10),
+        dashboard.recent_runs_of_tasks(store, [run.task_name], 5)[run.task_name],
+        dashboard.runs_by_ids(store, [run.id]),
+        dashboard.filtered_runs(
+            store,
+            RunQuery(limit=10),
+            triggered_by=None,
+            created_from=None,
+            created_before=None,
+            count_cap=100,
+        )[0],
+    ]
     assert statements, "the listener saw no statement: the test would pass vacuously"
     for statement in statements:
         assert not any(column in statement for column in DATA_COLUMNS), statement
     assert total == 1 and by_secret is None
-    for found in (listed[0], searched[0], reports[0]):
+    for found in (listed[0], searched[0], reports[0], *(page[0] for page in pages)):
         assert found.id == run.id
         assert (found.input_data, found.output_data) == (None, None)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from fastapi import FastAPI
@@ -12,7 +13,13 @@ from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from runyard.api.app import create_app
-from runyard.api.auth import CAPABILITY_ROUTES, PUBLIC_ROUTES, QUERY_TOKEN_ROUTES
+from runyard.api.auth import (
+    CAPABILITY_ROUTES,
+    CONFIG_PUBLIC_ROUTES,
+    PUBLIC_ROUTES,
+    QUERY_TOKEN_ROUTES,
+    SESSION_ROUTES,
+)
 from runyard.app import Runyard
 from runyard.config.loader import load_config
 
@@ -30,7 +37,12 @@ DUMMY_PATH_VALUES = {
     "taskName": "hello",
     "runId": "01ARZ3NDEKTSV4RRFFQ69G5FAV",
     "file": "swagger-ui.css",
+    "asset": "dashboard.css",
+    "keyId": "01ARZ3NDEKTSV4RRFFQ69G5FAV",
 }
+
+# Routes with a credential of their own: not the bearer token's to open or refuse.
+OWN_CREDENTIAL = PUBLIC_ROUTES | CAPABILITY_ROUTES | SESSION_ROUTES
 
 
 @pytest.fixture
@@ -76,7 +88,7 @@ def test_every_non_public_route_refuses_requests_without_a_token(
 ) -> None:
     checked = 0
     for method, template in routes(app):
-        if template in PUBLIC_ROUTES | CAPABILITY_ROUTES:
+        if template in OWN_CREDENTIAL:
             continue
         response = client.request(method, concrete(template))
         assert response.status_code == 401, (method, template, response.text)
@@ -91,7 +103,7 @@ def test_every_non_public_route_refuses_requests_without_a_token(
 
 def test_a_wrong_token_is_refused_everywhere(app: FastAPI, client: TestClient) -> None:
     for method, template in routes(app):
-        if template in PUBLIC_ROUTES | CAPABILITY_ROUTES:
+        if template in OWN_CREDENTIAL:
             continue
         response = client.request(
             method, concrete(template), headers={"Authorization": "Bearer not-the-token"}
@@ -110,6 +122,16 @@ def test_public_routes_are_listed_and_answer_without_a_token(
             continue
         response = client.request(method, concrete(template))
         assert response.status_code == 200, (method, template, response.text)
+
+
+def test_routes_the_config_may_open_exist_and_are_closed_by_default(
+    app: FastAPI, client: TestClient
+) -> None:
+    templates = {path for _method, path in routes(app)}
+    assert templates >= CONFIG_PUBLIC_ROUTES, "CONFIG_PUBLIC_ROUTES lists a missing route"
+    assert not CONFIG_PUBLIC_ROUTES & (PUBLIC_ROUTES | CAPABILITY_ROUTES)
+    for template in CONFIG_PUBLIC_ROUTES:
+        assert client.get(concrete(template)).status_code == 401, template
 
 
 def test_capability_routes_refuse_requests_without_their_credential(
@@ -135,6 +157,55 @@ def test_capability_routes_refuse_requests_without_their_credential(
             assert response.status_code == 404, (method, template, response.text)
         checked += 1
     assert checked == len(CAPABILITY_ROUTES)
+
+
+def test_dashboard_routes_need_a_session_and_the_token_does_not_open_them(
+    runyard: Runyard, app: FastAPI
+) -> None:
+    templates = {path for _method, path in routes(app)}
+    assert templates >= SESSION_ROUTES, "SESSION_ROUTES lists a route that does not exist"
+    assert not SESSION_ROUTES & (PUBLIC_ROUTES | CAPABILITY_ROUTES | CONFIG_PUBLIC_ROUTES)
+    # The dashboard's own routes are all listed: none is left to the bearer token by mistake.
+    dashboard = {"/login", "/logout", "/", "/runs", "/accounts", "/daemon", "/events/live"}
+    for prefix in ("/runs/", "/tasks/", "/accounts/", "/daemon/"):
+        dashboard |= {path for path in templates if path.startswith(prefix)}
+    assert dashboard == SESSION_ROUTES
+    checked = 0
+    with TestClient(app, follow_redirects=False) as client:
+        for method, template in routes(app):
+            if template not in SESSION_ROUTES:
+                continue
+            # Even the daemon token opens no page: pages take a session only.
+            headers = {"Authorization": f"Bearer {runyard.token}"}
+            path = concrete(template)
+            response = client.request(method, path, headers=headers)
+            if template == "/login":
+                # The form itself; a POST without the form's token is refused.
+                assert response.status_code == (200 if method == "GET" else 403), template
+            elif template in ("/events/live", "/runs/{runId}/log/live"):
+                assert response.status_code == 401, (method, template)
+            else:
+                assert response.status_code == 303, (method, template, response.text)
+                location = response.headers["location"]
+                assert location.startswith("/login?next="), location
+                if method == "GET":
+                    assert location == "/login?" + urlencode({"next": path})
+            checked += 1
+    assert checked == len(routes_of(app, SESSION_ROUTES))
+
+
+def routes_of(app: FastAPI, templates: frozenset[str]) -> list[tuple[str, str]]:
+    return [(method, path) for method, path in routes(app) if path in templates]
+
+
+def test_dashboard_pages_carry_a_content_security_policy_without_inline_scripts(
+    client: TestClient,
+) -> None:
+    response = client.get("/login")
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy
+    assert "frame-ancestors 'none'" in policy
 
 
 def test_query_token_is_accepted_only_on_sse_routes(runyard: Runyard, client: TestClient) -> None:

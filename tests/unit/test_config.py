@@ -13,6 +13,7 @@ from runyard.config import (
     resolve_config_path,
 )
 from runyard.domain.models import (
+    EnvBase,
     LogOnFull,
     OverlapPolicy,
     ParamPassing,
@@ -181,15 +182,23 @@ def test_unimplemented_keys_accepted_and_ignored() -> None:
         run = "a"
         manual_trigger = false
         group = "ops"
-        env_base = "clean"
 
         [accounts]
         """
     )
     assert config.tasks["a"] == TaskDefinition(name="a", run="a")
     assert config.warnings == (
-        "tasks.a: manual_trigger, group, env_base: accepted but ignored, not supported yet",
+        "tasks.a: manual_trigger, group: accepted but ignored, not supported yet",
     )
+
+
+def test_env_base_is_inherit_or_clean() -> None:
+    config = parse('[tasks.a]\nrun = "a"\nenv_base = "clean"\n[tasks.b]\nrun = "b"\n')
+    assert config.tasks["a"].env_base is EnvBase.CLEAN
+    assert config.tasks["b"].env_base is EnvBase.INHERIT
+    with pytest.raises(ConfigError) as caught:
+        parse('[tasks.a]\nrun = "a"\nenv_base = "empty"\n')
+    assert "tasks.a.env_base" in str(caught.value)
 
 
 def test_data_dir_precedence(tmp_path: Path) -> None:

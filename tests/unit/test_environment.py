@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runyard.domain.models import Run, RunStatus, TaskDefinition, TriggeredBy
+from runyard.domain.models import EnvBase, Run, RunStatus, TaskDefinition, TriggeredBy
 from runyard.engine.environment import RUNYARD_BIN_ENV, build_environment, with_command_dir
 
 T0 = datetime(2026, 3, 29, 12, 0, tzinfo=UTC)
@@ -37,3 +37,12 @@ def test_with_command_dir() -> None:
     assert with_command_dir("/opt/runyard/venv/bin:/a", COMMAND) == "/opt/runyard/venv/bin:/a"
     assert with_command_dir(None, COMMAND) == "/usr/local/bin:/usr/bin:/bin:/opt/runyard/venv/bin"
     assert with_command_dir("", COMMAND) == "/usr/local/bin:/usr/bin:/bin:/opt/runyard/venv/bin"
+
+
+def test_a_clean_environment_holds_the_tasks_env_and_runyards_own_only() -> None:
+    task = TaskDefinition(name="t", run="x", env=(("HOME", "/home/a"),), env_base=EnvBase.CLEAN)
+    env = build_environment(task, RUN, {"SECRET": "daemon's", "PATH": "/opt/x"}, command=COMMAND)
+    assert "SECRET" not in env
+    assert env["HOME"] == "/home/a"
+    assert env["PATH"] == "/usr/local/bin:/usr/bin:/bin:/opt/runyard/venv/bin"
+    assert {name for name in env if not name.startswith("RUNYARD_")} == {"HOME", "PATH"}

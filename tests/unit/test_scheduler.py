@@ -241,3 +241,41 @@ async def test_reload_keeps_last_ticks_and_starts_new_schedules_now(daemon: Daem
     await scheduler.fire_due(daemon.clock.advance(minutes=1))
     assert daemon.fired("tick") == []
     assert len(daemon.fired("new")) == 1
+
+
+class Heard:
+    """An engine observer that writes down what it is told."""
+
+    def __init__(self) -> None:
+        self.lags: list[tuple[str, float]] = []
+        self.missed: list[tuple[str, int]] = []
+        self.ended: list[EndReason | None] = []
+
+    def run_ended(self, run: Run) -> None:
+        self.ended.append(run.end_reason)
+
+    def cron_fired(self, task_name: str, lag_seconds: float) -> None:
+        self.lags.append((task_name, lag_seconds))
+
+    def ticks_missed(self, task_name: str, count: int) -> None:
+        self.missed.append((task_name, count))
+
+    def store_written(self, seconds: float) -> None:
+        pass
+
+
+async def test_the_observer_hears_on_time_lag_and_missed_ticks_not_catch_up(
+    daemon: Daemon,
+) -> None:
+    scheduler = await daemon.start(every_minute())
+    assert daemon.engine is not None
+    heard = Heard()
+    daemon.engine.observer = heard
+    await scheduler.fire_due(daemon.clock.advance(minutes=1, seconds=2))
+    assert heard.lags == [("tick", 2.0)]
+    # An hour asleep: 59 ticks missed at once, one catch-up run (lag not
+    # reported: it is late by design), then the next on-time tick.
+    await scheduler.fire_due(daemon.clock.advance(hours=1, seconds=-2, milliseconds=250))
+    assert heard.missed == [("tick", 59)]
+    assert EndReason.MISSED in heard.ended
+    assert heard.lags == [("tick", 2.0), ("tick", 0.25)]

@@ -1,0 +1,1 @@
+"""Translators from other schedulers' files into runyard.toml (`runyard import ...`)."""

@@ -1,0 +1,1 @@
+"""The web dashboard: server-rendered pages served by the daemon (see docs/DESIGN.md)."""

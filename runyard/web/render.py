@@ -1,0 +1,122 @@
+"""Templates and the headers every dashboard response carries.
+
+Jinja2 with autoescaping on for every template: a value reaches the page as
+text, whatever it holds. Pages load only the daemon's own script and style
+sheet (the Content-Security-Policy forbids inline scripts and styles).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import jinja2
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+from runyard import __version__
+from runyard.domain import words
+from runyard.domain.models import FAILURE_LIKE, EndReason, Run, RunStatus
+
+POLICY = "; ".join(
+    [
+        "default-src 'none'",
+        "script-src 'self'",
+        "style-src 'self'",
+        "connect-src 'self'",
+        "img-src 'self' data:",
+        "base-uri 'none'",
+        "form-action 'self'",
+        "frame-ancestors 'none'",
+    ]
+)
+HEADERS = {
+    "Content-Security-Policy": POLICY,
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+}
+
+_environment = jinja2.Environment(
+    loader=jinja2.PackageLoader("runyard.web", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _stamp(value: datetime | None) -> str:
+    if value is None:
+        return "–"
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _zoned(value: datetime | None, zone: str) -> str:
+    """Return a time as the wall clock of `zone`, naming the zone: 2026-12-03 03:00 Europe/Riga."""
+    if value is None:
+        return "–"
+    try:
+        local = value.astimezone(ZoneInfo(zone)) if zone else value.astimezone(UTC)
+    except (ZoneInfoNotFoundError, ValueError):
+        local, zone = value.astimezone(UTC), "UTC"
+    return f"{local:%Y-%m-%d %H:%M} {zone or 'UTC'}"
+
+
+def _iso(value: datetime | None) -> str:
+    return "" if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def outcome(run: Run) -> str:
+    """Return the word a run's state shows as (and its CSS class): running, success, ..."""
+    if run.status is not RunStatus.ENDED:
+        return "queued" if run.status is RunStatus.PENDING else "running"
+    return run.end_reason.value if run.end_reason is not None else "ended"
+
+
+def tone(run: Run) -> str:
+    """Return the colour family of a run's state: ok, bad, live, idle."""
+    if run.status is RunStatus.RUNNING:
+        return "live"
+    if run.status is RunStatus.PENDING:
+        return "idle"
+    if run.end_reason is EndReason.SUCCESS:
+        return "ok"
+    if run.end_reason in FAILURE_LIKE:
+        return "bad"
+    return "idle"
+
+
+_environment.filters.update(
+    stamp=_stamp,
+    iso=_iso,
+    zoned=_zoned,
+    interval=lambda value: "none" if value is None else words.span(value.total_seconds()),
+    duration=words.duration,
+    outcome=outcome,
+    tone=tone,
+)
+_environment.globals.update(version=__version__, relative=words.relative)
+
+
+def static_text(name: str) -> str:
+    return resources.files("runyard.web").joinpath("static", name).read_text(encoding="utf-8")
+
+
+def page(
+    request: Request,
+    template: str,
+    context: dict[str, Any],
+    *,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+) -> HTMLResponse:
+    """Render `template` as a full page, or only its <main> when the script asks for a refresh."""
+    fragment = request.headers.get("x-runyard-fragment") == "1"
+    body = _environment.get_template(template).render(
+        request_path=request.url.path, fragment=fragment, **context
+    )
+    return HTMLResponse(body, status_code=status_code, headers={**HEADERS, **(headers or {})})
