@@ -27,6 +27,7 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -186,8 +187,14 @@ class UploadGuard:
         Return None when the body was answered here (not a JSON object).
         """
         assert self.bodies is not None
-        parsed = await self.bodies().parse(body, str(ULID()))
         v3 = scope["path"] == V3_TRIGGER
+        try:
+            parsed = await self.bodies().parse(body, str(ULID()))
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory); the next body gets new ones.
+            message = "runyard could not read this body (its parser stopped); try again."
+            await _refuse(scope, receive, send, 503, message, 1.0)
+            return None
         if parsed.json_problem is not None:
             await _refuse_json(scope, receive, send, parsed.json_problem, v3)
             return None

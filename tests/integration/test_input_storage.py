@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from runyard.body_parser import BodyParser
 from runyard.domain.models import Run, RunStatus, TaskDefinition, TriggeredBy
 from runyard.domain.queries import RunQuery
 from runyard.engine.core import Engine
@@ -312,3 +313,22 @@ async def test_retention_deletes_input_files(engines: Engines, store: RunStore) 
     assert not engine.inputs.json_path(runs[0].id).exists()
     assert engine.inputs.json_path(runs[1].id).exists()
     assert engine.inputs.read_tables(runs[1].id) == large_tables("1")
+
+
+# ----- the body parser's workers ----------------------------------------------------
+
+
+async def test_body_parser_workers_stop_when_idle_and_start_again(tmp_path: Path) -> None:
+    """A worker keeps the heap of the largest body it parsed: it goes away when idle."""
+    parser = BodyParser(tmp_path / "inputs", idle_seconds=0.2)
+    body = json.dumps({"name": "x", "data": large_tables("w")}).encode()
+    try:
+        parsed = await parser.parse(body, "01WORKER0000000000000000A")
+        assert parsed.staged is not None and parsed.staged.wrote_file
+        assert parser.running
+        await until(lambda: not parser.running, timeout=10)
+        again = await parser.parse(body, "01WORKER0000000000000000B")
+        assert again.members == {"name": "x"} and parser.running
+    finally:
+        parser.close()
+    assert not parser.running
