@@ -50,10 +50,11 @@ lint: $(BIN)/.dev
 test: test-setup lint
 	$(BIN)/pytest -q
 
-# Benchmarks (not tests): about 17 minutes on 2 cores; results in bench/results/.
+# Benchmarks (not tests): about 20 minutes on 2 cores; results in bench/results/.
 # bench/http.py needs wrk (Debian: apt-get install wrk).
 bench: $(BIN)/.dev
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/schedule.py
 	$(BIN)/python bench/http.py
 	$(BIN)/python bench/cli.py
+	$(BIN)/python bench/notifications.py

@@ -31,12 +31,16 @@ from runyard.engine.start_log import STARTED_LOG
 from runyard.engine.workspace import WORK_DIR
 from runyard.exceptions import ConfigError, InvalidInput, NotFound, UnstorableInput
 from runyard.metrics import Metrics, TaskLoad
+from runyard.notifications.service import NotificationService
 from runyard.store import RunStore, database_url
 from runyard.store.files import make_private_directory, prepare_data_dir
 from runyard.store.inputs import INPUTS_DIR
 from runyard.store.keys import REVOKED_MARKER
 
 log = logging.getLogger("runyard.daemon")
+
+# What pending notifications get to finish when the daemon stops.
+NOTIFICATION_GRACE_SECONDS = 5.0
 
 
 def load_or_create_token(
@@ -107,10 +111,22 @@ class Runyard:
         self.bodies = BodyParser(self.data_dir / INPUTS_DIR)
         self.scheduler = Scheduler(self.engine, self.store, clock)
         self.cloud = CloudApi(self)
+        self.notifications = NotificationService(
+            config.notifications,
+            self.store,
+            link_base=run_link_base(config),
+            log_path=self.engine.log_path,
+            clock=clock,
+        )
+        # Before the engine starts: runs its recovery ends as crashed are heard.
+        self.engine.events.listen(self.notifications.on_event)
         self.metrics = Metrics(__version__, self._task_loads, self.cloud.used_minutes_by_account)
         self.engine.observer = self.metrics
+        # runyard_notifications_total{notifier, outcome}: delivered, failed or dropped.
+        self.notifications.on_delivery = self.metrics.notification
 
     async def start(self) -> None:
+        await self.notifications.start(list(self.engine.tasks))
         await self.engine.start()
         await self.scheduler.start()
 
@@ -118,6 +134,7 @@ class Runyard:
         await self.scheduler.stop()
         await self.engine.shutdown(self.config.daemon.shutdown_timeout.total_seconds())
         await asyncio.to_thread(self.bodies.close)
+        await self.notifications.stop(NOTIFICATION_GRACE_SECONDS)
         await asyncio.to_thread(self.store.close)
 
     # ----- tasks -----------------------------------------------------------
@@ -174,6 +191,8 @@ class Runyard:
             self.engine.set_limits(
                 new.daemon.max_concurrent_runs, _account_limits(new), _account_input_limits(new)
             )
+            self.notifications.configure(new.notifications, run_link_base(new))
+            await self.notifications.learn_failing(list(new.tasks))
             kept = {key: getattr(old.daemon, key) for key in RESTART_SETTINGS}
             self.config = dataclasses.replace(new, daemon=dataclasses.replace(new.daemon, **kept))
             await self.scheduler.tasks_changed()
@@ -311,6 +330,16 @@ def refused_report(error: ConfigError) -> list[str]:
 
 def _account_input_limits(config: Config) -> dict[str, int | None]:
     return {account.id: account.max_queued_input for account in config.accounts.values()}
+
+
+def run_link_base(config: Config) -> str:
+    """Return the base of run links in notifications: external_url, else the daemon's address."""
+    if config.daemon.external_url:
+        return config.daemon.external_url.rstrip("/")
+    host = config.daemon.host
+    if ":" in host:  # an IPv6 address
+        host = f"[{host}]"
+    return f"http://{host}:{config.daemon.port}"
 
 
 def _account_limits(config: Config) -> dict[str, int | None]:

@@ -270,6 +270,9 @@ class CloudApi:
         if caller.account.runtime_allowance_minutes is not None:
             used = await self._used_minutes(caller.account)
             if quota_exhausted(caller.account, used):
+                self._runyard.engine.events.signal(
+                    "quota_exhausted", {"task_name": task.name, "account": caller.account.id}
+                )
                 raise V3Error(403, QUOTA_EXCEEDED)
         run_id = staged.run_id if staged is not None else str(ULID())
         password = viewer_password(run_id, secrets.token_urlsafe(VIEWER_SECRET_BYTES))

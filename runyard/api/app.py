@@ -16,6 +16,7 @@ from runyard.api import (
     routes_keys,
     routes_logs,
     routes_meta,
+    routes_notifications,
     routes_runs,
     routes_tasks,
     routes_v3,
@@ -69,6 +70,7 @@ def create_app(runyard: Runyard) -> FastAPI:
         routes_events,
         routes_daemon,
         routes_keys,
+        routes_notifications,
         routes_viewer,
         routes_docs,
     ):

@@ -59,6 +59,7 @@ SESSION_ROUTES: frozenset[str] = frozenset(
         "/accounts/keys",
         "/accounts/keys/{keyId}/revoke",
         "/daemon",
+        "/notifications",
         "/daemon/reload",
     }
 )

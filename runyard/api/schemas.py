@@ -15,6 +15,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from runyard.api.deps import schema_url
 from runyard.domain import models as domain
+from runyard.domain import notifications as domain_notifications
 from runyard.domain.models import (
     CatchUp,
     EndReason,
@@ -332,6 +333,38 @@ EVENT_STREAM_CONTENT: dict[str, Any] = {
 
 
 # Every model `GET /schemas/<Name>.json` serves.
+class NotificationDelivery(_Body):
+    notifier: str = Field(description="The notifier ([notifiers.<name>]) it went to")
+    url: str = Field(description="The Apprise URL, passwords and tokens hidden")
+    outcome: str = Field(description="delivered, failed or dropped")
+    attempts: int = Field(description="Attempts made (retries included)")
+    error: str = Field(description="Why the last attempt failed; empty when delivered")
+
+
+class Notification(_Body):
+    id: str
+    created_at: UtcDateTime
+    kind: str = Field(description="succeeded, failed, timeout, crashed, ... (README)")
+    task_name: str | None = Field(description="The task it is about, if any")
+    run_id: str | None = Field(description="The run it is about (the latest, for a summary)")
+    count: int = Field(description="Events this notification stands for (repeats folded in)")
+    title: str
+    body: str
+    notifiers: list[str] = Field(description="Notifiers its routes chose")
+    status: str = Field(description="pending, delivered, failed or dropped")
+    deliveries: list[NotificationDelivery]
+    updated_at: UtcDateTime
+
+
+class NotificationsResponseBody(_Body):
+    schema_: SchemaField = None
+    notifications: list[Notification] = Field(description="Newest first")
+    total: int = Field(description="Total matching notifications")
+    dropped: int = Field(
+        description="Notifications dropped since the daemon started (pending queue full)"
+    )
+
+
 SCHEMAS: dict[str, type[BaseModel]] = {
     model.__name__: model
     for model in (
@@ -340,6 +373,9 @@ SCHEMAS: dict[str, type[BaseModel]] = {
         Health,
         LogLine,
         LogPage,
+        Notification,
+        NotificationDelivery,
+        NotificationsResponseBody,
         ReloadResponseBody,
         Run,
         RunsResponseBody,
@@ -454,4 +490,41 @@ def reload_body(changes: Mapping[str, Sequence[str]], base: str) -> ReloadRespon
         warnings=list(changes.get("warnings", ())),
         skipped_runs=list(changes.get("skipped_runs", ())),
         accounts_changed=list(changes.get("accounts_changed", ())),
+    )
+
+
+def notifications_body(
+    found: Sequence[domain_notifications.Notification], total: int, dropped: int, base: str
+) -> NotificationsResponseBody:
+    """Return the API body of one page of notifications."""
+    return NotificationsResponseBody(
+        schema_=schema_url(base, "NotificationsResponseBody"),
+        notifications=[
+            Notification(
+                id=item.id,
+                created_at=item.created_at,
+                kind=item.kind,
+                task_name=item.task_name,
+                run_id=item.run_id,
+                count=item.count,
+                title=item.title,
+                body=item.body,
+                notifiers=list(item.notifiers),
+                status=item.status,
+                deliveries=[
+                    NotificationDelivery(
+                        notifier=d.notifier,
+                        url=d.url,
+                        outcome=d.outcome,
+                        attempts=d.attempts,
+                        error=d.error,
+                    )
+                    for d in item.deliveries
+                ],
+                updated_at=item.updated_at or item.created_at,
+            )
+            for item in found
+        ],
+        total=total,
+        dropped=dropped,
     )

@@ -252,6 +252,14 @@ def _format_size(size: int) -> str:
     return f"{size} bytes"
 
 
+def check_umask(value: object, path: str, problems: Problems) -> int | None:
+    """Return the file mode creation mask written as `"027"`/`"0027"` (octal digits)."""
+    if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3}", value.strip()):
+        problems.add(path, f'expected octal digits like "022" or "0027", got {describe(value)}')
+        return None
+    return int(value.strip(), 8)
+
+
 def check_signal(value: object, path: str, problems: Problems) -> str | None:
     """Return the canonical `SIG...` name of the signal written as `"TERM"` or `"SIGTERM"`."""
     if not isinstance(value, str):

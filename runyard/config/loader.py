@@ -29,6 +29,7 @@ from runyard.config.locate import (
     find_config,
 )
 from runyard.config.metrics import MetricsSettings, parse_metrics
+from runyard.config.notifications import NotificationSettings, parse_notifications
 from runyard.config.reading import parse_toml, read_config_text
 from runyard.config.schedules import parse_scheduler
 from runyard.config.tasks import parse_defaults, parse_tasks
@@ -57,9 +58,20 @@ EXAMPLE_CONFIG_PATH = Path(__file__).resolve().parent.parent / "examples" / "run
 # The top-level tables a config may hold. Anything else is refused, so a
 # misspelt or not-yet-supported table cannot validate as a config that runs
 # nothing.
-SECTIONS = ("daemon", "scheduler", "defaults", "tasks", "accounts", "metrics")
+SECTIONS = (
+    "daemon",
+    "scheduler",
+    "defaults",
+    "tasks",
+    "accounts",
+    "metrics",
+    "notifications",
+    "notifiers",
+    "routes",
+)
 _TABLES_HINT = (
-    "the tables are [daemon], [scheduler], [defaults], [tasks.<name>], [accounts.<id>], [metrics]"
+    "the tables are [daemon], [scheduler], [defaults], [tasks.<name>], [accounts.<id>], "
+    "[metrics], [notifications], [notifiers.<name>], [[routes]]"
 )
 # Tables a later version adds: named here so a config written for them is
 # refused with a reason rather than a bare "unknown".
@@ -78,6 +90,7 @@ class Config:
     tasks: dict[str, TaskDefinition]  # sorted by name
     warnings: tuple[str, ...] = ()
     accounts: dict[str, Account] = field(default_factory=default_accounts)  # sorted by id
+    notifications: NotificationSettings = field(default_factory=NotificationSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
 
@@ -125,6 +138,7 @@ def parse_config_text(
         tasks = _merge_included(document.get("tasks"), included, tasks, defaults, problems,
                                 default_timezone)  # fmt: skip
     accounts = parse_accounts(document.get("accounts", {}), tasks, problems)
+    notifications = parse_notifications(document, base_dir, tasks, problems)
     metrics = parse_metrics(document.get("metrics", {}), problems)
     if problems.errors or daemon is None:
         raise ConfigError(str(path), problems.errors)
@@ -134,6 +148,7 @@ def parse_config_text(
         tasks=tasks,
         warnings=tuple(problems.warnings),
         accounts=accounts,
+        notifications=notifications,
         metrics=metrics,
     )
 

@@ -24,10 +24,18 @@ from runyard.config.accounts import ACCOUNT_CHECKS, ACCOUNT_ID_PATTERN
 from runyard.config.daemon import DAEMON_KEYS, DaemonSettings
 from runyard.config.loader import SECTIONS
 from runyard.config.metrics import METRICS_KEYS, MetricsSettings
+from runyard.config.notifications import (
+    NOTIFIER_KEYS,
+    ROUTE_KEYS,
+    SETTINGS_KEYS,
+    NotificationSettings,
+    Notifier,
+)
 from runyard.config.schedules import SCHEDULER_KEYS
 from runyard.config.tasks import DEFAULTS_KEYS, IGNORED_CHECKS, PARAM_KEYS, TASK_KEYS
 from runyard.domain.accounts import Account
 from runyard.domain.models import TASK_NAME_PATTERN, TaskDefinition
+from runyard.domain.notifications import NotificationKind
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 DURATION: dict[str, Any] = {
@@ -50,6 +58,7 @@ _TASK_KEYS_OWN: dict[str, dict[str, Any]] = {
     "timezone": {**STRING, "description": "an IANA time zone, e.g. Europe/Riga"},
     "stop_signal": {**STRING, "description": "a signal name: SIGTERM or TERM"},
     "log_max_size": SIZE,
+    "umask": {"type": "string", "pattern": r"^\s*0?[0-7]{3}\s*$", "description": 'e.g. "027"'},
 }
 # A param's keys (PARAM_KEYS): `arg = true` fills ParamSpec.passing, the rest one field each.
 _PARAM_TYPES: dict[str, dict[str, Any]] = {
@@ -65,6 +74,20 @@ _DAEMON_KEYS_OWN: dict[str, dict[str, Any]] = {
     "max_output_size": SIZE,
     "data_dir": STRING,
 }
+
+
+_NOTIFIER_KEYS_OWN: dict[str, dict[str, Any]] = {
+    "urls": {"type": "array", "items": {**STRING, "description": "an Apprise URL"}},
+    "template": {**STRING, "description": "a Jinja2 template file, relative to the config"},
+}
+
+
+def _route() -> dict[str, Any]:
+    kinds = {"type": "array", "items": {"enum": [kind.value for kind in NotificationKind]}}
+    names = {"type": "array", "items": STRING}
+    route = _table(None, ROUTE_KEYS, {"kinds": kinds, "tasks": names, "notifiers": names})
+    route["required"] = ["kinds", "notifiers"]
+    return route
 
 
 def config_schema() -> dict[str, Any]:
@@ -90,6 +113,13 @@ def config_schema() -> dict[str, Any]:
             "additionalProperties": _table(Account, tuple(ACCOUNT_CHECKS), {}),
         },
         "metrics": _table(MetricsSettings, METRICS_KEYS, {}),
+        "notifications": _table(NotificationSettings, SETTINGS_KEYS, {}),
+        "notifiers": {
+            "type": "object",
+            "propertyNames": {"pattern": TASK_NAME_PATTERN},
+            "additionalProperties": _table(Notifier, NOTIFIER_KEYS, _NOTIFIER_KEYS_OWN),
+        },
+        "routes": {"type": "array", "items": _route()},
     }
     missing = set(SECTIONS) - set(properties)
     if missing:  # a new section must say its model here; the tests hold this

@@ -154,6 +154,7 @@ class TaskDefinition:
     # the logs, and masked as *** in what the run prints.
     secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     secrets_file: str | None = None
+    umask: int | None = None  # the process's file mode creation mask; None: the daemon's
     timeout: timedelta | None = None
     graceful_stop: timedelta = timedelta(seconds=5)
     stop_signal: str = "SIGTERM"

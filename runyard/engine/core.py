@@ -60,6 +60,7 @@ from runyard.engine.strays import StrayKiller
 from runyard.engine.workspace import WORK_DIR, Workspace
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import (
+    DiskFull,
     InputQueueFull,
     InvalidInput,
     NotFound,
@@ -326,7 +327,11 @@ class Engine:
         if tick is None:
             # A caller is told at once; a cron tick is the daemon's own and is
             # recorded whenever the store can take it.
-            self._disk.refuse_if_full()
+            try:
+                self._disk.refuse_if_full()
+            except DiskFull as error:
+                self._signal_disk_full(task_name, error)
+                raise
         try:
             values = resolve_params(task.params, params)
         except ParamError as error:
@@ -456,6 +461,11 @@ class Engine:
                 urgent=True,
                 give_up_after=TRIGGER_WAIT_SECONDS if tick is None else None,
             )
+        except DiskFull as error:
+            for run in queued:
+                self._queued_input.remove(run)
+            self._signal_disk_full(task.name, error)
+            raise
         except BaseException:
             for run in queued:
                 self._queued_input.remove(run)
@@ -870,6 +880,7 @@ class Engine:
                 on_log_full=lambda: self._on_log_full(active),
                 keeps_newest=task.log_on_full is LogOnFull.DROP_OLD,
                 mask=mask_values(secrets),
+                umask=task.umask,
             )
         except OSError as error:
             writer.notice(f"[runyard] could not start: {error}", self._clock())
@@ -980,6 +991,10 @@ class Engine:
         self._running_per_task[active.run.task_name] -= 1
         self._running_per_account[active.run.account] -= 1
         self._pump()
+
+    def _signal_disk_full(self, task_name: str, error: DiskFull) -> None:
+        # Not a run event (no run was recorded): listeners only, not /api/events.
+        self.events.signal("disk_full", {"task_name": task_name, "detail": str(error)})
 
     def _finish(self, ended: Run) -> None:
         self.events.publish("run.ended", _event_data(ended))
@@ -1109,6 +1124,7 @@ class Engine:
         if updates or inserts:
             await self._writer.write(inserts=inserts, updates=updates)
             for ended in updates:
+                self.events.publish("run.ended", _event_data(ended))
                 run_log.run_ended(ended)
                 self.observer.run_ended(ended)
         self._accepting = True

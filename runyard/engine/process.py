@@ -200,6 +200,7 @@ async def spawn(
     on_log_full: Callable[[], None],
     keeps_newest: bool = False,
     mask: tuple[bytes, ...] = (),
+    umask: int | None = None,
 ) -> ChildProcess:
     """Start `argv` in a new session; raise OSError when it cannot be started."""
     loop = asyncio.get_running_loop()
@@ -212,5 +213,6 @@ async def spawn(
         cwd=cwd,
         env=dict(env),
         start_new_session=True,
+        umask=-1 if umask is None else umask,
     )
     return ChildProcess(transport, protocol)

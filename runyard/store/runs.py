@@ -16,9 +16,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from runyard.domain.models import Run, RunStatus
+from runyard.domain.notifications import Notification
 from runyard.domain.queries import RunQuery, SortDirection, SortField
 from runyard.exceptions import StoreError
 from runyard.store import database, task_state
+from runyard.store import notifications as notification_rows
 from runyard.store._bulk import insert_runs
 from runyard.store._rows import (
     MUTABLE_COLUMNS,
@@ -310,6 +312,40 @@ class RunStore:
         )
         with self._transaction() as connection:
             return list(connection.execute(statement).scalars())
+
+    def last_judged_end(self, task_name: str, reasons: Sequence[str]) -> str | None:
+        """Return the end reason of the task's newest run that ended with one of `reasons`."""
+        with self._transaction() as connection:
+            return connection.execute(
+                sa.select(runs.c.end_reason)
+                .where(runs.c.task_name == task_name, runs.c.end_reason.in_(list(reasons)))
+                .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+                .limit(1)
+            ).scalar_one_or_none()
+
+    # ----- notifications ---------------------------------------------------
+
+    def insert_notification(self, notification: Notification) -> None:
+        """Store a new notification."""
+        with self._transaction(write=True) as connection:
+            notification_rows.insert(connection, notification)
+
+    def update_notification(self, notification: Notification) -> None:
+        """Store a notification's status and deliveries."""
+        with self._transaction(write=True) as connection:
+            notification_rows.update(connection, notification)
+
+    def list_notifications(
+        self, status: str | None, limit: int, offset: int
+    ) -> tuple[list[Notification], int]:
+        """Return one page of notifications, newest first, and the total that match."""
+        with self._transaction() as connection:
+            return notification_rows.page(connection, status, limit, offset)
+
+    def trim_notifications(self, keep: int = notification_rows.KEEP_NOTIFICATIONS) -> int:
+        """Delete all but the newest `keep` notifications; return how many went."""
+        with self._transaction(write=True) as connection:
+            return notification_rows.trim(connection, keep)
 
     def _insert_sqlite(self, rows: list[dict[str, Any]]) -> None:
         # A batch of new runs only (a burst of triggers): one statement through

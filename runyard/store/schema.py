@@ -133,3 +133,23 @@ api_keys = sa.Table(
     # Migration 0006: when the key last opened the v3 API (to the minute).
     sa.Column("last_used_at", UtcDateTime, nullable=True),
 )
+
+# Notifications (migration 0008): every message the routes produced, newest
+# first by id (a ULID), with how its deliveries went. `deliveries` is a JSON
+# list of {notifier, url (password hidden), outcome, attempts, error}.
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", _key(26), primary_key=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("kind", _key(32), nullable=False),
+    sa.Column("task_name", _key(100), nullable=True),
+    sa.Column("run_id", _key(26), nullable=True),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("notifiers", sa.Text, nullable=False),
+    sa.Column("status", _key(16), nullable=False),
+    sa.Column("deliveries", sa.Text, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)

@@ -838,6 +838,41 @@ async def key_revoke(request: Request, key_id: KeyIdPath) -> Response:
     return _see_other("/accounts")
 
 
+# ----- notifications -----------------------------------------------------------------
+
+NOTIFICATION_STATUSES = ("pending", "delivered", "failed", "dropped")
+
+
+@router.get("/notifications")
+async def notifications_page(request: Request) -> Response:
+    """The in-app notifications, newest first, with how each delivery went."""
+    session = _session(request)
+    runyard = _runyard(request)
+    given = request.query_params
+    status = given.get("status", "")
+    if status not in NOTIFICATION_STATUSES:
+        status = ""
+    limit = _int(given.get("limit"), DEFAULT_LIMIT, 1, MAX_LIMIT)
+    offset = _int(given.get("offset"), 0, 0, 10**12)
+    found, total = await runyard.notifications.list(status or None, limit, offset)
+    return page(
+        request,
+        "notifications.html",
+        _context(
+            request,
+            session,
+            title="Notifications",
+            notifications=found,
+            total=total,
+            dropped=runyard.notifications.dropped,
+            status=status,
+            statuses=NOTIFICATION_STATUSES,
+            limit=limit,
+            offset=offset,
+        ),
+    )
+
+
 # ----- daemon ------------------------------------------------------------------------
 
 _SIZE_TTL = 60.0

@@ -18,6 +18,9 @@ from typing import Any
 
 import httpx
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
+from notification_receivers import HttpReceiver  # noqa: E402
 from runyard_harness import (
     TEST_TOKEN,
     cli_env,
@@ -57,6 +60,13 @@ default = "{flood_bytes}"
 
 [accounts.acme]
 tasks = ["flood"]
+
+[notifiers.ops]
+urls = ["json://127.0.0.1:{hook_port}/disk"]
+
+[[routes]]
+kinds = ["disk_full"]
+notifiers = ["ops"]
 """
 
 
@@ -68,6 +78,7 @@ class FullDiskDaemon:
     data_dir: Path
     key: str
     http: httpx.Client
+    hook: HttpReceiver  # receives the disk_full notification
 
     def rest_trigger(self, **params: str) -> httpx.Response:
         return self.http.post(
@@ -116,6 +127,7 @@ def _mount_tmpfs(where: Path) -> None:
 def full_disk_daemon(tmp_path: Path) -> Iterator[FullDiskDaemon]:
     disk = tmp_path / "disk"
     _mount_tmpfs(disk)
+    hook = HttpReceiver()
     try:
         port = free_port()
         data_dir = disk / "data"
@@ -129,6 +141,7 @@ def full_disk_daemon(tmp_path: Path) -> Iterator[FullDiskDaemon]:
                 python=sys.executable,
                 flood=flood,
                 flood_bytes=FLOOD_BYTES,
+                hook_port=hook.port,
             ),
             encoding="utf-8",
         )
@@ -150,10 +163,12 @@ def full_disk_daemon(tmp_path: Path) -> Iterator[FullDiskDaemon]:
                     data_dir=data_dir,
                     key=created.stdout.strip(),
                     http=http,
+                    hook=hook,
                 )
         finally:
             stop_daemon(process, output)
     finally:
+        hook.close()
         subprocess.run(["umount", "-l", str(disk)], check=False)
 
 
@@ -187,6 +202,11 @@ def test_a_full_disk_does_not_kill_supervision(full_disk_daemon: FullDiskDaemon)
     v3 = daemon.v3_trigger()
     assert v3.status_code == 507, v3.text
     assert v3.json()["status"] == "error" and "disk" in v3.json()["message"], v3.json()
+    # The refusals are one disk_full notification (the second is folded into it),
+    # delivered although the database on that disk cannot keep it in-app.
+    (post,) = daemon.hook.wait_for(1)
+    assert post.json()["title"] == "runyard: flood disk_full"
+    assert "free on the disk of" in post.json()["message"]
 
     # Space comes back: the daemon recovers by itself.
     filler.unlink()

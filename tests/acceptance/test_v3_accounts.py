@@ -127,6 +127,13 @@ runtime_allowance_minutes = 0.02  # 1.2 seconds
 
 [accounts.zeta]
 tasks = ["zeta-*"]
+
+# In-app only (no URLs): the notifications are listed by /api/notifications.
+[notifiers.inbox]
+
+[[routes]]
+kinds = ["quota_exhausted"]
+notifiers = ["inbox"]
 """
 
 RELOAD_CONFIG = """\
@@ -607,6 +614,15 @@ def test_quota_exceeded_for_one_account_only(quota: V3Daemon) -> None:
     # Reading the account's state is not refused for quota.
     assert quota.ok("run-data", acme, name="acme-work")["status"] == "Success"
     assert quota.ok("list-automations", acme)["data"]["names"] == ["acme-instant", "acme-work"]
+
+    # One quota_exhausted notification per task; the later refusal is folded.
+    listed = quota.rest("GET", "/api/notifications")
+    assert sorted(
+        (n["kind"], n["task_name"], n["status"], n["count"]) for n in listed["notifications"]
+    ) == [
+        ("quota_exhausted", "acme-instant", "delivered", 1),
+        ("quota_exhausted", "acme-work", "delivered", 1),
+    ]
 
 
 # ----- keys --------------------------------------------------------------------------------------

@@ -146,7 +146,7 @@ def test_migrations_apply_to_empty_database_and_reopen_is_idempotent(
         assert len(inspector.get_indexes("runs")) >= 15
         with engine.connect() as connection:
             versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
-            assert versions.scalars().all() == ["0006"]
+            assert versions.scalars().all() == ["0008"]
     finally:
         engine.dispose()
 

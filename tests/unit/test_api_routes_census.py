@@ -80,7 +80,13 @@ def concrete(template: str) -> str:
 
 def test_census_finds_the_api(app: FastAPI) -> None:
     paths = {path for _method, path in routes(app)}
-    assert {"/api/tasks", "/api/runs", "/api/events", "/api/runs/{runId}/log/stream"} <= paths
+    assert {
+        "/api/tasks",
+        "/api/runs",
+        "/api/events",
+        "/api/runs/{runId}/log/stream",
+        "/api/notifications",
+    } <= paths
 
 
 def test_every_non_public_route_refuses_requests_without_a_token(
@@ -166,7 +172,16 @@ def test_dashboard_routes_need_a_session_and_the_token_does_not_open_them(
     assert templates >= SESSION_ROUTES, "SESSION_ROUTES lists a route that does not exist"
     assert not SESSION_ROUTES & (PUBLIC_ROUTES | CAPABILITY_ROUTES | CONFIG_PUBLIC_ROUTES)
     # The dashboard's own routes are all listed: none is left to the bearer token by mistake.
-    dashboard = {"/login", "/logout", "/", "/runs", "/accounts", "/daemon", "/events/live"}
+    dashboard = {
+        "/login",
+        "/logout",
+        "/",
+        "/runs",
+        "/accounts",
+        "/daemon",
+        "/events/live",
+        "/notifications",
+    }
     for prefix in ("/runs/", "/tasks/", "/accounts/", "/daemon/"):
         dashboard |= {path for path in templates if path.startswith(prefix)}
     assert dashboard == SESSION_ROUTES

@@ -278,7 +278,8 @@ def test_services_and_storage_are_unknown_tables() -> None:
         "services: unknown table; runyard has no [services] yet; a long-running program "
         "can run as a task under [tasks.<name>]",
         "storage: unknown table; the tables are [daemon], [scheduler], [defaults], "
-        "[tasks.<name>], [accounts.<id>], [metrics]",
+        "[tasks.<name>], [accounts.<id>], [metrics], [notifications], [notifiers.<name>], "
+        "[[routes]]",
     ]
 
 

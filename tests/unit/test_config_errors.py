@@ -43,7 +43,8 @@ def problems_of(text: str) -> list[str]:
         pytest.param(
             "zzz = 1",
             "zzz: unknown key; the tables are [daemon], [scheduler], [defaults], "
-            "[tasks.<name>], [accounts.<id>], [metrics]",
+            "[tasks.<name>], [accounts.<id>], [metrics], [notifications], [notifiers.<name>], "
+            "[[routes]]",
         ),
         pytest.param("[storage]\nx = 1", "storage: unknown table; the tables are [daemon]"),
         pytest.param(

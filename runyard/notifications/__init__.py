@@ -1,0 +1,1 @@
+"""Notifications: routed, folded and delivered through Apprise, kept in the store."""
