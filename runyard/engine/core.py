@@ -340,7 +340,8 @@ class Engine:
         effective = _effective(task)
         inline = input_data
         if input_data is not None:
-            input_size = len(dump_input(input_data).encode("utf-8"))
+            # surrogatepass: only a count; text no store takes is refused where it is stored.
+            input_size = len(dump_input(input_data).encode("utf-8", "surrogatepass"))
             if input_size >= INLINE_INPUT_BYTES:
                 inline = None
         if input_size is not None and admit(effective, self._load(task.name, account)) is (
@@ -356,7 +357,11 @@ class Engine:
         ids = [run_id] + [str(ULID()) for _ in range(task.replicas - 1)]
         in_file = input_size is not None and inline is None
         if in_file:
-            await asyncio.to_thread(self._stage_input_files, ids, input_data)
+            try:
+                await asyncio.to_thread(self._stage_input_files, ids, input_data)
+            except UnicodeError as error:  # callers check text at the boundary; defence in depth
+                await asyncio.to_thread(self._delete_input_files, ids)
+                raise StoreError(f"input data cannot be stored: {error}") from error
         try:
             return await self._admit(
                 task,
