@@ -57,4 +57,5 @@ bench: $(BIN)/.dev
 	$(BIN)/python bench/schedule.py
 	$(BIN)/python bench/http.py
 	$(BIN)/python bench/cli.py
+	$(BIN)/python bench/input_memory.py
 	$(BIN)/python bench/notifications.py
