@@ -59,5 +59,6 @@ bench: $(BIN)/.dev
 	$(BIN)/python bench/schedule.py
 	$(BIN)/python bench/http.py
 	$(BIN)/python bench/cli.py
+	$(BIN)/python bench/input_memory.py
 	$(BIN)/python bench/notifications.py
 	$(BIN)/python bench/dashboard.py

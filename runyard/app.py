@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from runyard import __version__
+from runyard.body_parser import BodyParser, StagedInput
 from runyard.cloud import CloudApi
 from runyard.config.loader import Config, load_config
 from runyard.config.locate import TOKEN_FILE as TOKEN_FILE  # re-exported for api/server.py
@@ -33,6 +34,7 @@ from runyard.metrics import Metrics, TaskLoad
 from runyard.notifications.service import NotificationService
 from runyard.store import RunStore, database_url
 from runyard.store.files import make_private_directory, prepare_data_dir
+from runyard.store.inputs import INPUTS_DIR
 from runyard.store.keys import REVOKED_MARKER
 
 log = logging.getLogger("runyard.daemon")
@@ -88,7 +90,8 @@ class Runyard:
         self.data_dir = config.daemon.data_dir
         # 0700, or tightened (with a warning) if an earlier version left it open.
         prepare_data_dir(
-            self.data_dir, (TOKEN_FILE, STARTED_LOG, WORK_DIR, REVOKED_MARKER, LOCK_FILE)
+            self.data_dir,
+            (TOKEN_FILE, STARTED_LOG, WORK_DIR, REVOKED_MARKER, LOCK_FILE, INPUTS_DIR),
         )
         self.token, self.token_created = load_or_create_token(self.data_dir, environ)
         self.database_url = database_url(self.data_dir, environ)
@@ -103,7 +106,9 @@ class Runyard:
             base_environ=environ,
             account_limits=_account_limits(config),
             max_output_size=config.daemon.max_output_size,
+            account_input_limits=_account_input_limits(config),
         )
+        self.bodies = BodyParser(self.data_dir / INPUTS_DIR)
         self.scheduler = Scheduler(self.engine, self.store, clock)
         self.cloud = CloudApi(self)
         self.notifications = NotificationService(
@@ -128,6 +133,7 @@ class Runyard:
     async def stop(self) -> None:
         await self.scheduler.stop()
         await self.engine.shutdown(self.config.daemon.shutdown_timeout.total_seconds())
+        await asyncio.to_thread(self.bodies.close)
         await self.notifications.stop(NOTIFICATION_GRACE_SECONDS)
         await asyncio.to_thread(self.store.close)
 
@@ -182,7 +188,9 @@ class Runyard:
             ended = await self.engine.replace_tasks(new.tasks)
             # Settings that apply live; host, port and data_dir wait for a restart.
             self.engine.max_output_size = new.daemon.max_output_size
-            self.engine.set_limits(new.daemon.max_concurrent_runs, _account_limits(new))
+            self.engine.set_limits(
+                new.daemon.max_concurrent_runs, _account_limits(new), _account_input_limits(new)
+            )
             self.notifications.configure(new.notifications, run_link_base(new))
             await self.notifications.learn_failing(list(new.tasks))
             kept = {key: getattr(old.daemon, key) for key in RESTART_SETTINGS}
@@ -230,14 +238,48 @@ class Runyard:
             raise NotFound("run", run_id)
         return run
 
+    async def run_detail(self, run_id: str) -> Run:
+        """Return a run with its input data, read from its file when it has one."""
+        run = await self.get_run(run_id)
+        if run.input_in_file:
+            run = dataclasses.replace(run, input_data=await self.input_of(run))
+        return run
+
+    async def input_of(self, run: Run) -> list[list[list[str]]] | None:
+        """Return a run's input data: inline, or read from its file (single-run endpoints only)."""
+        if not run.input_in_file:
+            return run.input_data
+        return await asyncio.to_thread(self.engine.inputs.read_tables, run.id)
+
     async def trigger(
         self,
         task_name: str,
         params: Mapping[str, object],
         triggered_by: TriggeredBy = TriggeredBy.API,
         data: object = None,
+        staged: StagedInput | None = None,
     ) -> list[Run]:
-        """Trigger a task by name; `data` is input data as the v3 API takes it (2-D or 3-D)."""
+        """Trigger a task by name; `data` is input data as the v3 API takes it (2-D or 3-D).
+
+        `staged`: the input data of a large body, parsed by a worker process
+        (body_parser.py), in place of `data`.
+        """
+        if staged is not None:
+            if staged.problem is not None:
+                error = staged.problem.exception()
+                if isinstance(error, UnstorableCell):
+                    raise UnstorableInput(
+                        "body.data" + error.location, error.problem, error.shown
+                    ) from None
+                raise InvalidInput("body.data", error.message) from None
+            return await self.engine.trigger(
+                task_name,
+                params,
+                triggered_by,
+                staged.tables,
+                run_id=staged.run_id,
+                input_size=None if staged.tables is not None else staged.size,
+            )
         tables = None
         if data is not None:
             try:
@@ -284,6 +326,10 @@ def refused_report(error: ConfigError) -> list[str]:
         f"reload refused: {error.path}: {problem}"
         for problem in error.problems or ["invalid config"]
     ]
+
+
+def _account_input_limits(config: Config) -> dict[str, int | None]:
+    return {account.id: account.max_queued_input for account in config.accounts.values()}
 
 
 def run_link_base(config: Config) -> str:

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 from ulid import ULID
 
+from runyard.body_parser import StagedInput
 from runyard.domain.accounts import (
     Account,
     ApiKey,
@@ -220,15 +221,21 @@ class CloudApi:
     # ----- endpoints -----------------------------------------------------------
 
     async def trigger(
-        self, caller: Caller, name: object, data: object, request_base: Callable[[], str]
+        self,
+        caller: Caller,
+        name: object,
+        data: object,
+        request_base: Callable[[], str],
+        staged: StagedInput | None = None,
     ) -> Triggered:
         """Start (or queue) a run of the automation called `name`, with input `data`.
 
         `request_base` returns the request's base URL, for the viewer link.
+        `staged`: the input data of a large body, parsed by a worker process.
         """
         metrics = self._runyard.metrics
         try:
-            triggered = await self._trigger(caller, name, data, request_base)
+            triggered = await self._trigger(caller, name, data, request_base, staged)
         except V3Error as error:
             metrics.v3_trigger(caller.account.id, metrics.v3_outcome_of_status(error.status))
             raise
@@ -243,10 +250,22 @@ class CloudApi:
         return triggered
 
     async def _trigger(
-        self, caller: Caller, name: object, data: object, request_base: Callable[[], str]
+        self,
+        caller: Caller,
+        name: object,
+        data: object,
+        request_base: Callable[[], str],
+        staged: StagedInput | None,
     ) -> Triggered:
         wanted = _required_name(name)
-        tables = parse_input(data)
+        input_size = None
+        if staged is None:
+            tables = parse_input(data)
+        elif staged.problem is not None:
+            raise V3Error(400, staged.problem.message)
+        else:
+            tables = staged.tables
+            input_size = None if tables is not None else staged.size
         task = self._task_named(caller.account, wanted)
         if caller.account.runtime_allowance_minutes is not None:
             used = await self._used_minutes(caller.account)
@@ -255,7 +274,7 @@ class CloudApi:
                     "quota_exhausted", {"task_name": task.name, "account": caller.account.id}
                 )
                 raise V3Error(403, QUOTA_EXCEEDED)
-        run_id = str(ULID())
+        run_id = staged.run_id if staged is not None else str(ULID())
         password = viewer_password(run_id, secrets.token_urlsafe(VIEWER_SECRET_BYTES))
         runs = await self._runyard.engine.trigger(
             task.name,
@@ -265,6 +284,7 @@ class CloudApi:
             account=caller.account.id,
             secret_hash=hash_secret(password),
             run_id=run_id,
+            input_size=input_size,
         )
         run = runs[0]
         started = self._runyard.engine.is_started(run.id) or run.status is RunStatus.ENDED

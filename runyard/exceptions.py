@@ -81,3 +81,7 @@ class DataDirBusy(RunyardError):
             f"the data dir {data_dir} is in use by another runyard daemon ({holder}); "
             "stop that daemon first, or give this one another data dir (--data-dir)"
         )
+
+
+class InputQueueFull(RunyardError):
+    """A trigger whose input would pass a `max_queued_input` cap: refused (429), not recorded."""

@@ -85,6 +85,8 @@ def create_app(runyard: Runyard) -> FastAPI:
         UploadGuard,
         cloud=lambda: runyard.cloud,
         max_uploads=lambda: runyard.config.daemon.max_uploads_per_client,
+        bodies=lambda: runyard.bodies,
+        token=runyard.token,
     )
     # An oversized body is refused before anything else reads it.
     app.add_middleware(BodyLimit, limit=lambda: runyard.config.daemon.max_request_size)

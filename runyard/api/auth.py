@@ -141,6 +141,12 @@ def presented_token(scope: Scope, *, allow_query: bool) -> str | None:
     return None
 
 
+def carries_token(scope: Scope, token: str) -> bool:
+    """Return whether the request carries the daemon's token in its Authorization header."""
+    given = presented_token(scope, allow_query=False)
+    return given is not None and _token_matches(given, token)
+
+
 class BearerAuth:
     """Answer 401 to any request without the right token, unless its route is public."""
 

@@ -24,6 +24,7 @@ from runyard.engine.core import RunAlreadyEnded, ShuttingDown
 from runyard.exceptions import (
     ConfigError,
     DiskFull,
+    InputQueueFull,
     InvalidInput,
     NotFound,
     StoreUnavailable,
@@ -206,14 +207,7 @@ async def _validation_error(request: Request, exc: Exception) -> ProblemResponse
     raw = list(exc.errors())
     if any(e.get("type") == "json_invalid" for e in raw):
         ctx = next(e.get("ctx") or {} for e in raw if e.get("type") == "json_invalid")
-        reason = str(ctx.get("error", "malformed JSON"))
-        message = f"is not valid JSON ({reason})"
-        return _request_problem(
-            request,
-            400,
-            f"The request body is not valid JSON: {reason}.",
-            [error_detail("body", message)],
-        )
+        return invalid_json_problem(request, str(ctx.get("error", "malformed JSON")))
     text_problems = [_unstorable_input(e) for e in raw]
     if any(text_problems):
         errors = [
@@ -224,6 +218,21 @@ async def _validation_error(request: Request, exc: Exception) -> ProblemResponse
         return _request_problem(request, 400, _detail(errors, unstorable=True), errors)
     errors = [error_detail(_location(e["loc"]), _message(e), _value(e)) for e in raw]
     return _request_problem(request, 422, _detail(errors), errors)
+
+
+def invalid_json_problem(request: Request, reason: str) -> ProblemResponse:
+    """Return the 400 problem of a body that is not valid JSON, for `reason`."""
+    return _request_problem(
+        request,
+        400,
+        f"The request body is not valid JSON: {reason}.",
+        [error_detail("body", f"is not valid JSON ({reason})")],
+    )
+
+
+async def _input_queue_full(request: Request, exc: Exception) -> ProblemResponse:
+    # Nothing was recorded: the same trigger succeeds once queued runs have started.
+    return _request_problem(request, 429, str(exc), headers=retry_after_header(5))
 
 
 async def _invalid_input(request: Request, exc: Exception) -> ProblemResponse:
@@ -342,6 +351,7 @@ def install_error_handlers(app: FastAPI) -> None:
     """Answer every error raised while handling a request with a problem document."""
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(InvalidInput, _invalid_input)
+    app.add_exception_handler(InputQueueFull, _input_queue_full)
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(ConfigError, _config_error)
     app.add_exception_handler(RunAlreadyEnded, _already_ended)

@@ -31,7 +31,7 @@ async def list_runs(
 @router.get("/api/runs/{runId}", summary="Get a run", response_model_exclude_none=True)
 async def get_run(run_id: RunIdPath, runyard: RunyardDep, base: SchemaBase) -> schemas.Run:
     """Return one run, with its input data when it has some."""
-    return schemas.run_body(await runyard.get_run(run_id), base, detail=True)
+    return schemas.run_body(await runyard.run_detail(run_id), base, detail=True)
 
 
 @router.post(

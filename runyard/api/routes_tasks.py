@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Query
+from fastapi import APIRouter, Body, Depends, Query, Request
 
 from runyard.api import schemas
 from runyard.api.deps import ClosingDep, RunyardDep, SchemaBase, schema_url
@@ -13,6 +13,7 @@ from runyard.api.errors import problem_responses
 from runyard.api.params import TaskNamePath, run_query
 from runyard.api.sse import Closed, first_of
 from runyard.app import Runyard
+from runyard.body_parser import STAGED_INPUT_KEY
 from runyard.domain.models import TaskDefinition
 from runyard.domain.queries import RunQuery
 
@@ -64,9 +65,10 @@ def _task_body(runyard: Runyard, task: TaskDefinition, base: str) -> schemas.Tas
     summary="Trigger a run",
     status_code=201,
     response_model_exclude_none=True,
-    responses=problem_responses(503, 507),
+    responses=problem_responses(429, 503, 507),
 )
 async def trigger_task(
+    request: Request,
     task_name: TaskNamePath,
     runyard: RunyardDep,
     closing: ClosingDep,
@@ -86,12 +88,16 @@ async def trigger_task(
 
     For a task with replicas > 1, one trigger makes one run per replica; the
     answer is the first replica's run (replica_index 0) and the others are
-    listed by `GET /api/tasks/{taskName}/runs`.
+    listed by `GET /api/tasks/{taskName}/runs`. A trigger whose input data
+    would pass the task's (or account's) `max_queued_input` is refused with
+    429 and not recorded.
     """
     runs = await runyard.trigger(
         task_name,
         body.params if body is not None else {},
         data=body.data if body is not None else None,
+        # A large body's data, parsed off the event loop (api/uploads.py).
+        staged=request.scope.get(STAGED_INPUT_KEY),
     )
     run = runs[0]
     if wait and run.is_active:

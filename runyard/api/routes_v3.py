@@ -7,7 +7,6 @@ its own messages, ignores unknown fields, and takes the key in the body.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -20,18 +19,19 @@ from starlette.responses import JSONResponse, Response
 from runyard.api.auth import presented_token
 from runyard.api.errors import DATABASE_UNAVAILABLE, DISK_FULL
 from runyard.app import Runyard
+from runyard.body_parser import STAGED_INPUT_KEY, BodyJsonError, JsonProblem, decode_json
 from runyard.cloud import LINK_KEY, QUEUED_MESSAGE, Caller, CloudApi, V3Error
 from runyard.domain.accounts import DEFAULT_RATE_LIMIT
 from runyard.domain.text import text_problem
 from runyard.engine.core import ShuttingDown
-from runyard.exceptions import DiskFull, StoreUnavailable
+from runyard.exceptions import DiskFull, InputQueueFull, StoreUnavailable
 
 log = logging.getLogger("runyard.api.v3")
 
 PREFIX = "/api/v3"
 
 _TIMESTAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
-_BODY_OBJECT = "The request body must be a JSON object."
+BODY_OBJECT = "The request body must be a JSON object."
 # The text fields of every endpoint's body; `data` is checked cell by cell
 # where it is read (runyard.cloud.parse_input), to name the cell.
 _TEXT_FIELDS = ("key", "name", "pw", "pid", "count")
@@ -54,6 +54,8 @@ async def _answer(work: Callable[[], Awaitable[dict[str, Any]]]) -> Response:
         return error_response(503, "runyard is shutting down; try again in a moment.")
     except DiskFull as error:
         return error_response(507, DISK_FULL.format(reason=error), error.retry_after)
+    except InputQueueFull as error:
+        return error_response(429, str(error))
     except StoreUnavailable as error:
         # v3 clients retry a 503 with backoff.
         return error_response(503, DATABASE_UNAVAILABLE.format(reason=error), error.retry_after)
@@ -62,28 +64,29 @@ async def _answer(work: Callable[[], Awaitable[dict[str, Any]]]) -> Response:
         return error_response(500, "Internal error in runyard; the daemon log has the details.")
 
 
+def json_problem_message(problem: JsonProblem) -> str:
+    """Return the v3 error message for a body that is not JSON runyard can read."""
+    if problem.kind == "utf8":
+        return "The request body is not valid JSON: it is not UTF-8 text."
+    if problem.kind == "syntax":
+        return (
+            f"The request body is not valid JSON (line {problem.line}, "
+            f"column {problem.column}: {problem.message})."
+        )
+    return (
+        "The request body is JSON runyard cannot read: a number is too long "
+        "or arrays are nested too deeply."
+    )
+
+
 async def _body(request: Request) -> dict[str, Any]:
     raw = await request.body()
     try:
-        body = json.loads(raw)
-    except UnicodeDecodeError:
-        raise V3Error(400, "The request body is not valid JSON: it is not UTF-8 text.") from None
-    except json.JSONDecodeError as error:
-        raise V3Error(
-            400,
-            f"The request body is not valid JSON (line {error.lineno}, "
-            f"column {error.colno}: {error.msg}).",
-        ) from None
-    except (ValueError, RecursionError):
-        # Valid JSON Python will not hold: integers over 4,300 digits, or
-        # arrays nested deeper than the interpreter's recursion limit.
-        raise V3Error(
-            400,
-            "The request body is JSON runyard cannot read: a number is too long "
-            "or arrays are nested too deeply.",
-        ) from None
+        body = decode_json(raw)
+    except BodyJsonError as error:
+        raise V3Error(400, json_problem_message(error.problem)) from None
     if not isinstance(body, dict):
-        raise V3Error(400, _BODY_OBJECT)
+        raise V3Error(400, BODY_OBJECT)
     # Text that cannot be stored, hashed or shown back is refused before the
     # key is looked up: a lone surrogate in `key` would fail its hash.
     for field in _TEXT_FIELDS:
@@ -128,7 +131,11 @@ async def trigger(request: Request) -> Response:
         body = await _body(request)
         caller = await _caller(request, body, runyard.cloud)
         outcome = await runyard.cloud.trigger(
-            caller, body.get("name"), body.get("data"), lambda: str(request.base_url)
+            caller,
+            body.get("name"),
+            body.get("data"),
+            lambda: str(request.base_url),
+            request.scope.get(STAGED_INPUT_KEY),
         )
         if outcome.started:
             return {LINK_KEY: outcome.link}

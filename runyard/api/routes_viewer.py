@@ -103,7 +103,7 @@ async def _state(runyard: Runyard, run: Run) -> dict[str, Any]:
         "end_at": _time(run.end_at),
         "duration_ms": run.duration_ms,
         "description": run.description,
-        "input_data": run.input_data or [],
+        "input_data": await runyard.input_of(run) or [],
         "output_data": await runyard.cloud.output_of(run),
     }
 

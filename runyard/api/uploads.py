@@ -9,6 +9,12 @@
 - A client that goes away mid-body ends the request here, quietly: the app
   never sees half a body (the connection layer logs one line for it).
 
+A trigger body (v3 `/trigger`, REST `/api/tasks/<name>/run`) from
+STAGE_FROM bytes is parsed by a worker process (`runyard/body_parser.py`),
+which writes its input data to the run's input files; the app gets the body
+without its `data` member, and the staged input in the scope. A body whose
+run is not recorded (any answer but 2xx) has its input files deleted.
+
 Every invalid v3 key counts against its address: one call, plus one per MiB
 of body it came with, so a flood of large bodies is cut off sooner than a
 client retrying a small one.
@@ -16,16 +22,21 @@ client retrying a small one.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from ulid import ULID
 
-from runyard.api.errors import problem
-from runyard.api.routes_v3 import error_response
+from runyard.api.auth import carries_token
+from runyard.api.errors import invalid_json_problem, problem
+from runyard.api.routes_v3 import BODY_OBJECT, error_response, json_problem_message
+from runyard.body_parser import STAGE_FROM, STAGED_INPUT_KEY, BodyParser, JsonProblem, StagedInput
 from runyard.cloud import INVALID_KEY, RATE_LIMITED, CloudApi
 
 V3_PREFIX = "/api/v3/"
@@ -40,6 +51,12 @@ KEY_FIRST_FROM = 64 * 1024
 # An invalid key counts one call, plus one per this many bytes of its body.
 INVALID_KEY_BYTES_PER_CALL = 1024 * 1024
 _PEEK_BYTES = 4096
+V3_TRIGGER = "/api/v3/trigger"
+_REST_TRIGGER = re.compile(r"\A/api/tasks/[^/]+/run\Z")
+# What a REST trigger body that is not a JSON object is replaced by: a value
+# of the same JSON type, so FastAPI refuses it as it would have (without
+# parsing megabytes on the event loop to say so).
+_SAME_KIND = {"list": b"[]", "str": b'""', "int": b"0", "float": b"0.5", "bool": b"false"}
 
 # `{"key": "<string>"` at the start, or `, "key": "<string>"}` at the end. In
 # valid JSON a quote after `{`, `,` or blanks opens a string, so either match
@@ -71,11 +88,18 @@ class UploadGuard:
     """Read request bodies before the app, within the per-address limits."""
 
     def __init__(
-        self, app: ASGIApp, cloud: Callable[[], CloudApi], max_uploads: Callable[[], int]
+        self,
+        app: ASGIApp,
+        cloud: Callable[[], CloudApi],
+        max_uploads: Callable[[], int],
+        bodies: Callable[[], BodyParser] | None = None,
+        token: str | None = None,
     ) -> None:
         self.app = app
         self.cloud = cloud
         self.max_uploads = max_uploads
+        self.bodies = bodies
+        self.token = token  # REST bodies are parsed ahead only for callers that carry it
         self._uploads: defaultdict[str, int] = defaultdict(int)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -120,7 +144,69 @@ class UploadGuard:
                 self._release(client)
         if keyed_v3:
             send = _counting_invalid_keys(send, cloud, client, invalid_key_weight(size))
-        await self.app(scope, _replay(body, receive), send)
+        staged: StagedInput | None = None
+        if self.bodies is not None and size >= STAGE_FROM and self._stages(scope, path):
+            replaced = await self._stage(scope, receive, send, body)
+            if replaced is None:
+                return  # answered: the body is not a JSON object runyard can read
+            body, staged = replaced
+        if staged is None or not staged.wrote_file:
+            await self.app(scope, _replay(body, receive), send)
+            return
+        recorded = False
+
+        async def noting(message: Message) -> None:
+            nonlocal recorded
+            if message["type"] == "http.response.start":
+                recorded = 200 <= message["status"] < 300
+            await send(message)
+
+        try:
+            await self.app(scope, _replay(body, receive), noting)
+        finally:
+            if not recorded and self.bodies is not None:
+                await asyncio.to_thread(self.bodies().discard, staged)
+
+    def _stages(self, scope: Scope, path: str) -> bool:
+        """Return whether the body goes to a worker: a trigger's, from a caller allowed to send it.
+
+        A REST body without the daemon's token is left to BearerAuth, which
+        refuses it unparsed; a v3 key is checked where the app always did.
+        """
+        if path == V3_TRIGGER:
+            return True
+        if _REST_TRIGGER.match(path) is None:
+            return False
+        return self.token is not None and carries_token(scope, self.token)
+
+    async def _stage(
+        self, scope: Scope, receive: Receive, send: Send, body: bytes
+    ) -> tuple[bytes, StagedInput | None] | None:
+        """Parse a large trigger body in a worker; return the body to replay and its staged input.
+
+        Return None when the body was answered here (not a JSON object).
+        """
+        assert self.bodies is not None
+        v3 = scope["path"] == V3_TRIGGER
+        try:
+            parsed = await self.bodies().parse(body, str(ULID()))
+        except BrokenProcessPool:
+            # A worker died (killed, out of memory); the next body gets new ones.
+            message = "runyard could not read this body (its parser stopped); try again."
+            await _refuse(scope, receive, send, 503, message, 1.0)
+            return None
+        if parsed.json_problem is not None:
+            await _refuse_json(scope, receive, send, parsed.json_problem, v3)
+            return None
+        if not parsed.is_object:
+            if v3:
+                await _refuse(scope, receive, send, 400, BODY_OBJECT)
+                return None
+            return _SAME_KIND.get(parsed.kind, b"null"), None
+        if parsed.staged is not None:
+            scope[STAGED_INPUT_KEY] = parsed.staged
+        # ensure_ascii: a lone surrogate in a member goes back as the same escape.
+        return json.dumps(parsed.members).encode("ascii"), parsed.staged
 
     def _release(self, client: str) -> None:
         left = self._uploads[client] - 1
@@ -140,6 +226,21 @@ async def _read_body(receive: Receive) -> bytes | None:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _refuse_json(
+    scope: Scope, receive: Receive, send: Send, json_problem: JsonProblem, v3: bool
+) -> None:
+    """Answer a body that is not JSON runyard can read, as the endpoint itself would."""
+    if v3:
+        await _refuse(scope, receive, send, 400, json_problem_message(json_problem))
+        return
+    if json_problem.kind != "syntax":
+        # What the REST API answers when json.loads fails with other than a
+        # JSONDecodeError (FastAPI's own 400).
+        await _refuse(scope, receive, send, 400, "There was an error parsing the body")
+        return
+    await invalid_json_problem(Request(scope), json_problem.message)(scope, receive, send)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

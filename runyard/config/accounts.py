@@ -13,6 +13,7 @@ from runyard.config.checks import (
     Problems,
     check_int,
     check_keys,
+    check_size,
     check_str,
     check_table,
     describe,
@@ -73,6 +74,7 @@ ACCOUNT_CHECKS: dict[str, Check] = {
     "billing_anchor": lambda v, p, pr: check_int(v, p, pr, 1, 31),
     "tasks": check_patterns,
     "rate_limit_per_minute": lambda v, p, pr: check_int(v, p, pr, 1, 1_000_000),
+    "max_queued_input": lambda v, p, pr: check_size(v, p, pr, 0),
 }
 
 

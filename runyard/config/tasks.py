@@ -214,6 +214,7 @@ TASK_CHECKS: dict[str, Check] = {
     "success_exit_codes": check_exit_codes,
     "max_concurrent": lambda v, p, pr: check_int(v, p, pr, 1, 1024),
     "max_queued": lambda v, p, pr: check_int(v, p, pr, 0, 1_000_000),
+    "max_queued_input": lambda v, p, pr: check_size(v, p, pr, 0),
     "on_overlap": lambda v, p, pr: check_enum(v, p, pr, OverlapPolicy),
     "retry_attempts": lambda v, p, pr: check_int(v, p, pr, 0, 100),
     "retry_delay": check_duration,

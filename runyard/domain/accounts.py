@@ -33,6 +33,9 @@ class Account:
     billing_anchor: int = 1  # periods start at 00:00 UTC on this day of the month (1-31)
     tasks: tuple[str, ...] = ("*",)  # glob patterns of the task names it may see and trigger
     rate_limit_per_minute: int = DEFAULT_RATE_LIMIT
+    # Bytes of input data the account's waiting runs may hold, over all its
+    # tasks; None: only each task's max_queued_input applies.
+    max_queued_input: int | None = None
 
     def sees(self, task_name: str) -> bool:
         """Return whether the account may see and trigger the task called `task_name`."""

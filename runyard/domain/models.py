@@ -104,6 +104,8 @@ class ParamPassing(StrEnum):
 
 
 # Exit codes runyard records for runs that never produced one.
+DEFAULT_MAX_QUEUED_INPUT = 1024**3  # 1 GiB, per task
+
 EXIT_NOT_RUN = -1  # skipped, queue_full, missed
 EXIT_CRASHED = -2  # found running when the daemon started
 EXIT_START_FAILED = 127  # the same code a shell gives for a command it cannot run
@@ -159,6 +161,9 @@ class TaskDefinition:
     success_exit_codes: tuple[int, ...] = (0,)
     max_concurrent: int = 1
     max_queued: int = 100
+    # Bytes of input data (as JSON) the task's waiting runs may hold in all;
+    # a trigger that would pass it is refused (429), not recorded.
+    max_queued_input: int = DEFAULT_MAX_QUEUED_INPUT
     on_overlap: OverlapPolicy = OverlapPolicy.QUEUE
     retry_attempts: int = 0
     retry_delay: timedelta = timedelta(seconds=5)
@@ -201,7 +206,12 @@ class Run:
     description: str = ""
     # When a pending run may start at the earliest (retries wait out their delay).
     not_before: datetime | None = None
+    # Input data travels in one of two ways (docs/DESIGN.md, "Input data"):
+    # small tables inline (input_data, kept in the run's row) or, from
+    # INLINE_INPUT_BYTES up, a file in the data dir that the run's row only
+    # counts (input_size). input_size is the JSON size either way; None: no input.
     input_data: list[list[list[str]]] | None = None
+    input_size: int | None = None
     output_data: dict[str, list[list[str]]] | None = None
     account: str | None = None  # the v3 account that triggered it; None for REST, CLI and cron
     secret_hash: str | None = None  # hash of the viewer link's password (v3 runs only)
@@ -212,6 +222,16 @@ class Run:
         if self.start_at is None or self.end_at is None:
             return None
         return int((self.end_at - self.start_at) / timedelta(milliseconds=1))
+
+    @property
+    def has_input(self) -> bool:
+        """Return whether the run was given input data (inline or in a file)."""
+        return self.input_data is not None or self.input_size is not None
+
+    @property
+    def input_in_file(self) -> bool:
+        """Return whether the run's input data is a file in the data dir (not held inline)."""
+        return self.input_size is not None and self.input_data is None
 
     @property
     def is_active(self) -> bool:

@@ -54,12 +54,14 @@ from runyard.engine.events import EventHub
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
 from runyard.engine.observer import EngineObserver, NoObserver
 from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
+from runyard.engine.queued_input import QueuedInput
 from runyard.engine.start_log import STARTED_LOG, StartLog
 from runyard.engine.strays import StrayKiller
 from runyard.engine.workspace import WORK_DIR, Workspace
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import (
     DiskFull,
+    InputQueueFull,
     InvalidInput,
     NotFound,
     RunyardError,
@@ -67,7 +69,9 @@ from runyard.exceptions import (
     StoreUnavailable,
     UnstorableInput,
 )
+from runyard.store._rows import dump_input
 from runyard.store.files import LOGS_DIR
+from runyard.store.inputs import INLINE_INPUT_BYTES, INPUTS_DIR, InputFiles
 from runyard.store.logs import LogFollowers, LogWriter, delete_log
 from runyard.store.runs import RunStore
 
@@ -132,13 +136,18 @@ class Engine:
         retention_interval: float = 60.0,
         account_limits: Mapping[str, int | None] | None = None,
         max_output_size: int = DEFAULT_MAX_OUTPUT_SIZE,
+        account_input_limits: Mapping[str, int | None] | None = None,
     ) -> None:
         self.tasks: dict[str, TaskDefinition] = dict(tasks)
         self.max_concurrent_runs = max_concurrent_runs
         # v3 account id -> its max_concurrent_runs (None: no account limit).
         self.account_limits: dict[str, int | None] = dict(account_limits or {})
+        # v3 account id -> its max_queued_input in bytes (None: no account cap).
+        self.account_input_limits: dict[str, int | None] = dict(account_input_limits or {})
         self.max_output_size = max_output_size
         self.workspace = Workspace(data_dir / WORK_DIR)
+        self.inputs = InputFiles(data_dir / INPUTS_DIR)
+        self._queued_input = QueuedInput()
         self.followers = LogFollowers()
         self.events = EventHub()
         # Told of run ends, cron lag, missed ticks and commit times (the metrics).
@@ -195,6 +204,7 @@ class Engine:
         self._delayed.clear()
         self._queues.clear()
         self._queued_per_task.clear()
+        self._queued_input.clear()
         for active in list(self._active.values()):
             active.daemon_stopping = True
             self._terminate(active)
@@ -292,6 +302,7 @@ class Engine:
         account: str | None = None,
         secret_hash: str | None = None,
         run_id: str | None = None,
+        input_size: int | None = None,
     ) -> list[Run]:
         """Admit one trigger (one run per replica) and return the runs as recorded.
 
@@ -300,6 +311,13 @@ class Engine:
         v3 trigger passes its `account`, whose concurrency limit then applies,
         the hash of the viewer link's password, and the id of the first run
         (the password names it, so it is chosen before the run exists).
+
+        Input data comes as `input_data` (tables), or, when a worker process
+        already wrote it to the input files of run `run_id`, as `input_size`
+        (bytes of JSON). Tables from INLINE_INPUT_BYTES up are written to the
+        run's input files here; either way the queued run holds no large
+        input in memory. A trigger that would pass a `max_queued_input` cap
+        is refused with InputQueueFull, and nothing is recorded.
         """
         task = self.tasks.get(task_name)
         if task is None:
@@ -319,6 +337,74 @@ class Engine:
         except ParamError as error:
             invalid = UnstorableInput if error.unstorable else InvalidInput
             raise invalid(f"body.params.{error.name}", error.message, error.value) from error
+        effective = _effective(task)
+        inline = input_data
+        if input_data is not None:
+            # surrogatepass: only a count; text no store takes is refused where it is stored.
+            input_size = len(dump_input(input_data).encode("utf-8", "surrogatepass"))
+            if input_size >= INLINE_INPUT_BYTES:
+                inline = None
+        if input_size is not None and admit(effective, self._load(task.name, account)) is (
+            Admission.QUEUE
+        ):
+            refusal = self._queued_input.refusal(
+                task, account, self.account_input_limits.get(account or ""), input_size
+            )
+            if refusal is not None:
+                raise InputQueueFull(refusal)
+        if run_id is None:
+            run_id = str(ULID())
+        ids = [run_id] + [str(ULID()) for _ in range(task.replicas - 1)]
+        in_file = input_size is not None and inline is None
+        if in_file:
+            try:
+                await asyncio.to_thread(self._stage_input_files, ids, input_data)
+            except UnicodeError as error:  # callers check text at the boundary; defence in depth
+                await asyncio.to_thread(self._delete_input_files, ids)
+                raise StoreError(f"input data cannot be stored: {error}") from error
+        try:
+            return await self._admit(
+                task,
+                ids,
+                values,
+                triggered_by,
+                inline,
+                input_size,
+                tick,
+                note,
+                account,
+                secret_hash,
+            )
+        except BaseException:
+            if in_file:
+                # Not recorded: its input files belong to nobody.
+                await asyncio.to_thread(self._delete_input_files, ids)
+            raise
+
+    def _stage_input_files(self, ids: list[str], tables: list[list[list[str]]] | None) -> None:
+        """Write (unless a worker did) and link the input files of one trigger's runs."""
+        if tables is not None:
+            self.inputs.write(ids[0], tables)
+        for replica_id in ids[1:]:
+            self.inputs.link(ids[0], replica_id)
+
+    def _delete_input_files(self, ids: list[str]) -> None:
+        for run_id in ids:
+            self.inputs.delete(run_id)
+
+    async def _admit(
+        self,
+        task: TaskDefinition,
+        ids: list[str],
+        values: dict[str, str],
+        triggered_by: TriggeredBy,
+        input_data: list[list[list[str]]] | None,
+        input_size: int | None,
+        tick: datetime | None,
+        note: str,
+        account: str | None,
+        secret_hash: str | None,
+    ) -> list[Run]:
         now = self._clock()
         runs: list[Run] = []
         queued: list[Run] = []
@@ -333,7 +419,7 @@ class Engine:
             if decision is Admission.QUEUE:
                 lines.append(describe_queued(effective, load))
             run = Run(
-                id=run_id if index == 0 and run_id is not None else str(ULID()),
+                id=ids[index],
                 task_name=task.name,
                 status=RunStatus.PENDING,
                 created_at=now,
@@ -342,6 +428,7 @@ class Engine:
                 params=values,
                 description="\n".join(filter(None, lines)),
                 input_data=input_data,
+                input_size=input_size,
                 account=account,
                 secret_hash=secret_hash,
             )
@@ -367,6 +454,7 @@ class Engine:
                     self._admitting_lane[lane] += 1
                     reserved["queue"] += 1
                 queued.append(run)
+                self._queued_input.add(run)
             runs.append(run)
         try:
             # Urgent: whoever triggered is waiting for the commit to be answered.
@@ -379,7 +467,13 @@ class Engine:
                 give_up_after=TRIGGER_WAIT_SECONDS if tick is None else None,
             )
         except DiskFull as error:
-            self._signal_disk_full(task_name, error)
+            for run in queued:
+                self._queued_input.remove(run)
+            self._signal_disk_full(task.name, error)
+            raise
+        except BaseException:
+            for run in queued:
+                self._queued_input.remove(run)
             raise
         finally:
             # Release the reservations whatever happened; on success the queue holds the runs now.
@@ -419,6 +513,8 @@ class Engine:
                     timer.cancel()
                     del self._delayed[run_id]
                     waiting.append(run)
+            for run in waiting:
+                self._queued_input.remove(run)
             ended.extend(
                 self._ended_unrun(
                     run,
@@ -435,11 +531,16 @@ class Engine:
         return ended
 
     def set_limits(
-        self, max_concurrent_runs: int, account_limits: Mapping[str, int | None]
+        self,
+        max_concurrent_runs: int,
+        account_limits: Mapping[str, int | None],
+        account_input_limits: Mapping[str, int | None] | None = None,
     ) -> None:
         """Apply reloaded concurrency limits; raised limits start queued runs at once."""
         self.max_concurrent_runs = max_concurrent_runs
         self.account_limits = dict(account_limits)
+        if account_input_limits is not None:
+            self.account_input_limits = dict(account_input_limits)
         self._pump()
 
     async def record_missed(
@@ -561,10 +662,12 @@ class Engine:
                 if run.id == run_id:
                     queue.remove(run)
                     self._queued_per_task[run.task_name] -= 1
+                    self._queued_input.remove(run)
                     return run
         delayed = self._delayed.pop(run_id, None)
         if delayed is not None:
             delayed[1].cancel()
+            self._queued_input.remove(delayed[0])
             return delayed[0]
         return None
 
@@ -583,6 +686,7 @@ class Engine:
         )
         queue.insert(index, run)
         self._queued_per_task[run.task_name] += 1
+        self._queued_input.add(run)
         self._pump()
 
     def _pump(self) -> None:
@@ -607,6 +711,7 @@ class Engine:
                 return
             self._queues[(pick.task_name, pick.account)].popleft()
             self._queued_per_task[pick.task_name] -= 1
+            self._queued_input.remove(pick)
             task = self.tasks[pick.task_name]
             active = _Active(run=pick, task=task)
             self._active[pick.id] = active
@@ -695,6 +800,8 @@ class Engine:
         self._release(active)
         if active.child is not None:
             ended = await self._kill_leftovers(ended)
+        if retry is not None and retry.input_in_file:
+            retry = await self._link_retry_input(ended, retry)
         try:
             ended, retry = await self._record_end(ended, retry)
         except Exception:
@@ -758,12 +865,12 @@ class Engine:
     ) -> tuple[int, EndReason, str, list[str]]:
         task, run = active.task, active.run
         try:
-            if run.input_data is None:
+            if not run.has_input:
                 # A rename of a spare directory: cheaper on the loop than a thread hop.
-                workspace_env = self.workspace.prepare(run)
+                workspace_env = self.workspace.prepare(run, self.inputs)
                 self._fill_spares()
             else:
-                workspace_env = await asyncio.to_thread(self.workspace.prepare, run)
+                workspace_env = await asyncio.to_thread(self.workspace.prepare, run, self.inputs)
             secrets = load_secrets(task) if task.secrets or task.secrets_file else {}
             child = await spawn(
                 run_id=run.id,
@@ -922,16 +1029,28 @@ class Engine:
             retry_of_run_id=ended.id,
             params=ended.params,
             input_data=ended.input_data,
+            input_size=ended.input_size,
             account=ended.account,
             secret_hash=ended.secret_hash,
             not_before=now + retry_delay(task, attempt),
         )
         return dataclasses.replace(retry, description=describe_start(retry, __version__))
 
+    async def _link_retry_input(self, ended: Run, retry: Run) -> Run:
+        """Give a retry the input files of the run it retries (hard links, not copies)."""
+        try:
+            await asyncio.to_thread(self.inputs.link, ended.id, retry.id)
+        except OSError as error:
+            log.error("run %s: could not link its input to retry %s: %s", ended.id, retry.id, error)
+            note = f"runyard could not give this retry the input data of run {ended.id}: {error}."
+            return dataclasses.replace(retry, description=f"{retry.description}\n{note}")
+        return retry
+
     def _schedule(self, run: Run) -> None:
         """Queue a pending run now, or when its not_before comes."""
         if self._stopping:
             return  # it stays pending in the store and is scheduled again at the next start
+        self._queued_input.add(run)
         delay = 0.0 if run.not_before is None else (run.not_before - self._clock()).total_seconds()
         if delay <= 0:
             self._enqueue(run)
@@ -987,6 +1106,8 @@ class Engine:
                 )
                 updates.append(crashed)
                 retry = self._retry_of(crashed, task) if task is not None else None
+                if retry is not None and retry.input_in_file:
+                    retry = await self._link_retry_input(crashed, retry)
                 if retry is not None:
                     inserts.append(retry)
                     pending.append(retry)
@@ -1015,6 +1136,10 @@ class Engine:
         for run in pending:
             self._schedule(run)
 
+    def _delete_run_files(self, run_id: str) -> None:
+        delete_log(self.log_path(run_id))
+        self.inputs.delete(run_id)
+
     async def _retention_forever(self) -> None:
         while True:
             await asyncio.sleep(self._retention_interval)
@@ -1037,7 +1162,7 @@ class Engine:
                 retention_cutoff(now, task.keep_for),
             )
             for run_id in ids:
-                await asyncio.to_thread(delete_log, self.log_path(run_id))
+                await asyncio.to_thread(self._delete_run_files, run_id)
             deleted += len(ids)
         return deleted
 

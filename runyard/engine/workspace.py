@@ -21,6 +21,7 @@ from runyard.store.files import (
     PRIVATE_FILE_MODE,
     make_private_directory,
 )
+from runyard.store.inputs import InputFiles
 
 INPUT_ENV = "RUNYARD_INPUT"
 INPUT_CSV_ENV = "RUNYARD_INPUT_CSV"
@@ -95,12 +96,13 @@ class Workspace:
         """Return the directory of the run's input files (which may not exist)."""
         return self.root / f"{self.path(run_id).name}{INPUT_SUFFIX}"
 
-    def prepare(self, run: Run) -> dict[str, str]:
+    def prepare(self, run: Run, inputs: InputFiles | None = None) -> dict[str, str]:
         """Create the run's directory and input files; return the variables that point at them.
 
-        Raise OSError when the files cannot be written.
+        Inline input data is written out; input data kept in `inputs` is
+        copied from there. Raise OSError when the files cannot be written.
         """
-        run_dir = self._spares.pop() if self._spares and run.input_data is None else None
+        run_dir = self._spares.pop() if self._spares and not run.has_input else None
         if run_dir is None:
             # A directory left by an earlier daemon would mix its files into this run's data.
             self.remove(run.id)
@@ -109,14 +111,19 @@ class Workspace:
             os.mkdir(run_dir, PRIVATE_DIRECTORY_MODE)
         self._dirs[run.id] = run_dir
         env = {OUTPUT_DIR_ENV: str(run_dir)}
-        if run.input_data is not None:
+        if run.has_input:
             input_dir = self.input_path(run.id)
             self._with_input.add(run.id)
             os.mkdir(input_dir, PRIVATE_DIRECTORY_MODE)
             input_json = input_dir / "input.json"
             input_csv = input_dir / "input.csv"
-            _write_private(input_json, json.dumps(run.input_data, ensure_ascii=False))
-            _write_private(input_csv, table_to_csv(run.input_data[0]) if run.input_data else "")
+            if run.input_data is None:
+                if inputs is None:
+                    raise ValueError(f"run {run.id}: its input is in a file; no InputFiles given")
+                inputs.copy_into(run.id, input_json, input_csv)
+            else:
+                _write_private(input_json, json.dumps(run.input_data, ensure_ascii=False))
+                _write_private(input_csv, table_to_csv(run.input_data[0]) if run.input_data else "")
             env[INPUT_ENV] = str(input_json)
             env[INPUT_CSV_ENV] = str(input_csv)
         return env

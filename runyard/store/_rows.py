@@ -9,6 +9,14 @@ from sqlalchemy.engine import RowMapping
 
 from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.exceptions import StoreError
+from runyard.store.schema import runs
+
+# The columns of a run without its data (input_data, output_data): what every
+# list and report query selects. Those two may hold megabytes per run, and a
+# page of runs must cost the same whatever its runs were given or wrote.
+SUMMARY_COLUMNS = tuple(
+    column for column in runs.c if column.name not in ("input_data", "output_data")
+)
 
 # What RunStore.apply may change on an existing run: its lifecycle. params,
 # input data and the external id are fixed at insert, so an update never
@@ -65,15 +73,19 @@ def run_to_row(run: Run) -> dict[str, Any]:
         "output_data": None if run.output_data is None else _dump(run.output_data),
         "account": run.account,
         "secret_hash": run.secret_hash,
+        "input_size": run.input_size,
     }
 
 
 def row_to_run(row: RowMapping) -> Run:
-    """Return the run a row holds; StoreError if the row is not a valid run."""
+    """Return the run a row holds; StoreError if the row is not a valid run.
+
+    A row of SUMMARY_COLUMNS gives a run without input_data and output_data.
+    """
     try:
         end_reason = row["end_reason"]
-        input_data = row["input_data"]
-        output_data = row["output_data"]
+        input_data = row.get("input_data")
+        output_data = row.get("output_data")
         return Run(
             id=row["id"],
             task_name=row["task_name"],
@@ -95,9 +107,15 @@ def row_to_run(row: RowMapping) -> Run:
             output_data=None if output_data is None else json.loads(output_data),
             account=row["account"],
             secret_hash=row["secret_hash"],
+            input_size=row["input_size"],
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise StoreError(f"run {row.get('id')!r}: unreadable row: {exc}") from exc
+
+
+def dump_input(tables: list[list[list[str]]]) -> str:
+    """Return input data as the JSON text runyard stores and hands to runs."""
+    return _dump(tables)
 
 
 def _dump(value: object) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy.engine import RowMapping
 
 from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.queries import RunQuery
-from runyard.store._rows import row_to_run
+from runyard.store._rows import SUMMARY_COLUMNS, row_to_run
 from runyard.store.runs import RunStore, _order_by, _where
 from runyard.store.schema import api_keys, run_counts, runs
 
@@ -120,7 +120,11 @@ def _outcome_run(row: RowMapping) -> Run:
 
 def recent_runs(store: RunStore, limit: int) -> list[Run]:
     """Return the newest `limit` runs of every task, newest first (ix_runs_created)."""
-    statement = sa.select(runs).order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
+    statement = (
+        sa.select(*SUMMARY_COLUMNS)
+        .order_by(runs.c.created_at.desc(), runs.c.id.desc())
+        .limit(limit)
+    )
     with store._transaction() as connection:
         return [row_to_run(row) for row in connection.execute(statement).mappings()]
 
@@ -129,7 +133,7 @@ def runs_by_ids(store: RunStore, run_ids: Sequence[str]) -> list[Run]:
     """Return the runs with these ids (primary key lookups), in no particular order."""
     if not run_ids:
         return []
-    statement = sa.select(runs).where(runs.c.id.in_(list(run_ids)))
+    statement = sa.select(*SUMMARY_COLUMNS).where(runs.c.id.in_(list(run_ids)))
     with store._transaction() as connection:
         return [row_to_run(row) for row in connection.execute(statement).mappings()]
 
@@ -137,7 +141,7 @@ def runs_by_ids(store: RunStore, run_ids: Sequence[str]) -> list[Run]:
 def retries_of(store: RunStore, run_id: str, limit: int = 20) -> list[Run]:
     """Return the runs that retried `run_id`, oldest first (partial index ix_runs_retry_of)."""
     statement = (
-        sa.select(runs)
+        sa.select(*SUMMARY_COLUMNS)
         .where(runs.c.retry_of_run_id == run_id)
         .order_by(runs.c.created_at, runs.c.id)
         .limit(limit)
@@ -198,7 +202,7 @@ def filtered_runs(
     if created_before is not None:
         where.append(runs.c.created_at < created_before)
     page = (
-        sa.select(runs)
+        sa.select(*SUMMARY_COLUMNS)
         .where(*where)
         .order_by(*_order_by(query))
         .limit(query.limit)

@@ -24,7 +24,13 @@ from runyard.exceptions import StoreError
 from runyard.store import database, task_state
 from runyard.store import notifications as notification_rows
 from runyard.store._bulk import insert_runs
-from runyard.store._rows import MUTABLE_COLUMNS, row_to_run, run_to_row, update_values
+from runyard.store._rows import (
+    MUTABLE_COLUMNS,
+    SUMMARY_COLUMNS,
+    row_to_run,
+    run_to_row,
+    update_values,
+)
 from runyard.store.schema import run_counts, runs
 from runyard.store.task_state import TaskState
 
@@ -215,9 +221,13 @@ class RunStore:
         return list_statements(query, dialect, walk_sort_index=walk)
 
     def active_runs(self) -> list[Run]:
-        """Return the pending and running runs, oldest first."""
+        """Return the pending and running runs, oldest first.
+
+        With their inline input data (small by construction, see
+        INLINE_INPUT_BYTES), never their input files, nor any output data.
+        """
         statement = (
-            sa.select(runs)
+            sa.select(*SUMMARY_COLUMNS, runs.c.input_data)
             .where(runs.c.status.in_(_ACTIVE_STATUSES))
             .order_by(runs.c.created_at, runs.c.id)
         )
@@ -247,9 +257,9 @@ class RunStore:
                 return deleted
 
     def account_runs(self, account: str, limit: int) -> list[Run]:
-        """Return the newest `limit` runs a v3 account triggered, newest first."""
+        """Return the newest `limit` runs a v3 account triggered, newest first, without data."""
         statement = (
-            sa.select(runs)
+            sa.select(*SUMMARY_COLUMNS)
             .where(runs.c.account == account)
             .order_by(runs.c.created_at.desc(), runs.c.id.desc())
             .limit(limit)
@@ -259,9 +269,12 @@ class RunStore:
         return [row_to_run(row) for row in rows]
 
     def latest_account_run(self, account: str, task_name: str) -> Run | None:
-        """Return the newest run of a task that a v3 account triggered, or None."""
+        """Return the newest run of a task that a v3 account triggered, or None.
+
+        With its output data (the /run-data answer), without its input data.
+        """
         statement = (
-            sa.select(runs)
+            sa.select(*SUMMARY_COLUMNS, runs.c.output_data)
             .where(runs.c.account == account, runs.c.task_name == task_name)
             .order_by(runs.c.created_at.desc(), runs.c.id.desc())
             .limit(1)
@@ -296,7 +309,7 @@ class RunStore:
         to the runs not yet ended.
         """
         statement = (
-            sa.select(runs)
+            sa.select(*SUMMARY_COLUMNS)
             .where(runs.c.status.in_(_ACTIVE_STATUSES), runs.c.secret_hash == secret_hash)
             .order_by(runs.c.created_at.desc(), runs.c.id.desc())
             .limit(1)
@@ -440,7 +453,7 @@ def list_statements(
     """
     where = _where(query, dialect, walk_sort_index=walk_sort_index)
     page = (
-        sa.select(runs)
+        sa.select(*SUMMARY_COLUMNS)
         .where(*where)
         .order_by(*_order_by(query))
         .limit(query.limit)

@@ -91,6 +91,9 @@ runs = sa.Table(
     # its viewer link's password.
     sa.Column("account", _key(64), nullable=True),
     sa.Column("secret_hash", _key(64), nullable=True),
+    # Migration 0005: bytes of the run's input data as JSON (None: no input).
+    # Large inputs live in files (store/inputs.py), not in input_data.
+    sa.Column("input_size", sa.BigInteger, nullable=True),
 )
 
 # Maintained by triggers on `runs` (see migrations): the list total without a

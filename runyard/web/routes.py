@@ -470,8 +470,9 @@ async def runs_page(request: Request) -> Response:
 
 
 async def _rerun(runyard: Runyard, run: Run) -> list[Run]:
+    # Input data kept in a file is not in `run`: read it (this run only).
     return await runyard.trigger(
-        run.task_name, dict(run.params), TriggeredBy.API, data=run.input_data
+        run.task_name, dict(run.params), TriggeredBy.API, data=await runyard.input_of(run)
     )
 
 
@@ -516,7 +517,7 @@ async def run_page(request: Request, run_id: RunIdPath) -> Response:
     session = _session(request)
     runyard = _runyard(request)
     try:
-        run = await runyard.get_run(run_id)
+        run = await runyard.run_detail(run_id)  # with input data kept in a file
     except NotFound:
         return _not_found(request, session, f"No run has the id {run_id}.")
     earlier: list[Run] = []

@@ -21,7 +21,7 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 
 
-_ADDED_BY_0003 = ("account", "secret_hash")
+_ADDED_BY_0003 = ("account", "secret_hash", "input_size")  # and 0005
 
 
 def _engine(store_url: str) -> sa.Engine:
@@ -68,6 +68,30 @@ def test_migration_0004_drops_the_index_on_viewer_secrets(store_url: str) -> Non
         assert "ix_runs_account_created" in names  # the other indexes of 0003 stay
     finally:
         engine.dispose()
+
+
+def test_migration_0005_fills_input_size_with_the_bytes_of_stored_input(
+    store_url: str, make_run: MakeRun
+) -> None:
+    """Runs stored before 0005 get input_size from their input_data, in bytes, not characters."""
+    engine = database.create_engine(store_url)
+    with_input = make_run(input_data=[[["é", "a"], ["ü", ""]]])
+    without = make_run()
+    try:
+        database.migrate(engine, "0004")
+        with engine.begin() as connection:
+            for run in (with_input, without):
+                row = {key: value for key, value in run_to_row(run).items() if key != "input_size"}
+                connection.execute(sa.insert(runs).values(row))
+        database.migrate(engine, "0005")
+        with engine.connect() as connection:
+            result = connection.execute(sa.select(runs.c.id, runs.c.input_size))
+            sizes = {run_id: size for run_id, size in result}
+    finally:
+        engine.dispose()
+    stored = run_to_row(with_input)["input_data"]
+    assert sizes == {with_input.id: len(stored.encode("utf-8")), without.id: None}
+    assert len(stored.encode("utf-8")) > len(stored)  # the test tells bytes from characters
 
 
 def _index_names(engine: sa.Engine) -> set[str]:

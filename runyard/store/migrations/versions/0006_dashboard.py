@@ -6,7 +6,7 @@
   the v3 API (written at most once a minute per key).
 
 Revision ID: 0006
-Revises: 0004 (0005 when merged after it)
+Revises: 0005
 Create Date: 2026-12-02
 """
 
@@ -24,7 +24,7 @@ def _timestamp() -> sa.types.TypeEngine[datetime]:
 
 
 revision = "0006"
-down_revision: str | None = "0004"  # 0005 is reserved: the lead re-points this on merge
+down_revision: str | None = "0005"
 branch_labels: str | None = None
 depends_on: str | None = None
 
