@@ -76,6 +76,11 @@ run = 'while true; do echo "waiting for a stop"; sleep 0.3; done'
 [tasks.flood]
 run = 'for i in $(seq 1 20); do seq 1 5000; done'
 
+[tasks.live-flood]
+graceful_stop = "1s"
+# A few thousand numbered lines a second until stopped.
+run = 'n=0; while true; do seq $n $((n + 999)); n=$((n + 1000)); sleep 0.2; done'
+
 [tasks.nightly]
 cron = "0 3 * * *"
 run = "true"
@@ -354,6 +359,27 @@ def test_a_flood_of_log_lines_is_capped_in_the_page(dashboard: Dashboard, page: 
     # Still responsive: the search answers over what is kept.
     page.get_by_label("Search in log").fill("4999")
     expect(page.locator("#log-matches")).to_have_text("1 matching line shown")
+    assert problems == []
+
+
+def test_a_live_flood_shows_one_unbroken_stretch_of_its_newest_lines(
+    dashboard: Dashboard, page: Page
+) -> None:
+    problems = watch_problems(page)
+    run_id = trigger(dashboard, "live-flood")
+    try:
+        sign_in(page, dashboard, f"/runs/{run_id}")
+        log = page.locator("#log")
+        expect(log.locator(".line").first).to_be_visible(timeout=WAIT_MS)
+        page.wait_for_timeout(3000)  # a few updates into the flood
+        numbers = [int(text) for text in log.locator(".line").all_text_contents()]
+        assert 0 < len(numbers) <= 2000
+        # Whatever was left out, the lines shown follow each other.
+        assert numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+        expect(log.locator(".note")).to_contain_text("earlier lines are not shown")
+    finally:
+        dashboard.api("POST", f"/api/runs/{run_id}/stop")
+        wait_ended(dashboard, run_id)
     assert problems == []
 
 

@@ -3,6 +3,8 @@
 import { showOffline } from "/ui/static/dashboard.js";
 
 const MAX_LINES = 2000;
+// More new lines than this at one update (a flood): only the newest are drawn.
+const FLOOD_LINES = 500;
 const box = document.getElementById("log");
 const state = document.getElementById("log-state");
 const search = document.getElementById("log-search");
@@ -66,6 +68,9 @@ function classes(style) {
 
 let queue = [];
 let scheduled = false;
+let shown = box.querySelectorAll(".line").length; // line rows in the box now
+let flushed = false; // the first update (the log so far) is done
+const live = box.dataset.active === "true"; // the run was running when the page opened
 // The server starts the stream at the last MAX_LINES lines of a long log.
 let dropped = Number(box.dataset.from || "0");
 let note = null;
@@ -104,13 +109,36 @@ function flush() {
     dropped += batch.length - MAX_LINES;
     batch = batch.slice(-MAX_LINES);
   }
+  if (live && flushed && batch.length > FLOOD_LINES) {
+    // A running flood (not the log so far, which the first update draws
+    // whole): show its newest lines only, and nothing older, so what the
+    // page shows stays one unbroken stretch of the log.
+    dropped += shown + batch.length - FLOOD_LINES;
+    batch = batch.slice(-FLOOD_LINES);
+    let row = note ? note.nextElementSibling : box.firstElementChild;
+    while (row) {
+      const next = row.nextElementSibling;
+      row.remove();
+      row = next;
+    }
+    shown = 0;
+  }
   const fragment = document.createDocumentFragment();
   for (const line of batch) fragment.append(render(line));
   box.append(fragment);
-  const rows = box.querySelectorAll(".line");
-  const excess = rows.length - MAX_LINES;
-  for (let i = 0; i < excess; i++) rows[i].remove();
-  if (excess > 0) dropped += excess;
+  shown += batch.length;
+  let excess = shown - MAX_LINES;
+  if (excess > 0) {
+    dropped += excess;
+    shown -= excess;
+    let row = note ? note.nextElementSibling : box.firstElementChild;
+    while (excess-- > 0 && row) {
+      const next = row.nextElementSibling;
+      row.remove();
+      row = next;
+    }
+  }
+  flushed = true;
   showDropped();
   if (query) countMatches();
   if (follow) box.scrollTop = box.scrollHeight;
@@ -128,11 +156,16 @@ function showDropped() {
 }
 showDropped();
 
+// Lines are added a few times a second, not once per line or per frame: a
+// run printing thousands of lines a second then costs the page a handful of
+// DOM updates and layouts a second, and the page stays responsive.
+const FLUSH_MS = 200;
+
 function push(line) {
   queue.push(line);
   if (!scheduled) {
     scheduled = true;
-    window.requestAnimationFrame(flush);
+    window.setTimeout(() => window.requestAnimationFrame(flush), FLUSH_MS);
   }
 }
 
