@@ -243,6 +243,8 @@ def _rows(
             "description": "",
             "not_before": None,
             "input_data": input_data,
+            # As the store writes it: the input's JSON size (kept inline at this size).
+            "input_size": len(input_data.encode("utf-8")) if input_data else None,
             "output_data": output_data,
             "account": account,
             "secret_hash": None,
