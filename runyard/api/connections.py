@@ -42,10 +42,12 @@ SWEEP_SECONDS = 1.0
 REPORT_SECONDS = 60.0
 # Descriptors kept for everything but client connections: the database, run
 # pipes and log files (128), and the connections asyncio accepts in one go
-# (up to the listen backlog, twice: the connections it displaces are closed
-# one loop iteration later) before the cap can close any.
+# (up to the listen backlog) before the cap can close any, three times over:
+# the connections a burst displaces release their descriptors only in a later
+# loop iteration, and under a sustained flood of connections two bursts'
+# worth was seen not to be enough (EMFILE in asyncio's accept loop).
 ACCEPT_BURST = 128
-RESERVED_DESCRIPTORS = 128 + 2 * ACCEPT_BURST
+RESERVED_DESCRIPTORS = 128 + 3 * ACCEPT_BURST
 
 # How long a connection answered before its body arrived keeps reading (and
 # discarding) the rest before it closes. Closing with unread data makes the

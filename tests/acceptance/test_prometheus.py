@@ -106,9 +106,14 @@ def test_prometheus_scrapes_runyard_and_counts_the_runs(daemon: Daemon, promethe
         return (ok, failed) == (3.0, 1.0)
 
     until(counted, timeout=30)
-    # The scrape with the token is up; the one without is refused (401).
-    health = {item["metric"]["job"]: item["value"][1] for item in query(prometheus, "up")}
-    assert health == {"runyard": "1", "runyard-without-token": "0"}
+
+    # The scrape with the token is up; the one without is refused (401). Each
+    # job has its own offset within the interval: wait for both to report.
+    def health() -> dict[str, str]:
+        return {item["metric"]["job"]: item["value"][1] for item in query(prometheus, "up")}
+
+    until(lambda: len(health()) == 2, timeout=30)
+    assert health() == {"runyard": "1", "runyard-without-token": "0"}
     # A histogram question: the 90th percentile of hello's run time so far, in seconds.
     p90 = scalar(
         prometheus,
