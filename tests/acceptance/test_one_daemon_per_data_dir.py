@@ -165,6 +165,9 @@ def test_a_daemon_that_cannot_bind_its_port_touches_nothing_in_its_data_dir(
         run_id = trigger(client, "sleepy")
         until(lambda: run_status(client, run_id)["status"] == "running")
     until(lambda: bool(processes_of_run(run_id)))
+    # The start is committed shortly after the spawn (not awaited): wait for
+    # it, so what the dead daemon leaves behind is known.
+    until(lambda: stored_status(data_dir, run_id) == "running")
     # The daemon dies without a word; its run's process lives on in its own group.
     process.kill()
     process.wait()
