@@ -129,7 +129,7 @@ class CloudApi:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._runyard = runyard
-        self._keys = KeyStore(runyard.store._transaction)
+        self._keys = KeyStore(runyard.store.transaction)
         self._monotonic = monotonic
         self._window = RollingWindow(60.0)
         self._known_keys: dict[str, tuple[float, ApiKey]] = {}  # hash -> (found at, key)

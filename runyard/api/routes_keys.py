@@ -84,7 +84,7 @@ schemas.SCHEMAS.update(
 def key_admin(runyard: Runyard) -> KeyAdmin:
     """Return the key service over the daemon's store and its current config."""
     return KeyAdmin(
-        KeyStore(runyard.store._transaction),
+        KeyStore(runyard.store.transaction),
         accounts=lambda: runyard.config.accounts,
         config_path=lambda: runyard.config.path,
         data_dir=runyard.data_dir,

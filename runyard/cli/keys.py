@@ -86,7 +86,7 @@ def _database(options: GlobalOptions, no_daemon: str) -> Iterator[KeyAdmin]:
     store = RunStore.open(url)
     try:
         yield KeyAdmin(
-            KeyStore(store._transaction),
+            KeyStore(store.transaction),
             accounts=lambda: config.accounts,
             config_path=lambda: config.path,
             data_dir=config.daemon.data_dir,

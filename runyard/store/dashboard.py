@@ -26,7 +26,7 @@ def status_counts(store: RunStore) -> dict[str, int]:
     statement = sa.select(run_counts.c.status, sa.func.sum(run_counts.c.count)).group_by(
         run_counts.c.status
     )
-    with store._transaction() as connection:
+    with store.transaction() as connection:
         found = {status: int(count or 0) for status, count in connection.execute(statement)}
     return {status.value: found.get(status.value, 0) for status in RunStatus}
 
@@ -40,7 +40,7 @@ def end_reason_counts_since(
     a range of the index, as long as the window holds runs.
     """
     counts: dict[str, int] = {}
-    with store._transaction() as connection:
+    with store.transaction() as connection:
         for reason in reasons:
             statement = (
                 sa.select(sa.func.count())
@@ -81,7 +81,7 @@ def recent_runs_of_tasks(
     indexed LIMIT per task, so a round trip is not paid per task.
     """
     found: dict[str, list[Run]] = {name: [] for name in task_names}
-    with store._transaction() as connection:
+    with store.transaction() as connection:
         for start in range(0, len(task_names), _TASKS_PER_STATEMENT):
             parts = [
                 sa.select(*_OUTCOME_COLUMNS)
@@ -125,7 +125,7 @@ def recent_runs(store: RunStore, limit: int) -> list[Run]:
         .order_by(runs.c.created_at.desc(), runs.c.id.desc())
         .limit(limit)
     )
-    with store._transaction() as connection:
+    with store.transaction() as connection:
         return [row_to_run(row) for row in connection.execute(statement).mappings()]
 
 
@@ -134,7 +134,7 @@ def runs_by_ids(store: RunStore, run_ids: Sequence[str]) -> list[Run]:
     if not run_ids:
         return []
     statement = sa.select(*SUMMARY_COLUMNS).where(runs.c.id.in_(list(run_ids)))
-    with store._transaction() as connection:
+    with store.transaction() as connection:
         return [row_to_run(row) for row in connection.execute(statement).mappings()]
 
 
@@ -146,7 +146,7 @@ def retries_of(store: RunStore, run_id: str, limit: int = 20) -> list[Run]:
         .order_by(runs.c.created_at, runs.c.id)
         .limit(limit)
     )
-    with store._transaction() as connection:
+    with store.transaction() as connection:
         return [row_to_run(row) for row in connection.execute(statement).mappings()]
 
 
@@ -160,7 +160,7 @@ def active_count_of_account(store: RunStore, account: str) -> dict[str, int]:
         )
         .group_by(runs.c.status)
     )
-    with store._transaction() as connection:
+    with store.transaction() as connection:
         found = {status: int(count) for status, count in connection.execute(statement)}
     return {
         RunStatus.PENDING.value: found.get(RunStatus.PENDING.value, 0),
@@ -173,7 +173,7 @@ def key_last_used(store: RunStore) -> dict[str, datetime]:
     statement = sa.select(api_keys.c.id, api_keys.c.last_used_at).where(
         api_keys.c.last_used_at.is_not(None)
     )
-    with store._transaction() as connection:
+    with store.transaction() as connection:
         return {key_id: used for key_id, used in connection.execute(statement)}
 
 
@@ -210,7 +210,7 @@ def filtered_runs(
     )
     bounded = sa.select(sa.literal(1)).select_from(runs).where(*where).limit(count_cap + 1)
     counted = sa.select(sa.func.count()).select_from(bounded.subquery())
-    with store._transaction() as connection:
+    with store.transaction() as connection:
         rows = connection.execute(page).mappings().all()
         total = int(connection.execute(counted).scalar_one())
     return [row_to_run(row) for row in rows], min(total, count_cap), total > count_cap

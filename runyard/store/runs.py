@@ -145,7 +145,7 @@ class RunStore:
         if self._sqlite and not updates and not ticks and not replay:
             self._insert_sqlite([run_to_row(run) for run in inserts])
             return
-        with self._transaction(write=True) as connection:
+        with self.transaction(write=True) as connection:
             if inserts:
                 rows = [run_to_row(run) for run in inserts]
                 if replay:
@@ -160,12 +160,12 @@ class RunStore:
 
     def ping(self) -> None:
         """Ask the database for a trivial answer; raise StoreUnavailable when it gives none."""
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             connection.execute(sa.text("SELECT 1"))
 
     def task_states(self) -> dict[str, TaskState]:
         """Return the scheduler state of every task that has one, by task name."""
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             return task_state.load_all(connection)
 
     def set_paused(self, task_name: str, paused: bool, now: datetime) -> TaskState:
@@ -174,26 +174,26 @@ class RunStore:
         Resuming a paused task sets its last_tick to now, so the ticks that
         fell in the pause do not count as missed.
         """
-        with self._transaction(write=True) as connection:
+        with self.transaction(write=True) as connection:
             return task_state.set_paused(connection, task_name, paused, now)
 
     def set_last_ticks(self, ticks: Mapping[str, datetime], now: datetime) -> None:
         """Advance each task's last_tick to its tick; a stored later tick is kept."""
         if not ticks:
             return
-        with self._transaction(write=True) as connection:
+        with self.transaction(write=True) as connection:
             task_state.set_last_ticks(connection, ticks, now)
 
     def get_run(self, run_id: str) -> Run | None:
         """Return the run with this id, or None."""
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             row = connection.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
         return None if row is None else row_to_run(row)
 
     def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:
         """Return one page of the runs the query selects, and how many it selects in all."""
         dialect = self._engine.dialect.name
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             total: int | None = None
             walk = False
             if not query.search:
@@ -215,7 +215,7 @@ class RunStore:
         dialect = self._engine.dialect.name
         walk = False
         if dialect == "sqlite" and not query.search:
-            with self._transaction() as connection:
+            with self.transaction() as connection:
                 total = int(connection.execute(_counted_total(query)).scalar_one())
                 walk = _walk_sort_index(connection, query, total)
         return list_statements(query, dialect, walk_sort_index=walk)
@@ -231,7 +231,7 @@ class RunStore:
             .where(runs.c.status.in_(_ACTIVE_STATUSES))
             .order_by(runs.c.created_at, runs.c.id)
         )
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             rows = connection.execute(statement).mappings().all()
         return [row_to_run(row) for row in rows]
 
@@ -250,7 +250,7 @@ class RunStore:
             return []
         deleted: list[str] = []
         while True:
-            with self._transaction(write=True) as connection:
+            with self.transaction(write=True) as connection:
                 batch = _delete_expired_batch(connection, task_name, keep_runs, ended_before)
             deleted += batch
             if len(batch) < _DELETE_BATCH:
@@ -264,7 +264,7 @@ class RunStore:
             .order_by(runs.c.created_at.desc(), runs.c.id.desc())
             .limit(limit)
         )
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             rows = connection.execute(statement).mappings().all()
         return [row_to_run(row) for row in rows]
 
@@ -279,7 +279,7 @@ class RunStore:
             .order_by(runs.c.created_at.desc(), runs.c.id.desc())
             .limit(1)
         )
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             row = connection.execute(statement).mappings().first()
         return None if row is None else row_to_run(row)
 
@@ -297,7 +297,7 @@ class RunStore:
         running = sa.select(runs.c.start_at, runs.c.end_at).where(
             runs.c.account == account, runs.c.status == RunStatus.RUNNING.value
         )
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             rows = [*connection.execute(ended).tuples(), *connection.execute(running).tuples()]
         return [(start, end) for start, end in rows if start is not None]
 
@@ -314,7 +314,7 @@ class RunStore:
             .order_by(runs.c.created_at.desc(), runs.c.id.desc())
             .limit(1)
         )
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             row = connection.execute(statement).mappings().first()
         return None if row is None else row_to_run(row)
 
@@ -326,12 +326,12 @@ class RunStore:
             .group_by(run_counts.c.task_name)
             .order_by(run_counts.c.task_name)
         )
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             return list(connection.execute(statement).scalars())
 
     def last_judged_end(self, task_name: str, reasons: Sequence[str]) -> str | None:
         """Return the end reason of the task's newest run that ended with one of `reasons`."""
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             return connection.execute(
                 sa.select(runs.c.end_reason)
                 .where(runs.c.task_name == task_name, runs.c.end_reason.in_(list(reasons)))
@@ -343,24 +343,24 @@ class RunStore:
 
     def insert_notification(self, notification: Notification) -> None:
         """Store a new notification."""
-        with self._transaction(write=True) as connection:
+        with self.transaction(write=True) as connection:
             notification_rows.insert(connection, notification)
 
     def update_notification(self, notification: Notification) -> None:
         """Store a notification's status and deliveries."""
-        with self._transaction(write=True) as connection:
+        with self.transaction(write=True) as connection:
             notification_rows.update(connection, notification)
 
     def list_notifications(
         self, status: str | None, limit: int, offset: int
     ) -> tuple[list[Notification], int]:
         """Return one page of notifications, newest first, and the total that match."""
-        with self._transaction() as connection:
+        with self.transaction() as connection:
             return notification_rows.page(connection, status, limit, offset)
 
     def trim_notifications(self, keep: int = notification_rows.KEEP_NOTIFICATIONS) -> int:
         """Delete all but the newest `keep` notifications; return how many went."""
-        with self._transaction(write=True) as connection:
+        with self.transaction(write=True) as connection:
             return notification_rows.trim(connection, keep)
 
     def _insert_sqlite(self, rows: list[dict[str, Any]]) -> None:
@@ -378,7 +378,14 @@ class RunStore:
                 connection.close()
 
     @contextmanager
-    def _transaction(self, *, write: bool = False) -> Iterator[Connection]:
+    def transaction(self, *, write: bool = False) -> Iterator[Connection]:
+        """One transaction on the store's database, committed when the block ends.
+
+        `write=True` for statements that write (SQLite takes its write lock at
+        the start). Database failures come out as StoreError (StoreUnavailable
+        when the same request can succeed later). The key store and the
+        dashboard's queries share it.
+        """
         committing = False
         try:
             with self._lock, self._engine.connect() as connection:

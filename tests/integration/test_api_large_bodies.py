@@ -70,7 +70,7 @@ def client(runyard: Runyard) -> Iterator[TestClient]:
 
 @pytest.fixture
 def key(runyard: Runyard, client: TestClient) -> str:
-    _key, plaintext = KeyStore(runyard.store._transaction).create(
+    _key, plaintext = KeyStore(runyard.store.transaction).create(
         "default", "large bodies", datetime.now(UTC)
     )
     return plaintext

@@ -18,7 +18,7 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 @pytest.fixture
 def keys(store: RunStore) -> KeyStore:
-    return KeyStore(store._transaction)
+    return KeyStore(store.transaction)
 
 
 def test_create_returns_a_high_entropy_key_and_stores_only_its_hash(
@@ -34,7 +34,7 @@ def test_create_returns_a_high_entropy_key_and_stores_only_its_hash(
     )
     assert len(key.id) == 26
     assert key.active
-    with store._transaction() as connection:
+    with store.transaction() as connection:
         rows = connection.execute(sa.select(api_keys)).mappings().all()
     assert len(rows) == 1
     assert rows[0]["key_hash"] == hash_secret(plaintext)
@@ -89,11 +89,11 @@ def test_revoking_an_unknown_key_raises_not_found(keys: KeyStore, key_id: str) -
 def test_keys_survive_reopening(store_url: str) -> None:
     first = RunStore.open(store_url)
     try:
-        key, plaintext = KeyStore(first._transaction).create("acme", "kept", T0)
+        key, plaintext = KeyStore(first.transaction).create("acme", "kept", T0)
     finally:
         first.close()
     second = RunStore.open(store_url)
     try:
-        assert KeyStore(second._transaction).lookup(plaintext) == key
+        assert KeyStore(second.transaction).lookup(plaintext) == key
     finally:
         second.close()

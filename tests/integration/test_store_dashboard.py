@@ -89,7 +89,7 @@ def test_active_runs_of_an_account(store: RunStore, make_run: MakeRun) -> None:
 
 
 def test_key_last_used_moves_forward_only(store: RunStore) -> None:
-    keys = KeyStore(store._transaction)
+    keys = KeyStore(store.transaction)
     key, _plaintext = keys.create("default", "", T0)
     unused, _ = keys.create("default", "", T0)
     assert reads.key_last_used(store) == {}
@@ -165,7 +165,7 @@ def test_migration_0006_adds_the_retry_index_and_last_used_keeping_keys(store_ur
         engine.dispose()
     store = RunStore.open(store_url)
     try:
-        assert [key.label for key in KeyStore(store._transaction).list()] == ["old"]
+        assert [key.label for key in KeyStore(store.transaction).list()] == ["old"]
         assert reads.key_last_used(store) == {}
     finally:
         store.close()

@@ -95,7 +95,7 @@ def client(runyard: Runyard) -> Iterator[TestClient]:
 
 @pytest.fixture
 def key(runyard: Runyard, client: TestClient) -> str:
-    _key, plaintext = KeyStore(runyard.store._transaction).create(
+    _key, plaintext = KeyStore(runyard.store.transaction).create(
         "default", "viewer tests", datetime.now(UTC)
     )
     return plaintext
@@ -164,7 +164,7 @@ def test_link_is_built_on_where_the_daemon_is_reached(
     environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
     runyard = Runyard(load_config(path, environ=environ), environ=environ)
     with TestClient(create_app(runyard)) as client:
-        _key, plaintext = KeyStore(runyard.store._transaction).create(
+        _key, plaintext = KeyStore(runyard.store.transaction).create(
             "default", "link tests", datetime.now(UTC)
         )
         link = trigger(client, plaintext, "plain")
@@ -281,7 +281,7 @@ def test_stop_finds_a_run_whose_password_names_no_run(
     link = trigger(client, key, "Slow")
     legacy = "an-old-style-secret-of-enough-length"
     run_id = link.path.rsplit("/", 1)[1]
-    with runyard.store._transaction(write=True) as connection:
+    with runyard.store.transaction(write=True) as connection:
         connection.execute(
             sa.update(runs).where(runs.c.id == run_id).values(secret_hash=hash_secret(legacy))
         )
