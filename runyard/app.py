@@ -16,7 +16,6 @@ from pathlib import Path
 
 from runyard import __version__
 from runyard.body_parser import BodyParser, StagedInput
-from runyard.cloud import CloudApi
 from runyard.config.loader import Config, load_config
 from runyard.config.locate import TOKEN_FILE as TOKEN_FILE  # re-exported for api/server.py
 from runyard.config.locate import token_file, token_from_environ
@@ -35,7 +34,8 @@ from runyard.notifications.service import NotificationService
 from runyard.store import RunStore, database_url
 from runyard.store.files import make_private_directory, prepare_data_dir
 from runyard.store.inputs import INPUTS_DIR
-from runyard.store.keys import REVOKED_MARKER
+from runyard.store.keys import REVOKED_MARKER, KeyStore
+from runyard.v3.service import V3Service
 
 log = logging.getLogger("runyard.daemon")
 
@@ -110,7 +110,17 @@ class Runyard:
         )
         self.bodies = BodyParser(self.data_dir / INPUTS_DIR)
         self.scheduler = Scheduler(self.engine, self.store, clock)
-        self.cloud = CloudApi(self)
+        self.metrics = Metrics(__version__, self._task_loads, self._runtime_used)
+        self.engine.observer = self.metrics
+        self.v3 = V3Service(
+            engine=self.engine,
+            store=self.store,
+            keys=KeyStore(self.store.transaction),
+            metrics=self.metrics,
+            config=lambda: self.config,
+            data_dir=self.data_dir,
+            now=clock,
+        )
         self.notifications = NotificationService(
             config.notifications,
             self.store,
@@ -120,8 +130,6 @@ class Runyard:
         )
         # Before the engine starts: runs its recovery ends as crashed are heard.
         self.engine.events.listen(self.notifications.on_event)
-        self.metrics = Metrics(__version__, self._task_loads, self.cloud.used_minutes_by_account)
-        self.engine.observer = self.metrics
         # runyard_notifications_total{notifier, outcome}: delivered, failed or dropped.
         self.notifications.on_delivery = self.metrics.notification
 
@@ -151,6 +159,10 @@ class Runyard:
     def _task_loads(self) -> dict[str, TaskLoad]:
         """Runs active and queued for every configured task (the metrics' gauges)."""
         return {name: TaskLoad(*self.engine.counts(name)) for name in self.engine.tasks}
+
+    async def _runtime_used(self) -> dict[str, float]:
+        """Runtime each v3 account used in its billing period (the metrics' gauge)."""
+        return await self.v3.used_minutes_by_account()
 
     def task_counts(self, name: str) -> tuple[int, int]:
         """Return (running, queued) for a task."""

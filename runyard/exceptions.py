@@ -85,3 +85,16 @@ class DataDirBusy(RunyardError):
 
 class InputQueueFull(RunyardError):
     """A trigger whose input would pass a `max_queued_input` cap: refused (429), not recorded."""
+
+
+class V3Error(RunyardError):
+    """A v3 call refused with `{"status": "error", "message": ...}` and an HTTP status.
+
+    The messages of the hosted service's error table are in `runyard/v3/messages.py`.
+    """
+
+    def __init__(self, status: int, message: str, retry_after: float | None = None) -> None:
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after  # seconds, for a Retry-After header (429)
+        super().__init__(message)

@@ -83,7 +83,7 @@ def create_app(runyard: Runyard) -> FastAPI:
     # Bodies are read whole here, within per-address limits, before anyone parses them.
     app.add_middleware(
         UploadGuard,
-        cloud=lambda: runyard.cloud,
+        v3=lambda: runyard.v3,
         max_uploads=lambda: runyard.config.daemon.max_uploads_per_client,
         bodies=lambda: runyard.bodies,
         token=runyard.token,

@@ -20,11 +20,13 @@ from runyard.api.auth import presented_token
 from runyard.api.errors import DATABASE_UNAVAILABLE, DISK_FULL
 from runyard.app import Runyard
 from runyard.body_parser import STAGED_INPUT_KEY, BodyJsonError, JsonProblem, decode_json
-from runyard.cloud import LINK_KEY, QUEUED_MESSAGE, Caller, CloudApi, V3Error
 from runyard.domain.accounts import DEFAULT_RATE_LIMIT
 from runyard.domain.text import text_problem
 from runyard.engine.core import ShuttingDown
-from runyard.exceptions import DiskFull, InputQueueFull, StoreUnavailable
+from runyard.exceptions import DiskFull, InputQueueFull, StoreUnavailable, V3Error
+from runyard.v3.callers import Caller
+from runyard.v3.messages import LINK_KEY, QUEUED_MESSAGE
+from runyard.v3.service import V3Service
 
 log = logging.getLogger("runyard.api.v3")
 
@@ -33,7 +35,7 @@ PREFIX = "/api/v3"
 _TIMESTAMP = "%Y-%m-%dT%H:%M:%S.%fZ"
 BODY_OBJECT = "The request body must be a JSON object."
 # The text fields of every endpoint's body; `data` is checked cell by cell
-# where it is read (runyard.cloud.parse_input), to name the cell.
+# where it is read (runyard.v3.service.parse_input), to name the cell.
 _TEXT_FIELDS = ("key", "name", "pw", "pid", "count")
 
 
@@ -97,13 +99,13 @@ async def _body(request: Request) -> dict[str, Any]:
     return body
 
 
-async def _caller(request: Request, body: dict[str, Any], cloud: CloudApi) -> Caller:
+async def _caller(request: Request, body: dict[str, Any], v3: V3Service) -> Caller:
     """Authenticate the body's `key` (or a bearer header), then count the call."""
     key = body.get("key")
     if key is None:
         key = presented_token(request.scope, allow_query=False)
-    caller = await cloud.authenticate(key)
-    cloud.count_call(caller)
+    caller = await v3.authenticate(key)
+    v3.count_call(caller)
     return caller
 
 
@@ -129,8 +131,8 @@ async def trigger(request: Request) -> Response:
 
     async def work() -> dict[str, Any]:
         body = await _body(request)
-        caller = await _caller(request, body, runyard.cloud)
-        outcome = await runyard.cloud.trigger(
+        caller = await _caller(request, body, runyard.v3)
+        outcome = await runyard.v3.trigger(
             caller,
             body.get("name"),
             body.get("data"),
@@ -150,8 +152,8 @@ async def run_reports(request: Request) -> Response:
 
     async def work() -> dict[str, Any]:
         body = await _body(request)
-        caller = await _caller(request, body, runyard.cloud)
-        reports = await runyard.cloud.run_reports(caller, body.get("count"))
+        caller = await _caller(request, body, runyard.v3)
+        reports = await runyard.v3.run_reports(caller, body.get("count"))
         return {
             "status": "success",
             "data": {
@@ -177,8 +179,8 @@ async def run_data(request: Request) -> Response:
 
     async def work() -> dict[str, Any]:
         body = await _body(request)
-        caller = await _caller(request, body, runyard.cloud)
-        status, data = await runyard.cloud.run_data(caller, body.get("name"))
+        caller = await _caller(request, body, runyard.v3)
+        status, data = await runyard.v3.run_data(caller, body.get("name"))
         return {"status": status, "data": data}
 
     return await _answer(work)
@@ -190,8 +192,8 @@ async def remaining_runtime(request: Request) -> Response:
 
     async def work() -> dict[str, Any]:
         body = await _body(request)
-        caller = await _caller(request, body, runyard.cloud)
-        spent = await runyard.cloud.remaining_runtime(caller)
+        caller = await _caller(request, body, runyard.v3)
+        spent = await runyard.v3.remaining_runtime(caller)
         return {
             "status": "success",
             "data": {
@@ -210,8 +212,8 @@ async def list_automations(request: Request) -> Response:
 
     async def work() -> dict[str, Any]:
         body = await _body(request)
-        caller = await _caller(request, body, runyard.cloud)
-        return {"status": "success", "data": {"names": runyard.cloud.list_automations(caller)}}
+        caller = await _caller(request, body, runyard.v3)
+        return {"status": "success", "data": {"names": runyard.v3.list_automations(caller)}}
 
     return await _answer(work)
 
@@ -223,8 +225,8 @@ async def stop(request: Request) -> Response:
     async def work() -> dict[str, Any]:
         body = await _body(request)
         client = request.client.host if request.client else "unknown"
-        runyard.cloud.count_anonymous_call(client, DEFAULT_RATE_LIMIT)
-        stopped = await runyard.cloud.stop(body.get("pid"), body.get("pw"))
+        runyard.v3.count_anonymous_call(client, DEFAULT_RATE_LIMIT)
+        stopped = await runyard.v3.stop(body.get("pid"), body.get("pw"))
         return {"stopped": stopped}
 
     return await _answer(work)

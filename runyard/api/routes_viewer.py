@@ -92,7 +92,7 @@ def _not_found_json() -> JSONResponse:
 async def _state(runyard: Runyard, run: Run) -> dict[str, Any]:
     return {
         "id": run.id,
-        "automation": runyard.cloud.display_name(run.task_name),
+        "automation": runyard.v3.display_name(run.task_name),
         "task_name": run.task_name,
         "status": report_status(run),
         "phase": run.status.value,
@@ -104,7 +104,7 @@ async def _state(runyard: Runyard, run: Run) -> dict[str, Any]:
         "duration_ms": run.duration_ms,
         "description": run.description,
         "input_data": await runyard.input_of(run) or [],
-        "output_data": await runyard.cloud.output_of(run),
+        "output_data": await runyard.v3.output_of(run),
     }
 
 
@@ -137,7 +137,7 @@ async def viewer_page(
 ) -> HTMLResponse:
     """Return the live view of a run; 404 unless `password` is the run's secret."""
     try:
-        await runyard.cloud.viewer_run(run_id, password)
+        await runyard.v3.viewer_run(run_id, password)
     except NotFound:
         return HTMLResponse(_NOT_FOUND_PAGE, status_code=404, headers=_PAGE_HEADERS)
     return HTMLResponse(_PAGE, headers=_PAGE_HEADERS)
@@ -149,7 +149,7 @@ async def viewer_state(
 ) -> Response:
     """Return the run's status, timing, description, input and (live) output data."""
     try:
-        run = await runyard.cloud.viewer_run(run_id, password)
+        run = await runyard.v3.viewer_run(run_id, password)
     except NotFound:
         return _not_found_json()
     return JSONResponse(await _state(runyard, run), headers=_SECRET_HEADERS)
@@ -171,7 +171,7 @@ async def viewer_log(
     """Follow the run's log (SSE): `line` events, then `done` with the ended run."""
     try:
         # Checked before streaming starts: a bad secret gets a plain 404.
-        run = await runyard.cloud.viewer_run(run_id, password)
+        run = await runyard.v3.viewer_run(run_id, password)
     except NotFound:
         return _not_found_json()
     first = last_event_id + 1 if last_event_id is not None else start

@@ -37,7 +37,8 @@ from runyard.api.auth import carries_token
 from runyard.api.errors import invalid_json_problem, problem
 from runyard.api.routes_v3 import BODY_OBJECT, error_response, json_problem_message
 from runyard.body_parser import STAGE_FROM, STAGED_INPUT_KEY, BodyParser, JsonProblem, StagedInput
-from runyard.cloud import INVALID_KEY, RATE_LIMITED, CloudApi
+from runyard.v3.messages import INVALID_KEY, RATE_LIMITED
+from runyard.v3.service import V3Service
 
 V3_PREFIX = "/api/v3/"
 # /stop carries no key; it has its own per-address limit.
@@ -90,13 +91,13 @@ class UploadGuard:
     def __init__(
         self,
         app: ASGIApp,
-        cloud: Callable[[], CloudApi],
+        v3: Callable[[], V3Service],
         max_uploads: Callable[[], int],
         bodies: Callable[[], BodyParser] | None = None,
         token: str | None = None,
     ) -> None:
         self.app = app
-        self.cloud = cloud
+        self.v3 = v3
         self.max_uploads = max_uploads
         self.bodies = bodies
         self.token = token  # REST bodies are parsed ahead only for callers that carry it
@@ -109,9 +110,9 @@ class UploadGuard:
         path: str = scope["path"]
         client = scope["client"][0] if scope.get("client") else "unknown"
         keyed_v3 = path.startswith(V3_PREFIX) and path not in _KEYLESS_V3
-        cloud = self.cloud()
+        v3 = self.v3()
         if keyed_v3:
-            wait = cloud.invalid_key_retry_after(client)
+            wait = v3.invalid_key_retry_after(client)
             if wait > 0:
                 await _refuse(scope, receive, send, 429, RATE_LIMITED, wait, close=True)
                 return
@@ -135,15 +136,15 @@ class UploadGuard:
             size = len(body)
             if keyed_v3 and size >= KEY_FIRST_FROM:
                 key = key_of(body)
-                if key is not None and not await cloud.is_valid_key(key):
-                    cloud.count_invalid_key(client, invalid_key_weight(size))
+                if key is not None and not await v3.is_valid_key(key):
+                    v3.count_invalid_key(client, invalid_key_weight(size))
                     await _refuse(scope, receive, send, 401, INVALID_KEY)
                     return
         finally:
             if large:
                 self._release(client)
         if keyed_v3:
-            send = _counting_invalid_keys(send, cloud, client, invalid_key_weight(size))
+            send = _counting_invalid_keys(send, v3, client, invalid_key_weight(size))
         staged: StagedInput | None = None
         if self.bodies is not None and size >= STAGE_FROM and self._stages(scope, path):
             replaced = await self._stage(scope, receive, send, body)
@@ -257,11 +258,11 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replay
 
 
-def _counting_invalid_keys(send: Send, cloud: CloudApi, client: str, weight: int) -> Send:
+def _counting_invalid_keys(send: Send, v3: V3Service, client: str, weight: int) -> Send:
     # The v3 API's only 401 is "Invalid key" (its error table).
     async def counting(message: Message) -> None:
         if message["type"] == "http.response.start" and message["status"] == 401:
-            cloud.count_invalid_key(client, weight)
+            v3.count_invalid_key(client, weight)
         await send(message)
 
     return counting

@@ -783,7 +783,7 @@ async def accounts_page(request: Request) -> Response:
     used = await asyncio.to_thread(reads.key_last_used, runyard.store)
     accounts = []
     for account in runyard.config.accounts.values():
-        usage = await runyard.cloud.account_runtime(account)
+        usage = await runyard.v3.account_runtime(account)
         running, queued = runyard.engine.account_counts(account.id)
         accounts.append(
             {
