@@ -13,10 +13,10 @@ from runyard.api import schemas
 from runyard.api.deps import RunyardDep, SchemaBase, schema_url
 from runyard.api.errors import problem_responses
 from runyard.api.params import StorableText
-from runyard.api_keys import KeyAdmin
 from runyard.app import Runyard
 from runyard.domain.accounts import ApiKey
 from runyard.store.keys import KeyStore
+from runyard.v3.keys import KeyAdmin
 
 router = APIRouter(tags=["keys"], responses=problem_responses(400, 401, 500))
 

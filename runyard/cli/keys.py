@@ -23,8 +23,8 @@ from runyard.cli.render import make_console, print_json, when
 from runyard.cli.text import Table, Text
 
 if TYPE_CHECKING:
-    from runyard.api_keys import KeyAdmin
     from runyard.domain.accounts import ApiKey
+    from runyard.v3.keys import KeyAdmin
 
 T = TypeVar("T")
 KeyJson = dict[str, Any]
@@ -64,9 +64,9 @@ def _database(options: GlobalOptions, no_daemon: str) -> Iterator[KeyAdmin]:
     # Imported here: SQLAlchemy and the migrations are only needed without a daemon.
     from sqlalchemy.engine import make_url
 
-    from runyard.api_keys import KeyAdmin
     from runyard.store import RunStore, database_url
     from runyard.store.keys import KeyStore
+    from runyard.v3.keys import KeyAdmin
 
     url = database_url(config.daemon.data_dir, options.environ)
     parsed = make_url(url)

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from runyard.key_log import key_created, key_revoked
+from runyard.v3.keys import key_created, key_revoked
 
 
 def test_key_lines_name_the_key_id_and_account(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,21 +1,24 @@
-"""The v3 accounts' API keys as a service: create, list and revoke.
+"""The v3 accounts' API keys as a service: create, list and revoke; and their log lines.
 
 One set of rules for both ways in: the REST routes under `/api/keys` (the
 daemon, `runyard keys` while it runs) and `runyard keys` working on the
 database directly when no daemon answers. Each key created or revoked is
-logged on the `runyard.keys` logger.
+logged on the `runyard.keys` logger: its id, its account and its label,
+never the key itself.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
-from runyard import key_log
 from runyard.domain.accounts import Account, ApiKey, key_id_in
 from runyard.exceptions import InvalidInput
 from runyard.store.keys import KeyStore, mark_revoked
+
+log = logging.getLogger("runyard.keys")
 
 
 class KeyAdmin:
@@ -50,7 +53,7 @@ class KeyAdmin:
                 account,
             )
         key, plaintext = self._keys.create(account, label, now)
-        key_log.key_created(key.id, key.account, label)
+        key_created(key.id, key.account, label)
         return key, plaintext
 
     def list(self) -> list[ApiKey]:
@@ -67,5 +70,23 @@ class KeyAdmin:
         newly = key.revoked_at == now
         mark_revoked(self._data_dir)
         if newly:
-            key_log.key_revoked(key.id, key.account)
+            key_revoked(key.id, key.account)
         return key, newly
+
+
+def key_created(key_id: str, account: str, label: str | None = None) -> None:
+    """Log that a key of `account` was created."""
+    labelled = f" ({label})" if label else ""
+    log.info(
+        "key %s%s created for account %s",
+        key_id,
+        labelled,
+        account,
+        extra={"key_id": key_id, "account": account, "label": label},
+    )
+
+
+def key_revoked(key_id: str, account: str | None = None) -> None:
+    """Log that a key was revoked."""
+    of = f" of account {account}" if account else ""
+    log.info("key %s%s revoked", key_id, of, extra={"key_id": key_id, "account": account})
