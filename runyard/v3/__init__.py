@@ -6,6 +6,7 @@
 - `viewer.py`: viewer links and the run a link's password opens;
 - `keys.py`: creating, listing and revoking keys (`/api/keys`, `runyard keys`);
 - `messages.py`: the hosted service's error messages, copied exactly.
+- `ports.py`: what it needs of the engine, the config and the metrics it is handed.
 
 Nothing is imported here: `runyard keys` loads `keys.py` without the rest.
 """

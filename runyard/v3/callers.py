@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from runyard.config.loader import Config
 from runyard.domain.accounts import Account, ApiKey, hash_secret
 from runyard.domain.ratelimit import RollingWindow
 from runyard.exceptions import StoreError, V3Error
 from runyard.store.keys import KeyStore, revoked_stamp
 from runyard.v3.messages import INVALID_KEY, RATE_LIMITED
+from runyard.v3.ports import Settings
 
 STOP_RATE_KEY = "stop:"  # /stop carries no key: it is limited per client address
 INVALID_KEY_RATE_KEY = "invalid-key:"  # invalid keys are limited per client address
@@ -49,7 +49,7 @@ class Callers:
     def __init__(
         self,
         keys: KeyStore,
-        config: Callable[[], Config],
+        config: Callable[[], Settings],
         data_dir: Path,
         *,
         now: Callable[[], datetime],

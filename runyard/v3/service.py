@@ -19,7 +19,6 @@ from pathlib import Path
 from ulid import ULID
 
 from runyard.body_parser import StagedInput
-from runyard.config.loader import Config
 from runyard.domain.accounts import (
     Account,
     Runtime,
@@ -31,14 +30,14 @@ from runyard.domain.accounts import (
 from runyard.domain.input_data import InputDataError, json_kind, normalise_input
 from runyard.domain.models import Run, RunStatus, TaskDefinition, TriggeredBy
 from runyard.domain.text import escape_unstorable
-from runyard.engine.core import Engine, RunAlreadyEnded, utc_now
+from runyard.engine.core import RunAlreadyEnded, utc_now
 from runyard.exceptions import NotFound, V3Error
-from runyard.metrics import Metrics
 from runyard.store import RunStore
 from runyard.store.keys import KeyStore
 from runyard.v3.accounts import AccountUsage
 from runyard.v3.callers import Caller, Callers
 from runyard.v3.messages import MISSING_NAME, NO_RUNS, QUOTA_EXCEEDED, RUN_NOT_FOUND, TASK_NOT_FOUND
+from runyard.v3.ports import RunEngine, Settings, TriggerCounter
 from runyard.v3.viewer import Viewer, new_password
 
 DEFAULT_REPORTS = 5
@@ -74,11 +73,11 @@ class V3Service:
     def __init__(
         self,
         *,
-        engine: Engine,
+        engine: RunEngine,
         store: RunStore,
         keys: KeyStore,
-        metrics: Metrics,
-        config: Callable[[], Config],
+        metrics: TriggerCounter,
+        config: Callable[[], Settings],
         data_dir: Path,
         now: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,

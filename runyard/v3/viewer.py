@@ -9,13 +9,12 @@ import zlib
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from runyard.config.loader import Config
 from runyard.domain.accounts import hash_secret, viewer_host, viewer_password
 from runyard.domain.models import Run, RunStatus
 from runyard.domain.text import is_storable
-from runyard.engine.core import Engine
 from runyard.exceptions import NotFound
 from runyard.store import RunStore
+from runyard.v3.ports import RunEngine, Settings
 
 VIEWER_SECRET_BYTES = 24  # 192 random bits in each viewer link's password
 
@@ -28,7 +27,7 @@ def new_password(run_id: str) -> str:
 class Viewer:
     """Viewer links of runs, and the runs (live or stored) their passwords open."""
 
-    def __init__(self, engine: Engine, store: RunStore, config: Callable[[], Config]) -> None:
+    def __init__(self, engine: RunEngine, store: RunStore, config: Callable[[], Settings]) -> None:
         """`config` is read at each call: a reload may change `external_url`."""
         self._engine = engine
         self._store = store
