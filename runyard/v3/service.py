@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -93,17 +93,20 @@ class V3Service:
 
     # ----- callers ------------------------------------------------------------
 
-    async def authenticate(self, key: object) -> Caller:
+    # The busiest pass-throughs hand back their part's awaitable rather than
+    # awaiting it in a coroutine of their own: one frame less on each call.
+
+    def authenticate(self, key: object) -> Awaitable[Caller]:
         """Return the caller owning `key`; V3Error 401 when it is missing, wrong or revoked."""
-        return await self.callers.authenticate(key)
+        return self.callers.authenticate(key)
 
     def count_call(self, caller: Caller) -> None:
         """Count one v3 call against the key's limit; V3Error 429 when over it."""
         self.callers.count_call(caller)
 
-    async def is_valid_key(self, key: str) -> bool:
+    def is_valid_key(self, key: str) -> Awaitable[bool]:
         """Return whether `key` is an active key of an account in the config."""
-        return await self.callers.is_valid_key(key)
+        return self.callers.is_valid_key(key)
 
     def invalid_key_retry_after(self, client: str) -> float:
         """Return the seconds until `client` may present a key again (0: it may now)."""
@@ -166,7 +169,10 @@ class V3Service:
             tables = staged.tables
             input_size = None if tables is not None else staged.size
         task = self._task_named(caller.account, wanted)
-        if await self.usage.quota_exhausted(caller.account):
+        account = caller.account
+        # An account without an allowance costs the trigger no read of the store.
+        limited = account.runtime_allowance_minutes is not None
+        if limited and await self.usage.quota_exhausted(account):
             self._engine.events.signal(
                 "quota_exhausted", {"task_name": task.name, "account": caller.account.id}
             )
