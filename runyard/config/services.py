@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import urllib.parse
 from collections.abc import Collection
 from pathlib import Path
@@ -33,6 +32,7 @@ from runyard.domain.services import (
     RestartPolicy,
     ServiceDefinition,
     find_cycle,
+    split_host_port,
 )
 
 MAX_INSTANCES = 64
@@ -69,19 +69,6 @@ HEALTH_CHECK_CHECKS: dict[str, Check] = {
 }
 PROBE_KEYS = tuple(kind.value for kind in ProbeKind)
 HEALTH_CHECK_KEYS = (*PROBE_KEYS, *HEALTH_CHECK_CHECKS)
-
-_HOST_PORT = re.compile(r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]/]+)):(?P<port>\d+)$")
-
-
-def split_host_port(text: str) -> tuple[str, int] | None:
-    """Return (host, port) of `host:port` or `[ipv6]:port`, or None when malformed."""
-    match = _HOST_PORT.fullmatch(text.strip())
-    if match is None:
-        return None
-    port = int(match.group("port"))
-    if not 1 <= port <= 65535:
-        return None
-    return match.group("ipv6") or match.group("host"), port
 
 
 def parse_services(

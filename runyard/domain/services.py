@@ -9,6 +9,7 @@ functions what happens next; time comes in as arguments.
 from __future__ import annotations
 
 import heapq
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -89,6 +90,20 @@ class ServiceDefinition:
     log_max_size: int = 100 * 1024 * 1024
     log_on_full: LogOnFull = LogOnFull.DROP_OLD
     health_check: HealthCheck | None = None
+
+
+_HOST_PORT = re.compile(r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]/]+)):(?P<port>\d+)$")
+
+
+def split_host_port(text: str) -> tuple[str, int] | None:
+    """Return (host, port) of `host:port` or `[ipv6]:port`, or None when malformed."""
+    match = _HOST_PORT.fullmatch(text.strip())
+    if match is None:
+        return None
+    port = int(match.group("port"))
+    if not 1 <= port <= 65535:
+        return None
+    return match.group("ipv6") or match.group("host"), port
 
 
 # ----- restarts -----------------------------------------------------------------

@@ -11,9 +11,14 @@ from jsonschema import Draft202012Validator
 from runyard.config import parse_config_text
 from runyard.config.loader import SERVICES_NOT_STARTED
 from runyard.config.schema import config_schema
-from runyard.config.services import split_host_port
 from runyard.domain.models import LogOnFull, RetryBackoff
-from runyard.domain.services import HealthCheck, ProbeKind, RestartPolicy, ServiceDefinition
+from runyard.domain.services import (
+    HealthCheck,
+    ProbeKind,
+    RestartPolicy,
+    ServiceDefinition,
+    split_host_port,
+)
 from runyard.exceptions import ConfigError
 
 CONFIG = Path("/srv/runyard/runyard.toml")
