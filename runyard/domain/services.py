@@ -316,7 +316,8 @@ def exited(
     if not good:
         failures += 1
         if failures > service.restart_attempts:
-            reason = f"{how}; gave up after {failures} failed starts in a row"
+            starts = "1 failed start" if failures == 1 else f"{failures} failed starts in a row"
+            reason = f"{how}; gave up after {starts}"
             fatal = replace(base, state=InstanceState.FATAL, reason=reason, failures=failures)
             return Exit(fatal, end_reason, None)
     delay = restart_delay(service, failures)

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from runyard.services.probes import run_probe
 from runyard.store.logs import LogFollowers, LogWriter
 
 SERVICE_ENV = "RUNYARD_SERVICE"
+log = logging.getLogger("runyard.services")
 
 
 @dataclass(frozen=True)
@@ -96,13 +98,18 @@ class ServiceSupervisor:
         followers: LogFollowers | None = None,
         environ: Mapping[str, str] = os.environ,
         clock: Callable[[], datetime] = _real_clock,
+        on_starting: Callable[[str, ServiceDefinition, int], None] | None = None,
         on_ended: Callable[[ServiceLifetime], None] | None = None,
     ) -> None:
+        """`on_starting(run_id, service, index)` is called right before each spawn (where
+        the daemon notes the run id, to find the process after a crash); `on_ended`
+        with each process's lifetime once it is over."""
         self._services = dict(services)
         self._log_path = log_path or (lambda run_id: logs_dir / f"{run_id}.log")
         self._followers = followers or LogFollowers()
         self._environ = environ
         self._clock = clock
+        self._on_starting = on_starting
         self._on_ended = on_ended
         self._slots = {name: self._new_slots(service) for name, service in services.items()}
         self._changed = asyncio.Event()
@@ -200,6 +207,15 @@ class ServiceSupervisor:
         ]
 
     async def _supervise(self, slot: _Slot, manual: bool) -> None:
+        try:
+            await self._keep_up(slot, manual)
+        except Exception as exc:
+            # A fault of runyard's own must not leave the instance looking alive.
+            log.exception("supervising %s[%d] failed", slot.service.name, slot.instance.index)
+            reason = f"runyard stopped supervising it: {exc!r}"
+            self._set(slot, replace(slot.instance, state=InstanceState.FATAL, reason=reason))
+
+    async def _keep_up(self, slot: _Slot, manual: bool) -> None:
         restart = False
         while True:
             while True:
@@ -235,6 +251,8 @@ class ServiceSupervisor:
         slot.log_overflowed = False
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
+            if self._on_starting is not None:
+                self._on_starting(run_id, service, slot.instance.index)
             env = self._environment(service, slot.instance.index, run_id)
             child = await spawn(
                 run_id=run_id,
@@ -252,6 +270,7 @@ class ServiceSupervisor:
             message = exc.strerror or str(exc)
             log.notice(f"[runyard] could not start: {message}", ended_at)
             log.close(ended_at)
+            self._followers.close_run(run_id)
             result = spawn_failed(slot.instance, service, message, ended_at)
             self._set(slot, result.instance)
             self._ended(slot, run_id, started_at, ended_at, result.end_reason, result.instance)
@@ -274,6 +293,7 @@ class ServiceSupervisor:
             slot.child = None
         ended_at = self._clock()
         log.close(ended_at)
+        self._followers.close_run(run_id)
         cause = "the log reached log_max_size" if slot.log_overflowed else ""
         result = exited(slot.instance, service, code, ended_at, cause=cause)
         end_reason = result.end_reason

@@ -50,8 +50,12 @@ class Harness:
     def __init__(self, tmp_path: Path, services: list[ServiceDefinition]) -> None:
         self.logs = tmp_path / "logs"
         self.ended: list[ServiceLifetime] = []
+        self.starting: list[tuple[str, str, int]] = []
         self.supervisor = ServiceSupervisor(
-            {s.name: s for s in services}, logs_dir=self.logs, on_ended=self.ended.append
+            {s.name: s for s in services},
+            logs_dir=self.logs,
+            on_starting=lambda run_id, s, index: self.starting.append((run_id, s.name, index)),
+            on_ended=self.ended.append,
         )
 
     def state(self, name: str, index: int = 0) -> InstanceState:
@@ -134,6 +138,9 @@ async def test_a_crash_loop_backs_off_then_is_fatal_and_a_manual_start_clears_it
     for before, after, delay in zip(lifetimes, lifetimes[1:], (50, 100, 200), strict=False):
         assert after.started_at - before.ended_at >= delay * MS
     assert [x.restarts for x in lifetimes] == [0, 1, 2, 3]
+    # Each run id was announced before its spawn, and each is a run of its own.
+    assert h.starting == [(x.run_id, "crash", 0) for x in lifetimes]
+    assert len({x.run_id for x in lifetimes}) == 4
     assert h.log(lifetimes[0]) == ["boom"]
     (instance,) = h.supervisor.instances("crash")
     assert (instance.failures, instance.pid, instance.last_exit_code) == (4, None, 3)
@@ -290,6 +297,21 @@ async def test_a_service_that_cannot_start_is_a_failed_start(
         "could not start: No such file or directory; gave up after 2 failed starts in a row"
     )
     assert h.log(h.ended[0]) == ["[runyard] could not start: No such file or directory"]
+
+
+async def test_an_unreadable_env_file_is_a_failed_start(
+    make: Callable[..., Harness], tmp_path: Path
+) -> None:
+    h = make(service("web", "sleep 60", env_file=str(tmp_path / "no.env"), restart_attempts=0))
+    h.supervisor.start_all()
+    await h.until_state("web", InstanceState.FATAL)
+    assert [(x.end_reason, x.description) for x in h.ended] == [
+        (
+            "start_failed",
+            "could not start: No such file or directory; gave up after 1 failed start",
+        )
+    ]
+    assert [run_id for run_id, _, _ in h.starting] == [h.ended[0].run_id]
 
 
 async def test_restart_on_failure_leaves_a_clean_exit_stopped(

@@ -175,7 +175,11 @@ def test_backoff_state_says_when() -> None:
 
 def test_zero_restart_attempts_makes_the_first_failed_start_fatal() -> None:
     service = replace(WEB, restart_attempts=0)
-    assert exited(up(service), service, 1, T0 + S).instance.state is InstanceState.FATAL
+    fatal = exited(up(service), service, 1, T0 + S).instance
+    assert (fatal.state, fatal.reason) == (
+        InstanceState.FATAL,
+        "exited with code 1; gave up after 1 failed start",
+    )
 
 
 def test_fatal_ignores_automatic_starts_and_a_manual_start_clears_it() -> None:
