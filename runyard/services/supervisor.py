@@ -237,7 +237,8 @@ class ServiceSupervisor:
             if delay is None:
                 return
             restart = True
-            if await _first(slot.stop.wait(), timeout=delay) == 0:
+            # No delay: restart at once (a stop meanwhile is seen at the top of the loop).
+            if delay > 0 and await _first(slot.stop.wait(), timeout=delay) == 0:
                 self._set(slot, stop_requested(slot.instance))
                 return
 
