@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -216,3 +218,45 @@ async def test_a_command_probe_with_a_missing_shell_fails_cleanly() -> None:
     check = HealthCheck(kind=ProbeKind.RUN, target="true")
     result = await run_probe(check, shell="/nonexistent/sh")
     assert result == ProbeResult(False, "no such file or directory")
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 (openssl), and its key."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+async def test_https_probe_checks_the_certificate(
+    tls_files: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError, ssl.SSLError):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0, ssl=context)
+    url = f"https://127.0.0.1:{server.sockets[0].getsockname()[1]}/health"
+    try:
+        refused = await run_probe(http_check(url))
+        assert not refused.passed
+        assert refused.message.startswith("TLS error: CERTIFICATE_VERIFY_FAILED")
+        # Trusted through OpenSSL's own variable, as a system CA bundle would be.
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        assert await run_probe(http_check(url)) == ProbeResult(True, "HTTP 204 No Content")
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -292,3 +292,23 @@ def test_the_schema_accepts_a_full_service_and_refuses_typos() -> None:
         "[services.web]\ninstances = 1\n",
     ):
         assert list(validator.iter_errors(tomllib.loads(bad))) != [], bad
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("services = 3", ["services: expected a table, got integer 3"]),
+        ("[services]\nweb = 'serve'", ['services.web: expected a table, got string "serve"']),
+        (
+            '[services.web]\nrun = "x"\nhealth_check = "curl"',
+            ['services.web.health_check: expected a table, got string "curl"'],
+        ),
+    ],
+)
+def test_tables_that_are_not_tables(text: str, expected: list[str]) -> None:
+    assert problems_of(text) == expected
+
+
+def test_an_empty_services_table_is_no_service_and_no_warning() -> None:
+    config = parse_config_text("[services]\n", CONFIG, environ={})
+    assert (config.services, config.warnings) == ({}, ())
