@@ -80,9 +80,7 @@ _TABLES_HINT = (
 # refused with a reason rather than a bare "unknown".
 _NOT_YET: dict[str, str] = {}
 # Services are read and checked, but the daemon does not run them yet.
-SERVICES_NOT_STARTED = (
-    "read and checked, but not started: this runyard does not run services yet"
-)
+SERVICES_NOT_STARTED = "read and checked, but not started: this runyard does not run services yet"
 
 
 @dataclass(frozen=True)
