@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from runyard.domain.models import RetryBackoff
+from runyard.domain.models import LogOnFull, RetryBackoff
 from runyard.domain.services import (
     HealthCheck,
     InstanceState,
@@ -347,3 +347,23 @@ async def test_autostart_false_stays_stopped_until_started(make: Callable[..., H
     await h.supervisor.restart("manual")
     await h.until_state("manual", InstanceState.RUNNING)
     assert [x.end_reason for x in h.ended] == ["stopped"]
+
+
+async def test_a_full_log_with_log_on_full_kill_ends_as_log_overflow(
+    make: Callable[..., Harness],
+) -> None:
+    flood = service(
+        "flood",
+        "while :; do echo 0123456789012345678901234567890123456789; done",
+        log_max_size=1024,
+        log_on_full=LogOnFull.KILL,
+        restart_attempts=0,
+    )
+    h = make(flood)
+    h.supervisor.start_all()
+    await h.until_state("flood", InstanceState.FATAL)
+    ((end_reason, exit_code, description),) = [
+        (x.end_reason, x.exit_code, x.description) for x in h.ended
+    ]
+    assert (end_reason, exit_code) == ("log_overflow", 128 + 9)
+    assert description == "the log reached log_max_size; gave up after 1 failed start"
