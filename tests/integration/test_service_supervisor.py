@@ -183,7 +183,10 @@ async def test_a_failing_health_check_restarts_the_instance_as_unhealthy(
 ) -> None:
     ok = tmp_path / "ok"
     ok.touch()
-    web = service("web", "sleep 60", health_check=file_check(ok))
+    # The start period covers the restart until the file is back; failures
+    # after a passing probe count at once.
+    check = file_check(ok, start_period=timedelta(seconds=10))
+    web = service("web", "sleep 60", health_check=check)
     h = make(web)
     h.supervisor.start_all()
     await h.until_state("web", InstanceState.HEALTHY)
@@ -210,13 +213,13 @@ async def test_stop_all_goes_in_reverse_dependency_order(
     order = tmp_path / "order"
 
     def stopping(name: str, *deps: str) -> ServiceDefinition:
-        run = f"trap 'echo {name} >> {order}; exit 0' TERM; while :; do sleep 0.05; done"
-        return service(name, run, depends_on=deps)
+        trap = f"trap 'echo {name} >> {order}; exit 0' TERM; touch {tmp_path}/{name}.up"
+        return service(name, f"{trap}; while :; do sleep 0.05; done", depends_on=deps)
 
     h = make(stopping("a"), stopping("b", "a"), stopping("c", "b"), stopping("d"))
     h.supervisor.start_all()
-    for name in "abcd":
-        await h.until_state(name, InstanceState.RUNNING)
+    # Up with the trap set (the file is written after it), not merely spawned.
+    await h.until(lambda: all((tmp_path / f"{name}.up").exists() for name in "abcd"))
     await h.supervisor.stop_all()
     written = order.read_text().split()
     assert sorted(written) == ["a", "b", "c", "d"]
@@ -325,12 +328,13 @@ async def test_restart_on_failure_leaves_a_clean_exit_stopped(
 
 
 async def test_a_service_ignoring_its_stop_signal_is_killed_after_graceful_stop(
-    make: Callable[..., Harness],
+    make: Callable[..., Harness], tmp_path: Path
 ) -> None:
-    run = "trap '' TERM; while :; do sleep 0.05; done"
+    up = tmp_path / "up"
+    run = f"trap '' TERM; touch {up}; while :; do sleep 0.05; done"
     h = make(service("stubborn", run, graceful_stop=200 * MS))
     h.supervisor.start_all()
-    await h.until_state("stubborn", InstanceState.RUNNING)
+    await h.until(up.exists)  # the trap is set
     pid = h.pid("stubborn")
     await h.supervisor.stop("stubborn")
     assert not alive(pid)
