@@ -81,6 +81,15 @@ ALLOWED: dict[str, set[str]] = {
         "runyard.clock",
         "runyard.output",
     },
+    # Long-running programs (docs/services.md): spawned through the engine's process
+    # plumbing (engine/process.py, engine/environment.py), logged like runs.
+    "runyard.services": {
+        "runyard.domain",
+        "runyard.exceptions",
+        "runyard.clock",
+        "runyard.store",
+        "runyard.engine",
+    },
     "runyard.notifications": {
         "runyard.domain",
         "runyard.store",
@@ -114,6 +123,7 @@ ALLOWED: dict[str, set[str]] = {
         "runyard.config",
         "runyard.store",
         "runyard.engine",
+        "runyard.services",
         "runyard.notifications",
         "runyard.metrics",
         "runyard.v3",
@@ -193,6 +203,7 @@ THIRD_PARTY_HOMES: dict[str, set[str]] = {
     "ulid": {
         "runyard.store",
         "runyard.engine",
+        "runyard.services",
         "runyard.v3",
         "runyard.notifications",
         "runyard.api.uploads",
