@@ -104,17 +104,26 @@ def test_programs_become_services_key_by_key(tmp_path: Path) -> None:
 
 def test_what_has_no_runyard_form_is_listed_with_why(tmp_path: Path) -> None:
     _, skipped = imported(tmp_path)
+    logs = "runyard keeps each instance's output in its own log"
     assert skipped == [
         ("[supervisord]", "supervisord's own settings; runyard has [daemon]"),
         ("[unix_http_server]", "supervisord's own settings; runyard has [daemon]"),
-        ("[program:web]", "redirect_stderr = true: runyard keeps each instance's output in its own log"),
-        ("[program:web]", "stdout_logfile = /var/log/web.log: runyard keeps each instance's output in its own log"),
-        ("[program:worker]", "process_name = %(program_name)s_%(process_num)02d: runyard names the instances worker/0, worker/1, ... and tells each its index in RUNYARD_REPLICA_INDEX"),
+        ("[program:web]", f"redirect_stderr = true: {logs}"),
+        ("[program:web]", f"stdout_logfile = /var/log/web.log: {logs}"),
+        (
+            "[program:worker]",
+            "process_name = %(program_name)s_%(process_num)02d: runyard names the instances "
+            "worker/0, worker/1, ... and tells each its index in RUNYARD_REPLICA_INDEX",
+        ),
         ("[program:bad]", "command: %(host_node_name)s: no runyard form here"),
         ("[group:all]", "runyard has no groups; its programs are imported"),
         ("[eventlistener:crashmail]", "eventlistener sections have no runyard form"),
-        ("[program:extra]", "exitcodes = 0,2: a runyard service's expected exit is 0; autorestart = unexpected restarts after any other"),
-    ]  # fmt: skip
+        (
+            "[program:extra]",
+            "exitcodes = 0,2: a runyard service's expected exit is 0; "
+            "autorestart = unexpected restarts after any other",
+        ),
+    ]
 
 
 def test_another_users_program_needs_a_root_daemon(tmp_path: Path) -> None:
@@ -132,6 +141,7 @@ def test_the_config_lists_what_was_left_out_above_the_services(tmp_path: Path) -
     )
     assert text.startswith(
         f"# Imported from {conf} by `runyard import supervisord`.\n# Not translated:\n"
-        "#   [program:a]\n#     stdout_logfile = x: runyard keeps each instance's output in its own log\n"
+        "#   [program:a]\n"
+        "#     stdout_logfile = x: runyard keeps each instance's output in its own log\n"
     )
     assert '[services.a]\nrun = "exec /bin/true"\n' in text
