@@ -20,6 +20,7 @@ from runyard.config.checks import (
     check_size,
     check_str,
     check_table,
+    check_user,
     describe,
     key_path,
     quote,
@@ -55,6 +56,7 @@ SERVICE_CHECKS: dict[str, Check] = {
     "env_file": lambda v, p, pr: check_str(v, p, pr, non_empty=True),
     "working_dir": lambda v, p, pr: check_str(v, p, pr, non_empty=True),
     "shell": lambda v, p, pr: check_str(v, p, pr, non_empty=True),
+    "user": check_user,
     "log_max_size": lambda v, p, pr: check_size(v, p, pr, MIN_LOG_SIZE),
     "log_on_full": lambda v, p, pr: check_enum(v, p, pr, LogOnFull),
 }

@@ -87,6 +87,8 @@ class ServiceDefinition:
     env_file: str | None = None
     working_dir: str | None = None
     shell: str = "/bin/sh"
+    # Who the processes run as (the daemon must be root); None: the daemon's user.
+    user: str | None = None
     log_max_size: int = 100 * 1024 * 1024
     log_on_full: LogOnFull = LogOnFull.DROP_OLD
     health_check: HealthCheck | None = None

@@ -42,6 +42,7 @@ from runyard.domain.services import (
     stop_requested,
 )
 from runyard.engine.environment import parse_env_file, runyard_command, with_command_dir
+from runyard.engine.identity import RunAs, resolve_user
 from runyard.engine.process import ChildProcess, spawn
 from runyard.services.probes import run_probe
 from runyard.store.logs import LogFollowers, LogWriter
@@ -254,7 +255,8 @@ class ServiceSupervisor:
             path.parent.mkdir(parents=True, exist_ok=True)
             if self._on_starting is not None:
                 self._on_starting(run_id, service, slot.instance.index)
-            env = self._environment(service, slot.instance.index, run_id)
+            run_as = resolve_user(service.user) if service.user else None
+            env = self._environment(service, slot.instance.index, run_id, run_as)
             child = await spawn(
                 run_id=run_id,
                 argv=[service.shell, "-e", "-c", service.run, service.name],
@@ -265,6 +267,7 @@ class ServiceSupervisor:
                 clock=self._clock,
                 on_log_full=lambda: self._log_full(slot),
                 keeps_newest=service.log_on_full is LogOnFull.DROP_OLD,
+                run_as=run_as,
             )
         except OSError as exc:
             ended_at = self._clock()
@@ -369,9 +372,14 @@ class ServiceSupervisor:
         await asyncio.gather(*first)
         await self.stop(name)
 
-    def _environment(self, service: ServiceDefinition, index: int, run_id: str) -> dict[str, str]:
-        """The instance's environment: the daemon's, env_file, env, then runyard's variables."""
-        env = dict(self._environ)
+    def _environment(
+        self, service: ServiceDefinition, index: int, run_id: str, run_as: RunAs | None = None
+    ) -> dict[str, str]:
+        """The instance's environment: the daemon's, env_file, env, then runyard's variables.
+
+        With `user`, HOME, USER and LOGNAME are that user's, not the daemon's.
+        """
+        env = {**self._environ, **(run_as.environment() if run_as else {})}
         if service.env_file:
             env.update(parse_env_file(Path(service.env_file).read_text(encoding="utf-8")))
         env.update(dict(service.env))

@@ -167,6 +167,7 @@ def test_a_command_probe_keeps_its_text() -> None:
         ('timeout = "5m"', "services.web.timeout: unknown key"),
         ('restrat = "always"', "services.web.restrat: unknown key; did you mean 'restart'?"),
         ('cron = "@daily"', "services.web.cron: unknown key"),
+        ('user = "no-such-user-xyz"', 'services.web.user: no user "no-such-user-xyz" on this'),
     ],
 )
 def test_bad_values_name_the_key(text: str, expected: str) -> None:
