@@ -64,7 +64,8 @@ from runyard.exceptions import (
     InputQueueFull,
     InvalidInput,
     NotFound,
-    RunyardError,
+    RunAlreadyEnded,
+    ShuttingDown,
     StoreError,
     StoreUnavailable,
     UnstorableInput,
@@ -91,20 +92,6 @@ Lane = tuple[str, str | None]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class ShuttingDown(RunyardError):
-    """The daemon is stopping and accepts no new runs."""
-
-
-class RunAlreadyEnded(RunyardError):
-    """A stop was asked for a run that has already ended."""
-
-    def __init__(self, run: Run) -> None:
-        self.run = run
-        super().__init__(
-            f"run {run.id} already ended ({run.end_reason.value if run.end_reason else ''})"
-        )
 
 
 @dataclasses.dataclass

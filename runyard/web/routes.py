@@ -32,8 +32,13 @@ from runyard.app import Runyard
 from runyard.domain import words
 from runyard.domain.models import FAILURE_LIKE, EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.queries import DEFAULT_LIMIT, MAX_LIMIT, RunQuery, SortDirection, SortField
-from runyard.engine.core import RunAlreadyEnded
-from runyard.exceptions import ConfigError, InvalidInput, NotFound, RunyardError
+from runyard.exceptions import (
+    ConfigError,
+    InvalidInput,
+    NotFound,
+    RunAlreadyEnded,
+    RunyardError,
+)
 from runyard.store import dashboard as reads
 from runyard.store.logs import count_lines, iter_raw_text
 from runyard.web.render import HEADERS, page, static_text

@@ -27,8 +27,8 @@ from runyard.domain.models import (
 )
 from runyard.domain.queries import RunQuery
 from runyard.engine import core
-from runyard.engine.core import Engine, RunAlreadyEnded
-from runyard.exceptions import InvalidInput, NotFound
+from runyard.engine.core import Engine
+from runyard.exceptions import InvalidInput, NotFound, RunAlreadyEnded
 from runyard.store.logs import read_lines
 from runyard.store.runs import RunStore
 
