@@ -25,8 +25,7 @@ from pathlib import Path
 
 from ulid import ULID
 
-from runyard import __version__
-from runyard.domain.describe import describe_queued, describe_start, describe_trigger, describe_wait
+from runyard.domain.describe import describe_wait
 from runyard.domain.models import (
     EXIT_NOT_RUN,
     EXIT_START_FAILED,
@@ -39,6 +38,7 @@ from runyard.domain.models import (
 from runyard.domain.params import ParamError, resolve_params
 from runyard.domain.policies import Admission, admit
 from runyard.engine import run_log
+from runyard.engine.admission import plan_trigger
 from runyard.engine.events import EventHub
 from runyard.engine.executor import ActiveRun, Executor, ProcessOutcome
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
@@ -50,11 +50,11 @@ from runyard.engine.recovery import crashed_ids, plan_recovery
 from runyard.engine.retention import apply_retention, retention_forever
 from runyard.engine.runs import (
     effective,
-    ended,
     ended_unrun,
     event_data,
+    missed_run,
     retry_of,
-    storable_text,
+    store_end,
 )
 from runyard.engine.start_log import STARTED_LOG, StartLog
 from runyard.engine.timers import CallLater, loop_call_later
@@ -68,7 +68,6 @@ from runyard.exceptions import (
     RunAlreadyEnded,
     ShuttingDown,
     StoreError,
-    StoreUnavailable,
     UnstorableInput,
 )
 from runyard.store._rows import dump_input
@@ -376,54 +375,27 @@ class Engine:
         account: str | None,
         secret_hash: str | None,
     ) -> list[Run]:
-        now = self._clock()
-        runs: list[Run] = []
-        queued: list[Run] = []
-        admitted = effective(task)
-        to_kill: list[ActiveRun] = []
         # Places are held until the insert is answered, whatever the answer; on
         # success the queue holds the runs by then.
         with self._ledger.reserve(task.name, account) as reservation:
-            for index in range(task.replicas):
-                load = self._ledger.load(task.name, account)
-                decision = admit(admitted, load)
-                lines = [describe_trigger(triggered_by, index, __version__), note]
-                if decision is Admission.QUEUE:
-                    lines.append(describe_queued(admitted, load))
-                run = Run(
-                    id=ids[index],
-                    task_name=task.name,
-                    status=RunStatus.PENDING,
-                    created_at=now,
-                    triggered_by=triggered_by,
-                    replica_index=index,
-                    params=values,
-                    description="\n".join(filter(None, lines)),
-                    input_data=input_data,
-                    input_size=input_size,
-                    account=account,
-                    secret_hash=secret_hash,
-                )
-                if decision is Admission.SKIP:
-                    run = self._ended_unrun(
-                        run,
-                        EndReason.SKIPPED,
-                        "Another run of the task was running (on_overlap = skip).",
-                    )
-                elif decision is Admission.QUEUE_FULL:
-                    run = self._ended_unrun(
-                        run, EndReason.QUEUE_FULL, f"{task.max_queued} runs were already waiting."
-                    )
-                else:
-                    if decision is Admission.KILL_OLDEST:
-                        to_kill.extend(self._oldest_running(task.name, exclude=to_kill))
-                    if decision is Admission.START:
-                        reservation.start()
-                    else:
-                        reservation.queue()
-                    queued.append(run)
-                    self._queues.inputs.add(run)
-                runs.append(run)
+            plan = plan_trigger(
+                task,
+                ids,
+                self._ledger,
+                reservation,
+                self._clock,
+                values=values,
+                triggered_by=triggered_by,
+                input_data=input_data,
+                input_size=input_size,
+                note=note,
+                account=account,
+                secret_hash=secret_hash,
+            )
+            runs, queued = plan.runs, plan.pending
+            to_kill = self._oldest_running(task.name, plan.kills)
+            for run in queued:
+                self._queues.inputs.add(run)
             try:
                 # Urgent: whoever triggered is waiting for the commit to be answered.
                 # A caller waits TRIGGER_WAIT_SECONDS at most for an unavailable
@@ -446,9 +418,7 @@ class Engine:
         for run in runs:
             self.events.publish("run.created", event_data(run))
             if run.status is RunStatus.ENDED:
-                self.events.publish("run.ended", event_data(run))
-                run_log.run_ended(run)
-                self.observer.run_ended(run)
+                self._announce_end(run)
         self._queues.enqueue(*queued)
         for active in to_kill:
             active.stop_requested = True
@@ -497,23 +467,7 @@ class Engine:
         self, task_name: str, count: int, first: datetime, last: datetime
     ) -> Run:
         """Record one `missed` run for `count` ticks that did not fire; mark `last` handled."""
-        ticks = "1 scheduled tick was" if count == 1 else f"{count} scheduled ticks were"
-        when = (
-            f"at {first.isoformat()}"
-            if count == 1
-            else f"between {first.isoformat()} and {last.isoformat()}"
-        )
-        run = Run(
-            id=str(ULID()),
-            task_name=task_name,
-            status=RunStatus.PENDING,
-            created_at=self._clock(),
-            triggered_by=TriggeredBy.CRON,
-        )
-        run = dataclasses.replace(run, description=describe_start(run, __version__))
-        missed = self._ended_unrun(
-            run, EndReason.MISSED, f"{ticks} missed {when} while the daemon was not running."
-        )
+        missed = missed_run(task_name, count, first, last, self._clock)
         await self._writer.write(inserts=[missed], ticks={task_name: last})
         self.events.publish("run.created", event_data(missed))
         self.events.publish("run.ended", event_data(missed))
@@ -557,18 +511,19 @@ class Engine:
 
     # ----- admission helpers -------------------------------------------------
 
-    def _oldest_running(self, task_name: str, exclude: list[ActiveRun]) -> list[ActiveRun]:
+    def _oldest_running(self, task_name: str, count: int) -> list[ActiveRun]:
+        """The `count` oldest running runs of a task not asked to stop yet."""
+        if not count:
+            return []
         candidates = [
             active
             for active in self._active.values()
-            if active.run.task_name == task_name
-            and not active.stop_requested
-            and active not in exclude
+            if active.run.task_name == task_name and not active.stop_requested
         ]
         candidates.sort(
             key=lambda active: (active.run.start_at or active.run.created_at, active.run.id)
         )
-        return candidates[:1]
+        return candidates[:count]
 
     def _ended_unrun(self, run: Run, reason: EndReason, detail: str) -> Run:
         """Return `run` ended without ever having a process."""
@@ -642,27 +597,7 @@ class Engine:
             )
         finally:
             self._executor.close_log(writer, active.run.id)
-        end_at = self._clock()
-        run = active.run
-        try:
-            output, notes = await self._executor.collect_output(run.id)
-        except Exception as error:  # noqa: BLE001 - the run still ends with its reason
-            log.exception("run %s: could not collect its output data", run.id)
-            output, notes = {}, [f"runyard could not read the output data: {error}"]
-        loss = writer.loss_note()
-        if loss is not None:  # the disk refused even the notice in the log
-            notes.append(loss)
-        finished = ended(
-            run,
-            outcome.reason,
-            outcome.exit_code,
-            end_at,
-            detail=outcome.detail,
-            duration=end_at - (run.start_at or end_at),
-            stderr_tail=outcome.stderr_tail,
-            notes=notes,
-            output_data=output,
-        )
+        finished = await self._executor.conclude(active.run, writer, outcome)
         retry = retry_of(finished, task, self._clock())
         self._ending[finished.id] = finished
         self._release(active)
@@ -671,7 +606,7 @@ class Engine:
         if retry is not None and retry.input_in_file:
             retry = await self._link_retry_input(finished, retry)
         try:
-            finished, retry = await self._record_end(finished, retry)
+            finished, retry = await store_end(self._writer, finished, retry)
         except Exception:
             # Left running in the store: the next start ends it crashed (start log).
             log.exception("could not record the end of run %s", finished.id)
@@ -682,43 +617,6 @@ class Engine:
         if retry is not None:
             self.events.publish("run.created", event_data(retry))
             self._schedule(retry)
-
-    async def _record_end(self, ended: Run, retry: Run | None) -> tuple[Run, Run | None]:
-        """Store a run's end (and its retry); return what was stored.
-
-        The writer tries transient failures again until they land. An end the
-        database refuses for good (a value it cannot hold) is stored without
-        its output data and with its text cleaned, and failing that, bare: a
-        run never stays `running` because of what it printed.
-        """
-        try:
-            await self._writer.write(updates=[ended], inserts=[retry] if retry else [])
-            return ended, retry
-        except StoreUnavailable:
-            raise  # the writer gave up at shutdown: the next daemon ends the run crashed
-        except StoreError as error:
-            log.error("run %s: its end cannot be stored as it is: %s", ended.id, error)
-            note = (
-                f"runyard could not store this run's end as it was ({error}); "
-                "its output data was dropped."
-            )
-            ended = dataclasses.replace(
-                ended,
-                output_data=None,
-                description=storable_text(f"{ended.description}\n{note}"),
-            )
-        try:
-            await self._writer.write(updates=[ended], inserts=[retry] if retry else [])
-            return ended, retry
-        except StoreUnavailable:
-            raise
-        except StoreError as error:
-            log.error("run %s: its cleaned end cannot be stored either: %s", ended.id, error)
-        bare = dataclasses.replace(
-            ended, description="runyard could not store how this run ended; see the daemon log."
-        )
-        await self._writer.write(updates=[bare])
-        return bare, None
 
     def _release(self, active: ActiveRun) -> None:
         if self._active.get(active.run.id) is not active:
@@ -731,10 +629,13 @@ class Engine:
         # Not a run event (no run was recorded): listeners only, not /api/events.
         self.events.signal("disk_full", {"task_name": task_name, "detail": str(error)})
 
-    def _finish(self, ended: Run) -> None:
+    def _announce_end(self, ended: Run) -> None:
         self.events.publish("run.ended", event_data(ended))
         run_log.run_ended(ended)
         self.observer.run_ended(ended)
+
+    def _finish(self, ended: Run) -> None:
+        self._announce_end(ended)
         for waiter in self._end_waiters.pop(ended.id, []):
             if not waiter.done():
                 waiter.set_result(ended)
@@ -776,9 +677,7 @@ class Engine:
         if plan.updates or plan.inserts:
             await self._writer.write(inserts=plan.inserts, updates=plan.updates)
             for ended in plan.updates:
-                self.events.publish("run.ended", event_data(ended))
-                run_log.run_ended(ended)
-                self.observer.run_ended(ended)
+                self._announce_end(ended)
         self._accepting = True
         for run in plan.pending:
             self._schedule(run)

@@ -14,6 +14,7 @@ from runyard.domain.models import EXIT_START_FAILED, EndReason, LogOnFull, Run, 
 from runyard.domain.policies import classify_exit
 from runyard.engine.environment import build_argv, build_environment, load_secrets, mask_values
 from runyard.engine.process import ChildProcess, spawn
+from runyard.engine.runs import ended
 from runyard.engine.strays import StrayKiller
 from runyard.engine.timers import CallLater, Timer, loop_call_later
 from runyard.engine.workspace import Workspace
@@ -176,6 +177,32 @@ class Executor:
         """Wait for the upkeep in flight: its thread must not make directories after this."""
         if self._upkeep is not None:
             await asyncio.wait([self._upkeep])
+
+    async def conclude(self, run: Run, writer: LogWriter, outcome: ProcessOutcome) -> Run:
+        """Return `run` ended as its process did, with the output data it left.
+
+        Its log is closed already: a note of what the disk refused is final.
+        """
+        end_at = self._clock()
+        try:
+            output, notes = await self.collect_output(run.id)
+        except Exception as error:  # noqa: BLE001 - the run still ends with its reason
+            log.exception("run %s: could not collect its output data", run.id)
+            output, notes = {}, [f"runyard could not read the output data: {error}"]
+        loss = writer.loss_note()
+        if loss is not None:  # the disk refused even the notice in the log
+            notes.append(loss)
+        return ended(
+            run,
+            outcome.reason,
+            outcome.exit_code,
+            end_at,
+            detail=outcome.detail,
+            duration=end_at - (run.start_at or end_at),
+            stderr_tail=outcome.stderr_tail,
+            notes=notes,
+            output_data=output,
+        )
 
     async def collect_output(self, run_id: str) -> tuple[dict[str, list[list[str]]], list[str]]:
         """Freeze what the run wrote into its output dir, then remove its workspace.

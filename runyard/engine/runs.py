@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -11,8 +12,19 @@ from ulid import ULID
 
 from runyard import __version__
 from runyard.domain.describe import describe_end, describe_start
-from runyard.domain.models import EXIT_NOT_RUN, EndReason, Run, RunStatus, TaskDefinition
+from runyard.domain.models import (
+    EXIT_NOT_RUN,
+    EndReason,
+    Run,
+    RunStatus,
+    TaskDefinition,
+    TriggeredBy,
+)
 from runyard.domain.policies import retry_delay, should_retry
+from runyard.engine.writer import StoreWriter
+from runyard.exceptions import StoreError, StoreUnavailable
+
+log = logging.getLogger("runyard.engine")
 
 
 def ended(
@@ -54,6 +66,29 @@ def ended_unrun(run: Run, reason: EndReason, detail: str, now: datetime) -> Run:
     return ended(run, reason, EXIT_NOT_RUN, now, detail=detail)
 
 
+def missed_run(
+    task_name: str, count: int, first: datetime, last: datetime, clock: Callable[[], datetime]
+) -> Run:
+    """Return the one `missed` run recorded for `count` cron ticks that did not fire."""
+    ticks = "1 scheduled tick was" if count == 1 else f"{count} scheduled ticks were"
+    when = (
+        f"at {first.isoformat()}"
+        if count == 1
+        else f"between {first.isoformat()} and {last.isoformat()}"
+    )
+    run = Run(
+        id=str(ULID()),
+        task_name=task_name,
+        status=RunStatus.PENDING,
+        created_at=clock(),
+        triggered_by=TriggeredBy.CRON,
+    )
+    run = dataclasses.replace(run, description=describe_start(run, __version__))
+    return ended_unrun(
+        run, EndReason.MISSED, f"{ticks} missed {when} while the daemon was not running.", clock()
+    )
+
+
 def retry_of(ended: Run, task: TaskDefinition, now: datetime) -> Run | None:
     """Return the pending retry of an ended run, or None if its task does not retry it."""
     if ended.end_reason is None or not should_retry(task, ended.end_reason, ended.retry_attempt):
@@ -76,6 +111,44 @@ def retry_of(ended: Run, task: TaskDefinition, now: datetime) -> Run | None:
         not_before=now + retry_delay(task, attempt),
     )
     return dataclasses.replace(retry, description=describe_start(retry, __version__))
+
+
+async def store_end(writer: StoreWriter, ended: Run, retry: Run | None) -> tuple[Run, Run | None]:
+    """Store a run's end (and its retry); return what was stored.
+
+    The writer tries transient failures again until they land. An end the
+    database refuses for good (a value it cannot hold) is stored without
+    its output data and with its text cleaned, and failing that, bare: a
+    run never stays `running` because of what it printed.
+    """
+    try:
+        await writer.write(updates=[ended], inserts=[retry] if retry else [])
+        return ended, retry
+    except StoreUnavailable:
+        raise  # the writer gave up at shutdown: the next daemon ends the run crashed
+    except StoreError as error:
+        log.error("run %s: its end cannot be stored as it is: %s", ended.id, error)
+        note = (
+            f"runyard could not store this run's end as it was ({error}); "
+            "its output data was dropped."
+        )
+        ended = dataclasses.replace(
+            ended,
+            output_data=None,
+            description=storable_text(f"{ended.description}\n{note}"),
+        )
+    try:
+        await writer.write(updates=[ended], inserts=[retry] if retry else [])
+        return ended, retry
+    except StoreUnavailable:
+        raise
+    except StoreError as error:
+        log.error("run %s: its cleaned end cannot be stored either: %s", ended.id, error)
+    bare = dataclasses.replace(
+        ended, description="runyard could not store how this run ended; see the daemon log."
+    )
+    await writer.write(updates=[bare])
+    return bare, None
 
 
 def effective(task: TaskDefinition) -> TaskDefinition:
