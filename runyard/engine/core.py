@@ -1,21 +1,21 @@
 """The engine: admits triggers, queues them FIFO, runs them, records how they ended.
 
 This is the facade the daemon and the API use; the parts live beside it:
-`ledger` (who holds a slot), `queues` (lanes and retry delays), `executor`
-(one run's process), `runs` (how runs are ended and retried), `recovery`
+`ledger` (who holds a slot), `queues` (lanes and retry delays), `admission`
+(one trigger's runs), `runner` (a run from its queue to its recorded end),
+`executor` (one run's process), `runs` (how runs end and retry), `recovery`
 and `retention`. All state lives on one event loop; only the store is
 touched from a thread (through the StoreWriter), so no locks are needed.
 
-Why this module is over 450 lines: admission (`trigger`) and a run's life
-from its start to its recorded end (`_supervise`, `_record_end`) both touch
-every part at once (ledger, queues, writer, events, observer) and are kept
-here, where that wiring is visible, rather than spread behind more objects.
+Why this module is over 450 lines: it is the one entry point for every
+engine operation (some twenty public methods and properties), and it keeps
+the I/O around the pure parts of admission, stop, recovery and reload:
+writing input files, waiting for the store, publishing what was recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
 import signal
@@ -25,10 +25,7 @@ from pathlib import Path
 
 from ulid import ULID
 
-from runyard.domain.describe import describe_wait
 from runyard.domain.models import (
-    EXIT_NOT_RUN,
-    EXIT_START_FAILED,
     EndReason,
     Run,
     RunStatus,
@@ -37,24 +34,27 @@ from runyard.domain.models import (
 )
 from runyard.domain.params import ParamError, resolve_params
 from runyard.domain.policies import Admission, admit
-from runyard.engine import run_log
-from runyard.engine.admission import plan_trigger
+from runyard.engine.admission import (
+    TriggerRequest,
+    delete_input_files,
+    plan_trigger,
+    stage_input_files,
+)
 from runyard.engine.events import EventHub
-from runyard.engine.executor import ActiveRun, Executor, ProcessOutcome
+from runyard.engine.executor import Executor
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
 from runyard.engine.ledger import Ledger
-from runyard.engine.observer import EngineObserver, NoObserver
+from runyard.engine.observer import EngineObserver
 from runyard.engine.process import use_pidfd_child_watcher
 from runyard.engine.queues import RunQueues
 from runyard.engine.recovery import crashed_ids, plan_recovery
 from runyard.engine.retention import apply_retention, retention_forever
+from runyard.engine.runner import Runner
 from runyard.engine.runs import (
     effective,
     ended_unrun,
     event_data,
     missed_run,
-    retry_of,
-    store_end,
 )
 from runyard.engine.start_log import STARTED_LOG, StartLog
 from runyard.engine.timers import CallLater, loop_call_later
@@ -73,7 +73,7 @@ from runyard.exceptions import (
 from runyard.store._rows import dump_input
 from runyard.store.files import LOGS_DIR
 from runyard.store.inputs import INLINE_INPUT_BYTES, INPUTS_DIR, InputFiles
-from runyard.store.logs import LogFollowers, LogWriter, delete_log
+from runyard.store.logs import LogFollowers, delete_log
 from runyard.store.runs import RunStore
 
 log = logging.getLogger("runyard.engine")
@@ -108,15 +108,12 @@ class Engine:
         account_input_limits: Mapping[str, int | None] | None = None,
         call_later: CallLater = loop_call_later,
     ) -> None:
-        self.tasks: dict[str, TaskDefinition] = dict(tasks)
         # v3 account id -> its max_queued_input in bytes (None: no account cap).
         self.account_input_limits: dict[str, int | None] = dict(account_input_limits or {})
         self.workspace = Workspace(data_dir / WORK_DIR)
         self.inputs = InputFiles(data_dir / INPUTS_DIR)
         self.followers = LogFollowers()
         self.events = EventHub()
-        # Told of run ends, cron lag, missed ticks and commit times (the metrics).
-        self.observer: EngineObserver = NoObserver()
         self._store = store
         self._logs_dir = data_dir / LOGS_DIR
         self._clock = clock
@@ -124,8 +121,8 @@ class Engine:
         self._writer = StoreWriter(store, on_commit=self._store_written)
         self._disk = DiskSpace(data_dir)
         self._health = HealthMonitor(store.ping, self._writer, self._disk)
-        self._started = StartLog(data_dir / STARTED_LOG, lambda: list(self._active))
-        self._queues = RunQueues(clock=clock, on_due=self._pump, call_later=call_later)
+        self._started = StartLog(data_dir / STARTED_LOG, lambda: list(self._runner.active))
+        self._queues = RunQueues(clock=clock, on_due=self._due, call_later=call_later)
         self._ledger = Ledger(
             self._queues, max_concurrent_runs=max_concurrent_runs, account_limits=account_limits
         )
@@ -138,14 +135,32 @@ class Engine:
             max_output_size=max_output_size,
             call_later=call_later,
         )
-        self._active: dict[str, ActiveRun] = {}
-        self._executions: set[asyncio.Task[None]] = set()
-        self._end_waiters: dict[str, list[asyncio.Future[Run]]] = {}
-        # Runs whose process is gone and whose end is being recorded.
-        self._ending: dict[str, Run] = {}
-        self._accepting = False
-        self._stopping = False
+        self._runner = Runner(
+            tasks=dict(tasks),
+            ledger=self._ledger,
+            queues=self._queues,
+            executor=self._executor,
+            writer=self._writer,
+            started=self._started,
+            events=self.events,
+            inputs=self.inputs,
+            clock=clock,
+            log_path=self.log_path,
+        )
         self._retention_task: asyncio.Task[None] | None = None
+
+    @property
+    def tasks(self) -> dict[str, TaskDefinition]:
+        return self._runner.tasks
+
+    @property
+    def observer(self) -> EngineObserver:
+        """Told of run ends, cron lag, missed ticks and commit times (the metrics)."""
+        return self._runner.observer
+
+    @observer.setter
+    def observer(self, observer: EngineObserver) -> None:
+        self._runner.observer = observer
 
     @property
     def max_concurrent_runs(self) -> int:
@@ -171,27 +186,27 @@ class Engine:
         use_pidfd_child_watcher()
         self._writer.start()
         await self._recover()
-        self._accepting = True
+        self._runner.accepting = True
         self._retention_task = asyncio.get_running_loop().create_task(
             retention_forever(self._retention_interval, self.apply_retention)
         )
-        self._pump()
+        self._runner.pump()
 
     async def shutdown(self, timeout: float) -> None:
         """Stop every running run gracefully within `timeout` seconds; pending runs stay pending."""
-        self._accepting = False
-        self._stopping = True
+        self._runner.accepting = False
+        self._runner.stopping = True
         self._executor.stopping = True
         if self._retention_task is not None:
             self._retention_task.cancel()
         self._queues.clear()
-        for active in list(self._active.values()):
+        for active in list(self._runner.active.values()):
             active.daemon_stopping = True
             self._executor.terminate(active)
-        if self._executions:
-            _done, still = await asyncio.wait(self._executions, timeout=timeout)
+        if self._runner.executions:
+            _done, still = await asyncio.wait(self._runner.executions, timeout=timeout)
             if still:
-                for active in self._active.values():
+                for active in self._runner.active.values():
                     if active.child is not None:
                         active.child.signal_group(signal.SIGKILL)
                 await asyncio.wait(still, timeout=10)
@@ -213,6 +228,9 @@ class Engine:
         # so no directory ever holds millions of files.
         return Path(f"{self._logs_dir}/{run_id[:6]}/{run_id}.log")
 
+    def _due(self) -> None:
+        self._runner.pump()
+
     def _store_written(self, seconds: float) -> None:
         # The observer is attached after the writer is made; look it up each time.
         self.observer.store_written(seconds)
@@ -227,16 +245,16 @@ class Engine:
 
     def live_run(self, run_id: str) -> Run | None:
         """Return the in-memory state of a running run, if it is running here."""
-        active = self._active.get(run_id)
+        active = self._runner.active.get(run_id)
         return active.run if active else None
 
     def is_started(self, run_id: str) -> bool:
         """Return whether the run holds a slot here (started, or starting now)."""
-        return run_id in self._active
+        return run_id in self._runner.active
 
     async def live_output(self, run_id: str) -> dict[str, list[list[str]]] | None:
         """Return what a running run has written so far, or None if it is not running here."""
-        if run_id not in self._active:
+        if run_id not in self._runner.active:
             return None
         return await self._executor.read_output(run_id)
 
@@ -244,7 +262,7 @@ class Engine:
         """Wait up to `timeout` seconds for the run to end; return it, or None on timeout."""
         # Register before looking: a run that ends while the store is read still wakes us.
         future: asyncio.Future[Run] = asyncio.get_running_loop().create_future()
-        self._end_waiters.setdefault(run_id, []).append(future)
+        self._runner.end_waiters.setdefault(run_id, []).append(future)
         try:
             run = await asyncio.to_thread(self._store.get_run, run_id)
             if run is None:
@@ -255,7 +273,7 @@ class Engine:
         except TimeoutError:
             return None
         finally:
-            waiters = self._end_waiters.get(run_id)
+            waiters = self._runner.end_waiters.get(run_id)
             if waiters and future in waiters:
                 waiters.remove(future)
 
@@ -293,7 +311,7 @@ class Engine:
         task = self.tasks.get(task_name)
         if task is None:
             raise NotFound("task", task_name)
-        if not self._accepting:
+        if not self._runner.accepting:
             raise ShuttingDown("runyard is shutting down")
         if tick is None:
             # A caller is told at once; a cron tick is the daemon's own and is
@@ -328,72 +346,29 @@ class Engine:
         in_file = input_size is not None and inline is None
         if in_file:
             try:
-                await asyncio.to_thread(self._stage_input_files, ids, input_data)
+                await asyncio.to_thread(stage_input_files, self.inputs, ids, input_data)
             except UnicodeError as error:  # callers check text at the boundary; defence in depth
-                await asyncio.to_thread(self._delete_input_files, ids)
+                await asyncio.to_thread(delete_input_files, self.inputs, ids)
                 raise StoreError(f"input data cannot be stored: {error}") from error
+        request = TriggerRequest(
+            task, ids, values, triggered_by, inline, input_size, note, account, secret_hash
+        )
         try:
-            return await self._admit(
-                task,
-                ids,
-                values,
-                triggered_by,
-                inline,
-                input_size,
-                tick,
-                note,
-                account,
-                secret_hash,
-            )
+            return await self._admit(request, tick)
         except BaseException:
             if in_file:
                 # Not recorded: its input files belong to nobody.
-                await asyncio.to_thread(self._delete_input_files, ids)
+                await asyncio.to_thread(delete_input_files, self.inputs, ids)
             raise
 
-    def _stage_input_files(self, ids: list[str], tables: list[list[list[str]]] | None) -> None:
-        """Write (unless a worker did) and link the input files of one trigger's runs."""
-        if tables is not None:
-            self.inputs.write(ids[0], tables)
-        for replica_id in ids[1:]:
-            self.inputs.link(ids[0], replica_id)
-
-    def _delete_input_files(self, ids: list[str]) -> None:
-        for run_id in ids:
-            self.inputs.delete(run_id)
-
-    async def _admit(
-        self,
-        task: TaskDefinition,
-        ids: list[str],
-        values: dict[str, str],
-        triggered_by: TriggeredBy,
-        input_data: list[list[list[str]]] | None,
-        input_size: int | None,
-        tick: datetime | None,
-        note: str,
-        account: str | None,
-        secret_hash: str | None,
-    ) -> list[Run]:
+    async def _admit(self, request: TriggerRequest, tick: datetime | None) -> list[Run]:
+        task, account = request.task, request.account
         # Places are held until the insert is answered, whatever the answer; on
         # success the queue holds the runs by then.
         with self._ledger.reserve(task.name, account) as reservation:
-            plan = plan_trigger(
-                task,
-                ids,
-                self._ledger,
-                reservation,
-                self._clock,
-                values=values,
-                triggered_by=triggered_by,
-                input_data=input_data,
-                input_size=input_size,
-                note=note,
-                account=account,
-                secret_hash=secret_hash,
-            )
+            plan = plan_trigger(request, self._ledger, reservation, self._clock)
             runs, queued = plan.runs, plan.pending
-            to_kill = self._oldest_running(task.name, plan.kills)
+            to_kill = self._runner.oldest_running(task.name, plan.kills)
             for run in queued:
                 self._queues.inputs.add(run)
             try:
@@ -418,12 +393,12 @@ class Engine:
         for run in runs:
             self.events.publish("run.created", event_data(run))
             if run.status is RunStatus.ENDED:
-                self._announce_end(run)
+                self._runner.announce_end(run)
         self._queues.enqueue(*queued)
         for active in to_kill:
             active.stop_requested = True
             self._executor.terminate(active)
-        self._pump()
+        self._runner.pump()
         return runs
 
     async def replace_tasks(self, tasks: Mapping[str, TaskDefinition]) -> list[Run]:
@@ -433,7 +408,7 @@ class Engine:
         task that still exists start with its new definition.
         """
         removed = set(self.tasks) - set(tasks)
-        self.tasks = dict(tasks)
+        self._runner.tasks = dict(tasks)
         ended: list[Run] = []
         for name in removed:
             ended.extend(
@@ -447,8 +422,8 @@ class Engine:
         if ended:
             await self._writer.write(updates=ended)
             for run in ended:
-                self._finish(run)
-        self._pump()
+                self._runner.finish(run)
+        self._runner.pump()
         return ended
 
     def set_limits(
@@ -461,7 +436,7 @@ class Engine:
         self._ledger.set_limits(max_concurrent_runs, account_limits)
         if account_input_limits is not None:
             self.account_input_limits = dict(account_input_limits)
-        self._pump()
+        self._runner.pump()
 
     async def record_missed(
         self, task_name: str, count: int, first: datetime, last: datetime
@@ -477,12 +452,12 @@ class Engine:
 
     async def stop(self, run_id: str) -> Run:
         """Stop a run: signal it if running, end it as stopped if still waiting."""
-        active = self._active.get(run_id)
+        active = self._runner.active.get(run_id)
         if active is not None:
             active.stop_requested = True
             self._executor.terminate(active)
             return active.run
-        ending = self._ending.get(run_id)
+        ending = self._runner.ending.get(run_id)
         if ending is not None:
             raise RunAlreadyEnded(ending)
         waiting = self._queues.take(run_id)
@@ -490,7 +465,7 @@ class Engine:
             ended = self._ended_unrun(
                 waiting, EndReason.STOPPED, "Stopped on request before it started."
             )
-            self._ending[run_id] = ended
+            self._runner.ending[run_id] = ended
             try:
                 # The caller waits for an unavailable database as long as a
                 # trigger would; then the run goes back to its place and waits on.
@@ -498,11 +473,11 @@ class Engine:
                     updates=[ended], urgent=True, give_up_after=TRIGGER_WAIT_SECONDS
                 )
             except StoreError:
-                self._put_back(waiting)
+                self._runner.put_back(waiting)
                 raise
             finally:
-                self._ending.pop(run_id, None)
-            self._finish(ended)
+                self._runner.ending.pop(run_id, None)
+            self._runner.finish(ended)
             return ended
         run = await asyncio.to_thread(self._store.get_run, run_id)
         if run is None:
@@ -511,152 +486,13 @@ class Engine:
 
     # ----- admission helpers -------------------------------------------------
 
-    def _oldest_running(self, task_name: str, count: int) -> list[ActiveRun]:
-        """The `count` oldest running runs of a task not asked to stop yet."""
-        if not count:
-            return []
-        candidates = [
-            active
-            for active in self._active.values()
-            if active.run.task_name == task_name and not active.stop_requested
-        ]
-        candidates.sort(
-            key=lambda active: (active.run.start_at or active.run.created_at, active.run.id)
-        )
-        return candidates[:count]
-
     def _ended_unrun(self, run: Run, reason: EndReason, detail: str) -> Run:
         """Return `run` ended without ever having a process."""
         return ended_unrun(run, reason, detail, self._clock())
 
-    def _put_back(self, run: Run) -> None:
-        """Return a run taken from its queue (or its retry delay) to its place."""
-        if self._stopping:
-            return  # it is pending in the store: the next daemon queues it
-        self._queues.put_back(run)
-
-    def _may_start(self, task_name: str, account: str | None) -> bool:
-        task = self.tasks.get(task_name)
-        return task is not None and self._ledger.may_start(effective(task), account)
-
-    def _pump(self) -> None:
-        """Start queued runs, oldest first, while slots are free."""
-        if not self._accepting:
-            return
-        ledger, queues = self._ledger, self._queues
-        while ledger.has_free_slot():
-            pick = queues.next_startable(self._may_start)
-            if pick is None:
-                return
-            active = ActiveRun(run=pick, task=self.tasks[pick.task_name])
-            self._active[pick.id] = active
-            ledger.occupy(pick)
-            execution = asyncio.get_running_loop().create_task(self._execute(active))
-            self._executions.add(execution)
-            execution.add_done_callback(self._executions.discard)
-
-    # ----- execution ---------------------------------------------------------
-
-    async def _execute(self, active: ActiveRun) -> None:
-        try:
-            await self._supervise(active)
-        finally:
-            # Whatever failed in there, the slot is given back (once: normally
-            # it already was, before the end was recorded).
-            self._release(active)
-
-    async def _supervise(self, active: ActiveRun) -> None:
-        task = active.task
-        now = self._clock()
-        waited = describe_wait(active.run.created_at, now, active.run.not_before)
-        description = "\n".join(filter(None, [active.run.description, waited]))
-        active.run = dataclasses.replace(
-            active.run, status=RunStatus.RUNNING, start_at=now, description=description
-        )
-        if active.daemon_stopping:
-            # Shutdown began before a process existed: the run stays pending and
-            # the next daemon starts it, as it does every pending run.
-            self._release(active)
-            return
-        # Not awaited: the start log below, written before the process exists,
-        # is what tells a restarted daemon that this run had started.
-        self._writer.submit(updates=[active.run]).add_done_callback(_log_write_failure)
-        self.events.publish("run.started", event_data(active.run))
-        run_log.run_started(active.run)
-        writer = LogWriter(self.log_path(active.run.id), task.log_max_size, task.log_on_full)
-        try:
-            if active.stop_requested:
-                outcome = ProcessOutcome(EXIT_NOT_RUN, EndReason.STOPPED)
-            else:
-                self._started.record(active.run.id)
-                outcome = await self._executor.run(active, writer)
-        except Exception as error:  # noqa: BLE001 - a run must always end with a reason
-            log.exception("run %s failed inside runyard", active.run.id)
-            outcome = ProcessOutcome(
-                EXIT_START_FAILED, EndReason.START_FAILED, f"runyard error: {error}"
-            )
-        finally:
-            self._executor.close_log(writer, active.run.id)
-        finished = await self._executor.conclude(active.run, writer, outcome)
-        retry = retry_of(finished, task, self._clock())
-        self._ending[finished.id] = finished
-        self._release(active)
-        if active.child is not None:
-            finished = await self._executor.kill_leftovers(finished)
-        if retry is not None and retry.input_in_file:
-            retry = await self._link_retry_input(finished, retry)
-        try:
-            finished, retry = await store_end(self._writer, finished, retry)
-        except Exception:
-            # Left running in the store: the next start ends it crashed (start log).
-            log.exception("could not record the end of run %s", finished.id)
-            return
-        finally:
-            self._ending.pop(finished.id, None)
-        self._finish(finished)
-        if retry is not None:
-            self.events.publish("run.created", event_data(retry))
-            self._schedule(retry)
-
-    def _release(self, active: ActiveRun) -> None:
-        if self._active.get(active.run.id) is not active:
-            return  # released already
-        del self._active[active.run.id]
-        self._ledger.vacate(active.run)
-        self._pump()
-
     def _signal_disk_full(self, task_name: str, error: DiskFull) -> None:
         # Not a run event (no run was recorded): listeners only, not /api/events.
         self.events.signal("disk_full", {"task_name": task_name, "detail": str(error)})
-
-    def _announce_end(self, ended: Run) -> None:
-        self.events.publish("run.ended", event_data(ended))
-        run_log.run_ended(ended)
-        self.observer.run_ended(ended)
-
-    def _finish(self, ended: Run) -> None:
-        self._announce_end(ended)
-        for waiter in self._end_waiters.pop(ended.id, []):
-            if not waiter.done():
-                waiter.set_result(ended)
-
-    # ----- retries -----------------------------------------------------------
-
-    async def _link_retry_input(self, ended: Run, retry: Run) -> Run:
-        """Give a retry the input files of the run it retries (hard links, not copies)."""
-        try:
-            await asyncio.to_thread(self.inputs.link, ended.id, retry.id)
-        except OSError as error:
-            log.error("run %s: could not link its input to retry %s: %s", ended.id, retry.id, error)
-            note = f"runyard could not give this retry the input data of run {ended.id}: {error}."
-            return dataclasses.replace(retry, description=f"{retry.description}\n{note}")
-        return retry
-
-    def _schedule(self, run: Run) -> None:
-        """Queue a pending run now, or when its not_before comes."""
-        if self._stopping:
-            return  # it stays pending in the store and is scheduled again at the next start
-        self._queues.schedule(run)
 
     # ----- recovery and retention --------------------------------------------
 
@@ -668,7 +504,7 @@ class Engine:
         strays = await asyncio.to_thread(self._executor.strays.table.kill_runs, crashed)
         plan = plan_recovery(leftovers, crashed, strays, self.tasks, self._clock())
         for crashed_run, retry in plan.retried:
-            plan.replace_retry(retry, await self._link_retry_input(crashed_run, retry))
+            plan.replace_retry(retry, await self._runner.link_retry_input(crashed_run, retry))
         # No run has a process now: workspaces left behind belong to nobody (a
         # crashed run's output is not kept: which spare it wrote into was in memory).
         await asyncio.to_thread(self.workspace.remove_except, ())
@@ -677,10 +513,10 @@ class Engine:
         if plan.updates or plan.inserts:
             await self._writer.write(inserts=plan.inserts, updates=plan.updates)
             for ended in plan.updates:
-                self._announce_end(ended)
-        self._accepting = True
+                self._runner.announce_end(ended)
+        self._runner.accepting = True
         for run in plan.pending:
-            self._schedule(run)
+            self._runner.schedule(run)
 
     def _delete_run_files(self, run_id: str) -> None:
         delete_log(self.log_path(run_id))
@@ -691,8 +527,3 @@ class Engine:
         return await apply_retention(
             self._store, list(self.tasks.values()), self._clock(), self._delete_run_files
         )
-
-
-def _log_write_failure(future: asyncio.Future[None]) -> None:
-    if not future.cancelled() and future.exception() is not None:
-        log.error("could not record a run change", exc_info=future.exception())

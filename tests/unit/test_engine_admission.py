@@ -17,7 +17,7 @@ from runyard.domain.models import (
     TriggeredBy,
 )
 from runyard.domain.policies import Load
-from runyard.engine.admission import TriggerPlan, plan_trigger
+from runyard.engine.admission import TriggerPlan, TriggerRequest, plan_trigger
 from runyard.engine.ledger import Ledger
 from runyard.engine.queues import RunQueues
 
@@ -128,20 +128,10 @@ def plan(
     clock = FakeClock()
     ids = [f"run{index}" for index in range(task.replicas)]
     with book.reserve(task.name, account) as reservation:
-        made = plan_trigger(
-            task,
-            ids,
-            book,
-            reservation,
-            clock,
-            values={},
-            triggered_by=TriggeredBy.API,
-            input_data=None,
-            input_size=None,
-            note=note,
-            account=account,
-            secret_hash=None,
+        request = TriggerRequest(
+            task, ids, {}, TriggeredBy.API, None, None, note=note, account=account
         )
+        made = plan_trigger(request, book, reservation, clock)
         held = (reservation.starts, reservation.queued)
     return made, held
 
