@@ -63,8 +63,8 @@ class Runner:
         self.end_waiters: dict[str, list[asyncio.Future[Run]]] = {}
         # Runs whose process is gone and whose end is being recorded.
         self.ending: dict[str, Run] = {}
-        self.accepting = False
-        self.stopping = False
+        self.accepting = False  # runs start only once recovery is done
+        self.stopping = False  # the daemon stops: nothing more is queued or started
         self._ledger = ledger
         self._queues = queues
         self._executor = executor
