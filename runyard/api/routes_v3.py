@@ -22,8 +22,7 @@ from runyard.app import Runyard
 from runyard.body_parser import STAGED_INPUT_KEY, BodyJsonError, JsonProblem, decode_json
 from runyard.domain.accounts import DEFAULT_RATE_LIMIT
 from runyard.domain.text import text_problem
-from runyard.engine.core import ShuttingDown
-from runyard.exceptions import DiskFull, InputQueueFull, StoreUnavailable, V3Error
+from runyard.exceptions import DiskFull, InputQueueFull, ShuttingDown, StoreUnavailable, V3Error
 from runyard.v3.callers import Caller
 from runyard.v3.messages import LINK_KEY, QUEUED_MESSAGE
 from runyard.v3.service import V3Service
