@@ -10,12 +10,13 @@ import dataclasses
 import logging
 import os
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from runyard import __version__
 from runyard.body_parser import BodyParser, StagedInput
+from runyard.clock import Clock, utc_now
 from runyard.cloud import CloudApi
 from runyard.config.loader import Config, load_config
 from runyard.config.locate import TOKEN_FILE as TOKEN_FILE  # re-exported for api/server.py
@@ -25,7 +26,7 @@ from runyard.domain.input_data import InputDataError, UnstorableCell, normalise_
 from runyard.domain.models import Run, TaskDefinition, TriggeredBy
 from runyard.domain.queries import RunQuery
 from runyard.domain.reload import RESTART_SETTINGS, diff_tasks, settings_needing_restart
-from runyard.engine.core import Engine, utc_now
+from runyard.engine.core import Engine
 from runyard.engine.scheduler import Scheduler
 from runyard.engine.start_log import STARTED_LOG
 from runyard.engine.workspace import WORK_DIR
@@ -74,7 +75,7 @@ class Runyard:
         config: Config,
         *,
         environ: Mapping[str, str] = os.environ,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = utc_now,
         data_dir_override: str | None = None,
         daemon_overrides: Mapping[str, object] | None = None,
     ) -> None:
@@ -95,7 +96,7 @@ class Runyard:
         )
         self.token, self.token_created = load_or_create_token(self.data_dir, environ)
         self.database_url = database_url(self.data_dir, environ)
-        self.store = RunStore.open(self.database_url)
+        self.store = RunStore.open(self.database_url, clock)
         self.started_at = clock()
         self.engine = Engine(
             tasks=config.tasks,

@@ -13,13 +13,14 @@ import os
 import signal
 from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ulid import ULID
 
 from runyard import __version__
+from runyard.clock import utc_now as utc_now  # re-exported: the clock's home is runyard.clock
 from runyard.domain.describe import (
     describe_end,
     describe_queued,
@@ -38,6 +39,7 @@ from runyard.domain.models import (
     TaskDefinition,
     TriggeredBy,
 )
+from runyard.domain.output_data import DEFAULT_MAX_OUTPUT_SIZE
 from runyard.domain.params import ParamError, resolve_params
 from runyard.domain.policies import (
     Admission,
@@ -77,8 +79,6 @@ from runyard.store.runs import RunStore
 
 log = logging.getLogger("runyard.engine")
 
-DEFAULT_MAX_OUTPUT_SIZE = 10 * 1024 * 1024
-
 # How long a caller's trigger waits for an unavailable database before it is
 # answered 503 (and not recorded, ever): long enough to ride out a PostgreSQL
 # restart or a SQLite lock held a few seconds, short of common client timeouts.
@@ -87,10 +87,6 @@ TRIGGER_WAIT_SECONDS = 5.0
 # A queue lane: the runs of one task triggered by one v3 account (None: REST,
 # CLI and cron). Lanes keep a saturated account from holding back the others.
 Lane = tuple[str, str | None]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class ShuttingDown(RunyardError):

@@ -16,12 +16,13 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ulid import ULID
 
+from runyard.clock import Clock, utc_now
 from runyard.config.notifications import NotificationSettings
 from runyard.domain.notifications import (
     FAILURE_END_REASONS,
@@ -63,10 +64,6 @@ _SIGNAL_KINDS = frozenset(
 )
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclasses.dataclass
 class _Message:
     """A message decided by the rules, waiting to be stored and delivered."""
@@ -100,7 +97,7 @@ class NotificationService:
         *,
         link_base: str | None,
         log_path: Callable[[str], Path],
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Clock = utc_now,
         sender: Sender | None = None,
         on_delivery: DeliveryHook | None = None,
     ) -> None:

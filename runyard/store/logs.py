@@ -50,9 +50,10 @@ import asyncio
 import contextlib
 import logging
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from runyard.clock import utc_now
 from runyard.domain.models import LogOnFull
 from runyard.store._logformat import (
     STREAMS,
@@ -329,7 +330,7 @@ class LogWriter:
         """
         if self._closed:
             return
-        at = at or datetime.now(UTC)
+        at = at or utc_now()
         try:
             if self._write_error is None or self._resume(at, force=True):
                 if self._dropped_lines:

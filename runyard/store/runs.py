@@ -6,7 +6,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import ColumnElement, UnaryExpression
 
+from runyard.clock import Clock, utc_now
 from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.notifications import Notification
 from runyard.domain.queries import RunQuery, SortDirection, SortField
@@ -95,9 +96,14 @@ def _insert_missing(connection: Connection, rows: list[dict[str, Any]]) -> None:
 class RunStore:
     """Run history in SQLite or PostgreSQL; safe to call from any thread."""
 
-    def __init__(self, engine: Engine) -> None:
-        """Wrap an engine whose database is migrated; use RunStore.open instead."""
+    def __init__(self, engine: Engine, clock: Clock = utc_now) -> None:
+        """Wrap an engine whose database is migrated; use RunStore.open instead.
+
+        `clock` stamps the rows whose time the caller does not give (a task
+        state's updated_at when a commit records cron ticks).
+        """
         self._engine = engine
+        self._clock = clock
         # In-memory SQLite has one connection for everyone: take turns.
         self._lock: AbstractContextManager[object] = (
             threading.Lock() if database.is_shared_connection(engine) else nullcontext()
@@ -105,7 +111,7 @@ class RunStore:
         self._sqlite = engine.dialect.name == "sqlite"  # new runs alone: store/_bulk.py
 
     @classmethod
-    def open(cls, url: str) -> RunStore:
+    def open(cls, url: str, clock: Clock = utc_now) -> RunStore:
         """Connect to url, migrate the database to the latest schema and return the store."""
         engine = database.create_engine(url)
         try:
@@ -113,7 +119,7 @@ class RunStore:
         except BaseException:
             engine.dispose()
             raise
-        return cls(engine)
+        return cls(engine, clock)
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -155,8 +161,8 @@ class RunStore:
             if updates:
                 connection.execute(_UPDATE, [_update_params(run) for run in updates])
             if ticks:
-                # updated_at is when the row was written: the wall clock.
-                task_state.set_last_ticks(connection, ticks, datetime.now(UTC))
+                # updated_at is when the row was written.
+                task_state.set_last_ticks(connection, ticks, self._clock())
 
     def ping(self) -> None:
         """Ask the database for a trivial answer; raise StoreUnavailable when it gives none."""
