@@ -26,6 +26,7 @@ from runyard.domain.models import (
     RunStatus,
     TriggeredBy,
 )
+from runyard.domain.run_environment import OUTPUT_DIR_ENV
 
 
 def _rfc3339(at: datetime) -> str:
@@ -120,7 +121,7 @@ class Run(_Body):
     )
     output_data: dict[str, list[list[str]]] | SkipJsonSchema[None] = Field(
         None,
-        description="What the run wrote into $RUNYARD_OUTPUT_DIR, by token (run detail only)",
+        description=f"What the run wrote into ${OUTPUT_DIR_ENV}, by token (run detail only)",
     )
     account: str | SkipJsonSchema[None] = Field(
         None, description="The v3 account that triggered the run (triggered_by=cloud)"

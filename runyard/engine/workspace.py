@@ -15,16 +15,13 @@ from pathlib import Path
 from runyard.domain.input_data import table_to_csv
 from runyard.domain.models import Run
 from runyard.domain.output_data import collect_output, printable_name
-from runyard.output import OUTPUT_DIR_ENV
+from runyard.domain.run_environment import INPUT_CSV_ENV, INPUT_ENV, OUTPUT_DIR_ENV
 from runyard.store.files import (
     PRIVATE_DIRECTORY_MODE,
     PRIVATE_FILE_MODE,
     make_private_directory,
 )
 from runyard.store.inputs import InputFiles
-
-INPUT_ENV = "RUNYARD_INPUT"
-INPUT_CSV_ENV = "RUNYARD_INPUT_CSV"
 
 # Directory operations are slow on some disks (mkdir 130 us, rmdir 150 us here),
 # and a run needs a directory made before it starts and removed after it ends.
@@ -38,7 +35,7 @@ INPUT_SUFFIX = ".input"  # <run id>.input/ holds the input data files of a run t
 SPARES = 32
 WORK_DIR = "work"  # in the data dir
 
-__all__ = ["INPUT_CSV_ENV", "INPUT_ENV", "OUTPUT_DIR_ENV", "Workspace"]
+__all__ = ["Workspace"]
 
 
 class Workspace:
