@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import os
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -25,7 +25,12 @@ from runyard.daemon_lock import LOCK_FILE
 from runyard.domain.input_data import InputDataError, UnstorableCell, normalise_input
 from runyard.domain.models import Run, TaskDefinition, TriggeredBy
 from runyard.domain.queries import RunQuery
-from runyard.domain.reload import RESTART_SETTINGS, diff_tasks, settings_needing_restart
+from runyard.domain.reload import (
+    RESTART_SETTINGS,
+    ReloadOutcome,
+    diff_tasks,
+    settings_needing_restart,
+)
 from runyard.engine.core import Engine
 from runyard.engine.scheduler import Scheduler
 from runyard.engine.start_log import STARTED_LOG
@@ -167,7 +172,7 @@ class Runyard:
         self.task(name)
         await self.scheduler.set_paused(name, paused)
 
-    async def reload(self) -> dict[str, list[str]]:
+    async def reload(self) -> ReloadOutcome:
         """Re-read the config: validate first, then apply it whole, or not at all.
 
         Raise ConfigError (nothing changed) when the new file is invalid. Runs in
@@ -197,22 +202,22 @@ class Runyard:
             kept = {key: getattr(old.daemon, key) for key in RESTART_SETTINGS}
             self.config = dataclasses.replace(new, daemon=dataclasses.replace(new.daemon, **kept))
             await self.scheduler.tasks_changed()
-            report: dict[str, list[str]] = {
-                "added": changes.added,
-                "removed": changes.removed,
-                "changed": changes.changed,
-                "restart_required": restart,
-                "warnings": list(new.warnings),
-                "skipped_runs": [run.id for run in ended],
-                "accounts_changed": sorted(
+            outcome = ReloadOutcome(
+                added=changes.added,
+                removed=changes.removed,
+                changed=changes.changed,
+                restart_required=restart,
+                warnings=list(new.warnings),
+                skipped_runs=[run.id for run in ended],
+                accounts_changed=sorted(
                     account
                     for account in old.accounts.keys() | new.accounts.keys()
                     if old.accounts.get(account) != new.accounts.get(account)
                 ),
-            }
-            for line in reload_report(report):
+            )
+            for line in outcome.log_lines():
                 log.info(line)
-            return report
+            return outcome
 
     def _overridden(self, config: Config) -> Config:
         if not self._daemon_overrides:
@@ -301,24 +306,6 @@ class Runyard:
 
     def log_path(self, run_id: str) -> Path:
         return self.engine.log_path(run_id)
-
-
-def reload_report(changes: Mapping[str, Sequence[str]]) -> list[str]:
-    """Return the log lines that say what a successful reload changed."""
-    parts = [
-        f"{label} {', '.join(changes.get(key, ()))}"
-        for key, label in (("added", "added"), ("removed", "removed"), ("changed", "changed"))
-        if changes.get(key)
-    ]
-    lines = [f"reload: {'; '.join(parts) if parts else 'no task changed'}"]
-    if changes.get("accounts_changed"):
-        lines.append(f"reload: accounts changed: {', '.join(changes['accounts_changed'])}")
-    lines += [f"reload: restart required: {line}" for line in changes.get("restart_required", ())]
-    lines += [f"reload: warning: {line}" for line in changes.get("warnings", ())]
-    skipped = changes.get("skipped_runs", ())
-    if skipped:
-        lines.append(f"reload: skipped queued runs of removed tasks: {', '.join(skipped)}")
-    return lines
 
 
 def refused_report(error: ConfigError) -> list[str]:

@@ -6,7 +6,8 @@ a `$schema` URL that `GET /schemas/<Name>.json` serves.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import dataclasses
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ from runyard.domain.models import (
     RunStatus,
     TriggeredBy,
 )
+from runyard.domain.reload import ReloadOutcome
 from runyard.domain.run_environment import OUTPUT_DIR_ENV
 
 
@@ -480,17 +482,10 @@ def task_body(
     )
 
 
-def reload_body(changes: Mapping[str, Sequence[str]], base: str) -> ReloadResponseBody:
+def reload_body(outcome: ReloadOutcome, base: str) -> ReloadResponseBody:
     """Return the API view of what `Runyard.reload` reported."""
     return ReloadResponseBody(
-        schema_=schema_url(base, "ReloadResponseBody"),
-        added=list(changes.get("added", ())),
-        removed=list(changes.get("removed", ())),
-        changed=list(changes.get("changed", ())),
-        restart_required=list(changes.get("restart_required", ())),
-        warnings=list(changes.get("warnings", ())),
-        skipped_runs=list(changes.get("skipped_runs", ())),
-        accounts_changed=list(changes.get("accounts_changed", ())),
+        schema_=schema_url(base, "ReloadResponseBody"), **dataclasses.asdict(outcome)
     )
 
 
