@@ -10,7 +10,7 @@ import dataclasses
 import logging
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -32,8 +32,10 @@ from runyard.domain.reload import (
     settings_needing_restart,
 )
 from runyard.engine.core import Engine
+from runyard.engine.log_follow import FollowItem, follow_log
 from runyard.engine.scheduler import Scheduler
 from runyard.engine.start_log import STARTED_LOG
+from runyard.engine.waiting import StopSignal
 from runyard.engine.workspace import WORK_DIR
 from runyard.exceptions import ConfigError, InvalidInput, NotFound, UnstorableInput
 from runyard.metrics import Metrics, TaskLoad
@@ -306,6 +308,21 @@ class Runyard:
 
     def log_path(self, run_id: str) -> Path:
         return self.engine.log_path(run_id)
+
+    def follow_log(
+        self, run: Run, start: int, closing: StopSignal, idle_seconds: float
+    ) -> AsyncGenerator[FollowItem, None]:
+        """Follow a run's log from line `start`: its lines, None when idle, then the ended run."""
+        return follow_log(
+            run.id,
+            start,
+            followers=self.engine.followers,
+            path=self.log_path(run.id),
+            wait_for_end=self.wait_for_end,
+            get_run=self.get_run,
+            closing=closing,
+            idle_seconds=idle_seconds,
+        )
 
 
 def refused_report(error: ConfigError) -> list[str]:

@@ -13,8 +13,9 @@ from pydantic.json_schema import SkipJsonSchema
 from runyard.api import schemas
 from runyard.api.deps import Closing, ClosingDep, RunyardDep
 from runyard.api.errors import problem_responses
-from runyard.api.sse import KEEPALIVE, KEEPALIVE_SECONDS, SSE_HEADERS, Closed, event, first_of
+from runyard.api.sse import KEEPALIVE, KEEPALIVE_SECONDS, SSE_HEADERS, event
 from runyard.engine.events import EventHub
+from runyard.engine.waiting import Closed, first_of
 
 router = APIRouter(tags=["events"], responses=problem_responses(400, 401, 422, 500))
 

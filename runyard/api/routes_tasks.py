@@ -11,11 +11,11 @@ from runyard.api import schemas
 from runyard.api.deps import ClosingDep, RunyardDep, SchemaBase, schema_url
 from runyard.api.errors import problem_responses
 from runyard.api.params import TaskNamePath, run_query
-from runyard.api.sse import Closed, first_of
 from runyard.app import Runyard
 from runyard.body_parser import STAGED_INPUT_KEY
 from runyard.domain.models import TaskDefinition
 from runyard.domain.queries import RunQuery
+from runyard.engine.waiting import Closed, first_of
 
 router = APIRouter(tags=["tasks"], responses=problem_responses(400, 401, 404, 422, 500))
 

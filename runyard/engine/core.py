@@ -54,6 +54,7 @@ from runyard.engine import run_log
 from runyard.engine.environment import build_argv, build_environment, load_secrets, mask_values
 from runyard.engine.events import EventHub
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
+from runyard.engine.log_follow import LogFollowers
 from runyard.engine.observer import EngineObserver, NoObserver
 from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
 from runyard.engine.queued_input import QueuedInput
@@ -74,7 +75,7 @@ from runyard.exceptions import (
 from runyard.store._rows import dump_input
 from runyard.store.files import LOGS_DIR
 from runyard.store.inputs import INLINE_INPUT_BYTES, INPUTS_DIR, InputFiles
-from runyard.store.logs import LogFollowers, LogWriter, delete_log
+from runyard.store.logs import LogWriter, delete_log
 from runyard.store.runs import RunStore
 
 log = logging.getLogger("runyard.engine")

@@ -16,7 +16,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
-from runyard.store.logs import LineSplitter, LogChunk, LogFollowers, LogWriter
+from runyard.engine.log_follow import LogFollowers
+from runyard.store.logs import LineSplitter, LogChunk, LogWriter
 
 _STDOUT = 1
 _STDERR = 2
