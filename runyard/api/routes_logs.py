@@ -12,11 +12,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import NonNegativeInt
 from pydantic.json_schema import SkipJsonSchema
 
-from runyard.api import schemas
+from runyard.api import bodies, schemas
 from runyard.api.deps import Closing, ClosingDep, RunyardDep, SchemaBase, schema_url
 from runyard.api.errors import problem_responses
 from runyard.api.params import RunIdPath
-from runyard.api.sse import KEEPALIVE, KEEPALIVE_SECONDS, SSE_HEADERS, event
+from runyard.api.sse import KEEPALIVE, KEEPALIVE_SECONDS, LOG_STREAM_CONTENT, SSE_HEADERS, event
 from runyard.app import Runyard
 from runyard.domain.models import Run
 from runyard.store.logs import LogLine, count_lines, iter_raw_text, read_lines
@@ -68,7 +68,7 @@ async def get_raw_log(run_id: RunIdPath, runyard: RunyardDep) -> StreamingRespon
     "/api/runs/{runId}/log/stream",
     summary="Follow a run's log (SSE)",
     response_class=StreamingResponse,
-    responses={200: {"content": schemas.LOG_STREAM_CONTENT}},
+    responses={200: {"content": LOG_STREAM_CONTENT}},
 )
 async def stream_log(
     run_id: RunIdPath,
@@ -104,7 +104,7 @@ async def follow_log(
             if item is None:
                 yield KEEPALIVE
             elif isinstance(item, Run):
-                yield event("done", schemas.run_json(item, base))
+                yield event("done", bodies.run_json(item, base))
             else:
                 yield event("line", _line_json(item), item.n)
 
