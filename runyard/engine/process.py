@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from runyard.clock import Clock
+from runyard.engine.identity import RunAs
 from runyard.engine.log_follow import LogFollowers
 from runyard.store.logs import LineSplitter, LogChunk, LogWriter
 
@@ -202,8 +203,13 @@ async def spawn(
     keeps_newest: bool = False,
     mask: tuple[bytes, ...] = (),
     umask: int | None = None,
+    run_as: RunAs | None = None,
 ) -> ChildProcess:
-    """Start `argv` in a new session; raise OSError when it cannot be started."""
+    """Start `argv` in a new session; raise OSError when it cannot be started.
+
+    With `run_as`, the process drops to that user, their group and their
+    supplementary groups before it runs `argv` (the daemon must be root).
+    """
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.subprocess_exec(
         lambda: _OutputProtocol(run_id, log, followers, clock, on_log_full, keeps_newest, mask),
@@ -215,5 +221,8 @@ async def spawn(
         env=dict(env),
         start_new_session=True,
         umask=-1 if umask is None else umask,
+        user=None if run_as is None else run_as.uid,
+        group=None if run_as is None else run_as.gid,
+        extra_groups=None if run_as is None else list(run_as.groups),
     )
     return ChildProcess(transport, protocol)
