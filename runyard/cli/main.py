@@ -173,12 +173,17 @@ def validate(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 "errors": [],
                 "warnings": list(config.warnings),
                 "tasks": list(config.tasks),
+                "services": list(config.services),
             }
         )
         return
     _print_warnings(config.path, config.warnings)
     count = len(config.tasks)
-    make_console().print(f"{config.path}: OK ({count} task{'' if count == 1 else 's'})")
+    summary = f"{count} task{'' if count == 1 else 's'}"
+    if config.services:
+        services = len(config.services)
+        summary += f", {services} service{'' if services == 1 else 's'}"
+    make_console().print(f"{config.path}: OK ({summary})")
 
 
 def _print_warnings(path: object, warnings: tuple[str, ...]) -> None:

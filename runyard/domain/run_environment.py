@@ -17,6 +17,7 @@ OUTPUT_DIR_ENV = "RUNYARD_OUTPUT_DIR"  # where the run writes its output data fi
 INPUT_ENV = "RUNYARD_INPUT"  # the run's input data as JSON (runs triggered with data)
 INPUT_CSV_ENV = "RUNYARD_INPUT_CSV"  # the first input table as CSV (idem)
 BIN_ENV = "RUNYARD_BIN"  # the `runyard` command of the daemon: `"$RUNYARD_BIN" output ...`
+SERVICE_ENV = "RUNYARD_SERVICE"  # a service instance's service (with RUN_ID_ENV, REPLICA_INDEX_ENV)
 
 __all__ = [
     "BIN_ENV",
@@ -26,5 +27,6 @@ __all__ = [
     "REPLICA_INDEX_ENV",
     "RETRY_ATTEMPT_ENV",
     "RUN_ID_ENV",
+    "SERVICE_ENV",
     "TASK_ENV",
 ]

@@ -7,6 +7,7 @@ so does this suite's machine; elsewhere the test says why it cannot run.
 
 from __future__ import annotations
 
+import asyncio
 import grp
 import os
 import pwd
@@ -24,8 +25,11 @@ from fastapi.testclient import TestClient
 from runyard.api.app import create_app
 from runyard.app import Runyard
 from runyard.config.loader import load_config
+from runyard.domain.services import InstanceState, RestartPolicy, ServiceDefinition
 from runyard.engine.identity import CannotRunAs, resolve_user
 from runyard.exceptions import ConfigError
+from runyard.services.supervisor import ServiceLifetime, ServiceSupervisor
+from runyard.store.logs import read_lines
 
 if os.geteuid() != 0:
     if os.environ.get("CI"):
@@ -151,3 +155,35 @@ def test_a_daemon_that_is_not_root_cannot_switch(user: pwd.struct_passwd) -> Non
     )
     # Its own user needs no switch.
     assert resolve_user(user.pw_name, euid=user.pw_uid) is None
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_a_service_runs_as_its_user(user: pwd.struct_passwd, tmp_path: Path) -> None:
+    ended: list[ServiceLifetime] = []
+    supervisor = ServiceSupervisor(
+        {
+            "whoami": ServiceDefinition(
+                name="whoami",
+                run='echo "uid=$(id -u) home=$HOME user=$USER"',
+                user=user.pw_name,
+                restart=RestartPolicy.NEVER,
+            )
+        },
+        logs_dir=tmp_path / "logs",
+        on_ended=ended.append,
+    )
+    supervisor.start_all()
+    try:
+        async with asyncio.timeout(20):
+            await supervisor.wait_until(lambda: bool(ended))
+    finally:
+        await supervisor.stop_all()
+    [lifetime] = ended
+    lines = [line.text for line in read_lines(tmp_path / "logs" / f"{lifetime.run_id}.log")]
+    assert f"uid={user.pw_uid} home={user.pw_dir} user={user.pw_name}" in lines, lines
+    assert supervisor.instances("whoami")[0].state is InstanceState.STOPPED
