@@ -26,9 +26,9 @@ from runyard.domain.models import (
     TriggeredBy,
 )
 from runyard.domain.queries import RunQuery
-from runyard.engine import core
-from runyard.engine.core import Engine, RunAlreadyEnded
-from runyard.exceptions import InvalidInput, NotFound
+from runyard.engine import executor
+from runyard.engine.core import Engine
+from runyard.exceptions import InvalidInput, NotFound, RunAlreadyEnded
 from runyard.store.logs import read_lines
 from runyard.store.runs import RunStore
 
@@ -121,7 +121,7 @@ async def test_success_records_everything(harness: Harness) -> None:
     assert ended.end_reason is EndReason.SUCCESS
     assert ended.exit_code == 0
     assert ended.start_at is not None and ended.end_at is not None
-    assert ended.duration_ms is not None and ended.duration_ms >= 0
+    assert ended.start_at <= ended.end_at
     assert ended.params == {"who": "you"}
     assert "hello you" in harness.log_text(run.id)
     assert "warn" in harness.log_text(run.id)
@@ -369,14 +369,14 @@ async def test_a_log_that_fills_while_the_process_is_spawned_still_stops_it(
     # Under load a fast writer can fill the log before spawn() returns, when
     # there is no child to signal yet: the run must still be stopped, not left
     # running forever with its output dropped.
-    real_spawn = core.spawn
+    real_spawn = executor.spawn
 
     async def spawn_then_report_full(**kwargs: Any) -> Any:
         child = await real_spawn(**kwargs)
         kwargs["on_log_full"]()
         return child
 
-    monkeypatch.setattr(core, "spawn", spawn_then_report_full)
+    monkeypatch.setattr(executor, "spawn", spawn_then_report_full)
     engine = await harness.start(
         task("forever", "sleep 60", log_max_size=64 * 1024, log_on_full=LogOnFull.KILL)
     )
