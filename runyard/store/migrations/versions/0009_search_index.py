@@ -6,11 +6,13 @@ finds few runs read every run (half a second for a million). This index
 finds the runs holding the text's three-letter pieces instead:
 
 - SQLite: `runs_search`, an FTS5 table over the two columns with the trigram
-  tokenizer (SQLite 3.34+), external content (it stores no copy of the text,
-  only the index; its rowids are those of `runs`), detail=none (no positions:
-  the store matches every piece of the text and checks each candidate with
-  LIKE). Triggers keep it in step with every insert and delete of a run, and
-  with updates of the two columns (the store never changes them).
+  tokenizer (SQLite 3.34+). It holds the text lowered as SQLite's lower()
+  does (ASCII letters only) and matches case-sensitively, so a phrase query
+  of the lowered search text finds exactly the runs LIKE '%text%' finds
+  (SQLite's LIKE ignores the case of ASCII letters only). Contentless: it
+  keeps no copy of the text, only the index; its rowids are those of `runs`.
+  Triggers keep it in step with every insert and delete of a run, and with
+  updates of the two columns (the store never changes them).
 - PostgreSQL: GIN trigram indexes (pg_trgm) on the two columns, which serve
   ILIKE '%text%' as they are.
 
@@ -42,7 +44,7 @@ log = logging.getLogger("runyard.store")
 _SQLITE_TABLE = """
 CREATE VIRTUAL TABLE runs_search USING fts5(
     id, external_execution_id,
-    content='runs', content_rowid='rowid', tokenize='trigram', detail='none', columnsize=0
+    content='', tokenize='trigram case_sensitive 1', columnsize=0
 )
 """
 
@@ -50,24 +52,30 @@ _SQLITE_TRIGGERS = (
     """
     CREATE TRIGGER runs_search_insert AFTER INSERT ON runs BEGIN
         INSERT INTO runs_search (rowid, id, external_execution_id)
-        VALUES (NEW.rowid, NEW.id, NEW.external_execution_id);
+        VALUES (NEW.rowid, lower(NEW.id), lower(NEW.external_execution_id));
     END
     """,
     """
     CREATE TRIGGER runs_search_delete AFTER DELETE ON runs BEGIN
         INSERT INTO runs_search (runs_search, rowid, id, external_execution_id)
-        VALUES ('delete', OLD.rowid, OLD.id, OLD.external_execution_id);
+        VALUES ('delete', OLD.rowid, lower(OLD.id), lower(OLD.external_execution_id));
     END
     """,
     """
     CREATE TRIGGER runs_search_update AFTER UPDATE OF id, external_execution_id ON runs BEGIN
         INSERT INTO runs_search (runs_search, rowid, id, external_execution_id)
-        VALUES ('delete', OLD.rowid, OLD.id, OLD.external_execution_id);
+        VALUES ('delete', OLD.rowid, lower(OLD.id), lower(OLD.external_execution_id));
         INSERT INTO runs_search (rowid, id, external_execution_id)
-        VALUES (NEW.rowid, NEW.id, NEW.external_execution_id);
+        VALUES (NEW.rowid, lower(NEW.id), lower(NEW.external_execution_id));
     END
     """,
 )
+
+# Every stored run into the index, as the insert trigger would put it.
+_SQLITE_BACKFILL = """
+INSERT INTO runs_search (rowid, id, external_execution_id)
+SELECT rowid, lower(id), lower(external_execution_id) FROM runs
+"""
 
 _POSTGRESQL_INDEXES = {
     "ix_runs_id_trgm": "id",
@@ -97,8 +105,7 @@ def _upgrade_sqlite(connection: sa.Connection) -> None:
         return
     for statement in _SQLITE_TRIGGERS:
         connection.exec_driver_sql(statement)
-    # Backfill: index every stored run, reading the text from `runs`.
-    connection.exec_driver_sql("INSERT INTO runs_search (runs_search) VALUES ('rebuild')")
+    connection.exec_driver_sql(_SQLITE_BACKFILL)
 
 
 def _upgrade_postgresql(connection: sa.Connection) -> None:
