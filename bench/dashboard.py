@@ -356,6 +356,7 @@ def api_queries(seed: Seeded) -> dict[str, dict[str, Any]]:
             "sort_field": "duration",
         },
         "search run id prefix": {"search": seed.newest_run_id[:10]},
+        "search run id middle": {"search": seed.newest_run_id[12:20].lower()},
         "search exec id": {"search": "exec-"},
         "search no match": {"search": "no-such-thing"},
         "search task name": {"search": "backup-db"},
@@ -444,6 +445,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "dashboard.json")
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument(
+        "--only",
+        choices=["search"],
+        help="search: only the run search (page, API, store on SQLite and PostgreSQL)",
+    )
+    parser.add_argument(
         "--postgres",
         default=POSTGRES_URL,
         help="a database of its own for the run-list plans on PostgreSQL ('' to skip)",
@@ -455,6 +461,11 @@ def main() -> None:
         f"data: {seed.runs:,} runs, "
         + ("from the cache" if seed.cached else f"seeded in {seed.seconds:.1f} s")
     )
+    if args.only == "search":
+        report = {f"search_{seed.runs}": search_only(args, seed)}
+        merge_report(args.out, report)
+        print(f"wrote {args.out}")
+        return
     with tempfile.TemporaryDirectory(prefix="runyard-dashboard-bench-") as tmp:
         work = Path(tmp)
         data_dir = work / "data"
@@ -538,11 +549,18 @@ def measure(
 
 
 def api_runs(
-    url: str, bearer: dict[str, str], seed: Seeded, requests: int, data_dir: Path
+    url: str,
+    bearer: dict[str, str],
+    seed: Seeded,
+    requests: int,
+    data_dir: Path,
+    prefix: str = "",
 ) -> dict[str, Any]:
     results = {}
     with httpx.Client(base_url=url, timeout=60, headers=bearer) as client:
         for name, params in api_queries(seed).items():
+            if not name.startswith(prefix):
+                continue
             query = "&".join(f"{key}={value}" for key, value in params.items())
             result = server_time(client, "/api/runs" + (f"?{query}" if query else ""), requests, 10)
             try:
@@ -550,6 +568,82 @@ def api_runs(
             except (AttributeError, sqlite3.Error) as exc:
                 result["plan"] = [f"unavailable: {exc}"]
             results[name] = result
+    return results
+
+
+def search_only(args: argparse.Namespace, seed: Seeded) -> dict[str, Any]:
+    """The run search alone: the search page and GET /api/runs?search= on a daemon, and
+    RunStore.list_runs of each search on the SQLite file and on PostgreSQL."""
+    report: dict[str, Any] = {"runs": seed.runs}
+    with tempfile.TemporaryDirectory(prefix="runyard-dashboard-bench-") as tmp:
+        work = Path(tmp)
+        data_dir = work / "data"
+        shutil.copytree(seed.data_dir, data_dir)
+        port = free_port()
+        daemon = Daemon.start(work, write_config(work, data_dir, port, seed), port)
+        try:
+            with httpx.Client(base_url=daemon.url, timeout=60) as client:
+                report["sign_in"] = sign_in(client) or "ok"
+                report["health"] = server_time(client, "/health", args.requests, 30)
+                path = page_paths(seed)["runs search"]
+                report["page"] = server_time(client, path, args.requests, 30, html=True)
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            report["api_runs"] = api_runs(
+                daemon.url, bearer, seed, args.requests, data_dir, prefix="search"
+            )
+        finally:
+            report["daemon_exit_code"] = daemon.stop()
+        report["store_sqlite"] = store_search(f"sqlite:///{data_dir / 'runyard.db'}", seed, args)
+    if args.postgres:
+        from _postgres import seed_postgres
+
+        seconds = seed_postgres(args.postgres, seed.data_dir / "runyard.db", seed.data_dir.name)
+        print("postgres: " + (f"seeded in {seconds:.1f} s" if seconds else "seeded before"))
+        report["store_postgres"] = store_search(args.postgres, seed, args)
+    report["machine"] = machine()
+    print(
+        f"\n{seed.runs:,} runs; search page p50 {report['page'].get('p50_ms')} ms,"
+        f" p95 {report['page'].get('p95_ms')} ms"
+    )
+    print(
+        f"{'search':28} {'API p50':>8} {'API p95':>8} {'SQLite p95':>10} {'PG p95':>8} {'total':>8}"
+    )
+    for name, result in report["api_runs"].items():
+        lite = report["store_sqlite"][name]
+        postgres = report.get("store_postgres", {}).get(name, {})
+        print(
+            f"{name:28} {result.get('p50_ms', '-'):>8} {result.get('p95_ms', '-'):>8}"
+            f" {lite['p95_ms']:>10} {postgres.get('p95_ms', '-'):>8} {lite['total']:>8}"
+        )
+    return report
+
+
+def store_search(url: str, seed: Seeded, args: argparse.Namespace) -> dict[str, Any]:
+    """Time RunStore.list_runs for each search query (limit 50): p50, p95, and the total."""
+    from runyard.store import database
+    from runyard.store.runs import RunStore
+
+    engine = database.create_engine(database.database_url(Path("."), {"RUNYARD_DATABASE_URL": url}))
+    store = RunStore(engine)
+    results: dict[str, Any] = {}
+    try:
+        for name, params in api_queries(seed).items():
+            if not name.startswith("search"):
+                continue
+            query = run_query(params)
+            times, total = [], 0
+            for _ in range(args.requests):
+                started = time.perf_counter()
+                _page, total = store.list_runs(query)
+                times.append((time.perf_counter() - started) * 1000)
+            results[name] = {
+                "search": params["search"],
+                "total": total,
+                "p50_ms": round(statistics.median(times), 2),
+                "p95_ms": round(_percentile(times, 0.95), 2),
+            }
+    finally:
+        store.close()
     return results
 
 
