@@ -36,7 +36,6 @@ import html.parser
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -54,7 +53,7 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BE
 sys.path.append(str(BENCH))
 
 import httpx  # noqa: E402
-from _common import free_port, machine, merge_report  # noqa: E402
+from _common import Daemon, free_port, machine, merge_report  # noqa: E402
 from _dashboard_browser import Browser  # noqa: E402
 from _seed import Seeded, seeded  # noqa: E402
 
@@ -123,50 +122,10 @@ while (elapsed := time.monotonic() - started) < seconds:
 # ----- the daemon ------------------------------------------------------------------
 
 
-class Daemon:
-    """`runyard serve` as a subprocess, its stderr in the work dir."""
-
-    def __init__(self, process: subprocess.Popen[bytes], url: str, stderr: Path) -> None:
-        self.process, self.url, self.stderr = process, url, stderr
-
-    @classmethod
-    def start(cls, work: Path, config: Path, port: int) -> Daemon:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
-        env["RUNYARD_TOKEN"] = TOKEN
-        stderr = work / "daemon.err"
-        with open(stderr, "wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "runyard", "--config", str(config), "serve"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                cwd=work,
-            )
-        daemon = cls(process, f"http://127.0.0.1:{port}", stderr)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the daemon exited early:\n{daemon.tail()}")
-            try:
-                if httpx.get(daemon.url + "/health", timeout=5).status_code == 200:
-                    return daemon
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        daemon.stop()
-        raise RuntimeError(f"the daemon did not answer /health in 120 s:\n{daemon.tail()}")
-
-    def tail(self) -> str:
-        return "\n".join(self.stderr.read_text(errors="replace").splitlines()[-20:])
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+def _environ() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    env["RUNYARD_TOKEN"] = TOKEN
+    return env
 
 
 # ----- signing in ----------------------------------------------------------------
@@ -474,11 +433,11 @@ def main() -> None:
         print(f"copied the data dir in {time.perf_counter() - started:.1f} s")
         port = free_port()
         config = write_config(work, data_dir, port, seed)
-        daemon = Daemon.start(work, config, port)
+        daemon = Daemon.start(work, config, port, _environ(), timeout_s=120)
         try:
             report = measure(args, seed, work, daemon, data_dir)
         finally:
-            code = daemon.stop()
+            code, _ = daemon.stop(60)
         report["daemon_exit_code"] = code
     if args.postgres:
         report["postgres_api_runs"] = postgres_plans(args.postgres, seed)
@@ -580,7 +539,9 @@ def search_only(args: argparse.Namespace, seed: Seeded) -> dict[str, Any]:
         data_dir = work / "data"
         shutil.copytree(seed.data_dir, data_dir)
         port = free_port()
-        daemon = Daemon.start(work, write_config(work, data_dir, port, seed), port)
+        daemon = Daemon.start(
+            work, write_config(work, data_dir, port, seed), port, _environ(), timeout_s=120
+        )
         try:
             with httpx.Client(base_url=daemon.url, timeout=60) as client:
                 report["sign_in"] = sign_in(client) or "ok"
@@ -592,7 +553,7 @@ def search_only(args: argparse.Namespace, seed: Seeded) -> dict[str, Any]:
                 daemon.url, bearer, seed, args.requests, data_dir, prefix="search"
             )
         finally:
-            report["daemon_exit_code"] = daemon.stop()
+            report["daemon_exit_code"] = daemon.stop(60)[0]
         report["store_sqlite"] = store_search(f"sqlite:///{data_dir / 'runyard.db'}", seed, args)
     if args.postgres:
         from _postgres import seed_postgres
