@@ -61,4 +61,5 @@ bench: $(BIN)/.dev
 	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/input_memory.py
 	$(BIN)/python bench/notifications.py
+	$(BIN)/python bench/services.py
 	$(BIN)/python bench/dashboard.py

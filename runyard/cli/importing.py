@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import os
 import pwd
 import subprocess
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(
     name="import",
-    help="Translate a crontab or systemd timers into runyard.toml.",
+    help="Translate a crontab, systemd timers or supervisord programs into runyard.toml.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -156,8 +157,7 @@ def _emit(result: Imported, shown: str, write: Path | None, kind: str) -> None:
     except OSError as error:
         typer.echo(f"runyard import {kind}: cannot write {write}: {error}", err=True)
         raise typer.Exit(1) from None
-    count = len(result.tasks)
-    typer.echo(f"wrote {count} task{'' if count == 1 else 's'} to {write}", err=True)
+    typer.echo(f"wrote {result.counted()} to {write}", err=True)
 
 
 # Where a timer's service is looked for when it is not beside the timer.
@@ -219,3 +219,36 @@ def _read_unit(path: Path) -> str:
     except (OSError, UnicodeDecodeError) as error:
         typer.echo(f"runyard import systemd: cannot read {path}: {error}", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def supervisord(
+    config: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE", help="supervisord.conf (its [include] files too).", show_default=False
+        ),
+    ],
+    write: WriteOption = None,
+    force: ForceOption = False,
+) -> None:
+    """Translate supervisord's programs into runyard services.
+
+    Each [program:x] becomes [services.x]; what has no runyard form is listed
+    on stderr (and at the top of the config) with the reason.
+    """
+    from runyard.importers.supervisord import import_supervisord
+
+    _refuse_to_overwrite(write, force, "supervisord")
+    try:
+        config.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        typer.echo(f"runyard import supervisord: cannot read {config}: {error}", err=True)
+        raise typer.Exit(1) from None
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    try:
+        result = import_supervisord(config, daemon_user=me)
+    except configparser.Error as error:
+        typer.echo(f"runyard import supervisord: {config}: {error}", err=True)
+        raise typer.Exit(1) from None
+    _emit(result, str(config), write, "supervisord")

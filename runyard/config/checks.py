@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import math
+import pwd
 import re
 import signal
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -258,6 +259,19 @@ def check_umask(value: object, path: str, problems: Problems) -> int | None:
         problems.add(path, f'expected octal digits like "022" or "0027", got {describe(value)}')
         return None
     return int(value.strip(), 8)
+
+
+def check_user(value: object, path: str, problems: Problems) -> str | None:
+    """Return the name of a user of this machine (a task's processes run as them)."""
+    name = check_str(value, path, problems, non_empty=True)
+    if name is None:
+        return None
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        problems.add(path, f"no user {quote(name)} on this machine")
+        return None
+    return name
 
 
 def check_signal(value: object, path: str, problems: Problems) -> str | None:

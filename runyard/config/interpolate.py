@@ -1,9 +1,10 @@
 """`${VAR}` and `${VAR:-default}` in config values, from the daemon's environment.
 
 Values only (never keys), after TOML has read them, so TOML's own escaping is
-untouched. `$${` writes a literal `${`. A task's `run` is left alone: it is a
-shell script, and the shell expands its `${VAR}` when the run starts (with
-the run's environment, params included).
+untouched. `$${` writes a literal `${`. A task's or service's `run` (and a
+health check's `run`) is left alone: it is a shell script, and the shell
+expands its `${VAR}` when the process starts (with its own environment,
+params included).
 """
 
 from __future__ import annotations
@@ -51,8 +52,10 @@ def _walk(
 
 
 def _is_script(keys: tuple[str, ...], key: str) -> bool:
-    # [tasks.<name>] run = ... (the task's own table, not a nested one)
-    return len(keys) == 2 and keys[0] == "tasks" and key in _SCRIPTS
+    # [tasks.<name>] and [services.<name>] run = ..., and a service's health check command.
+    if key not in _SCRIPTS or not keys or keys[0] not in ("tasks", "services"):
+        return False
+    return len(keys) == 2 or keys[0] == "services" and keys[2:] == ("health_check",)
 
 
 def _path(keys: tuple[str, ...]) -> str:

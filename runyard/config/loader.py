@@ -32,9 +32,11 @@ from runyard.config.metrics import MetricsSettings, parse_metrics
 from runyard.config.notifications import NotificationSettings, parse_notifications
 from runyard.config.reading import parse_toml, read_config_text
 from runyard.config.schedules import parse_scheduler
+from runyard.config.services import parse_services
 from runyard.config.tasks import parse_defaults, parse_tasks
 from runyard.domain.accounts import Account
 from runyard.domain.models import TaskDefinition
+from runyard.domain.services import ServiceDefinition
 from runyard.exceptions import ConfigError
 
 __all__ = [
@@ -63,6 +65,7 @@ SECTIONS = (
     "scheduler",
     "defaults",
     "tasks",
+    "services",
     "accounts",
     "metrics",
     "notifications",
@@ -70,15 +73,14 @@ SECTIONS = (
     "routes",
 )
 _TABLES_HINT = (
-    "the tables are [daemon], [scheduler], [defaults], [tasks.<name>], [accounts.<id>], "
-    "[metrics], [notifications], [notifiers.<name>], [[routes]]"
+    "the tables are [daemon], [scheduler], [defaults], [tasks.<name>], [services.<name>], "
+    "[accounts.<id>], [metrics], [notifications], [notifiers.<name>], [[routes]]"
 )
 # Tables a later version adds: named here so a config written for them is
 # refused with a reason rather than a bare "unknown".
-_NOT_YET = {
-    "services": "runyard has no [services] yet; a long-running program can run "
-    "as a task under [tasks.<name>]",
-}
+_NOT_YET: dict[str, str] = {}
+# Services are read and checked, but the daemon does not run them yet.
+SERVICES_NOT_STARTED = "read and checked, but not started: this runyard does not run services yet"
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,7 @@ class Config:
     accounts: dict[str, Account] = field(default_factory=default_accounts)  # sorted by id
     notifications: NotificationSettings = field(default_factory=NotificationSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    services: dict[str, ServiceDefinition] = field(default_factory=dict)  # sorted by name
 
 
 def resolve_config_path(cli_value: str | None, environ: Mapping[str, str] = os.environ) -> Path:
@@ -137,6 +140,9 @@ def parse_config_text(
         included = read_included(daemon.include, config_path, environ, problems)
         tasks = _merge_included(document.get("tasks"), included, tasks, defaults, problems,
                                 default_timezone)  # fmt: skip
+    services = parse_services(document.get("services", {}), base_dir, tasks, problems)
+    if services:
+        problems.warn("services", SERVICES_NOT_STARTED)
     accounts = parse_accounts(document.get("accounts", {}), tasks, problems)
     notifications = parse_notifications(document, base_dir, tasks, problems)
     metrics = parse_metrics(document.get("metrics", {}), problems)
@@ -150,6 +156,7 @@ def parse_config_text(
         accounts=accounts,
         notifications=notifications,
         metrics=metrics,
+        services=services,
     )
 
 

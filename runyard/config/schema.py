@@ -32,10 +32,12 @@ from runyard.config.notifications import (
     Notifier,
 )
 from runyard.config.schedules import SCHEDULER_KEYS
+from runyard.config.services import HEALTH_CHECK_KEYS, PROBE_KEYS, SERVICE_KEYS
 from runyard.config.tasks import DEFAULTS_KEYS, IGNORED_CHECKS, PARAM_KEYS, TASK_KEYS
 from runyard.domain.accounts import Account
 from runyard.domain.models import TASK_NAME_PATTERN, TaskDefinition
 from runyard.domain.notifications import NotificationKind
+from runyard.domain.services import HealthCheck, ServiceDefinition
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 DURATION: dict[str, Any] = {
@@ -90,6 +92,27 @@ def _route() -> dict[str, Any]:
     return route
 
 
+# The probe keys fill HealthCheck.kind and .target: exactly one of them is set.
+_PROBE_TYPES: dict[str, dict[str, Any]] = {
+    "http": {**STRING, "description": "a URL to GET; 2xx or 3xx passes"},
+    "tcp": {**STRING, "description": "host:port to connect to"},
+    "run": {**STRING, "description": "a command run by the service's shell; exit 0 passes"},
+}
+
+
+def _service() -> dict[str, Any]:
+    health_check = _table(HealthCheck, HEALTH_CHECK_KEYS, _PROBE_TYPES)
+    health_check["oneOf"] = [{"required": [key]} for key in PROBE_KEYS]
+    own = {
+        "stop_signal": _TASK_KEYS_OWN["stop_signal"],
+        "log_max_size": SIZE,
+        "health_check": health_check,
+    }
+    service = _table(ServiceDefinition, SERVICE_KEYS, own)
+    service["required"] = ["run"]
+    return service
+
+
 def config_schema() -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a runyard.toml file."""
     param = _table(None, PARAM_KEYS, _PARAM_TYPES)
@@ -106,6 +129,11 @@ def config_schema() -> dict[str, Any]:
             "type": "object",
             "propertyNames": {"pattern": TASK_NAME_PATTERN},
             "additionalProperties": task,
+        },
+        "services": {
+            "type": "object",
+            "propertyNames": {"pattern": TASK_NAME_PATTERN},
+            "additionalProperties": _service(),
         },
         "accounts": {
             "type": "object",

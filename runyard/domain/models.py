@@ -155,6 +155,9 @@ class TaskDefinition:
     secrets: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     secrets_file: str | None = None
     umask: int | None = None  # the process's file mode creation mask; None: the daemon's
+    user: str | None = (
+        None  # who the process runs as (the daemon must be root); None: the daemon's user
+    )
     timeout: timedelta | None = None
     graceful_stop: timedelta = timedelta(seconds=5)
     stop_signal: str = "SIGTERM"

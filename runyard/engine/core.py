@@ -52,6 +52,7 @@ from runyard.engine import run_log
 from runyard.engine.environment import build_argv, build_environment, load_secrets, mask_values
 from runyard.engine.events import EventHub
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
+from runyard.engine.identity import resolve_user
 from runyard.engine.observer import EngineObserver, NoObserver
 from runyard.engine.process import ChildProcess, spawn, use_pidfd_child_watcher
 from runyard.engine.queued_input import QueuedInput
@@ -865,18 +866,26 @@ class Engine:
     ) -> tuple[int, EndReason, str, list[str]]:
         task, run = active.task, active.run
         try:
+            run_as = resolve_user(task.user) if task.user else None
             if not run.has_input:
                 # A rename of a spare directory: cheaper on the loop than a thread hop.
-                workspace_env = self.workspace.prepare(run, self.inputs)
+                workspace_env = self.workspace.prepare(run, self.inputs, run_as)
                 self._fill_spares()
             else:
-                workspace_env = await asyncio.to_thread(self.workspace.prepare, run, self.inputs)
+                workspace_env = await asyncio.to_thread(
+                    self.workspace.prepare, run, self.inputs, run_as
+                )
             secrets = load_secrets(task) if task.secrets or task.secrets_file else {}
             child = await spawn(
                 run_id=run.id,
                 argv=build_argv(task, run),
                 env=build_environment(
-                    task, run, self._base_environ, workspace_env, secrets=secrets
+                    task,
+                    run,
+                    self._base_environ,
+                    workspace_env,
+                    secrets=secrets,
+                    identity=run_as.environment() if run_as else None,
                 ),
                 cwd=Path(task.working_dir) if task.working_dir else None,
                 log=writer,
@@ -886,6 +895,7 @@ class Engine:
                 keeps_newest=task.log_on_full is LogOnFull.DROP_OLD,
                 mask=mask_values(secrets),
                 umask=task.umask,
+                run_as=run_as,
             )
         except OSError as error:
             writer.notice(f"[runyard] could not start: {error}", self._clock())

@@ -115,8 +115,13 @@ def build_environment(
     extra: Mapping[str, str] | None = None,
     command: Path | None = None,
     secrets: Mapping[str, str] | None = None,
+    identity: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Return the process environment; raise OSError when the env_file cannot be read.
+
+    `identity` holds HOME, USER and LOGNAME of the task's `user`, when the run
+    drops to one: they replace the daemon's inherited ones (a clean environment
+    has none to replace), and the task's env can still set them.
 
     `command` is the daemon's own `runyard` script (default: found next to the
     running interpreter): its directory is added to the run's PATH and its
@@ -125,7 +130,9 @@ def build_environment(
     """
     # env_base = "clean": nothing of the daemon's environment, as cron gives a
     # job only the variables its crontab sets (and PATH a default).
-    env = dict(base) if task.env_base is EnvBase.INHERIT else {}
+    env = {}
+    if task.env_base is EnvBase.INHERIT:
+        env = {**base, **(identity or {})}
     if task.env_file:
         env.update(parse_env_file(Path(task.env_file).read_text(encoding="utf-8")))
     env.update(dict(task.env))

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from runyard.engine.identity import RunAs
 from runyard.store.logs import LineSplitter, LogChunk, LogFollowers, LogWriter
 
 _STDOUT = 1
@@ -201,8 +202,13 @@ async def spawn(
     keeps_newest: bool = False,
     mask: tuple[bytes, ...] = (),
     umask: int | None = None,
+    run_as: RunAs | None = None,
 ) -> ChildProcess:
-    """Start `argv` in a new session; raise OSError when it cannot be started."""
+    """Start `argv` in a new session; raise OSError when it cannot be started.
+
+    With `run_as`, the process drops to that user, their group and their
+    supplementary groups before it runs `argv` (the daemon must be root).
+    """
     loop = asyncio.get_running_loop()
     transport, protocol = await loop.subprocess_exec(
         lambda: _OutputProtocol(run_id, log, followers, clock, on_log_full, keeps_newest, mask),
@@ -214,5 +220,8 @@ async def spawn(
         env=dict(env),
         start_new_session=True,
         umask=-1 if umask is None else umask,
+        user=None if run_as is None else run_as.uid,
+        group=None if run_as is None else run_as.gid,
+        extra_groups=None if run_as is None else list(run_as.groups),
     )
     return ChildProcess(transport, protocol)

@@ -15,10 +15,12 @@ from pathlib import Path
 from runyard.domain.input_data import table_to_csv
 from runyard.domain.models import Run
 from runyard.domain.output_data import collect_output, printable_name
+from runyard.engine.identity import RunAs
 from runyard.output import OUTPUT_DIR_ENV
 from runyard.store.files import (
     PRIVATE_DIRECTORY_MODE,
     PRIVATE_FILE_MODE,
+    make_passable_directory,
     make_private_directory,
 )
 from runyard.store.inputs import InputFiles
@@ -59,6 +61,7 @@ class Workspace:
         self._discarded: list[Path] = []  # empty directories of ended runs, to remove
         self._dirs: dict[str, Path] = {}  # run id -> its directory, while it has one
         self._with_input: set[str] = set()  # runs that have an input directory
+        self._passable = False  # whether the data dir and root are 0711 (see _hand_over)
 
     @property
     def needs_upkeep(self) -> bool:
@@ -96,11 +99,15 @@ class Workspace:
         """Return the directory of the run's input files (which may not exist)."""
         return self.root / f"{self.path(run_id).name}{INPUT_SUFFIX}"
 
-    def prepare(self, run: Run, inputs: InputFiles | None = None) -> dict[str, str]:
+    def prepare(
+        self, run: Run, inputs: InputFiles | None = None, owner: RunAs | None = None
+    ) -> dict[str, str]:
         """Create the run's directory and input files; return the variables that point at them.
 
         Inline input data is written out; input data kept in `inputs` is
-        copied from there. Raise OSError when the files cannot be written.
+        copied from there. With `owner` (a task's `user`), the directories and
+        files are that user's, and the data dir and work/ let them pass through
+        (0711). Raise OSError when the files cannot be written.
         """
         run_dir = self._spares.pop() if self._spares and not run.has_input else None
         if run_dir is None:
@@ -126,7 +133,28 @@ class Workspace:
                 _write_private(input_csv, table_to_csv(run.input_data[0]) if run.input_data else "")
             env[INPUT_ENV] = str(input_json)
             env[INPUT_CSV_ENV] = str(input_csv)
+        if owner is not None:
+            self._hand_over(run.id, owner)
         return env
+
+    def _hand_over(self, run_id: str, owner: RunAs) -> None:
+        """Give the run's directories and input files to `owner`; open the way to them."""
+        if not self._passable:
+            make_passable_directory(self.root.parent)  # the data dir
+            make_passable_directory(self.root)
+            self._passable = True
+        blocked = _first_impassable(self.root.parent, owner)
+        if blocked is not None:
+            raise PermissionError(
+                f"user {owner.name!r} cannot reach the run's directory: {blocked} does not "
+                "let them pass; put the data dir where they can (e.g. under /var/lib)"
+            )
+        paths = [self.path(run_id)]
+        if run_id in self._with_input:
+            input_dir = self.input_path(run_id)
+            paths += [input_dir, *(input_dir / name for name in os.listdir(input_dir))]
+        for path in paths:
+            os.chown(path, owner.uid, owner.gid, follow_symlinks=False)
 
     def read_output(
         self, run_id: str, max_bytes: int
@@ -210,6 +238,21 @@ class Workspace:
         self._discarded = []
         self._dirs = {run: path for run, path in self._dirs.items() if path.name in keep}
         self._with_input &= set(self._dirs)
+
+
+def _first_impassable(data_dir: Path, owner: RunAs) -> Path | None:
+    """Return the first directory above `data_dir` that `owner` may not pass through, if any."""
+    for directory in reversed(data_dir.absolute().parents):
+        status = os.stat(directory)
+        if status.st_uid == owner.uid:
+            allowed = status.st_mode & stat.S_IXUSR
+        elif status.st_gid == owner.gid or status.st_gid in owner.groups:
+            allowed = status.st_mode & stat.S_IXGRP
+        else:
+            allowed = status.st_mode & stat.S_IXOTH
+        if not allowed:
+            return directory
+    return None
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -24,10 +24,26 @@ class Imported:
     skipped: list[Skipped] = field(default_factory=list)
     # Task name -> (line number, line) of what it came from.
     origins: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # Service name -> its keys (supervisord's programs), and where each came from.
+    services: dict[str, dict[str, object]] = field(default_factory=dict)
+    service_origins: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def add(self, name: str, task: dict[str, object], line: int, text: str) -> None:
         self.tasks[name] = task
         self.origins[name] = (line, text)
+
+    def add_service(self, name: str, service: dict[str, object], line: int, text: str) -> None:
+        self.services[name] = service
+        self.service_origins[name] = (line, text)
+
+    def counted(self) -> str:
+        """What was imported, counted: `3 tasks`, `1 service`, `2 tasks and 1 service`."""
+        parts = [
+            f"{len(units)} {kind}{'' if len(units) == 1 else 's'}"
+            for kind, units in (("task", self.tasks), ("service", self.services))
+            if units or (kind == "task" and not self.services)
+        ]
+        return " and ".join(parts)
 
 
 def unique_name(taken: dict[str, dict[str, object]], base: str) -> str:
@@ -46,12 +62,16 @@ def keep_valid(result: Imported, check: Callable[[str], list[str]]) -> None:
     `check` is runyard's own config check (the caller's), so what is written
     is what `runyard validate` accepts.
     """
-    for name, task in list(result.tasks.items()):
-        problems = check(tomli_w.dumps({"tasks": {name: task}}))
-        if problems:
-            del result.tasks[name]
-            number, raw = result.origins.pop(name)
-            result.skipped.append(Skipped(number, raw, "; ".join(problems)))
+    for table, units, origins in (
+        ("tasks", result.tasks, result.origins),
+        ("services", result.services, result.service_origins),
+    ):
+        for name, unit in list(units.items()):
+            problems = check(tomli_w.dumps({table: {name: unit}}))
+            if problems:
+                del units[name]
+                number, raw = origins.pop(name)
+                result.skipped.append(Skipped(number, raw, "; ".join(problems)))
     result.skipped.sort(key=lambda skipped: skipped.line)
 
 
@@ -64,8 +84,9 @@ def render_config(result: Imported, source: str, command: str) -> str:
             where = f"line {skipped.line}: " if skipped.line else ""
             lines.append(f"#   {where}{skipped.text.strip()}")
             lines.append(f"#     {skipped.reason}")
-    if not result.tasks:
+    if not result.tasks and not result.services:
         lines.append("# Nothing to import.")
         return "\n".join(lines) + "\n"
-    body = tomli_w.dumps({"tasks": result.tasks}, multiline_strings=True)
+    tables = {"tasks": result.tasks, "services": result.services}
+    body = tomli_w.dumps({k: v for k, v in tables.items() if v}, multiline_strings=True)
     return "\n".join(lines) + "\n\n" + body

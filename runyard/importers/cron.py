@@ -76,8 +76,9 @@ def import_crontab(
 
     `system`: the file has a user field after the schedule (`/etc/crontab`,
     `/etc/cron.d/*`). `user`: who runs the daemon (and, for a user crontab,
-    whose crontab it is): jobs of other users are skipped, since a task runs
-    as the daemon's user. `home_of(name)` is that user's home directory.
+    whose crontab it is): a job of another user becomes a task with `user`
+    when the daemon runs as root, and is skipped otherwise, since only root can
+    switch users. `home_of(name)` is that user's home directory.
     `name_prefix` starts every task name (e.g. the cron.d file's name).
     `timezone` is the zone schedules are checked in when the crontab sets none.
     """
@@ -106,13 +107,14 @@ def import_crontab(
             continue
         schedule, job_user, command = parsed
         job_user = job_user or user
-        if job_user != user:
+        if job_user != user and user != "root":
             result.skipped.append(
                 Skipped(
                     number,
                     raw,
-                    f"runs as {job_user}; runyard runs every task as the daemon's user "
-                    f"({user}): import it where the daemon runs as {job_user}",
+                    f"runs as {job_user}; a task runs as another user than the daemon's "
+                    f"({user}) only when the daemon runs as root: import it there, "
+                    f"or where the daemon runs as {job_user}",
                 )
             )
             continue
@@ -120,6 +122,8 @@ def import_crontab(
         if isinstance(task, str):
             result.skipped.append(Skipped(number, raw, task))
             continue
+        if job_user != user:
+            task["user"] = job_user  # the daemon (root) drops to them, as cron does
         base = _sanitise(name_prefix) if name_prefix else _command_word(command)
         result.add(unique_name(result.tasks, base), task, number, raw)
     return result

@@ -307,10 +307,14 @@ def _service_keys(
     service: Unit, user: str, is_user: Callable[[str], bool], home: str
 ) -> tuple[str | None, dict[str, object]]:
     """(why the service cannot be translated, or None; its task keys)."""
-    runs_as = service.last("Service", "User")
-    if runs_as and not is_user(runs_as):
+    runs_as = service.last("Service", "User") or ""
+    other_user = bool(runs_as) and not is_user(runs_as)
+    if other_user and (user != "root" or runs_as.isdigit()):
         return (
-            f"runs as {runs_as} (User=); runyard runs every task as the daemon's user ({user})",
+            f"runs as {runs_as} (User=); a task runs as another user than the daemon's "
+            f"({user}) only when the daemon runs as root, and names the user"
+            if user != "root"
+            else f"runs as uid {runs_as} (User=); a task's user is given by name",
             {},
         )
     commands: list[str] = []
@@ -329,6 +333,8 @@ def _service_keys(
     if not commands:
         return "no ExecStart=", {}
     keys: dict[str, object] = {"run": "\n".join(commands)}
+    if other_user:
+        keys["user"] = runs_as  # the daemon (root) drops to them, as systemd does
     working_dir = service.last("Service", "WorkingDirectory")
     if working_dir:
         working_dir = working_dir.lstrip("-")

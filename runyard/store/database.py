@@ -11,9 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.util.exc import CommandError
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
@@ -24,6 +21,10 @@ from runyard.store.files import SQLITE_DATABASE, create_private_file, make_priva
 
 DATABASE_URL_ENV = "RUNYARD_DATABASE_URL"
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The newest migration's revision: a database already there needs no Alembic,
+# whose import costs the daemon some 10 MB of memory for good. A test checks
+# it against Alembic's own head, so a new migration cannot be forgotten here.
+HEAD_REVISION = "0008"
 
 # Set on a Connection that is going to write: SQLite then begins with BEGIN
 # IMMEDIATE, so the write lock is taken (waiting busy_timeout) before any read.
@@ -188,6 +189,12 @@ def is_shared_connection(engine: Engine) -> bool:
 
 def migrate(engine: Engine, revision: str = "head") -> None:
     """Apply the migrations up to revision (the latest by default), in one transaction."""
+    if revision == "head" and current_revision(engine) == HEAD_REVISION:
+        return  # up to date: nothing to apply, and Alembic is not even imported
+    from alembic import command
+    from alembic.config import Config
+    from alembic.util.exc import CommandError
+
     config = Config()
     # Config values go through configparser interpolation.
     config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
@@ -203,6 +210,17 @@ def migrate(engine: Engine, revision: str = "head") -> None:
                 command.upgrade(config, revision)
     except (SQLAlchemyError, CommandError) as exc:
         raise StoreError(f"cannot migrate the database: {exc}") from exc
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database's schema is at, as Alembic recorded it; None if none or unknown."""
+    try:
+        with engine.connect() as connection, connection.begin():
+            versions = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+            found = [row[0] for row in versions]
+    except SQLAlchemyError:
+        return None  # no such table yet (a new database), or it cannot be read: migrate
+    return found[0] if len(found) == 1 else None
 
 
 def _configure_sqlite(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:

@@ -19,7 +19,12 @@ log = logging.getLogger("runyard.store.files")
 
 PRIVATE_DIRECTORY_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
-_SHARED_BITS = 0o077  # any of these set: someone but the owner may read or enter
+# A directory others may pass through to a path they know, not list: the data
+# dir and work/ once a task runs as another user, whose run directory inside
+# is then that user's own.
+PASSABLE_DIRECTORY_MODE = 0o711
+_SHARED_BITS = 0o077  # any of these set on a file: someone but the owner may read it
+_SHARED_DIRECTORY_BITS = 0o066  # on a directory: someone but the owner may list or change it
 
 SQLITE_DATABASE = "runyard.db"
 LOGS_DIR = "logs"
@@ -114,10 +119,21 @@ def _is_shared_directory(path: Path) -> bool:
 
 
 def _tighten(path: Path, *, follow: bool) -> bool:
-    """Take group and other permissions off `path`; return whether it had any."""
+    """Take group and other permissions off `path`; return whether it had any.
+
+    A directory only others can pass through (0711, see make_passable_directory)
+    is left as it is.
+    """
     status = os.stat(path) if follow else os.lstat(path)
-    if stat.S_ISLNK(status.st_mode) or not status.st_mode & _SHARED_BITS:
+    if stat.S_ISLNK(status.st_mode):
         return False  # chmod would follow the link out of the data dir
-    private = PRIVATE_DIRECTORY_MODE if stat.S_ISDIR(status.st_mode) else PRIVATE_FILE_MODE
-    os.chmod(path, private)
+    directory = stat.S_ISDIR(status.st_mode)
+    if not status.st_mode & (_SHARED_DIRECTORY_BITS if directory else _SHARED_BITS):
+        return False
+    os.chmod(path, PRIVATE_DIRECTORY_MODE if directory else PRIVATE_FILE_MODE)
     return True
+
+
+def make_passable_directory(path: Path) -> None:
+    """Let other users pass through `path` (0711) to what they own inside; not list it."""
+    os.chmod(path, PASSABLE_DIRECTORY_MODE)

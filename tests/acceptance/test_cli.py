@@ -45,6 +45,39 @@ def test_validate_accepts_a_good_config(
     assert result.stdout == f"{offline_config.path}: OK (4 tasks)\n"
 
 
+def test_validate_counts_services_and_warns_they_are_not_started(
+    tmp_path: Path, runyard_cli: CliRunner
+) -> None:
+    config = tmp_path / "runyard.toml"
+    config.write_text(
+        '[tasks.x]\nrun = "true"\n[services.web]\nrun = "serve"\n'
+        '[services.db]\nrun = "db"\n[services.db.health_check]\ntcp = "127.0.0.1:5432"\n',
+        encoding="utf-8",
+    )
+    result = runyard_cli("--config", str(config), "validate")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{config}: OK (1 task, 2 services)\n"
+    assert result.stderr == (
+        f"{config}: warning: services: read and checked, but not started: "
+        "this runyard does not run services yet\n"
+    )
+    listed = json.loads(runyard_cli("--config", str(config), "validate", "--json").stdout)
+    assert (listed["tasks"], listed["services"]) == (["x"], ["db", "web"])
+
+
+def test_validate_names_a_dependency_cycle(tmp_path: Path, runyard_cli: CliRunner) -> None:
+    config = tmp_path / "runyard.toml"
+    config.write_text(
+        '[services.a]\nrun = "x"\ndepends_on = ["b"]\n'
+        '[services.b]\nrun = "x"\ndepends_on = ["a"]\n',
+        encoding="utf-8",
+    )
+    result = runyard_cli("--config", str(config), "validate")
+    assert result.returncode == 1
+    assert "services.a.depends_on: dependency cycle a -> b -> a" in result.stderr
+    _no_traceback(result)
+
+
 def test_validate_names_the_bad_key(tmp_path: Path, runyard_cli: CliRunner) -> None:
     config = tmp_path / "runyard.toml"
     config.write_text('[tasks.x]\nrun = "true"\nmax_concurrent = "lots"\n', encoding="utf-8")

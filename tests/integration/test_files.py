@@ -15,7 +15,11 @@ from runyard.domain.models import LogOnFull
 from runyard.domain.queries import RunQuery
 from runyard.engine.start_log import StartLog
 from runyard.store import RunStore
-from runyard.store.files import make_private_directory, prepare_data_dir
+from runyard.store.files import (
+    make_passable_directory,
+    make_private_directory,
+    prepare_data_dir,
+)
 from runyard.store.keys import mark_revoked
 from runyard.store.logs import LogWriter
 
@@ -171,6 +175,25 @@ def test_a_new_data_dir_is_made_private_silently(
     assert mode(tmp_path / "new") == 0o700
     assert mode(tmp_path / "new" / "data") == 0o700
     assert caplog.records == []
+
+
+def test_a_passable_data_dir_is_left_passable_and_a_listable_one_tightened(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 0711: made so by a task's `user`, who passes through to their run's directory.
+    data = tmp_path / "data"
+    make_private_directory(data / "work")
+    make_passable_directory(data)
+    make_passable_directory(data / "work")
+    (data / "logs").mkdir(mode=0o711)
+    with caplog.at_level(logging.WARNING, logger="runyard"):
+        prepare_data_dir(data, DAEMON_ENTRIES)
+    assert (mode(data), mode(data / "work"), mode(data / "logs")) == (0o711, 0o711, 0o711)
+    assert caplog.records == []
+    # Readable by others is tightened all the same.
+    data.chmod(0o751)
+    prepare_data_dir(data, DAEMON_ENTRIES)
+    assert mode(data) == 0o700
 
 
 def test_entries_that_cannot_be_tightened_are_reported(

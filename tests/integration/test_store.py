@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,6 +18,7 @@ from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.queries import RunQuery, SortDirection, SortField
 from runyard.exceptions import StoreError
 from runyard.store import RunStore, database_url
+from runyard.store.database import HEAD_REVISION, MIGRATIONS_DIR
 
 MakeRun = Callable[..., Run]
 
@@ -125,6 +128,35 @@ def list_all(store: RunStore, query: RunQuery) -> tuple[list[str], int]:
 # --- schema -------------------------------------------------------------------
 
 
+def test_head_revision_is_alembics_head() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+
+
+def test_reopening_an_up_to_date_database_does_not_load_alembic(store_url: str) -> None:
+    # In a process of its own: this one has imported Alembic already.
+    script = (
+        "import sys\n"
+        "from runyard.store import RunStore\n"
+        "RunStore.open(sys.argv[1]).close()\n"
+        "fresh = 'alembic' in sys.modules\n"
+        "for name in [m for m in sys.modules if m == 'alembic' or m.startswith('alembic.')]:\n"
+        "    del sys.modules[name]\n"
+        "RunStore.open(sys.argv[1]).close()\n"
+        "print(fresh, 'alembic' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, store_url], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    # The first open migrated a new database with Alembic; the second needed none.
+    assert done.stdout.split() == ["True", "False"]
+
+
 def test_migrations_apply_to_empty_database_and_reopen_is_idempotent(
     store_url: str, make_run: MakeRun
 ) -> None:
@@ -146,7 +178,7 @@ def test_migrations_apply_to_empty_database_and_reopen_is_idempotent(
         assert len(inspector.get_indexes("runs")) >= 15
         with engine.connect() as connection:
             versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
-            assert versions.scalars().all() == ["0008"]
+            assert versions.scalars().all() == [HEAD_REVISION]
     finally:
         engine.dispose()
 

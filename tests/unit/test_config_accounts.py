@@ -273,13 +273,13 @@ def test_parse_accounts_leaves_out_invalid_accounts() -> None:
     assert problems.errors == ["accounts.bad.billing_anchor: must be between 1 and 31, got 40"]
 
 
-def test_services_and_storage_are_unknown_tables() -> None:
+def test_storage_is_an_unknown_table_and_services_check_their_keys() -> None:
     assert problems_of("[services.web]\nwhatever = true\n[storage]\nanything = 1\n") == [
-        "services: unknown table; runyard has no [services] yet; a long-running program "
-        "can run as a task under [tasks.<name>]",
         "storage: unknown table; the tables are [daemon], [scheduler], [defaults], "
-        "[tasks.<name>], [accounts.<id>], [metrics], [notifications], [notifiers.<name>], "
-        "[[routes]]",
+        "[tasks.<name>], [services.<name>], [accounts.<id>], [metrics], [notifications], "
+        "[notifiers.<name>], [[routes]]",
+        "services.web.whatever: unknown key",
+        "services.web.run: required key is missing",
     ]
 
 

@@ -43,16 +43,11 @@ def problems_of(text: str) -> list[str]:
         pytest.param(
             "zzz = 1",
             "zzz: unknown key; the tables are [daemon], [scheduler], [defaults], "
-            "[tasks.<name>], [accounts.<id>], [metrics], [notifications], [notifiers.<name>], "
-            "[[routes]]",
+            "[tasks.<name>], [services.<name>], [accounts.<id>], [metrics], [notifications], "
+            "[notifiers.<name>], [[routes]]",
         ),
         pytest.param("[storage]\nx = 1", "storage: unknown table; the tables are [daemon]"),
-        pytest.param(
-            "[services.web]\nrun = 'x'",
-            "services: unknown table; runyard has no [services] yet; a long-running program "
-            "can run as a task under [tasks.<name>]",
-        ),
-        pytest.param("[sevices]", "sevices: unknown table; runyard has no [services] yet"),
+        pytest.param("[sevices]", "sevices: unknown table; did you mean [services]?"),
         pytest.param(
             '[tasks.backup]\nrun = "x"\ntimout = "5m"',
             "tasks.backup.timout: unknown key; did you mean 'timeout'?",
@@ -251,11 +246,8 @@ def test_a_schedule_is_checked_beside_other_problems_of_its_task() -> None:
 def test_an_unknown_table_beside_valid_tasks_is_an_error() -> None:
     # It validated as `OK` before: a config whose every task sits in an unknown
     # table would run nothing without a word.
-    problems = problems_of('[services.web]\nrun = "serve"\n[tasks.a]\nrun = "x"\n')
-    assert problems == [
-        "services: unknown table; runyard has no [services] yet; a long-running program "
-        "can run as a task under [tasks.<name>]"
-    ]
+    problems = problems_of('[servces.web]\nrun = "serve"\n[tasks.a]\nrun = "x"\n')
+    assert problems == ["servces: unknown table; did you mean [services]?"]
 
 
 @pytest.mark.parametrize(

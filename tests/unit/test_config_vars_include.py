@@ -43,6 +43,20 @@ def test_values_take_the_daemons_environment(tmp_path: Path) -> None:
     assert dict(task.env) == {"TOKEN": "t0k", "LITERAL": "${NOT_ME}", "EMPTY": ""}
 
 
+def test_a_services_scripts_are_the_shells_to_expand(tmp_path: Path) -> None:
+    config = write(
+        tmp_path / "runyard.toml",
+        '[services.web]\nrun = "serve --port ${PORT}"\nworking_dir = "${HOME}"\n'
+        '[services.web.health_check]\nrun = "curl -fsS localhost:${PORT}/health"\n',
+    )
+    loaded = load_config(config, {"HOME": "/home/a"})
+    web = loaded.services["web"]
+    assert web.run == "serve --port ${PORT}"
+    assert web.working_dir == "/home/a"
+    assert web.health_check is not None
+    assert web.health_check.target == "curl -fsS localhost:${PORT}/health"
+
+
 def test_a_missing_variable_names_the_key_and_the_fix(tmp_path: Path) -> None:
     config = write(
         tmp_path / "runyard.toml",

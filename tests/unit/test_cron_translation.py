@@ -147,18 +147,33 @@ def test_a_long_comment_block_is_a_preamble_not_a_description() -> None:
     assert "description" not in only_task(preamble + "0 2 * * * backup\n")
 
 
-def test_system_files_carry_a_user_field_and_other_users_are_listed() -> None:
-    result = translate(
-        "17 *\t* * *\troot\tcd / && run-parts --report /etc/cron.hourly\n"
-        "0 1 * * * alice /usr/bin/alices-job\n",
-        system=True,
-        user="root",
+def test_system_files_carry_a_user_field_and_other_users_jobs_run_as_them() -> None:
+    crontab = "17 *\t* * *\troot\tcd / && run-parts --report /etc/cron.hourly\n" + (
+        "0 1 * * * alice /usr/bin/alices-job\n"
     )
-    assert list(result.tasks) == ["run-parts"]
+    result = translate(crontab, system=True, user="root")
+    assert list(result.tasks) == ["run-parts", "alices-job"]
     assert result.tasks["run-parts"]["working_dir"] == "/root"
-    [skipped] = result.skipped
-    assert skipped.line == 2
-    assert skipped.reason.startswith("runs as alice; runyard runs every task as the daemon's user")
+    assert "user" not in result.tasks["run-parts"]
+    alices = result.tasks["alices-job"]
+    assert (alices["user"], alices["working_dir"]) == ("alice", "/home/alice")
+    assert alices["env"] == {
+        "HOME": "/home/alice",
+        "LOGNAME": "alice",
+        "PATH": "/usr/bin:/bin",
+        "SHELL": "/bin/sh",
+    }
+    assert result.skipped == []
+    # A daemon that is not root cannot switch: the job is listed, not dropped.
+    as_alice = translate(crontab, system=True, user="alice")
+    assert list(as_alice.tasks) == ["alices-job"]
+    assert "user" not in as_alice.tasks["alices-job"]
+    [skipped] = as_alice.skipped
+    assert skipped.line == 1
+    assert skipped.reason == (
+        "runs as root; a task runs as another user than the daemon's (alice) only when "
+        "the daemon runs as root: import it there, or where the daemon runs as root"
+    )
 
 
 @pytest.mark.parametrize(

@@ -153,3 +153,23 @@ def test_user_given_by_uid_and_percent_escapes() -> None:
     service = "[Service]\nUser=1000\nExecStart=/bin/date +%%H\n"
     result = translate(service=service)
     assert result.tasks["backup"]["run"] == "/bin/date +%H"  # type: ignore[attr-defined]
+
+
+def test_a_root_daemon_runs_a_service_of_another_user_as_them() -> None:
+    timers = [parse_unit("backup.timer", TIMER)]
+    services = {
+        "backup.service": parse_unit("backup.service", "[Service]\nUser=bob\nExecStart=/bin/true\n")
+    }
+    result = import_timers(
+        timers, services, user="root", is_user=lambda u: u in ("root", "0"), home="/root"
+    )
+    assert result.tasks["backup"]["user"] == "bob"  # type: ignore[attr-defined]
+    by_uid_text = "[Service]\nUser=1000\nExecStart=/bin/true\n"
+    by_uid = {"backup.service": parse_unit("backup.service", by_uid_text)}
+    refused = import_timers(
+        timers, by_uid, user="root", is_user=lambda u: u in ("root", "0"), home="/root"
+    )
+    assert refused.tasks == {}  # type: ignore[attr-defined]
+    assert [s.reason for s in refused.skipped] == [  # type: ignore[attr-defined]
+        "runs as uid 1000 (User=); a task's user is given by name"
+    ]

@@ -1,0 +1,1 @@
+"""Services: long-running programs supervised beside tasks (see docs/services.md)."""
