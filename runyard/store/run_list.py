@@ -20,7 +20,7 @@ from runyard.domain.queries import RunQuery, SortDirection, SortField
 from runyard.store._rows import SUMMARY_COLUMNS
 from runyard.store.schema import run_counts, runs
 
-_SORT_COLUMNS: dict[SortField, sa.Column[Any]] = {
+SORT_COLUMNS: dict[SortField, sa.Column[Any]] = {
     SortField.TASK_NAME: runs.c.task_name,
     SortField.STATUS: runs.c.status,
     SortField.START_AT: runs.c.start_at,
@@ -87,7 +87,7 @@ def run_conditions(
 
 def _search(text: str, dialect: str) -> ColumnElement[bool]:
     """Return the condition of a case-insensitive substring search (see _SEARCHED_TEXT)."""
-    pattern = "%" + _escape_like(text) + "%"
+    pattern = "%" + escape_like(text) + "%"
 
     def contains(column: sa.Column[Any]) -> ColumnElement[bool]:
         # SQLite's LIKE ignores ASCII case, as its lower() folds ASCII only:
@@ -111,7 +111,7 @@ def _search(text: str, dialect: str) -> ColumnElement[bool]:
 
 def run_order(query: RunQuery) -> list[ColumnElement[Any]]:
     """Return the query's sort: its field, then id, NULLs as the smallest value."""
-    column = _SORT_COLUMNS[query.sort_field]
+    column = SORT_COLUMNS[query.sort_field]
     if query.sort_direction is SortDirection.ASC:
         key = column.asc()
         if column.nullable:
@@ -181,5 +181,5 @@ def counted_total(query: RunQuery) -> sa.Select[tuple[int]]:
     return statement
 
 
-def _escape_like(text: str) -> str:
+def escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
