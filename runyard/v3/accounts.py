@@ -14,7 +14,7 @@ from runyard.domain.accounts import (
     runtime,
     used_minutes,
 )
-from runyard.engine.core import utc_now
+from runyard.clock import utc_now
 from runyard.store import RunStore
 
 
