@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 from datetime import datetime
 
+from runyard.clock import utc_now
 from runyard.domain.accounts import (
     Account,
     Runtime,
@@ -14,7 +15,6 @@ from runyard.domain.accounts import (
     runtime,
     used_minutes,
 )
-from runyard.clock import utc_now
 from runyard.store import RunStore
 
 

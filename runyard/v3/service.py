@@ -19,6 +19,7 @@ from pathlib import Path
 from ulid import ULID
 
 from runyard.body_parser import StagedInput
+from runyard.clock import utc_now
 from runyard.domain.accounts import (
     Account,
     Runtime,
@@ -30,7 +31,6 @@ from runyard.domain.accounts import (
 from runyard.domain.input_data import InputDataError, json_kind, normalise_input
 from runyard.domain.models import Run, RunStatus, TaskDefinition, TriggeredBy
 from runyard.domain.text import escape_unstorable
-from runyard.clock import utc_now
 from runyard.exceptions import NotFound, RunAlreadyEnded, V3Error
 from runyard.store import RunStore
 from runyard.store.keys import KeyStore
