@@ -56,18 +56,16 @@ def _through_daemon_or_database(
 @contextlib.contextmanager
 def _database(options: GlobalOptions, no_daemon: str) -> Iterator[KeyAdmin]:
     config = options.load_config()
-    # Imported here: SQLAlchemy and the migrations are only needed without a daemon.
-    from sqlalchemy.engine import make_url
-
+    # Imported here: the store and the migrations are only needed without a daemon.
     from runyard.store import RunStore, database_url
+    from runyard.store.database import shown_database_url, sqlite_file
     from runyard.store.keys import KeyStore
     from runyard.v3.keys import KeyAdmin
 
     url = database_url(config.daemon.data_dir, options.environ)
-    parsed = make_url(url)
     where = f"data dir {config.daemon.data_dir} ({config.daemon.data_dir_source})"
-    if parsed.get_backend_name() == "sqlite":
-        database = parsed.database or ""
+    database = sqlite_file(url)
+    if database is not None:
         if not database or not os.path.isfile(database):
             raise CliError(
                 f"{no_daemon}; and there is no database at {database} ({where}) to work on "
@@ -76,7 +74,7 @@ def _database(options: GlobalOptions, no_daemon: str) -> Iterator[KeyAdmin]:
             )
         shown = database
     else:
-        shown = parsed.render_as_string(hide_password=True)
+        shown = shown_database_url(url)
     error_line(f"no daemon answered; working on the database {shown} directly")
     store = RunStore.open(url)
     try:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from decimal import Decimal
 
@@ -179,3 +180,8 @@ def table_to_csv(table: list[list[str]]) -> str:
     writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
     writer.writerows(table)
     return buffer.getvalue()
+
+
+def input_json(tables: list[list[list[str]]]) -> str:
+    """Return input data as the JSON text runyard stores and hands to runs."""
+    return json.dumps(tables, separators=(",", ":"), ensure_ascii=False)

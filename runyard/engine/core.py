@@ -26,6 +26,7 @@ from pathlib import Path
 from ulid import ULID
 
 from runyard.clock import utc_now as utc_now  # re-exported: the clock's home is runyard.clock
+from runyard.domain.input_data import input_json
 from runyard.domain.models import (
     EndReason,
     Run,
@@ -73,7 +74,6 @@ from runyard.exceptions import (
     StoreError,
     UnstorableInput,
 )
-from runyard.store._rows import dump_input
 from runyard.store.files import LOGS_DIR
 from runyard.store.inputs import INLINE_INPUT_BYTES, INPUTS_DIR, InputFiles
 from runyard.store.logs import delete_log
@@ -326,7 +326,7 @@ class Engine:
         inline = input_data
         if input_data is not None:
             # surrogatepass: only a count; text no store takes is refused where it is stored.
-            input_size = len(dump_input(input_data).encode("utf-8", "surrogatepass"))
+            input_size = len(input_json(input_data).encode("utf-8", "surrogatepass"))
             if input_size >= INLINE_INPUT_BYTES:
                 inline = None
         if input_size is not None and admit(

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy.engine import RowMapping
 
+from runyard.domain.input_data import input_json
 from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.exceptions import StoreError
 from runyard.store.schema import runs
@@ -115,7 +116,7 @@ def row_to_run(row: RowMapping) -> Run:
 
 def dump_input(tables: list[list[list[str]]]) -> str:
     """Return input data as the JSON text runyard stores and hands to runs."""
-    return _dump(tables)
+    return input_json(tables)
 
 
 def _dump(value: object) -> str:

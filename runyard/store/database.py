@@ -246,6 +246,12 @@ def _begin_sqlite(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def sqlite_file(url: str) -> str | None:
+    """The file of a SQLite database URL ("" for an in-memory one); None for any other database."""
+    parsed = make_url(url)
+    return parsed.database or "" if parsed.get_backend_name() == "sqlite" else None
+
+
 def shown_database_url(url: str) -> str:
     """Return `url` fit for a log: its password replaced by `***`."""
     try:

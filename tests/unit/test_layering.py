@@ -207,13 +207,7 @@ RENAMED: dict[str, str] = {}
 
 # (importing module, imported module or third-party library, rule): what the code does
 # today against the rules above, with what removes it.
-KNOWN_VIOLATIONS: set[tuple[str, str, str]] = {
-    # The engine writes inline input with the store's private row helper.
-    ("runyard.engine", "runyard.store._rows", "private"),
-    # The CLI's database fallback reads the URL with SQLAlchemy: a store function
-    # naming the SQLite file (or None) would keep SQL knowledge in the store.
-    ("runyard.cli.keys", "sqlalchemy", "third-party home"),
-}
+KNOWN_VIOLATIONS: set[tuple[str, str, str]] = set()
 
 
 @dataclass(frozen=True)
