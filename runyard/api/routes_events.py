@@ -40,13 +40,13 @@ async def stream_events(
     too far behind); clients reconnect with the last id they saw.
     """
     return StreamingResponse(
-        _events(runyard.engine.events, last_event_id, closing),
+        event_lines(runyard.engine.events, last_event_id, closing),
         media_type="text/event-stream",
         headers=SSE_HEADERS,
     )
 
 
-async def _events(hub: EventHub, after: int | None, closing: Closing) -> AsyncIterator[str]:
+async def event_lines(hub: EventHub, after: int | None, closing: Closing) -> AsyncIterator[str]:
     queue = hub.subscribe(after=after)
     try:
         while True:

@@ -18,7 +18,7 @@ import typer
 
 from runyard.cli.client import CliError, DaemonClient, DaemonProblem, DaemonUnreachable
 from runyard.cli.failures import error_line
-from runyard.cli.options import GlobalOptions, JsonOption
+from runyard.cli.options import GlobalOptions, JsonOption, options_of
 from runyard.cli.render import make_console, print_json, when
 from runyard.cli.text import Table, Text
 
@@ -35,12 +35,6 @@ app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-
-
-def _options(ctx: typer.Context) -> GlobalOptions:
-    options = ctx.find_root().obj
-    assert isinstance(options, GlobalOptions)
-    return options
 
 
 def _through_daemon_or_database(
@@ -126,7 +120,7 @@ def create(
             raise CliError(error.message, exit_code=2) from None
         return {**key_json(key), "key": plaintext}
 
-    created = _through_daemon_or_database(_options(ctx), remote, local)
+    created = _through_daemon_or_database(options_of(ctx), remote, local)
     if as_json:
         print_json(_without_schema(created))
         return
@@ -158,7 +152,7 @@ def list_keys(ctx: typer.Context, as_json: JsonOption = False) -> None:
     def local(admin: KeyAdmin) -> list[KeyJson]:
         return [key_json(key) for key in admin.list()]
 
-    found = _through_daemon_or_database(_options(ctx), remote, local)
+    found = _through_daemon_or_database(options_of(ctx), remote, local)
     if as_json:
         print_json({"keys": [_without_schema(key) for key in found]})
         return
@@ -204,7 +198,7 @@ def revoke(
             raise _not_found(key_id) from None
         return {**key_json(key), "already_revoked": not newly}
 
-    revoked = _through_daemon_or_database(_options(ctx), remote, local)
+    revoked = _through_daemon_or_database(options_of(ctx), remote, local)
     if as_json:
         print_json(_without_schema(revoked))
         return

@@ -137,3 +137,10 @@ def read_token(path: os.PathLike[str]) -> str | None:
         return None
     except OSError as exc:
         raise CliError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+
+
+def options_of(ctx: typer.Context) -> GlobalOptions:
+    """Return the global options the root command stored for this invocation."""
+    options = ctx.find_root().obj
+    assert isinstance(options, GlobalOptions)
+    return options

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from runyard.cli.options import GlobalOptions
+from runyard.cli.options import options_of
 
 app = typer.Typer(
     name="service",
@@ -28,12 +28,6 @@ UserOption = Annotated[
 ]
 SYSTEMD_RUNNING = Path("/run/systemd/system")  # exists only when systemd is PID 1
 ENV_FILE = "service.env"
-
-
-def _options(ctx: typer.Context) -> GlobalOptions:
-    options = ctx.find_root().obj
-    assert isinstance(options, GlobalOptions)
-    return options
 
 
 def _fail(message: str) -> typer.Exit:
@@ -79,7 +73,7 @@ def install(
     from runyard.exceptions import ConfigError
     from runyard.systemd_unit import UnitSpec, render_unit, unit_path
 
-    options = _options(ctx)
+    options = options_of(ctx)
     try:
         config: Config = options.load_config()
     except ConfigError as error:
@@ -104,7 +98,7 @@ def install(
     if dry_run:
         sys.stdout.write(text)
         return
-    target = unit_path(user, _config_home(_options(ctx).environ))
+    target = unit_path(user, _config_home(options_of(ctx).environ))
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if env_file is not None:
@@ -138,8 +132,8 @@ def uninstall(ctx: typer.Context, user: UserOption = False) -> None:
     """Stop and disable the service, and remove its unit."""
     from runyard.systemd_unit import unit_path
 
-    _options(ctx)
-    target = unit_path(user, _config_home(_options(ctx).environ))
+    options_of(ctx)
+    target = unit_path(user, _config_home(options_of(ctx).environ))
     if not target.exists():
         raise _fail(f"no unit at {target}: nothing to uninstall")
     _systemctl(user, "disable", "--now", "runyard")
@@ -156,8 +150,8 @@ def status(ctx: typer.Context, user: UserOption = False) -> None:
     """Say whether the unit is installed and, under systemd, whether it runs."""
     from runyard.systemd_unit import unit_path
 
-    _options(ctx)
-    target = unit_path(user, _config_home(_options(ctx).environ))
+    options_of(ctx)
+    target = unit_path(user, _config_home(options_of(ctx).environ))
     if not target.exists():
         typer.echo(f"not installed ({target} does not exist)")
         raise typer.Exit(3)

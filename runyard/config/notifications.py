@@ -160,7 +160,7 @@ def apprise_url_problem(url: str) -> str | None:
 
     The URL itself is never repeated: it may carry a password or a token.
     """
-    from runyard.notifications._apprise import load_apprise, schemes  # noqa: PLC0415
+    from runyard.apprise_loader import load_apprise, schemes  # noqa: PLC0415
 
     scheme, separator, _rest = url.partition("://")
     if not separator or not scheme:

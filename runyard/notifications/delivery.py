@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runyard.notifications._apprise import load_apprise
+from runyard.apprise_loader import load_apprise
 
 apprise = load_apprise()
 

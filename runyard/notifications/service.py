@@ -7,6 +7,11 @@ pending message is an asyncio task that reads the run and its log tail,
 stores the in-app notification and sends to every URL of its notifiers on a
 thread pool of its own (the engine's `asyncio.to_thread` pool is never
 taken), retrying with backoff within the retry budget.
+
+Over 450 lines on purpose: it is one class whose pending set, coalescing
+windows and deliveries share one state and one lock-free event-loop
+discipline; the pure decisions already live in `domain/notifications.py`,
+the text in `message.py`, the Apprise call in `delivery.py`.
 """
 
 from __future__ import annotations

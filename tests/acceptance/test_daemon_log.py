@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -166,7 +167,13 @@ def test_json_log_is_one_object_per_line_with_the_runs_fields(json_daemon: Logge
     assert (started["task"], started["trigger"], started["level"]) == ("hello", "api", "info")
     (ended,) = [e for e in entries if e.get("run_id") == run_id and "ended" in e["message"]]
     assert (ended["task"], ended["outcome"], ended["exit_code"]) == ("hello", "success", 0)
-    assert isinstance(ended["duration_ms"], int | float) and ended["duration_ms"] >= 0
+    run = httpx.get(
+        f"{json_daemon.url}/api/runs/{run_id}",
+        headers={"Authorization": f"Bearer {TEST_TOKEN}"},
+        timeout=10.0,
+    ).json()
+    took = datetime.fromisoformat(run["end_at"]) - datetime.fromisoformat(run["start_at"])
+    assert ended["duration_ms"] == round(took.total_seconds() * 1000, 1), (ended, run)
 
 
 def test_reloads_are_logged_with_what_changed_or_why_they_were_refused(

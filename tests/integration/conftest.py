@@ -1,4 +1,9 @@
-"""Shared fixtures: a RunStore on SQLite and on PostgreSQL, and a Run factory."""
+"""Shared fixtures: a RunStore on SQLite and on PostgreSQL, a Run factory, and a Runyard
+service with its HTTP app (`runyard`, `client`, `key`), built from the test module's `CONFIG`.
+
+A module using `runyard` defines `CONFIG` (the config file's text); it may override
+`runyard_environ` (e.g. to point the service at `store_url`) or `client`.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from ulid import ULID
 
+from runyard.api.app import create_app
+from runyard.app import Runyard
+from runyard.config.loader import load_config
 from runyard.domain.models import Run, RunStatus, TriggeredBy
 from runyard.store import RunStore, database_url
+from runyard.store.keys import KeyStore
 
 # The PostgreSQL tests fail (never skip) when this server does not answer.
 POSTGRES_URL = os.environ.get(
@@ -93,3 +103,42 @@ def store(store_url: str) -> Iterator[RunStore]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def config_path(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """Write the test module's `CONFIG` to `<tmp_path>/runyard.toml`."""
+    text: str = request.module.CONFIG
+    path = tmp_path / "runyard.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def runyard_environ() -> dict[str, str]:
+    """The environment the service reads (and its tasks get): only PATH."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+
+@pytest.fixture
+def runyard(config_path: Path, runyard_environ: dict[str, str]) -> Runyard:
+    """A Runyard service on the module's config; `client` starts and stops it."""
+    return Runyard(load_config(config_path, environ=runyard_environ), environ=runyard_environ)
+
+
+@pytest.fixture
+def client(runyard: Runyard) -> Iterator[TestClient]:
+    """A client of the service's HTTP app (lifespan run), sending the daemon's token."""
+    with TestClient(
+        create_app(runyard), headers={"Authorization": f"Bearer {runyard.token}"}
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+def key(request: pytest.FixtureRequest, runyard: Runyard, client: TestClient) -> str:
+    """A v3 API key of the default account, named after the test module."""
+    _key, plaintext = KeyStore(runyard.store._transaction).create(
+        "default", request.module.__name__.rpartition(".")[2], datetime.now(UTC)
+    )
+    return plaintext

@@ -8,19 +8,11 @@ cannot read are answered 4xx, never 500.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
-
-from runyard.api.app import create_app
-from runyard.app import Runyard
-from runyard.config.loader import load_config
-from runyard.store.keys import KeyStore
 
 CONFIG = """
 [daemon]
@@ -46,25 +38,8 @@ MAX_OFFSET = 2**63 - 1  # the largest a signed 64-bit integer holds
 
 
 @pytest.fixture
-def runyard(tmp_path: Path, store_url: str) -> Runyard:
-    path = tmp_path / "runyard.toml"
-    path.write_text(CONFIG, encoding="utf-8")
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUNYARD_DATABASE_URL": store_url}
-    return Runyard(load_config(path, environ=environ), environ=environ)
-
-
-@pytest.fixture
-def client(runyard: Runyard) -> Iterator[TestClient]:
-    with TestClient(create_app(runyard), headers={"Authorization": f"Bearer {runyard.token}"}) as c:
-        yield c
-
-
-@pytest.fixture
-def key(runyard: Runyard, client: TestClient) -> str:
-    _key, plaintext = KeyStore(runyard.store._transaction).create(
-        "default", "boundary tests", datetime.now(UTC)
-    )
-    return plaintext
+def runyard_environ(store_url: str) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUNYARD_DATABASE_URL": store_url}
 
 
 def run_count(client: TestClient) -> int:

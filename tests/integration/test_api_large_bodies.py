@@ -9,20 +9,14 @@ refuses with 429 in each API's error shape, recording nothing.
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from runyard.api.app import create_app
 from runyard.app import Runyard
 from runyard.body_parser import STAGE_FROM
-from runyard.config.loader import load_config
-from runyard.store.keys import KeyStore
 
 CONFIG = """
 [daemon]
@@ -50,30 +44,6 @@ graceful_stop = "1s"
 max_concurrent = 1
 """
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture
-def runyard(tmp_path: Path) -> Runyard:
-    path = tmp_path / "runyard.toml"
-    path.write_text(CONFIG, encoding="utf-8")
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    return Runyard(load_config(path, environ=environ), environ=environ)
-
-
-@pytest.fixture
-def client(runyard: Runyard) -> Iterator[TestClient]:
-    with TestClient(
-        create_app(runyard), headers={"Authorization": f"Bearer {runyard.token}"}
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-def key(runyard: Runyard, client: TestClient) -> str:
-    _key, plaintext = KeyStore(runyard.store._transaction).create(
-        "default", "large bodies", datetime.now(UTC)
-    )
-    return plaintext
 
 
 def table(tag: str, rows: int) -> list[list[str]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,6 @@ from fastapi.testclient import TestClient
 
 from runyard.api.app import create_app
 from runyard.app import Runyard
-from runyard.config.loader import load_config
 
 CONFIG = """
 [daemon]
@@ -39,26 +36,6 @@ SCHEDULE_KEYS = {
     "paused",
     "next_run_at",
 }
-
-
-@pytest.fixture
-def config_path(tmp_path: Path) -> Path:
-    path = tmp_path / "runyard.toml"
-    path.write_text(CONFIG, encoding="utf-8")
-    return path
-
-
-@pytest.fixture
-def runyard(config_path: Path) -> Runyard:
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    return Runyard(load_config(config_path, environ=environ), environ=environ)
-
-
-@pytest.fixture
-def client(runyard: Runyard) -> Iterator[TestClient]:
-    app = create_app(runyard)
-    with TestClient(app, headers={"Authorization": f"Bearer {runyard.token}"}) as client:
-        yield client
 
 
 def get_task(client: TestClient, name: str) -> dict[str, Any]:

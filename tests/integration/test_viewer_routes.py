@@ -79,26 +79,10 @@ class Link:
 
 
 @pytest.fixture
-def runyard(tmp_path: Path) -> Runyard:
-    path = tmp_path / "runyard.toml"
-    path.write_text(CONFIG, encoding="utf-8")
-    environ = {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
-    return Runyard(load_config(path, environ=environ), environ=environ)
-
-
-@pytest.fixture
 def client(runyard: Runyard) -> Iterator[TestClient]:
     # No bearer token: the viewer must work without one.
     with TestClient(create_app(runyard)) as client:
         yield client
-
-
-@pytest.fixture
-def key(runyard: Runyard, client: TestClient) -> str:
-    _key, plaintext = KeyStore(runyard.store._transaction).create(
-        "default", "viewer tests", datetime.now(UTC)
-    )
-    return plaintext
 
 
 def trigger(client: TestClient, key: str, name: str, data: object = None) -> Link:

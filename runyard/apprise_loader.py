@@ -1,4 +1,8 @@
-"""Load Apprise once, with its plugins, for the config checks and the deliveries."""
+"""Load Apprise once, with its plugins, for the config checks and the deliveries.
+
+A leaf of its own: `runyard.config` (URL checks) and `runyard.notifications`
+(deliveries) both use it, and neither imports the other for it.
+"""
 
 from __future__ import annotations
 

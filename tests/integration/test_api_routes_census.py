@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
@@ -21,7 +20,6 @@ from runyard.api.auth import (
     SESSION_ROUTES,
 )
 from runyard.app import Runyard
-from runyard.config.loader import load_config
 
 CONFIG = """
 [daemon]
@@ -43,13 +41,6 @@ DUMMY_PATH_VALUES = {
 
 # Routes with a credential of their own: not the bearer token's to open or refuse.
 OWN_CREDENTIAL = PUBLIC_ROUTES | CAPABILITY_ROUTES | SESSION_ROUTES
-
-
-@pytest.fixture
-def runyard(tmp_path: Path) -> Runyard:
-    path = tmp_path / "runyard.toml"
-    path.write_text(CONFIG, encoding="utf-8")
-    return Runyard(load_config(path, environ={}), environ={})
 
 
 @pytest.fixture
