@@ -17,8 +17,8 @@ import asyncio
 import logging
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from runyard.domain.services import Instance, ServiceChanges, ServiceDefinition, diff_services
 from runyard.engine.start_log import StartLog
@@ -31,8 +31,7 @@ SERVICES_LOG = "services.log"  # in the data dir: the run ids of the services' p
 log = logging.getLogger("runyard.services")
 
 
-@dataclass(frozen=True)
-class ServiceStatus:
+class ServiceStatus(NamedTuple):
     """A service as configured, and its instances as they are now."""
 
     definition: ServiceDefinition
@@ -117,10 +116,14 @@ class DaemonServices:
             raise NotFound("service", name)
         return ServiceStatus(definition, self.supervisor.instances(name))
 
-    def start_service(self, name: str) -> ServiceStatus:
-        """Start the instances not up (a manual start: it revives fatal ones)."""
+    async def start_service(self, name: str) -> ServiceStatus:
+        """Start the instances not up (a manual start: it revives fatal ones).
+
+        Return once each has taken its first step (`waiting` or `starting`).
+        """
         self.get(name)
         self.supervisor.start(name)
+        await asyncio.sleep(0)  # the instances' tasks run up to their first wait
         return self.get(name)
 
     async def stop_service(self, name: str) -> ServiceStatus:
@@ -133,6 +136,7 @@ class DaemonServices:
         """Stop the service, then start it again."""
         self.get(name)
         await self.supervisor.restart(name)
+        await asyncio.sleep(0)
         return self.get(name)
 
     # ----- each process ---------------------------------------------------------------
