@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
-from runyard_harness import cli_env, free_port, start_daemon, stop_daemon, until
+from runyard_harness import cli_env, free_port, run_cli, start_daemon, stop_daemon, until
 
 TOKEN = "services-test-token"
 
@@ -125,3 +128,65 @@ def test_the_daemon_starts_its_services_in_order_and_stops_them_all(tmp_path: Pa
     assert not any(is_alive(pid) for pid in pids)
     assert marked_pids(mark) == set()
     assert not answers(f"http://127.0.0.1:{web_port}/")
+
+
+def test_the_cli_lists_stops_starts_and_restarts_services(tmp_path: Path) -> None:
+    port, web_port = free_port(), free_port()
+    mark = uuid.uuid4().hex
+    config = write_config(tmp_path, port, web_port, mark)
+    env = cli_env(RUNYARD_TOKEN=TOKEN)
+    output = tmp_path / "daemon.log"
+    process, _url = start_daemon(config, env, output, port)
+    events = tmp_path / "events"
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return run_cli("--config", str(config), *args, env=env)
+
+    def rows() -> dict[str, list[str]]:
+        listed = cli("services")
+        assert listed.returncode == 0, listed.stderr
+        header, *lines = listed.stdout.splitlines()
+        assert header.split() == ["NAME", "INSTANCE", "STATE", "PID", "RESTARTS", "HEALTH"]
+        return {line.split()[0]: line.split() for line in lines}
+
+    def listed(name: str) -> dict[str, Any]:
+        found: dict[str, Any] = json.loads(cli("services", "--json").stdout)
+        return next(service for service in found["services"] if service["name"] == name)
+
+    try:
+        until(lambda: events.exists() and events.read_text(encoding="utf-8").endswith("\n"))
+        until(lambda: rows()["web"][2] == "healthy")
+        web = rows()["web"]
+        web_pid = int(web[3])
+        assert web[:3] == ["web", "0", "healthy"] and web[4] == "0"
+        assert " ".join(web[5:]) == "HTTP 200 OK"
+        worker = rows()["worker"]
+        assert worker[:3] == ["worker", "0", "running"]
+        worker_pid = int(worker[3])
+
+        stopped = cli("stop", "worker")
+        assert stopped.returncode == 0, stopped.stderr
+        assert stopped.stdout == "stopped worker (0: stopped)\n"
+        assert not is_alive(worker_pid)
+        assert rows()["worker"][2:4] == ["stopped", "-"]
+
+        started = cli("start", "worker")
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.startswith("starting worker (0: ")
+        until(lambda: rows()["worker"][2] == "running")
+
+        restarted = cli("restart", "web", "--json")
+        assert restarted.returncode == 0, restarted.stderr
+        assert json.loads(restarted.stdout)["name"] == "web"
+        assert not is_alive(web_pid)
+        until(lambda: listed("web")["instances"][0]["state"] == "healthy")
+        assert listed("web")["instances"][0]["pid"] != web_pid
+        assert answers(f"http://127.0.0.1:{web_port}/")
+
+        unknown = cli("stop", "nope")
+        assert unknown.returncode == 1
+        assert "No service named 'nope' exists." in unknown.stderr
+        assert cli("start", "nope").returncode == 1
+    finally:
+        stop_daemon(process, output)
+    assert marked_pids(mark) == set()
