@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -189,4 +190,42 @@ def test_the_cli_lists_stops_starts_and_restarts_services(tmp_path: Path) -> Non
         assert cli("start", "nope").returncode == 1
     finally:
         stop_daemon(process, output)
+    assert marked_pids(mark) == set()
+
+
+def test_after_a_crash_the_next_daemon_kills_the_old_services_first(tmp_path: Path) -> None:
+    port, web_port = free_port(), free_port()
+    mark = uuid.uuid4().hex
+    config = write_config(tmp_path, port, web_port, mark)
+    env = cli_env(RUNYARD_TOKEN=TOKEN)
+    events = tmp_path / "events"
+    first, _url = start_daemon(config, env, tmp_path / "first.log", port)
+    try:
+        until(lambda: events.exists() and events.read_text(encoding="utf-8").endswith("\n"))
+        old = marked_pids(mark)
+        assert len(old) == 2, old
+    finally:
+        first.kill()
+        first.wait()
+    # kill -9 leaves the services running, web still holding its port (it
+    # accepts connections; its answers fail on the output pipe the daemon held).
+    assert all(is_alive(pid) for pid in old)
+    with socket.create_connection(("127.0.0.1", web_port), timeout=5):
+        pass
+
+    output = tmp_path / "second.log"
+    second, _url = start_daemon(config, env, output, port)
+    try:
+        assert not any(is_alive(pid) for pid in old)
+        # A fresh web bound the same port (the old one would have kept it from
+        # doing so), and a fresh worker started once it answered.
+        until(lambda: events.read_text(encoding="utf-8").count("start: web up\n") == 2)
+        until(lambda: len(marked_pids(mark)) == 2)
+        new = marked_pids(mark)
+        assert new.isdisjoint(old)
+        assert answers(f"http://127.0.0.1:{web_port}/")
+        log = output.read_text(encoding="utf-8")
+        assert log.count("killed a service process the previous daemon left running") == 2
+    finally:
+        stop_daemon(second, output)
     assert marked_pids(mark) == set()
