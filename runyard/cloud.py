@@ -42,8 +42,7 @@ from runyard.domain.input_data import InputDataError, json_kind, normalise_input
 from runyard.domain.models import Run, RunStatus, TaskDefinition, TriggeredBy
 from runyard.domain.ratelimit import RollingWindow
 from runyard.domain.text import escape_unstorable, is_storable
-from runyard.engine.core import RunAlreadyEnded
-from runyard.exceptions import NotFound, RunyardError, StoreError
+from runyard.exceptions import NotFound, RunAlreadyEnded, RunyardError, StoreError
 from runyard.store.keys import KeyStore, revoked_stamp
 
 if TYPE_CHECKING:

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runyard.domain.models import Run
+
 
 class RunyardError(Exception):
     """Base class for runyard's own errors."""
@@ -85,3 +90,17 @@ class DataDirBusy(RunyardError):
 
 class InputQueueFull(RunyardError):
     """A trigger whose input would pass a `max_queued_input` cap: refused (429), not recorded."""
+
+
+class ShuttingDown(RunyardError):
+    """The daemon is stopping and accepts no new runs."""
+
+
+class RunAlreadyEnded(RunyardError):
+    """A stop was asked for a run that has already ended."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        super().__init__(
+            f"run {run.id} already ended ({run.end_reason.value if run.end_reason else ''})"
+        )

@@ -20,13 +20,14 @@ from starlette.routing import Match
 from runyard.api.deps import schema_url
 from runyard.api.schemas import ErrorModel
 from runyard.domain.text import escape_unstorable, text_problem
-from runyard.engine.core import RunAlreadyEnded, ShuttingDown
 from runyard.exceptions import (
     ConfigError,
     DiskFull,
     InputQueueFull,
     InvalidInput,
     NotFound,
+    RunAlreadyEnded,
+    ShuttingDown,
     StoreUnavailable,
     UnstorableInput,
 )

@@ -23,8 +23,7 @@ from runyard.body_parser import STAGED_INPUT_KEY, BodyJsonError, JsonProblem, de
 from runyard.cloud import LINK_KEY, QUEUED_MESSAGE, Caller, CloudApi, V3Error
 from runyard.domain.accounts import DEFAULT_RATE_LIMIT
 from runyard.domain.text import text_problem
-from runyard.engine.core import ShuttingDown
-from runyard.exceptions import DiskFull, InputQueueFull, StoreUnavailable
+from runyard.exceptions import DiskFull, InputQueueFull, ShuttingDown, StoreUnavailable
 
 log = logging.getLogger("runyard.api.v3")
 

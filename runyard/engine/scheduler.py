@@ -25,8 +25,8 @@ from runyard.domain.schedule import (
     next_tick,
     ticks_between,
 )
-from runyard.engine.core import Engine, ShuttingDown
-from runyard.exceptions import RunyardError
+from runyard.engine.core import Engine
+from runyard.exceptions import RunyardError, ShuttingDown
 from runyard.store.runs import RunStore
 
 log = logging.getLogger("runyard.scheduler")

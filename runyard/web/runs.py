@@ -17,8 +17,7 @@ from runyard.api.sse import SSE_HEADERS
 from runyard.app import Runyard
 from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.queries import DEFAULT_LIMIT, MAX_LIMIT, RunQuery, SortDirection, SortField
-from runyard.engine.core import RunAlreadyEnded
-from runyard.exceptions import InvalidInput, NotFound, RunyardError
+from runyard.exceptions import InvalidInput, NotFound, RunAlreadyEnded, RunyardError
 from runyard.store import dashboard as reads
 from runyard.store.logs import count_lines, iter_raw_text
 from runyard.web.pages import (

@@ -26,9 +26,9 @@ from runyard.domain.models import (
     TriggeredBy,
 )
 from runyard.domain.queries import RunQuery
-from runyard.engine import core
-from runyard.engine.core import Engine, RunAlreadyEnded
-from runyard.exceptions import InvalidInput, NotFound
+from runyard.engine import executor
+from runyard.engine.core import Engine
+from runyard.exceptions import InvalidInput, NotFound, RunAlreadyEnded
 from runyard.store.logs import read_lines
 from runyard.store.runs import RunStore
 
@@ -369,14 +369,14 @@ async def test_a_log_that_fills_while_the_process_is_spawned_still_stops_it(
     # Under load a fast writer can fill the log before spawn() returns, when
     # there is no child to signal yet: the run must still be stopped, not left
     # running forever with its output dropped.
-    real_spawn = core.spawn
+    real_spawn = executor.spawn
 
     async def spawn_then_report_full(**kwargs: Any) -> Any:
         child = await real_spawn(**kwargs)
         kwargs["on_log_full"]()
         return child
 
-    monkeypatch.setattr(core, "spawn", spawn_then_report_full)
+    monkeypatch.setattr(executor, "spawn", spawn_then_report_full)
     engine = await harness.start(
         task("forever", "sleep 60", log_max_size=64 * 1024, log_on_full=LogOnFull.KILL)
     )

@@ -25,7 +25,8 @@ from runyard.domain.models import (
     TaskDefinition,
     TriggeredBy,
 )
-from runyard.engine.core import Engine, RunAlreadyEnded
+from runyard.engine.core import Engine
+from runyard.exceptions import RunAlreadyEnded
 from runyard.store.logs import read_lines
 from runyard.store.runs import RunStore
 

@@ -172,7 +172,7 @@ def task(name: str, run: str, **overrides: object) -> TaskDefinition:
 
 
 def queued_runs(engine: Engine) -> list[Run]:
-    return [run for queue in engine._queues.values() for run in queue]
+    return [run for queue in engine._queues.lanes.values() for run in queue]
 
 
 async def until(predicate: Callable[[], bool], timeout: float = 20) -> None:

@@ -1,0 +1,171 @@
+"""StoreWriter against a fake sink: when a change counts as durable, and how batches form.
+
+tests/integration/test_writer_faults.py covers the failure paths; here the
+database always takes what it is given. The sink can hold a commit open,
+so what happens while one transaction is in flight is seen exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from runyard.domain.models import Run, RunStatus, TriggeredBy
+from runyard.engine.writer import StoreWriter
+from runyard.exceptions import StoreUnavailable
+
+pytestmark = pytest.mark.anyio
+
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Commit:
+    inserts: list[tuple[str, RunStatus]]
+    updates: list[tuple[str, RunStatus]]
+    ticks: dict[str, datetime] | None
+
+
+@dataclass
+class HoldingSink:
+    """Records each transaction; while `held` is set, a commit waits until it is cleared."""
+
+    commits: list[Commit] = field(default_factory=list)
+    held: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+    entered: threading.Event = field(default_factory=threading.Event)
+
+    def apply(
+        self,
+        inserts: Sequence[Run],
+        updates: Sequence[Run],
+        ticks: dict[str, datetime] | None = None,
+        *,
+        replay: bool = False,
+    ) -> None:
+        self.entered.set()
+        if self.held.is_set():
+            assert self.released.wait(10), "the test never released the commit"
+        self.commits.append(
+            Commit(
+                [(run.id, run.status) for run in inserts],
+                [(run.id, run.status) for run in updates],
+                dict(ticks) if ticks else None,
+            )
+        )
+
+    def hold(self) -> None:
+        self.held.set()
+        self.released.clear()
+        self.entered.clear()
+
+    def release(self) -> None:
+        self.held.clear()
+        self.released.set()
+
+
+@dataclass
+class Started:
+    writer: StoreWriter
+    sink: HoldingSink
+    commit_times: list[float]
+
+
+@pytest.fixture
+async def started() -> AsyncIterator[Started]:
+    sink = HoldingSink()
+    times: list[float] = []
+    writer = StoreWriter(sink, on_commit=times.append)
+    writer.start()
+    yield Started(writer, sink, times)
+    sink.release()
+    await writer.close()
+
+
+def run(run_id: str, status: RunStatus = RunStatus.PENDING) -> Run:
+    return Run(id=run_id, task_name="t", status=status, created_at=T0, triggered_by=TriggeredBy.API)
+
+
+async def in_flight(sink: HoldingSink) -> None:
+    """Wait until the writer thread is inside a held commit."""
+    assert await asyncio.to_thread(sink.entered.wait, 10)
+
+
+async def test_a_write_is_answered_only_once_its_transaction_committed(started: Started) -> None:
+    started.sink.hold()
+    future = started.writer.submit(inserts=[run("a")], urgent=True)
+    await in_flight(started.sink)
+    await asyncio.sleep(0.05)  # the loop runs on; the change is not durable yet
+    assert not future.done()
+    assert started.sink.commits == []
+    started.sink.release()
+    await asyncio.wait_for(future, 10)
+    assert [commit.inserts for commit in started.sink.commits] == [[("a", RunStatus.PENDING)]]
+    assert len(started.commit_times) == 1
+
+
+async def test_what_arrives_during_a_commit_forms_the_next_transaction_merged(
+    started: Started,
+) -> None:
+    writer, sink = started.writer, started.sink
+    sink.hold()
+    first = writer.submit(inserts=[run("a")], urgent=True)
+    await in_flight(sink)
+    # While "a" commits: "b" is inserted and then starts and ends, "a" starts,
+    # and two cron ticks of one task arrive out of order.
+    later = [
+        writer.submit(inserts=[run("b")], ticks={"t": T0 + timedelta(minutes=1)}),
+        writer.submit(updates=[run("b", RunStatus.RUNNING)]),
+        writer.submit(updates=[run("a", RunStatus.RUNNING)], ticks={"t": T0}),
+        writer.submit(updates=[run("b", RunStatus.ENDED)]),
+    ]
+    sink.release()
+    await asyncio.wait_for(asyncio.gather(first, *later), 10)
+
+    assert sink.commits == [
+        Commit([("a", RunStatus.PENDING)], [], None),
+        Commit(
+            [("b", RunStatus.ENDED)],
+            [("a", RunStatus.RUNNING)],
+            {"t": T0 + timedelta(minutes=1)},
+        ),
+    ]
+    assert len(started.commit_times) == 2
+
+
+async def test_close_commits_everything_queued_then_refuses_new_changes() -> None:
+    sink = HoldingSink()
+    writer = StoreWriter(sink)
+    writer.start()
+    sink.hold()
+    first = writer.submit(inserts=[run("a")], urgent=True)
+    await in_flight(sink)
+    queued = writer.submit(updates=[run("a", RunStatus.ENDED)])
+    closing = asyncio.ensure_future(writer.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done(), "close waits for the commit in flight and what is queued"
+    sink.release()
+    await asyncio.wait_for(closing, 10)
+    assert first.done() and queued.done()
+    assert queued.exception() is None
+    assert sink.commits[-1].updates == [("a", RunStatus.ENDED)]
+    late = writer.submit(inserts=[run("late")])
+    with pytest.raises(StoreUnavailable):
+        await late
+    assert all(("late", RunStatus.PENDING) not in commit.inserts for commit in sink.commits)
+
+
+async def test_a_write_without_failures_leaves_nothing_failing(started: Started) -> None:
+    await asyncio.wait_for(started.writer.write(inserts=[run("a")], urgent=True), 10)
+    assert started.writer.failing() is None
+    assert started.writer.failure is None
