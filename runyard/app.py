@@ -197,7 +197,7 @@ class Runyard:
             changes = diff_tasks(old.tasks, new.tasks)
             restart = settings_needing_restart(vars(old.daemon), vars(new.daemon))
             ended = await self.engine.replace_tasks(new.tasks)
-            await self.services.reload(new.services)
+            services = await self.services.reload(new.services)
             # Settings that apply live; host, port and data_dir wait for a restart.
             self.engine.max_output_size = new.daemon.max_output_size
             self.engine.set_limits(
@@ -220,6 +220,9 @@ class Runyard:
                     for account in old.accounts.keys() | new.accounts.keys()
                     if old.accounts.get(account) != new.accounts.get(account)
                 ),
+                "services_added": services.added,
+                "services_removed": services.removed,
+                "services_changed": services.changed,
             }
             for line in reload_report(report):
                 log.info(line)
@@ -322,6 +325,17 @@ def reload_report(changes: Mapping[str, Sequence[str]]) -> list[str]:
         if changes.get(key)
     ]
     lines = [f"reload: {'; '.join(parts) if parts else 'no task changed'}"]
+    services = [
+        f"{label} {', '.join(changes.get(key, ()))}"
+        for key, label in (
+            ("services_added", "started"),
+            ("services_removed", "stopped"),
+            ("services_changed", "restarted"),
+        )
+        if changes.get(key)
+    ]
+    if services:
+        lines.append(f"reload: services {'; '.join(services)}")
     if changes.get("accounts_changed"):
         lines.append(f"reload: accounts changed: {', '.join(changes['accounts_changed'])}")
     lines += [f"reload: restart required: {line}" for line in changes.get("restart_required", ())]

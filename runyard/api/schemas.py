@@ -205,6 +205,13 @@ class ReloadResponseBody(_Body):
         default_factory=list,
         description="v3 accounts added, removed or changed (their limits apply at once)",
     )
+    services_added: list[str] = Field(default_factory=list, description="Services added, started")
+    services_removed: list[str] = Field(
+        default_factory=list, description="Services removed, stopped"
+    )
+    services_changed: list[str] = Field(
+        default_factory=list, description="Services whose definition changed, restarted"
+    )
 
 
 # Text the store can hold: what runyard.api.params.StorableText and the domain's
@@ -490,6 +497,9 @@ def reload_body(changes: Mapping[str, Sequence[str]], base: str) -> ReloadRespon
         warnings=list(changes.get("warnings", ())),
         skipped_runs=list(changes.get("skipped_runs", ())),
         accounts_changed=list(changes.get("accounts_changed", ())),
+        services_added=list(changes.get("services_added", ())),
+        services_removed=list(changes.get("services_removed", ())),
+        services_changed=list(changes.get("services_changed", ())),
     )
 
 

@@ -90,17 +90,6 @@ class DaemonServices:
         """Restart changed services, start added ones, stop removed ones; return the changes."""
         changes = diff_services(self.supervisor.services, services)
         await self.supervisor.reload(services)
-        parts = [
-            f"{label} {', '.join(names)}"
-            for label, names in (
-                ("started", changes.added),
-                ("stopped", changes.removed),
-                ("restarted", changes.changed),
-            )
-            if names
-        ]
-        if parts:
-            log.info("reload: services %s", "; ".join(parts))
         return changes
 
     # ----- what the API offers --------------------------------------------------------

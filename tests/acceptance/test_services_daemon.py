@@ -184,6 +184,16 @@ def test_the_cli_lists_stops_starts_and_restarts_services(tmp_path: Path) -> Non
         assert listed("web")["instances"][0]["pid"] != web_pid
         assert answers(f"http://127.0.0.1:{web_port}/")
 
+        worker_pid = int(rows()["worker"][3])
+        web_pid = int(rows()["web"][3])
+        text = config.read_text(encoding="utf-8").replace("depends_on", "priority = 1\ndepends_on")
+        config.write_text(text, encoding="utf-8")
+        reloaded = cli("reload")
+        assert reloaded.returncode == 0, reloaded.stderr
+        assert reloaded.stdout == "services restarted: worker\n"
+        assert not is_alive(worker_pid) and is_alive(web_pid)
+        until(lambda: rows()["worker"][2] == "running")
+
         unknown = cli("stop", "nope")
         assert unknown.returncode == 1
         assert "No service named 'nope' exists." in unknown.stderr

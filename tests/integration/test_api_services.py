@@ -176,6 +176,13 @@ def test_reload_restarts_the_changed_service_only(
 
     response = client.post("/api/daemon/reload")
     assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["services_added"], body["services_removed"], body["services_changed"]) == (
+        ["extra"],
+        ["idle"],
+        ["app"],
+    )
+    assert (body["added"], body["removed"], body["changed"]) == ([], [], [])
     names = [found["name"] for found in client.get("/api/services").json()["services"]]
     assert names == ["app", "db", "extra"]
     # Unchanged: the same process.
