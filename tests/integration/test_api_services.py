@@ -37,6 +37,14 @@ instances = 2
 [services.idle]
 run = "exec sleep 600"
 autostart = false
+
+[services.sick]
+run = "exec sleep 600"
+health_check = { run = "echo db down; exit 3", interval = "500ms", failures = 100 }
+
+[services.blocked]
+run = "exec sleep 600"
+depends_on = ["sick"]
 """
 
 PROBLEM = "application/problem+json"
@@ -81,8 +89,14 @@ def test_list_services_with_their_definitions_and_instances(client: TestClient) 
     eventually(lambda: up(client, "app", "running"))
     body = client.get("/api/services").json()
     assert body["$schema"] == "http://testserver/schemas/ServicesResponseBody.json"
-    assert [found["name"] for found in body["services"]] == ["app", "db", "idle"]
-    app, db, idle = body["services"]
+    assert [found["name"] for found in body["services"]] == [
+        "app",
+        "blocked",
+        "db",
+        "idle",
+        "sick",
+    ]
+    app, _blocked, db, idle, _sick = body["services"]
     assert app["$schema"] == "http://testserver/schemas/Service.json"
     assert app["definition"]["depends_on"] == ["db"]
     assert app["definition"]["instances"] == 2
@@ -184,7 +198,7 @@ def test_reload_restarts_the_changed_service_only(
     )
     assert (body["added"], body["removed"], body["changed"]) == ([], [], [])
     names = [found["name"] for found in client.get("/api/services").json()["services"]]
-    assert names == ["app", "db", "extra"]
+    assert names == ["app", "blocked", "db", "extra", "sick"]
     # Unchanged: the same process.
     assert service(client, "db")["instances"][0]["pid"] == db["instances"][0]["pid"]
     assert is_alive(db["instances"][0]["pid"])
@@ -198,3 +212,21 @@ def test_reload_restarts_the_changed_service_only(
     # Added: started.
     extra = eventually(lambda: up(client, "extra", "running"))
     assert is_alive(extra["instances"][0]["pid"])
+
+
+def test_a_dependant_waits_visibly_for_a_dependency_that_never_gets_healthy(
+    client: TestClient,
+) -> None:
+    def probed_sick() -> dict[str, Any] | None:
+        body = service(client, "sick")
+        return body if body["instances"][0]["health_ok"] is False else None
+
+    sick = eventually(probed_sick)
+    (instance,) = sick["instances"]
+    assert instance["state"] == "starting"
+    assert instance["health"] == "exit 3: db down"
+    assert is_alive(instance["pid"])
+    (blocked,) = service(client, "blocked")["instances"]
+    assert blocked["state"] == "waiting"
+    assert blocked["reason"] == "waiting for sick"
+    assert blocked["pid"] is None
