@@ -50,10 +50,10 @@ class DaemonServices:
         followers: LogFollowers,
         environ: Mapping[str, str] = os.environ,
     ) -> None:
-        # The supervisor keeps the wall clock: a restart's delay and a good start
-        # are measured in real time, whatever clock the engine is given.
         self._live: set[str] = set()  # run ids of the processes up now
         self._started = StartLog(data_dir / SERVICES_LOG, lambda: list(self._live))
+        # The supervisor keeps the wall clock: a restart's delay and a good start
+        # are measured in real time, whatever clock the engine is given.
         self.supervisor = ServiceSupervisor(
             services,
             logs_dir=data_dir / "logs",
