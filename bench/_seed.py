@@ -306,6 +306,13 @@ def seed(data_dir: Path, count: int, tasks: list[SeedTask], end: datetime) -> di
         )
         for sql in ddl:
             raw.execute(sql)
+        # The search index (migration 0009) is kept by triggers that were
+        # dropped above: index the rows as the migration's backfill does.
+        if raw.execute("SELECT 1 FROM sqlite_master WHERE name = 'runs_search'").fetchone():
+            raw.execute(
+                "INSERT INTO runs_search (rowid, id, external_execution_id)"
+                " SELECT rowid, lower(id), lower(external_execution_id) FROM runs"
+            )
         raw.execute("COMMIT")
         raw.execute("PRAGMA journal_mode=WAL")
     engine.dispose()

@@ -36,7 +36,6 @@ import html.parser
 import json
 import os
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -54,7 +53,7 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BE
 sys.path.append(str(BENCH))
 
 import httpx  # noqa: E402
-from _common import free_port, machine, merge_report  # noqa: E402
+from _common import Daemon, free_port, machine, merge_report  # noqa: E402
 from _dashboard_browser import Browser  # noqa: E402
 from _seed import Seeded, seeded  # noqa: E402
 
@@ -123,50 +122,10 @@ while (elapsed := time.monotonic() - started) < seconds:
 # ----- the daemon ------------------------------------------------------------------
 
 
-class Daemon:
-    """`runyard serve` as a subprocess, its stderr in the work dir."""
-
-    def __init__(self, process: subprocess.Popen[bytes], url: str, stderr: Path) -> None:
-        self.process, self.url, self.stderr = process, url, stderr
-
-    @classmethod
-    def start(cls, work: Path, config: Path, port: int) -> Daemon:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
-        env["RUNYARD_TOKEN"] = TOKEN
-        stderr = work / "daemon.err"
-        with open(stderr, "wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "runyard", "--config", str(config), "serve"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                cwd=work,
-            )
-        daemon = cls(process, f"http://127.0.0.1:{port}", stderr)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError(f"the daemon exited early:\n{daemon.tail()}")
-            try:
-                if httpx.get(daemon.url + "/health", timeout=5).status_code == 200:
-                    return daemon
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        daemon.stop()
-        raise RuntimeError(f"the daemon did not answer /health in 120 s:\n{daemon.tail()}")
-
-    def tail(self) -> str:
-        return "\n".join(self.stderr.read_text(errors="replace").splitlines()[-20:])
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            return self.process.wait()
+def _environ() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNYARD_")}
+    env["RUNYARD_TOKEN"] = TOKEN
+    return env
 
 
 # ----- signing in ----------------------------------------------------------------
@@ -356,6 +315,7 @@ def api_queries(seed: Seeded) -> dict[str, dict[str, Any]]:
             "sort_field": "duration",
         },
         "search run id prefix": {"search": seed.newest_run_id[:10]},
+        "search run id middle": {"search": seed.newest_run_id[12:20].lower()},
         "search exec id": {"search": "exec-"},
         "search no match": {"search": "no-such-thing"},
         "search task name": {"search": "backup-db"},
@@ -444,6 +404,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS / "dashboard.json")
     parser.add_argument("--cache", type=Path, default=CACHE)
     parser.add_argument(
+        "--only",
+        choices=["search"],
+        help="search: only the run search (page, API, store on SQLite and PostgreSQL)",
+    )
+    parser.add_argument(
         "--postgres",
         default=POSTGRES_URL,
         help="a database of its own for the run-list plans on PostgreSQL ('' to skip)",
@@ -455,6 +420,11 @@ def main() -> None:
         f"data: {seed.runs:,} runs, "
         + ("from the cache" if seed.cached else f"seeded in {seed.seconds:.1f} s")
     )
+    if args.only == "search":
+        report = {f"search_{seed.runs}": search_only(args, seed)}
+        merge_report(args.out, report)
+        print(f"wrote {args.out}")
+        return
     with tempfile.TemporaryDirectory(prefix="runyard-dashboard-bench-") as tmp:
         work = Path(tmp)
         data_dir = work / "data"
@@ -463,11 +433,11 @@ def main() -> None:
         print(f"copied the data dir in {time.perf_counter() - started:.1f} s")
         port = free_port()
         config = write_config(work, data_dir, port, seed)
-        daemon = Daemon.start(work, config, port)
+        daemon = Daemon.start(work, config, port, _environ(), timeout_s=120)
         try:
             report = measure(args, seed, work, daemon, data_dir)
         finally:
-            code = daemon.stop()
+            code, _ = daemon.stop(60)
         report["daemon_exit_code"] = code
     if args.postgres:
         report["postgres_api_runs"] = postgres_plans(args.postgres, seed)
@@ -538,11 +508,18 @@ def measure(
 
 
 def api_runs(
-    url: str, bearer: dict[str, str], seed: Seeded, requests: int, data_dir: Path
+    url: str,
+    bearer: dict[str, str],
+    seed: Seeded,
+    requests: int,
+    data_dir: Path,
+    prefix: str = "",
 ) -> dict[str, Any]:
     results = {}
     with httpx.Client(base_url=url, timeout=60, headers=bearer) as client:
         for name, params in api_queries(seed).items():
+            if not name.startswith(prefix):
+                continue
             query = "&".join(f"{key}={value}" for key, value in params.items())
             result = server_time(client, "/api/runs" + (f"?{query}" if query else ""), requests, 10)
             try:
@@ -550,6 +527,84 @@ def api_runs(
             except (AttributeError, sqlite3.Error) as exc:
                 result["plan"] = [f"unavailable: {exc}"]
             results[name] = result
+    return results
+
+
+def search_only(args: argparse.Namespace, seed: Seeded) -> dict[str, Any]:
+    """The run search alone: the search page and GET /api/runs?search= on a daemon, and
+    RunStore.list_runs of each search on the SQLite file and on PostgreSQL."""
+    report: dict[str, Any] = {"runs": seed.runs}
+    with tempfile.TemporaryDirectory(prefix="runyard-dashboard-bench-") as tmp:
+        work = Path(tmp)
+        data_dir = work / "data"
+        shutil.copytree(seed.data_dir, data_dir)
+        port = free_port()
+        daemon = Daemon.start(
+            work, write_config(work, data_dir, port, seed), port, _environ(), timeout_s=120
+        )
+        try:
+            with httpx.Client(base_url=daemon.url, timeout=60) as client:
+                report["sign_in"] = sign_in(client) or "ok"
+                report["health"] = server_time(client, "/health", args.requests, 30)
+                path = page_paths(seed)["runs search"]
+                report["page"] = server_time(client, path, args.requests, 30, html=True)
+            bearer = {"Authorization": f"Bearer {TOKEN}"}
+            report["api_runs"] = api_runs(
+                daemon.url, bearer, seed, args.requests, data_dir, prefix="search"
+            )
+        finally:
+            report["daemon_exit_code"] = daemon.stop(60)[0]
+        report["store_sqlite"] = store_search(f"sqlite:///{data_dir / 'runyard.db'}", seed, args)
+    if args.postgres:
+        from _postgres import seed_postgres
+
+        seconds = seed_postgres(args.postgres, seed.data_dir / "runyard.db", seed.data_dir.name)
+        print("postgres: " + (f"seeded in {seconds:.1f} s" if seconds else "seeded before"))
+        report["store_postgres"] = store_search(args.postgres, seed, args)
+    report["machine"] = machine()
+    print(
+        f"\n{seed.runs:,} runs; search page p50 {report['page'].get('p50_ms')} ms,"
+        f" p95 {report['page'].get('p95_ms')} ms"
+    )
+    print(
+        f"{'search':28} {'API p50':>8} {'API p95':>8} {'SQLite p95':>10} {'PG p95':>8} {'total':>8}"
+    )
+    for name, result in report["api_runs"].items():
+        lite = report["store_sqlite"][name]
+        postgres = report.get("store_postgres", {}).get(name, {})
+        print(
+            f"{name:28} {result.get('p50_ms', '-'):>8} {result.get('p95_ms', '-'):>8}"
+            f" {lite['p95_ms']:>10} {postgres.get('p95_ms', '-'):>8} {lite['total']:>8}"
+        )
+    return report
+
+
+def store_search(url: str, seed: Seeded, args: argparse.Namespace) -> dict[str, Any]:
+    """Time RunStore.list_runs for each search query (limit 50): p50, p95, and the total."""
+    from runyard.store import database
+    from runyard.store.runs import RunStore
+
+    engine = database.create_engine(database.database_url(Path("."), {"RUNYARD_DATABASE_URL": url}))
+    store = RunStore(engine)
+    results: dict[str, Any] = {}
+    try:
+        for name, params in api_queries(seed).items():
+            if not name.startswith("search"):
+                continue
+            query = run_query(params)
+            times, total = [], 0
+            for _ in range(args.requests):
+                started = time.perf_counter()
+                _page, total = store.list_runs(query)
+                times.append((time.perf_counter() - started) * 1000)
+            results[name] = {
+                "search": params["search"],
+                "total": total,
+                "p50_ms": round(statistics.median(times), 2),
+                "p95_ms": round(_percentile(times, 0.95), 2),
+            }
+    finally:
+        store.close()
     return results
 
 

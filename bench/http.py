@@ -16,20 +16,31 @@ per connection); the daemon may still record those, so the runs recorded lie
 between the triggers accepted and the triggers sent, which the Lua script
 counts. Not a test: it prints a table and writes bench/results/http.json.
 
-Needs `wrk` on PATH (Debian: `apt-get install wrk`).
+Second measurement, "HTTP trigger to ended run": a keep-alive client (8
+connections, plain asyncio streams) sends 1,000 `POST /api/tasks/t/run`,
+then waits until every run has ended, against a daemon whose task `t` runs
+`/bin/true` and against the bare HTTP spawner (bench/_bare_spawner.py: an
+asyncio server with no framework that answers 201 once `sh -e -c /bin/true`
+is spawned with its output on pipes). Both are driven by the same client
+with the same requests, in alternating rounds; the rate is requests per
+second from the first request to the last run's end. Target: the median of
+the per-round ratios runyard/bare is at least 0.7.
+
+Needs `wrk` on PATH for the first (Debian: `apt-get install wrk`).
 
     .venv/bin/python bench/http.py                         # 3 rounds of 10 s each (~1.5 min)
     .venv/bin/python bench/http.py --rounds 1 --seconds 3  # smoke run
+    .venv/bin/python bench/http.py --only spawn            # trigger to ended run alone
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import resource
 import shutil
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -49,7 +60,7 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BE
 sys.path.append(str(BENCH))
 
 import httpx  # noqa: E402
-from _common import free_port, machine, merge_report  # noqa: E402
+from _common import Daemon, free_port, machine, merge_report  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TOKEN = "bench-token"
@@ -178,59 +189,6 @@ def create_key(config: Path) -> str:
             f"{len(lines)} line(s) instead of one key:\n{(done.stderr or done.stdout).strip()}"
         )
     return lines[0].strip()
-
-
-@dataclass
-class Daemon:
-    process: subprocess.Popen[bytes]
-    url: str
-    stderr_path: Path
-
-    @classmethod
-    def start(cls, work: Path, config: Path, port: int) -> Daemon:
-        stderr_path = work / "daemon.err"
-        with open(stderr_path, "wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "runyard", "--config", str(config), "serve"],
-                env=_environ(),
-                stdout=subprocess.DEVNULL,
-                stderr=err,
-                cwd=work,
-            )
-        daemon = cls(process, f"http://127.0.0.1:{port}", stderr_path)
-        daemon._wait_for_health()
-        return daemon
-
-    def _wait_for_health(self) -> None:
-        deadline = time.monotonic() + 60
-        with httpx.Client(base_url=self.url, timeout=5) as client:
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"the daemon exited early:\n{self.stderr_tail()}")
-                try:
-                    if client.get("/health").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.05)
-        self.process.kill()
-        raise RuntimeError(f"the daemon did not answer /health within 60 s:\n{self.stderr_tail()}")
-
-    def stderr_tail(self) -> str:
-        return "\n".join(self.stderr_path.read_text(errors="replace").splitlines()[-20:])
-
-    def stop(self) -> tuple[int, float]:
-        """Send SIGTERM and wait; return the exit code and the seconds it took."""
-        started = time.perf_counter()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=STOP_DEADLINE_S)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            code = -9
-        return code, time.perf_counter() - started
 
 
 # ----- the load ----------------------------------------------------------------
@@ -441,7 +399,7 @@ def bench_http(args: argparse.Namespace) -> dict[str, Any]:
         config = write_config(work, port)
         probe = Probe()
         key: str | None = None
-        daemon = Daemon.start(work, config, port)
+        daemon = Daemon.start(work, config, port, _environ())
         total_before_stop: int | None = None
         try:
             try:
@@ -458,9 +416,9 @@ def bench_http(args: argparse.Namespace) -> dict[str, Any]:
             if probe.problem is None:
                 total_before_stop = live_total(daemon.url)
         finally:
-            code, stop_s = daemon.stop()
+            code, stop_s = daemon.stop(STOP_DEADLINE_S)
         if code != 0:
-            print(f"daemon exit code {code}:\n{daemon.stderr_tail()}", file=sys.stderr)
+            print(f"daemon exit code {code}:\n{daemon.tail()}", file=sys.stderr)
         recorded = recorded_runs(work / "data") if probe.problem is None else None
     return summarise(
         per_round,
@@ -568,6 +526,176 @@ def _side(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+# ----- trigger to ended run, against the bare HTTP spawner ------------------------
+
+SPAWN_TASK = "t"
+SPAWN_PATH = f"/api/tasks/{SPAWN_TASK}/run"
+SPAWN_TARGET_RATIO = 0.7
+
+
+def write_spawn_config(work: Path, port: int) -> Path:
+    config = work / "spawn.toml"
+    config.write_text(
+        "\n".join(
+            [
+                "[daemon]",
+                f"port = {port}",
+                f'data_dir = "{work / "spawn-data"}"',
+                "",
+                f"[tasks.{SPAWN_TASK}]",
+                'run = "/bin/true"',
+                "max_concurrent = 64",
+                "max_queued = 1000000",
+                "",
+            ]
+        ),
+        encoding="utf-8",
+    )
+    return config
+
+
+async def _burst(port: int, headers: str, requests: int, connections: int) -> list[int]:
+    """POST SPAWN_PATH `requests` times over `connections` keep-alive connections: statuses."""
+    request = (
+        f"POST {SPAWN_PATH} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{headers}"
+        "Content-Length: 0\r\n\r\n"
+    ).encode()
+    statuses: list[int] = []
+    left = [requests]
+
+    async def connection() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while left[0] > 0:
+                left[0] -= 1
+                writer.write(request)
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                length = next(
+                    int(line.split(":", 1)[1])
+                    for line in lines[1:]
+                    if line.lower().startswith("content-length:")
+                )
+                await reader.readexactly(length)
+                statuses.append(int(lines[0].split(" ", 2)[1]))
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(connection() for _ in range(connections)))
+    return statuses
+
+
+class SpawnSide:
+    """One side of the comparison: where to send the triggers, how to count ended runs."""
+
+    def __init__(self, name: str, port: int, headers: dict[str, str], ended_path: str) -> None:
+        self.name, self.port, self.headers, self.ended_path = name, port, headers, ended_path
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers)
+
+    def ended(self) -> int:
+        answer = self.client.get(self.ended_path, timeout=30)
+        answer.raise_for_status()
+        body = answer.json()
+        return int(body["ended"] if "ended" in body else body["total"])
+
+    def round(self, requests: int, connections: int) -> dict[str, Any]:
+        before = self.ended()
+        lines = "".join(f"{key}: {value}\r\n" for key, value in self.headers.items())
+        started = time.perf_counter()
+        statuses = asyncio.run(_burst(self.port, lines, requests, connections))
+        answered = time.perf_counter() - started
+        accepted = sum(status == 201 for status in statuses)
+        deadline = time.monotonic() + 300
+        while (ended := self.ended() - before) < accepted:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: {ended} of {accepted} runs ended in 300 s")
+            time.sleep(0.01)
+        seconds = time.perf_counter() - started
+        return {
+            "side": self.name,
+            "requests": requests,
+            "accepted_201": accepted,
+            "other_statuses": sorted({status for status in statuses if status != 201}),
+            "answered_s": round(answered, 3),
+            "ended_s": round(seconds, 3),
+            "runs_per_s": round(requests / seconds, 1),
+        }
+
+
+def bench_spawn(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="runyard-bench-") as tmp:
+        work = Path(tmp)
+        port = free_port()
+        daemon = Daemon.start(work, write_spawn_config(work, port), port, _environ())
+        bare_port = free_port()
+        bare = subprocess.Popen(
+            [sys.executable, str(BENCH / "_bare_spawner.py"), str(bare_port)], cwd=work
+        )
+        per_round: list[dict[str, Any]] = []
+        try:
+            _wait_for(f"http://127.0.0.1:{bare_port}/ended")
+            sides = [
+                SpawnSide(
+                    "runyard",
+                    port,
+                    {"Authorization": f"Bearer {TOKEN}"},
+                    f"/api/runs?task_name={SPAWN_TASK}&status=ended&limit=1",
+                ),
+                SpawnSide("bare", bare_port, {}, "/ended"),
+            ]
+            for side in sides:  # warm-up: imports, pools, first files
+                per_round.append({"warmup": True, **side.round(100, args.spawn_connections)})
+            for index in range(args.rounds):
+                # Alternate which side goes first, so drift hits both alike.
+                for side in sides if index % 2 == 0 else sides[::-1]:
+                    result = side.round(args.spawn_requests, args.spawn_connections)
+                    per_round.append({"round": index + 1, **result})
+                    print(
+                        f"  round {index + 1} {side.name:7}: {result['runs_per_s']:8.1f} runs/s"
+                        f"  (answered in {result['answered_s']} s, ended in {result['ended_s']} s)",
+                        flush=True,
+                    )
+        finally:
+            bare.terminate()
+            bare.wait()
+            code, _ = daemon.stop(STOP_DEADLINE_S)
+    measured = [r for r in per_round if not r.get("warmup")]
+    rates = {
+        name: [r["runs_per_s"] for r in measured if r["side"] == name]
+        for name in ("runyard", "bare")
+    }
+    ratios = [a / b for a, b in zip(rates["runyard"], rates["bare"], strict=True)]
+    ratio = statistics.median(ratios)
+    return {
+        "client": (
+            f"asyncio streams, {args.spawn_connections} keep-alive connections,"
+            f" {args.spawn_requests} POST {SPAWN_PATH}, then until every run ended"
+        ),
+        "rounds": args.rounds,
+        "runyard_runs_per_s": round(statistics.median(rates["runyard"]), 1),
+        "bare_runs_per_s": round(statistics.median(rates["bare"]), 1),
+        "ratio": round(ratio, 3),
+        "ratios": [round(r, 3) for r in ratios],
+        "target_ratio": SPAWN_TARGET_RATIO,
+        "target": f"runyard runs/s >= {SPAWN_TARGET_RATIO} x the bare HTTP spawner's",
+        "passed": ratio >= SPAWN_TARGET_RATIO
+        and all(r["accepted_201"] == r["requests"] for r in measured),
+        "per_round": per_round,
+        "daemon_exit_code": code,
+    }
+
+
+def _wait_for(url: str) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not answer within 30 s")
+
+
 # ----- report ----------------------------------------------------------------
 
 
@@ -577,12 +705,27 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--spawn-requests", type=int, default=1000)
+    parser.add_argument("--spawn-connections", type=int, default=8)
+    parser.add_argument("--only", choices=["trigger", "spawn"])
     parser.add_argument("--out", type=Path, default=RESULTS / "http.json")
     args = parser.parse_args()
-    print("== trigger vs health ...", flush=True)
-    result = bench_http(args)
-    report = merge_report(args.out, {"machine": machine(), "trigger_vs_health": result})
-    print_table(report)
+    result: dict[str, Any] = {}
+    if args.only != "spawn":
+        print("== trigger vs health ...", flush=True)
+        result = bench_http(args)
+        report = merge_report(args.out, {"machine": machine(), "trigger_vs_health": result})
+        print_table(report)
+    if args.only != "trigger":
+        print("== trigger to ended run, runyard vs the bare HTTP spawner ...", flush=True)
+        spawn = bench_spawn(args)
+        merge_report(args.out, {"machine": machine(), "trigger_to_ended": spawn})
+        print(
+            f"\n| HTTP trigger to ended run ({spawn['client']}) | bare spawner"
+            f" {spawn['bare_runs_per_s']} runs/s | runyard {spawn['runyard_runs_per_s']} runs/s"
+            f" | ratio {spawn['ratio']} | >= {SPAWN_TARGET_RATIO} |"
+        )
+        print(f"\n{'PASS' if spawn['passed'] else 'FAIL'}")
     print(f"\nwritten to {args.out}")
     if result.get("trigger_unavailable"):
         print(f"\ntrigger side not measured: {result['trigger_unavailable']}", file=sys.stderr)

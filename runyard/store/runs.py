@@ -21,7 +21,7 @@ from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.notifications import Notification
 from runyard.domain.queries import RunQuery, SortDirection, SortField
 from runyard.exceptions import StoreError
-from runyard.store import database, task_state
+from runyard.store import database, search, task_state
 from runyard.store import notifications as notification_rows
 from runyard.store._bulk import insert_runs
 from runyard.store._rows import (
@@ -103,6 +103,7 @@ class RunStore:
             threading.Lock() if database.is_shared_connection(engine) else nullcontext()
         )
         self._sqlite = engine.dialect.name == "sqlite"  # new runs alone: store/_bulk.py
+        self._search_index: bool | None = None  # migration 0009's index is there (asked once)
 
     @classmethod
     def open(cls, url: str) -> RunStore:
@@ -194,6 +195,8 @@ class RunStore:
         """Return one page of the runs the query selects, and how many it selects in all."""
         dialect = self._engine.dialect.name
         with self._transaction() as connection:
+            if self._indexed_search(connection, query):
+                return search.list_runs(connection, query)
             total: int | None = None
             walk = False
             if not query.search:
@@ -214,6 +217,10 @@ class RunStore:
         """Return the statements list_runs would run for `query` now (to check their plans)."""
         dialect = self._engine.dialect.name
         walk = False
+        if query.search:
+            with self._transaction() as connection:
+                if self._indexed_search(connection, query):
+                    return search.statements(connection, query)
         if dialect == "sqlite" and not query.search:
             with self._transaction() as connection:
                 total = int(connection.execute(_counted_total(query)).scalar_one())
@@ -362,6 +369,14 @@ class RunStore:
         """Delete all but the newest `keep` notifications; return how many went."""
         with self._transaction(write=True) as connection:
             return notification_rows.trim(connection, keep)
+
+    def _indexed_search(self, connection: Connection, query: RunQuery) -> bool:
+        """Tell whether the query's search goes through the search index (store/search.py)."""
+        if not query.search or not search.indexable(query.search):
+            return False
+        if self._search_index is None:
+            self._search_index = search.has_index(connection)
+        return self._search_index
 
     def _insert_sqlite(self, rows: list[dict[str, Any]]) -> None:
         # A batch of new runs only (a burst of triggers): one statement through

@@ -43,7 +43,7 @@ def _version(store_url: str) -> list[str]:
 
 
 def test_migration_creates_task_state_on_fresh_database(store: RunStore, store_url: str) -> None:
-    assert _version(store_url) == ["0008"]
+    assert _version(store_url) == [database.HEAD_REVISION]
     engine = _engine(store_url)
     try:
         inspector = sa.inspect(engine)
@@ -116,7 +116,7 @@ def test_migration_upgrades_database_at_0001_keeping_runs(
 
     store = RunStore.open(store_url)
     try:
-        assert _version(store_url) == ["0008"]
+        assert _version(store_url) == [database.HEAD_REVISION]
         assert store.get_run(run.id) == run
         assert store.task_states() == {}
         store.set_last_ticks({"backup": T0}, T0)
