@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from runyard.domain.queries import RunQuery
 from runyard.store import database
-from runyard.store.runs import list_statements
+from runyard.store.run_list import list_statements
 from runyard.store.schema import UtcDateTime, runs
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -35,9 +35,10 @@ from _common import machine, merge_report  # noqa: E402
 
 from runyard.domain.models import LogOnFull  # noqa: E402
 from runyard.domain.services import InstanceState, ServiceDefinition  # noqa: E402
+from runyard.engine.log_follow import LogFollowers  # noqa: E402
 from runyard.engine.process import spawn, use_pidfd_child_watcher  # noqa: E402
 from runyard.services.supervisor import ServiceLifetime, ServiceSupervisor  # noqa: E402
-from runyard.store.logs import LogFollowers, LogWriter  # noqa: E402
+from runyard.store.logs import LogWriter  # noqa: E402
 
 TARGET_EXTRA_P99_MS = 50.0
 

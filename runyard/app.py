@@ -10,12 +10,13 @@ import dataclasses
 import logging
 import os
 import secrets
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping
 from datetime import datetime
 from pathlib import Path
 
 from runyard import __version__
 from runyard.body_parser import BodyParser, StagedInput
+from runyard.clock import Clock, utc_now
 from runyard.cloud import CloudApi
 from runyard.config.loader import Config, load_config
 from runyard.config.locate import TOKEN_FILE as TOKEN_FILE  # re-exported for api/server.py
@@ -24,10 +25,17 @@ from runyard.daemon_lock import LOCK_FILE
 from runyard.domain.input_data import InputDataError, UnstorableCell, normalise_input
 from runyard.domain.models import Run, TaskDefinition, TriggeredBy
 from runyard.domain.queries import RunQuery
-from runyard.domain.reload import RESTART_SETTINGS, diff_tasks, settings_needing_restart
-from runyard.engine.core import Engine, utc_now
+from runyard.domain.reload import (
+    RESTART_SETTINGS,
+    ReloadOutcome,
+    diff_tasks,
+    settings_needing_restart,
+)
+from runyard.engine.core import Engine
+from runyard.engine.log_follow import FollowItem, follow_log
 from runyard.engine.scheduler import Scheduler
 from runyard.engine.start_log import STARTED_LOG
+from runyard.engine.waiting import StopSignal
 from runyard.engine.workspace import WORK_DIR
 from runyard.exceptions import ConfigError, InvalidInput, NotFound, UnstorableInput
 from runyard.metrics import Metrics, TaskLoad
@@ -75,7 +83,7 @@ class Runyard:
         config: Config,
         *,
         environ: Mapping[str, str] = os.environ,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = utc_now,
         data_dir_override: str | None = None,
         daemon_overrides: Mapping[str, object] | None = None,
     ) -> None:
@@ -97,7 +105,7 @@ class Runyard:
         )
         self.token, self.token_created = load_or_create_token(self.data_dir, environ)
         self.database_url = database_url(self.data_dir, environ)
-        self.store = RunStore.open(self.database_url)
+        self.store = RunStore.open(self.database_url, clock)
         self.started_at = clock()
         self.engine = Engine(
             tasks=config.tasks,
@@ -177,7 +185,7 @@ class Runyard:
         self.task(name)
         await self.scheduler.set_paused(name, paused)
 
-    async def reload(self) -> dict[str, list[str]]:
+    async def reload(self) -> ReloadOutcome:
         """Re-read the config: validate first, then apply it whole, or not at all.
 
         Raise ConfigError (nothing changed) when the new file is invalid. Runs in
@@ -208,25 +216,25 @@ class Runyard:
             kept = {key: getattr(old.daemon, key) for key in RESTART_SETTINGS}
             self.config = dataclasses.replace(new, daemon=dataclasses.replace(new.daemon, **kept))
             await self.scheduler.tasks_changed()
-            report: dict[str, list[str]] = {
-                "added": changes.added,
-                "removed": changes.removed,
-                "changed": changes.changed,
-                "restart_required": restart,
-                "warnings": list(new.warnings),
-                "skipped_runs": [run.id for run in ended],
-                "accounts_changed": sorted(
+            outcome = ReloadOutcome(
+                added=changes.added,
+                removed=changes.removed,
+                changed=changes.changed,
+                restart_required=restart,
+                warnings=list(new.warnings),
+                skipped_runs=[run.id for run in ended],
+                accounts_changed=sorted(
                     account
                     for account in old.accounts.keys() | new.accounts.keys()
                     if old.accounts.get(account) != new.accounts.get(account)
                 ),
-                "services_added": services.added,
-                "services_removed": services.removed,
-                "services_changed": services.changed,
-            }
-            for line in reload_report(report):
+                services_added=services.added,
+                services_removed=services.removed,
+                services_changed=services.changed,
+            )
+            for line in outcome.log_lines():
                 log.info(line)
-            return report
+            return outcome
 
     def _overridden(self, config: Config) -> Config:
         if not self._daemon_overrides:
@@ -316,34 +324,20 @@ class Runyard:
     def log_path(self, run_id: str) -> Path:
         return self.engine.log_path(run_id)
 
-
-def reload_report(changes: Mapping[str, Sequence[str]]) -> list[str]:
-    """Return the log lines that say what a successful reload changed."""
-    parts = [
-        f"{label} {', '.join(changes.get(key, ()))}"
-        for key, label in (("added", "added"), ("removed", "removed"), ("changed", "changed"))
-        if changes.get(key)
-    ]
-    lines = [f"reload: {'; '.join(parts) if parts else 'no task changed'}"]
-    services = [
-        f"{label} {', '.join(changes.get(key, ()))}"
-        for key, label in (
-            ("services_added", "started"),
-            ("services_removed", "stopped"),
-            ("services_changed", "restarted"),
+    def follow_log(
+        self, run: Run, start: int, closing: StopSignal, idle_seconds: float
+    ) -> AsyncGenerator[FollowItem, None]:
+        """Follow a run's log from line `start`: its lines, None when idle, then the ended run."""
+        return follow_log(
+            run.id,
+            start,
+            followers=self.engine.followers,
+            path=self.log_path(run.id),
+            wait_for_end=self.wait_for_end,
+            get_run=self.get_run,
+            closing=closing,
+            idle_seconds=idle_seconds,
         )
-        if changes.get(key)
-    ]
-    if services:
-        lines.append(f"reload: services {'; '.join(services)}")
-    if changes.get("accounts_changed"):
-        lines.append(f"reload: accounts changed: {', '.join(changes['accounts_changed'])}")
-    lines += [f"reload: restart required: {line}" for line in changes.get("restart_required", ())]
-    lines += [f"reload: warning: {line}" for line in changes.get("warnings", ())]
-    skipped = changes.get("skipped_runs", ())
-    if skipped:
-        lines.append(f"reload: skipped queued runs of removed tasks: {', '.join(skipped)}")
-    return lines
 
 
 def refused_report(error: ConfigError) -> list[str]:

@@ -17,8 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 from runyard.domain.output_data import TOKEN_RULE, is_valid_token
-
-OUTPUT_DIR_ENV = "RUNYARD_OUTPUT_DIR"
+from runyard.domain.run_environment import OUTPUT_DIR_ENV
 
 
 class OutputNotAvailable(RuntimeError):

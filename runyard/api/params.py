@@ -67,16 +67,12 @@ RunIdPath = Annotated[
 ]
 
 
-class SortFieldParam(StrEnum):
-    """The spec's sort_field values; "" means the default (created_at)."""
-
-    TASK_NAME = "task_name"
-    STATUS = "status"
-    START_AT = "start_at"
-    EXIT_CODE = "exit_code"
-    DURATION = "duration"
-    CREATED_AT = "created_at"
-    DEFAULT = ""
+# The spec's sort_field values: every SortField, and "" for the default (created_at).
+SortFieldParam = StrEnum(  # type: ignore[misc]  # members built from SortField
+    "SortFieldParam", [(field.name, field.value) for field in SortField] + [("DEFAULT", "")]
+)
+SortFieldParam.__doc__ = """The spec's sort_field values; "" means the default (created_at)."""
+_DEFAULT_SORT_FIELD = SortFieldParam("")
 
 
 class SortDirectionParam(StrEnum):
@@ -135,7 +131,7 @@ def run_query(
     ] = "",
     sort_field: Annotated[
         SortFieldParam, Query(description="Field to sort by")
-    ] = SortFieldParam.DEFAULT,
+    ] = _DEFAULT_SORT_FIELD,
     sort_direction: Annotated[
         SortDirectionParam, Query(description="Sort direction")
     ] = SortDirectionParam.DEFAULT,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from runyard.api import schemas
+from runyard.api import bodies, schemas
 from runyard.api.deps import RunyardDep, SchemaBase
 from runyard.api.errors import problem_responses
 
@@ -23,4 +23,4 @@ async def reload_config(runyard: RunyardDep, base: SchemaBase) -> schemas.Reload
     running config stays as it was. Runs in flight keep the definition they
     started with; host, port and data_dir apply only at the next restart.
     """
-    return schemas.reload_body(await runyard.reload(), base)
+    return bodies.reload_body(await runyard.reload(), base)

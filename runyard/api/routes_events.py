@@ -10,11 +10,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import NonNegativeInt
 from pydantic.json_schema import SkipJsonSchema
 
-from runyard.api import schemas
 from runyard.api.deps import Closing, ClosingDep, RunyardDep
 from runyard.api.errors import problem_responses
-from runyard.api.sse import KEEPALIVE, KEEPALIVE_SECONDS, SSE_HEADERS, Closed, event, first_of
+from runyard.api.sse import EVENT_STREAM_CONTENT, KEEPALIVE, KEEPALIVE_SECONDS, SSE_HEADERS, event
 from runyard.engine.events import EventHub
+from runyard.engine.waiting import Closed, first_of
 
 router = APIRouter(tags=["events"], responses=problem_responses(400, 401, 422, 500))
 
@@ -23,7 +23,7 @@ router = APIRouter(tags=["events"], responses=problem_responses(400, 401, 422, 5
     "/api/events",
     summary="Follow run events (SSE)",
     response_class=StreamingResponse,
-    responses={200: {"content": schemas.EVENT_STREAM_CONTENT}},
+    responses={200: {"content": EVENT_STREAM_CONTENT}},
 )
 async def stream_events(
     runyard: RunyardDep,

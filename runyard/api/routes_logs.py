@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
+from contextlib import aclosing
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query
@@ -12,31 +12,16 @@ from fastapi.responses import StreamingResponse
 from pydantic import NonNegativeInt
 from pydantic.json_schema import SkipJsonSchema
 
-from runyard.api import schemas
+from runyard.api import bodies, schemas
 from runyard.api.deps import Closing, ClosingDep, RunyardDep, SchemaBase, schema_url
 from runyard.api.errors import problem_responses
 from runyard.api.params import RunIdPath
-from runyard.api.sse import (
-    KEEPALIVE,
-    KEEPALIVE_SECONDS,
-    SSE_HEADERS,
-    Closed,
-    detach,
-    event,
-    first_of,
-)
+from runyard.api.sse import KEEPALIVE, KEEPALIVE_SECONDS, LOG_STREAM_CONTENT, SSE_HEADERS, event
 from runyard.app import Runyard
 from runyard.domain.models import Run
-from runyard.exceptions import NotFound
 from runyard.store.logs import LogLine, count_lines, iter_raw_text, read_lines
 
 router = APIRouter(tags=["logs"], responses=problem_responses(400, 401, 404, 422, 500))
-
-_REPLAY_BATCH = 1000  # lines read from the file per thread hop while replaying
-_END_WAIT = 24 * 3600.0  # wait_for_end wants a bound; a log stream may follow a long run
-_GAP_WAIT = 2.0  # how long lines missing from the file may take to be flushed to it
-_GAP_POLL = 0.05
-_RECHECK_SECONDS = 0.2  # how often the file is read again right after subscribing
 
 
 def _line_body(line: LogLine) -> schemas.LogLine:
@@ -83,7 +68,7 @@ async def get_raw_log(run_id: RunIdPath, runyard: RunyardDep) -> StreamingRespon
     "/api/runs/{runId}/log/stream",
     summary="Follow a run's log (SSE)",
     response_class=StreamingResponse,
-    responses={200: {"content": schemas.LOG_STREAM_CONTENT}},
+    responses={200: {"content": LOG_STREAM_CONTENT}},
 )
 async def stream_log(
     run_id: RunIdPath,
@@ -110,118 +95,19 @@ async def stream_log(
     )
 
 
-class _Cursor:
-    """The next line number the client has not been sent."""
-
-    def __init__(self, path: Path, start: int) -> None:
-        self.path = path
-        self.next = start
-
-    def take(self, lines: list[LogLine]) -> list[str]:
-        out = []
-        for line in lines:
-            if line.n >= self.next:  # lines seen both in the file and live go out once
-                out.append(event("line", _line_json(line), line.n))
-                self.next = line.n + 1
-        return out
-
-    async def replay(self) -> AsyncIterator[str]:
-        while True:
-            lines = await asyncio.to_thread(read_lines, self.path, self.next, _REPLAY_BATCH)
-            for item in self.take(lines):
-                yield item
-            if len(lines) < _REPLAY_BATCH:
-                return
+async def follow_log(
+    runyard: Runyard, run: Run, start: int, closing: Closing, base: str
+) -> AsyncIterator[str]:
+    """Frame what the engine's log follow yields as SSE: lines, keepalives, then `done`."""
+    async with aclosing(runyard.follow_log(run, start, closing, KEEPALIVE_SECONDS)) as items:
+        async for item in items:
+            if item is None:
+                yield KEEPALIVE
+            elif isinstance(item, Run):
+                yield event("done", bodies.run_json(item, base))
+            else:
+                yield event("line", _line_json(item), item.n)
 
 
 def _line_json(line: LogLine) -> dict[str, Any]:
     return _line_body(line).model_dump(mode="json")
-
-
-async def _end_of(runyard: Runyard, run_id: str) -> Run | None:
-    """Return the run once ended; None when it vanished (deleted by retention)."""
-    try:
-        return await runyard.wait_for_end(run_id, _END_WAIT)
-    except NotFound:
-        return None
-
-
-async def _fill_gap(
-    cursor: _Cursor, up_to: int, ended_task: asyncio.Future[Run | None], closing: Closing
-) -> AsyncIterator[str]:
-    """Replay lines below `up_to` that went to the file before we subscribed.
-
-    The writer batches records and flushes within ~0.1 s, so such lines can
-    be missing from the file for a moment: poll it briefly. A gap that stays
-    is output the log dropped (drop_old), and is left as it is.
-    """
-    deadline = asyncio.get_running_loop().time() + _GAP_WAIT
-    while True:
-        async for item in cursor.replay():
-            yield item
-        if cursor.next >= up_to or asyncio.get_running_loop().time() >= deadline:
-            return
-        if await first_of({"ended": ended_task}, closing, _GAP_POLL) is not None:
-            return  # the run ended: the caller replays the complete file
-
-
-async def follow_log(
-    runyard: Runyard, run: Run, start: int, closing: Closing, base: str
-) -> AsyncIterator[str]:
-    followers = runyard.engine.followers
-    # Subscribe before replaying the file: a line written in between is then in
-    # the queue if it is not in the file, and the cursor drops the duplicates.
-    queue = followers.subscribe(run.id)
-    # Every way a run ends (even stopped while queued, with no process) resolves this.
-    ended_task = asyncio.ensure_future(_end_of(runyard, run.id))
-    cursor = _Cursor(runyard.log_path(run.id), start)
-    loop = asyncio.get_running_loop()
-    # Lines written just before we subscribed may still sit in the log writer's
-    # buffer, in neither the file nor our queue: look at the file again while
-    # the writer's flush delay lasts, even if no newer line comes to show a gap.
-    recheck_until = loop.time() + _GAP_WAIT
-    try:
-        async for item in cursor.replay():
-            yield item
-        while True:
-            rechecking = loop.time() < recheck_until
-            # Lines first: when both are ready, no line is lost.
-            waits: dict[str, Any] = {"line": queue.get(), "ended": ended_task}
-            outcome = await first_of(
-                waits, closing, _RECHECK_SECONDS if rechecking else KEEPALIVE_SECONDS
-            )
-            if outcome is None:
-                if rechecking:
-                    async for item in cursor.replay():
-                        yield item
-                else:
-                    yield KEEPALIVE
-                continue
-            key, chunk = outcome
-            if key == "ended":
-                break
-            if chunk is None:
-                # Output over, or we fell too far behind and were dropped: follow
-                # anew and catch up from the file. After a real end, only the
-                # end itself comes next.
-                followers.unsubscribe(run.id, queue)
-                queue = followers.subscribe(run.id)
-                async for item in cursor.replay():
-                    yield item
-                continue
-            if chunk.first_line > cursor.next:
-                async for item in _fill_gap(cursor, chunk.first_line, ended_task, closing):
-                    yield item
-            for item in cursor.take(chunk.lines()):
-                yield item
-        # The end is recorded after the log file is closed: the file now holds every line.
-        async for item in cursor.replay():
-            yield item
-        final = ended_task.result() or await runyard.get_run(run.id)
-        yield event("done", schemas.run_json(final, base))
-    except (Closed, NotFound):
-        return  # shutting down, or the run was deleted while followed
-    finally:
-        # No await here: this also runs while the stream is being cancelled.
-        followers.unsubscribe(run.id, queue)
-        detach(ended_task)

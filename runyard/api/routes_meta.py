@@ -10,7 +10,6 @@ from runyard import __version__
 from runyard.api import schemas
 from runyard.api.deps import RunyardDep, SchemaBase, schema_url
 from runyard.api.errors import problem_responses, retry_after_header
-from runyard.engine.core import utc_now
 from runyard.metrics import CONTENT_TYPE_LATEST
 
 router = APIRouter(tags=["meta"])
@@ -30,7 +29,7 @@ async def health(runyard: RunyardDep, base: SchemaBase, response: Response) -> s
     503 with the reason while it cannot; it recovers by itself.
     """
     report = await runyard.engine.health()
-    uptime = (utc_now() - runyard.started_at).total_seconds()
+    uptime = (runyard.clock() - runyard.started_at).total_seconds()
     if not report.healthy:
         response.status_code = 503
         response.headers.update(retry_after_header(UNHEALTHY_RETRY_AFTER_SECONDS))

@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from runyard.api import schemas
+from runyard.api import bodies, schemas
 from runyard.api.deps import RunyardDep, SchemaBase
 from runyard.api.errors import problem_responses
 from runyard.domain.queries import DEFAULT_LIMIT, MAX_LIMIT, MAX_OFFSET
@@ -37,4 +37,4 @@ async def list_notifications(
 ) -> schemas.NotificationsResponseBody:
     """Return one page of notifications, newest first, with the total and the drop count."""
     found, total = await runyard.notifications.list(status.value or None, limit, offset)
-    return schemas.notifications_body(found, total, runyard.notifications.dropped, base)
+    return bodies.notifications_body(found, total, runyard.notifications.dropped, base)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
 
-from runyard.api import schemas
+from runyard.api import bodies, schemas
 from runyard.api.deps import RunyardDep, SchemaBase, schema_url
 from runyard.api.errors import problem_responses
 from runyard.api.params import RunIdPath, run_query
@@ -23,7 +23,7 @@ async def list_runs(
     runs, total = await runyard.list_runs(query)
     return schemas.RunsResponseBody(
         schema_=schema_url(base, "RunsResponseBody"),
-        runs=[schemas.run_body(run, base) for run in runs],
+        runs=[bodies.run_body(run, base) for run in runs],
         total=total,
     )
 
@@ -31,7 +31,7 @@ async def list_runs(
 @router.get("/api/runs/{runId}", summary="Get a run", response_model_exclude_none=True)
 async def get_run(run_id: RunIdPath, runyard: RunyardDep, base: SchemaBase) -> schemas.Run:
     """Return one run, with its input data when it has some."""
-    return schemas.run_body(await runyard.run_detail(run_id), base, detail=True)
+    return bodies.run_body(await runyard.run_detail(run_id), base, detail=True)
 
 
 @router.post(
@@ -57,4 +57,4 @@ async def stop_run(
     run = await runyard.stop_run(run_id)
     if not run.is_active:
         response.status_code = 200
-    return schemas.run_body(run, base)
+    return bodies.run_body(run, base)

@@ -7,15 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Depends, Query, Request
 
-from runyard.api import schemas
+from runyard.api import bodies, schemas
 from runyard.api.deps import ClosingDep, RunyardDep, SchemaBase, schema_url
 from runyard.api.errors import problem_responses
 from runyard.api.params import TaskNamePath, run_query
-from runyard.api.sse import Closed, first_of
 from runyard.app import Runyard
 from runyard.body_parser import STAGED_INPUT_KEY
 from runyard.domain.models import TaskDefinition
 from runyard.domain.queries import RunQuery
+from runyard.engine.waiting import Closed, first_of
 
 router = APIRouter(tags=["tasks"], responses=problem_responses(400, 401, 404, 422, 500))
 
@@ -55,7 +55,7 @@ async def resume_task(
 
 
 def _task_body(runyard: Runyard, task: TaskDefinition, base: str) -> schemas.Task:
-    return schemas.task_body(
+    return bodies.task_body(
         task, runyard.task_counts(task.name), runyard.schedule_state(task.name), base
     )
 
@@ -111,7 +111,7 @@ async def trigger_task(
             outcome = None  # shutting down: answer the run as it is instead of holding the server
         ended = outcome[1] if outcome is not None else None
         run = ended if ended is not None else await runyard.get_run(run.id)
-    return schemas.run_body(run, base)
+    return bodies.run_body(run, base)
 
 
 @router.get(
@@ -136,6 +136,6 @@ async def list_task_runs(
         runs, total = [], 0
     return schemas.RunsResponseBody(
         schema_=schema_url(base, "RunsResponseBody"),
-        runs=[schemas.run_body(run, base) for run in runs],
+        runs=[bodies.run_body(run, base) for run in runs],
         total=total,
     )

@@ -1,21 +1,18 @@
-"""Response and request bodies of the REST API, and their conversion from domain objects.
+"""Response and request bodies of the REST API.
 
 Field names and enums follow the runs-list spec exactly; every body carries
-a `$schema` URL that `GET /schemas/<Name>.json` serves.
+a `$schema` URL that `GET /schemas/<Name>.json` serves. api/bodies.py builds
+them from domain objects; api/sse.py describes the event streams.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
 
-from runyard.api.deps import schema_url
-from runyard.domain import models as domain
-from runyard.domain import notifications as domain_notifications
 from runyard.domain.models import (
     CatchUp,
     EndReason,
@@ -26,6 +23,7 @@ from runyard.domain.models import (
     RunStatus,
     TriggeredBy,
 )
+from runyard.domain.run_environment import OUTPUT_DIR_ENV
 
 
 def _rfc3339(at: datetime) -> str:
@@ -120,7 +118,7 @@ class Run(_Body):
     )
     output_data: dict[str, list[list[str]]] | SkipJsonSchema[None] = Field(
         None,
-        description="What the run wrote into $RUNYARD_OUTPUT_DIR, by token (run detail only)",
+        description=f"What the run wrote into ${OUTPUT_DIR_ENV}, by token (run detail only)",
     )
     account: str | SkipJsonSchema[None] = Field(
         None, description="The v3 account that triggered the run (triggered_by=cloud)"
@@ -283,62 +281,6 @@ class Health(_Body):
     )
 
 
-def _sse_event(kinds: list[str], data_schema: dict[str, Any], *, numbered: bool) -> dict[str, Any]:
-    """Return the schema of one server-sent event: its kind, id and JSON data."""
-    properties: dict[str, Any] = {
-        "event": {"enum": kinds},
-        "data": {
-            "type": "string",
-            "contentMediaType": "application/json",
-            "contentSchema": data_schema,
-        },
-        # A client keeps the last id it saw; an event without one repeats it.
-        "id": {"type": "string", "pattern": "^[0-9]+$"},
-    }
-    required = ["event", "data", "id"] if numbered else ["event", "data"]
-    return {"type": "object", "properties": properties, "required": required}
-
-
-def _ref(model: type[BaseModel]) -> dict[str, Any]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
-
-
-# The events of `GET /api/runs/{runId}/log/stream`: a `line` per log line
-# (id = its number), then `done` with the ended run.
-LOG_STREAM_CONTENT: dict[str, Any] = {
-    "text/event-stream": {
-        "schema": {
-            "description": "One event per log line, then `done` with the ended run",
-            "anyOf": [
-                _sse_event(["line"], _ref(LogLine), numbered=True),
-                _sse_event(["done"], _ref(Run), numbered=False),
-            ],
-        }
-    }
-}
-
-_EVENT_DATA_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "task_name": {"type": "string"},
-        "status": {"enum": [status.value for status in RunStatus]},
-        "end_reason": {"enum": [*(reason.value for reason in EndReason), None]},
-        "exit_code": {"type": "integer"},
-    },
-    "required": ["id", "task_name", "status", "end_reason", "exit_code"],
-}
-
-# The events of `GET /api/events`, numbered in the order they happened.
-EVENT_STREAM_CONTENT: dict[str, Any] = {
-    "text/event-stream": {
-        "schema": _sse_event(
-            ["run.created", "run.started", "run.ended"], _EVENT_DATA_SCHEMA, numbered=True
-        )
-    }
-}
-
-
 # Every model `GET /schemas/<Name>.json` serves.
 class NotificationDelivery(_Body):
     notifier: str = Field(description="The notifier ([notifiers.<name>]) it went to")
@@ -392,149 +334,3 @@ SCHEMAS: dict[str, type[BaseModel]] = {
         TriggerRequest,
     )
 }
-
-
-def _seconds(duration: timedelta | None) -> float | None:
-    return None if duration is None else duration.total_seconds()
-
-
-def run_body(run: domain.Run, base: str, *, detail: bool = False) -> Run:
-    """Return the API view of `run`; `detail` adds the input data."""
-    return Run(
-        schema_=schema_url(base, "Run"),
-        id=run.id,
-        task_name=run.task_name,
-        status=run.status,
-        end_reason=run.end_reason,
-        exit_code=run.exit_code,
-        created_at=run.created_at,
-        start_at=run.start_at,
-        end_at=run.end_at,
-        replica_index=run.replica_index,
-        retry_attempt=run.retry_attempt,
-        retry_of_run_id=run.retry_of_run_id,
-        triggered_by=run.triggered_by,
-        external_execution_id=run.external_execution_id,
-        duration_ms=run.duration_ms,
-        params=dict(run.params),
-        description=run.description,
-        input_data=run.input_data if detail else None,
-        output_data=run.output_data if detail else None,
-        account=run.account,
-    )
-
-
-def run_json(run: domain.Run, base: str) -> dict[str, Any]:
-    """Return the JSON object of `run`, as the run endpoints send it."""
-    return run_body(run, base).model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-def task_body(
-    task: domain.TaskDefinition,
-    counts: tuple[int, int],
-    schedule_state: tuple[bool, datetime | None],
-    base: str,
-) -> Task:
-    """Return the API view of `task` with its (running, queued) counts and (paused, next run)."""
-    running, queued = counts
-    paused, next_run_at = schedule_state
-    schedule = task.schedule
-    return Task(
-        schema_=schema_url(base, "Task"),
-        name=task.name,
-        automation=task.display_name,
-        description=task.description,
-        run=task.run,
-        shell=task.shell,
-        working_dir=task.working_dir,
-        timeout=_seconds(task.timeout),
-        graceful_stop=task.graceful_stop.total_seconds(),
-        stop_signal=task.stop_signal,
-        success_exit_codes=list(task.success_exit_codes),
-        max_concurrent=task.max_concurrent,
-        max_queued=task.max_queued,
-        on_overlap=task.on_overlap,
-        retry_attempts=task.retry_attempts,
-        retry_delay=task.retry_delay.total_seconds(),
-        retry_backoff=task.retry_backoff,
-        replicas=task.replicas,
-        log_max_size=task.log_max_size,
-        log_on_full=task.log_on_full,
-        keep_runs=task.keep_runs,
-        keep_for=_seconds(task.keep_for),
-        params=[
-            TaskParam(
-                name=spec.name,
-                passing=spec.passing,
-                env=spec.env_name if spec.passing is ParamPassing.ENV else "",
-                default=spec.default,
-                required=spec.required,
-                choices=list(spec.choices),
-            )
-            for spec in task.params
-        ],
-        cron=schedule.expression if schedule is not None else None,
-        timezone=schedule.timezone if schedule is not None else None,
-        jitter=task.jitter.total_seconds(),
-        run_on_start=task.run_on_start,
-        catch_up=task.catch_up,
-        max_catch_up_runs=task.max_catch_up_runs,
-        paused=paused,
-        next_run_at=None if paused else next_run_at,
-        active_runs=running,
-        queued_runs=queued,
-    )
-
-
-def reload_body(changes: Mapping[str, Sequence[str]], base: str) -> ReloadResponseBody:
-    """Return the API view of what `Runyard.reload` reported."""
-    return ReloadResponseBody(
-        schema_=schema_url(base, "ReloadResponseBody"),
-        added=list(changes.get("added", ())),
-        removed=list(changes.get("removed", ())),
-        changed=list(changes.get("changed", ())),
-        restart_required=list(changes.get("restart_required", ())),
-        warnings=list(changes.get("warnings", ())),
-        skipped_runs=list(changes.get("skipped_runs", ())),
-        accounts_changed=list(changes.get("accounts_changed", ())),
-        services_added=list(changes.get("services_added", ())),
-        services_removed=list(changes.get("services_removed", ())),
-        services_changed=list(changes.get("services_changed", ())),
-    )
-
-
-def notifications_body(
-    found: Sequence[domain_notifications.Notification], total: int, dropped: int, base: str
-) -> NotificationsResponseBody:
-    """Return the API body of one page of notifications."""
-    return NotificationsResponseBody(
-        schema_=schema_url(base, "NotificationsResponseBody"),
-        notifications=[
-            Notification(
-                id=item.id,
-                created_at=item.created_at,
-                kind=item.kind,
-                task_name=item.task_name,
-                run_id=item.run_id,
-                count=item.count,
-                title=item.title,
-                body=item.body,
-                notifiers=list(item.notifiers),
-                status=item.status,
-                deliveries=[
-                    NotificationDelivery(
-                        notifier=d.notifier,
-                        url=d.url,
-                        outcome=d.outcome,
-                        attempts=d.attempts,
-                        error=d.error,
-                    )
-                    for d in item.deliveries
-                ],
-                updated_at=item.updated_at or item.created_at,
-            )
-            for item in found
-        ],
-        total=total,
-        dropped=dropped,
-    )

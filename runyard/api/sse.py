@@ -1,13 +1,18 @@
-"""Server-sent events: wire format and waiting that gives way to keepalives and shutdown."""
+"""Server-sent events: the wire format (events, keepalives, headers) and its OpenAPI description.
+
+Waiting for the next event while giving way to keepalives and shutdown is
+engine/waiting.py's.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
-from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Any
 
-from runyard.api.deps import Closing
+from pydantic import BaseModel
+
+from runyard.api import schemas
+from runyard.domain.models import EndReason, RunStatus
 
 KEEPALIVE_SECONDS = 15.0
 KEEPALIVE = ": keepalive\n\n"
@@ -17,8 +22,6 @@ SSE_HEADERS = {
     "X-Accel-Buffering": "no",
 }
 
-T = TypeVar("T")
-
 
 def event(kind: str, data: Any, event_id: int | str | None = None) -> str:
     """Return one SSE event; `data` is sent as compact JSON on a single line."""
@@ -27,60 +30,57 @@ def event(kind: str, data: Any, event_id: int | str | None = None) -> str:
     return f"{head}event: {kind}\ndata: {payload}\n\n"
 
 
-class Closed(Exception):
-    """The server is shutting down; the stream should end now."""
+def _sse_event(kinds: list[str], data_schema: dict[str, Any], *, numbered: bool) -> dict[str, Any]:
+    """Return the schema of one server-sent event: its kind, id and JSON data."""
+    properties: dict[str, Any] = {
+        "event": {"enum": kinds},
+        "data": {
+            "type": "string",
+            "contentMediaType": "application/json",
+            "contentSchema": data_schema,
+        },
+        # A client keeps the last id it saw; an event without one repeats it.
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+    }
+    required = ["event", "data", "id"] if numbered else ["event", "data"]
+    return {"type": "object", "properties": properties, "required": required}
 
 
-def _consume(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
+def _ref(model: type[BaseModel]) -> dict[str, Any]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 
-def detach(future: asyncio.Future[Any]) -> None:
-    """Cancel a task nobody will await, without awaiting it.
+# The events of `GET /api/runs/{runId}/log/stream`: a `line` per log line
+# (id = its number), then `done` with the ended run.
+LOG_STREAM_CONTENT: dict[str, Any] = {
+    "text/event-stream": {
+        "schema": {
+            "description": "One event per log line, then `done` with the ended run",
+            "anyOf": [
+                _sse_event(["line"], _ref(schemas.LogLine), numbered=True),
+                _sse_event(["done"], _ref(schemas.Run), numbered=False),
+            ],
+        }
+    }
+}
 
-    Its outcome is still retrieved, so asyncio never reports "exception was
-    never retrieved" for it.
-    """
-    future.cancel()
-    future.add_done_callback(_consume)
+_EVENT_DATA_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "string"},
+        "task_name": {"type": "string"},
+        "status": {"enum": [status.value for status in RunStatus]},
+        "end_reason": {"enum": [*(reason.value for reason in EndReason), None]},
+        "exit_code": {"type": "integer"},
+    },
+    "required": ["id", "task_name", "status", "end_reason", "exit_code"],
+}
 
-
-async def first_of(
-    awaitables: dict[str, Awaitable[T]],
-    closing: Closing,
-    timeout: float,
-) -> tuple[str, T] | None:
-    """Wait for the first awaitable to finish; return (its key, its result).
-
-    Return None after `timeout` seconds with nothing finished (time for a
-    keepalive); raise Closed when the server starts shutting down. Awaitables
-    passed as bare coroutines are cancelled when they lose; futures and tasks
-    the caller owns are left running. Put the awaitable whose result must not
-    be lost first: when several finish together, the first one wins.
-    """
-    futures: dict[asyncio.Future[Any], str] = {}
-    owned: list[asyncio.Future[Any]] = []
-    for key, awaitable in awaitables.items():
-        started = asyncio.ensure_future(awaitable)
-        if started is not awaitable:
-            owned.append(started)
-        futures[started] = key
-    closing_task = asyncio.ensure_future(closing.wait())
-    owned.append(closing_task)
-    try:
-        done, _pending = await asyncio.wait(
-            [*futures, closing_task], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+# The events of `GET /api/events`, numbered in the order they happened.
+EVENT_STREAM_CONTENT: dict[str, Any] = {
+    "text/event-stream": {
+        "schema": _sse_event(
+            ["run.created", "run.started", "run.ended"], _EVENT_DATA_SCHEMA, numbered=True
         )
-        for winner, key in futures.items():
-            if winner in done:
-                result: T = winner.result()
-                return key, result
-        if closing_task in done:
-            raise Closed
-        return None
-    finally:
-        # No await here: this also runs while the stream is being cancelled. A
-        # cancelled Queue.get leaves its item in the queue for the next get.
-        for loser in owned:
-            detach(loser)
+    }
+}

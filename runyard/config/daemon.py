@@ -28,6 +28,7 @@ from runyard.config.include import check_include
 from runyard.config.interpolate import interpolate
 from runyard.config.locate import Located, find_data_dir
 from runyard.config.reading import parse_toml, read_config_text
+from runyard.domain.output_data import DEFAULT_MAX_OUTPUT_SIZE
 from runyard.exceptions import ConfigError
 
 DAEMON_KEYS = (
@@ -48,7 +49,6 @@ DAEMON_KEYS = (
     "include",
 )
 DEFAULT_MAX_REQUEST_SIZE = 10 * 1024 * 1024
-DEFAULT_MAX_OUTPUT_SIZE = 10 * 1024 * 1024
 # Below this even a small trigger body or output table would be refused.
 MIN_BODY_SIZE = 1024
 

@@ -12,7 +12,6 @@ from typing import cast
 from runyard.config.accounts import default_accounts, parse_accounts
 from runyard.config.checks import Problems, key_path
 from runyard.config.daemon import (
-    DEFAULT_MAX_OUTPUT_SIZE,
     DEFAULT_MAX_REQUEST_SIZE,
     MIN_BODY_SIZE,
     DaemonSettings,
@@ -36,6 +35,7 @@ from runyard.config.services import parse_services
 from runyard.config.tasks import parse_defaults, parse_tasks
 from runyard.domain.accounts import Account
 from runyard.domain.models import TaskDefinition
+from runyard.domain.output_data import DEFAULT_MAX_OUTPUT_SIZE
 from runyard.domain.services import ServiceDefinition
 from runyard.exceptions import ConfigError
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+from runyard.clock import utc_now
 from runyard.config.checks import (
     Check,
     Problems,
@@ -295,7 +296,7 @@ def parse_tasks(
     `default_timezone` applies to tasks that set no `timezone` themselves or in
     [defaults]; `now` (default: the real clock) decides which schedules never fire.
     """
-    now = datetime.now(UTC) if now is None else now
+    now = utc_now() if now is None else now
     table = check_table(value, "tasks", problems)
     if table is None:
         return {}

@@ -17,6 +17,8 @@ TOKEN_RULE = "up to 100 letters, digits, spaces, '.', '_' or '-', starting with 
 OUTPUT_EXTENSIONS = ("csv", "tsv", "json", "jsonl")
 _EXTENSIONS_TEXT = ".csv, .tsv, .json and .jsonl"
 _MIB = 1024 * 1024
+# The most output data one run may write, unless [daemon] max_output_size says otherwise.
+DEFAULT_MAX_OUTPUT_SIZE = 10 * _MIB
 # Characters a file name may hold that would break a description's lines or
 # rewrite what a terminal shows: C0/C1 controls (newline, ESC...), the Unicode
 # line and paragraph separators, and the bidirectional overrides.

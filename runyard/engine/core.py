@@ -20,11 +20,12 @@ import logging
 import os
 import signal
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from ulid import ULID
 
+from runyard.clock import utc_now as utc_now  # re-exported: the clock's home is runyard.clock
 from runyard.domain.models import (
     EndReason,
     Run,
@@ -32,6 +33,7 @@ from runyard.domain.models import (
     TaskDefinition,
     TriggeredBy,
 )
+from runyard.domain.output_data import DEFAULT_MAX_OUTPUT_SIZE
 from runyard.domain.params import ParamError, resolve_params
 from runyard.domain.policies import Admission, admit
 from runyard.engine.admission import (
@@ -44,6 +46,7 @@ from runyard.engine.events import EventHub
 from runyard.engine.executor import Executor
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
 from runyard.engine.ledger import Ledger
+from runyard.engine.log_follow import LogFollowers
 from runyard.engine.observer import EngineObserver
 from runyard.engine.process import use_pidfd_child_watcher
 from runyard.engine.queues import RunQueues
@@ -73,21 +76,15 @@ from runyard.exceptions import (
 from runyard.store._rows import dump_input
 from runyard.store.files import LOGS_DIR
 from runyard.store.inputs import INLINE_INPUT_BYTES, INPUTS_DIR, InputFiles
-from runyard.store.logs import LogFollowers, delete_log
+from runyard.store.logs import delete_log
 from runyard.store.runs import RunStore
 
 log = logging.getLogger("runyard.engine")
-
-DEFAULT_MAX_OUTPUT_SIZE = 10 * 1024 * 1024
 
 # How long a caller's trigger waits for an unavailable database before it is
 # answered 503 (and not recorded, ever): long enough to ride out a PostgreSQL
 # restart or a SQLite lock held a few seconds, short of common client timeouts.
 TRIGGER_WAIT_SECONDS = 5.0
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 class Engine:

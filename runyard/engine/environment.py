@@ -11,9 +11,14 @@ from pathlib import Path
 
 from runyard.domain.models import EnvBase, Run, TaskDefinition
 from runyard.domain.params import param_arguments, param_environment
+from runyard.domain.run_environment import (
+    BIN_ENV,
+    REPLICA_INDEX_ENV,
+    RETRY_ATTEMPT_ENV,
+    RUN_ID_ENV,
+    TASK_ENV,
+)
 
-# The `runyard` command that started this daemon, for scripts: `"$RUNYARD_BIN" output ...`.
-RUNYARD_BIN_ENV = "RUNYARD_BIN"
 _COMMAND = "runyard"
 # The PATH a run gets when neither the daemon nor the task sets one.
 _DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -140,10 +145,10 @@ def build_environment(
     env.update(param_environment(task.params, run.params))
     env.update(
         {
-            "RUNYARD_RUN_ID": run.id,
-            "RUNYARD_TASK": task.name,
-            "RUNYARD_REPLICA_INDEX": str(run.replica_index),
-            "RUNYARD_RETRY_ATTEMPT": str(run.retry_attempt),
+            RUN_ID_ENV: run.id,
+            TASK_ENV: task.name,
+            REPLICA_INDEX_ENV: str(run.replica_index),
+            RETRY_ATTEMPT_ENV: str(run.retry_attempt),
         }
     )
     # The run's workspace: RUNYARD_OUTPUT_DIR, and RUNYARD_INPUT(_CSV) with input data.
@@ -152,5 +157,6 @@ def build_environment(
     if command is not None:
         # After the task's own env: even a task that sets PATH finds the helper.
         env["PATH"] = with_command_dir(env.get("PATH"), command)
-        env[RUNYARD_BIN_ENV] = str(command)
+        # The `runyard` command that started this daemon: `"$RUNYARD_BIN" output ...`.
+        env[BIN_ENV] = str(command)
     return env

@@ -14,13 +14,14 @@ from runyard.domain.models import EXIT_START_FAILED, EndReason, LogOnFull, Run, 
 from runyard.domain.policies import classify_exit
 from runyard.engine.environment import build_argv, build_environment, load_secrets, mask_values
 from runyard.engine.identity import resolve_user
+from runyard.engine.log_follow import LogFollowers
 from runyard.engine.process import ChildProcess, spawn
 from runyard.engine.runs import ended
 from runyard.engine.strays import StrayKiller
 from runyard.engine.timers import CallLater, Timer, loop_call_later
 from runyard.engine.workspace import Workspace
 from runyard.store.inputs import InputFiles
-from runyard.store.logs import LogFollowers, LogWriter
+from runyard.store.logs import LogWriter
 
 log = logging.getLogger("runyard.engine")
 

@@ -13,11 +13,12 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 
+from runyard.clock import Clock
 from runyard.engine.identity import RunAs
-from runyard.store.logs import LineSplitter, LogChunk, LogFollowers, LogWriter
+from runyard.engine.log_follow import LogFollowers
+from runyard.store.logs import LineSplitter, LogChunk, LogWriter
 
 _STDOUT = 1
 _STDERR = 2
@@ -35,7 +36,7 @@ class _OutputProtocol(asyncio.SubprocessProtocol):
         run_id: str,
         log: LogWriter,
         followers: LogFollowers,
-        clock: Callable[[], datetime],
+        clock: Clock,
         on_log_full: Callable[[], None],
         keeps_newest: bool,
         mask: tuple[bytes, ...] = (),
@@ -197,7 +198,7 @@ async def spawn(
     cwd: Path | None,
     log: LogWriter,
     followers: LogFollowers,
-    clock: Callable[[], datetime],
+    clock: Clock,
     on_log_full: Callable[[], None],
     keeps_newest: bool = False,
     mask: tuple[bytes, ...] = (),

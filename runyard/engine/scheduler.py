@@ -14,10 +14,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from runyard.clock import Clock
 from runyard.domain.models import CatchUp, Schedule, TaskDefinition, TriggeredBy
 from runyard.domain.schedule import (
     count_ticks_between,
@@ -71,7 +72,7 @@ def _missed_ticks(
 class Scheduler:
     """Fire cron ticks for the engine's tasks."""
 
-    def __init__(self, engine: Engine, store: RunStore, clock: Callable[[], datetime]) -> None:
+    def __init__(self, engine: Engine, store: RunStore, clock: Clock) -> None:
         self._engine = engine
         self._store = store
         self._clock = clock

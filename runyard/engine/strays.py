@@ -20,7 +20,9 @@ import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
-_RUN_ID_VARIABLE = b"RUNYARD_RUN_ID="
+from runyard.domain.run_environment import RUN_ID_ENV
+
+_RUN_ID_VARIABLE = RUN_ID_ENV.encode() + b"="
 # A process may fork between the listing of /proc and the kill of its group;
 # its child is caught by the next pass. A fork bomb could outrun any number.
 _MAX_PASSES = 5

@@ -15,8 +15,8 @@ from pathlib import Path
 from runyard.domain.input_data import table_to_csv
 from runyard.domain.models import Run
 from runyard.domain.output_data import collect_output, printable_name
+from runyard.domain.run_environment import INPUT_CSV_ENV, INPUT_ENV, OUTPUT_DIR_ENV
 from runyard.engine.identity import RunAs
-from runyard.output import OUTPUT_DIR_ENV
 from runyard.store.files import (
     PRIVATE_DIRECTORY_MODE,
     PRIVATE_FILE_MODE,
@@ -24,9 +24,6 @@ from runyard.store.files import (
     make_private_directory,
 )
 from runyard.store.inputs import InputFiles
-
-INPUT_ENV = "RUNYARD_INPUT"
-INPUT_CSV_ENV = "RUNYARD_INPUT_CSV"
 
 # Directory operations are slow on some disks (mkdir 130 us, rmdir 150 us here),
 # and a run needs a directory made before it starts and removed after it ends.
@@ -40,7 +37,7 @@ INPUT_SUFFIX = ".input"  # <run id>.input/ holds the input data files of a run t
 SPARES = 32
 WORK_DIR = "work"  # in the data dir
 
-__all__ = ["INPUT_CSV_ENV", "INPUT_ENV", "OUTPUT_DIR_ENV", "Workspace"]
+__all__ = ["Workspace"]
 
 
 class Workspace:

@@ -21,12 +21,13 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ulid import ULID
 
+from runyard.clock import Clock, utc_now
 from runyard.config.notifications import NotificationSettings
 from runyard.domain.notifications import (
     FAILURE_END_REASONS,
@@ -45,9 +46,9 @@ from runyard.domain.notifications import (
     summary_due,
 )
 from runyard.exceptions import StoreError
-from runyard.notifications.message import LOG_TAIL_LINES, MessageFacts, render
+from runyard.notifications.message import MessageFacts, render
+from runyard.notifications.pending import PendingMessage, bare_facts, read_facts
 from runyard.store import RunStore
-from runyard.store.logs import count_lines, read_lines
 
 log = logging.getLogger("runyard.notifications")
 
@@ -68,33 +69,6 @@ _SIGNAL_KINDS = frozenset(
 )
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclasses.dataclass
-class _Message:
-    """A message decided by the rules, waiting to be stored and delivered."""
-
-    id: str
-    created_at: datetime
-    kind: str
-    task_name: str | None
-    run_id: str | None
-    count: int
-    repeats: int
-    first_at: datetime | None
-    notifiers: tuple[str, ...]
-    detail: str = ""
-    account: str | None = None
-    # Filled in as the work goes on; read when the message is dropped.
-    record: Notification | None = None
-    results: dict[int, Delivery] = dataclasses.field(default_factory=dict)
-    targets: list[tuple[str, str]] = dataclasses.field(default_factory=list)
-    task: asyncio.Task[None] | None = None
-    dropped: bool = False
-
-
 class NotificationService:
     """Route, fold and deliver notifications; keep each one in the store."""
 
@@ -105,7 +79,7 @@ class NotificationService:
         *,
         link_base: str | None,
         log_path: Callable[[str], Path],
-        clock: Callable[[], datetime] = _utc_now,
+        clock: Clock = utc_now,
         sender: Sender | None = None,
         on_delivery: DeliveryHook | None = None,
     ) -> None:
@@ -120,7 +94,7 @@ class NotificationService:
         self._sender = sender or _apprise_send
         self._windows: dict[tuple[str, str], Window] = {}
         self._failing: dict[str, bool] = {}
-        self._pending: dict[str, _Message] = {}  # insertion order: oldest first
+        self._pending: dict[str, PendingMessage] = {}  # insertion order: oldest first
         self._recording: set[asyncio.Task[None]] = set()
         self._executor = ThreadPoolExecutor(SENDING_THREADS, thread_name_prefix="runyard-notify")
         self._sweeper: asyncio.Task[None] | None = None
@@ -257,7 +231,7 @@ class NotificationService:
         while len(self._pending) >= self.settings.max_pending:
             oldest = next(iter(self._pending.values()))
             self._drop(oldest, "the pending queue was full")
-        message = _Message(
+        message = PendingMessage(
             id=str(ULID()),
             created_at=self._clock(),
             kind=kind,
@@ -273,7 +247,7 @@ class NotificationService:
         self._pending[message.id] = message
         message.task = asyncio.get_running_loop().create_task(self._deliver(message))
 
-    def _drop(self, message: _Message, why: str) -> None:
+    def _drop(self, message: PendingMessage, why: str) -> None:
         if self._pending.pop(message.id, None) is None:
             return
         message.dropped = True
@@ -294,9 +268,11 @@ class NotificationService:
 
     # ----- delivery (asyncio tasks; the blocking parts on the pool) ---------
 
-    async def _deliver(self, message: _Message) -> None:
+    async def _deliver(self, message: PendingMessage) -> None:
         try:
-            facts = await self._in_thread(self._facts, message)
+            facts = await self._in_thread(
+                read_facts, message, self._run_url(message.run_id), self._store, self._log_path
+            )
             title, body = render(facts, None)
             message.targets = [
                 (name, url)
@@ -304,17 +280,8 @@ class NotificationService:
                 if name in self.settings.notifiers
                 for url in self.settings.notifiers[name].urls
             ]
-            record = Notification(
-                id=message.id,
-                created_at=message.created_at,
-                kind=message.kind,
-                task_name=message.task_name,
-                run_id=message.run_id,
-                count=message.count,
-                title=title,
-                body=body,
-                notifiers=message.notifiers,
-                status=PENDING if message.targets else message_status([]),
+            record = message.new_record(
+                title, body, PENDING if message.targets else message_status([])
             )
             message.record = record
             stored = await self._store_new(record)
@@ -356,7 +323,7 @@ class NotificationService:
         return True
 
     async def _deliver_to(
-        self, message: _Message, index: int, name: str, url: str, facts: MessageFacts
+        self, message: PendingMessage, index: int, name: str, url: str, facts: MessageFacts
     ) -> None:
         notifier = self.settings.notifiers[name]
         title, body = render(facts, notifier.template)
@@ -387,23 +354,13 @@ class NotificationService:
         message.results[index] = Delivery(name, shown_url(url), outcome.value, attempt, why)
         self._count(name, outcome.value)
 
-    async def _record_dropped(self, message: _Message) -> None:
+    async def _record_dropped(self, message: PendingMessage) -> None:
         try:
             record = message.record
             if record is None:
-                title, body = render(self._bare_facts(message), None)
-                record = Notification(
-                    id=message.id,
-                    created_at=message.created_at,
-                    kind=message.kind,
-                    task_name=message.task_name,
-                    run_id=message.run_id,
-                    count=message.count,
-                    title=title,
-                    body=body,
-                    notifiers=message.notifiers,
-                    status=PENDING,
-                )
+                facts = bare_facts(message, self._run_url(message.run_id))
+                title, body = render(facts, None)
+                record = message.new_record(title, body, PENDING)
             deliveries = []
             for index, (name, url) in enumerate(message.targets):
                 done = message.results.get(index)
@@ -436,43 +393,7 @@ class NotificationService:
             except Exception:  # noqa: BLE001 - a metrics hook must not stop a delivery
                 log.exception("the on_delivery hook failed")
 
-    # ----- facts (on the pool) ----------------------------------------------
-
-    def _bare_facts(self, message: _Message) -> MessageFacts:
-        return MessageFacts(
-            kind=message.kind,
-            task=message.task_name,
-            count=message.count,
-            repeats=message.repeats,
-            first_at=message.first_at,
-            run_id=message.run_id,
-            run_url=self._run_url(message.run_id),
-            detail=message.detail,
-            account=message.account,
-        )
-
-    def _facts(self, message: _Message) -> MessageFacts:
-        facts = self._bare_facts(message)
-        if message.run_id is None:
-            return facts
-        try:
-            run = self._store.get_run(message.run_id)
-        except StoreError as error:
-            # The message still goes out, with what the event itself said.
-            log.warning(
-                "notification %s: could not read run %s: %s", message.id, message.run_id, error
-            )
-            return facts
-        if run is None:  # trimmed by retention meanwhile
-            return facts
-        started = run.start_at is not None
-        return dataclasses.replace(
-            facts,
-            outcome=run.end_reason.value if run.end_reason else None,
-            exit_code=run.exit_code if started else None,
-            duration=(run.end_at - run.start_at) if run.start_at and run.end_at else None,
-            log_lines=_log_tail(self._log_path(run.id)) if started else [],
-        )
+    # ----- helpers -----------------------------------------------------------
 
     def _run_url(self, run_id: str | None) -> str | None:
         if run_id is None or self.link_base is None:
@@ -511,15 +432,6 @@ def shown_url(url: str) -> str:
     from runyard.notifications.delivery import shown_url as shown  # noqa: PLC0415
 
     return shown(url)
-
-
-def _log_tail(path: Path) -> list[str]:
-    try:
-        end = count_lines(path)
-        lines = read_lines(path, max(end - LOG_TAIL_LINES, 0), LOG_TAIL_LINES)
-    except OSError:
-        return []
-    return [line.text for line in lines]
 
 
 def _seconds(span: timedelta) -> str:

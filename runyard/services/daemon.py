@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import NamedTuple
 
 from runyard.domain.services import Instance, ServiceChanges, ServiceDefinition, diff_services
+from runyard.engine.log_follow import LogFollowers
 from runyard.engine.start_log import StartLog
 from runyard.engine.strays import kill_strays
 from runyard.exceptions import NotFound
 from runyard.services.supervisor import ServiceLifetime, ServiceSupervisor
-from runyard.store.logs import LogFollowers
 
 SERVICES_LOG = "services.log"  # in the data dir: the run ids of the services' processes
 log = logging.getLogger("runyard.services")

@@ -20,12 +20,14 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from ulid import ULID
 
+from runyard.clock import Clock, utc_now
 from runyard.domain.models import LogOnFull
+from runyard.domain.run_environment import REPLICA_INDEX_ENV, RUN_ID_ENV, SERVICE_ENV
 from runyard.domain.services import (
     Instance,
     InstanceState,
@@ -43,11 +45,11 @@ from runyard.domain.services import (
 )
 from runyard.engine.environment import parse_env_file, runyard_command, with_command_dir
 from runyard.engine.identity import RunAs, resolve_user
+from runyard.engine.log_follow import LogFollowers
 from runyard.engine.process import ChildProcess, spawn
 from runyard.services.probes import run_probe
-from runyard.store.logs import LogFollowers, LogWriter
+from runyard.store.logs import LogWriter
 
-SERVICE_ENV = "RUNYARD_SERVICE"
 log = logging.getLogger("runyard.services")
 
 
@@ -65,10 +67,6 @@ class ServiceLifetime:
     state_after: InstanceState  # backoff, fatal or stopped
     restarts: int  # the instance's restarts so far, this start included
     description: str = ""  # why it ended, in a sentence
-
-
-def _real_clock() -> datetime:
-    return datetime.now(UTC)
 
 
 class _Slot:
@@ -98,7 +96,7 @@ class ServiceSupervisor:
         log_path: Callable[[str], Path] | None = None,
         followers: LogFollowers | None = None,
         environ: Mapping[str, str] = os.environ,
-        clock: Callable[[], datetime] = _real_clock,
+        clock: Clock = utc_now,
         on_starting: Callable[[str, ServiceDefinition, int], None] | None = None,
         on_ended: Callable[[ServiceLifetime], None] | None = None,
     ) -> None:
@@ -386,9 +384,9 @@ class ServiceSupervisor:
         # RUNYARD_RUN_ID is how a restarted daemon finds a dead daemon's processes.
         env.update(
             {
-                "RUNYARD_RUN_ID": run_id,
+                RUN_ID_ENV: run_id,
                 SERVICE_ENV: service.name,
-                "RUNYARD_REPLICA_INDEX": str(index),
+                REPLICA_INDEX_ENV: str(index),
             }
         )
         command = runyard_command()

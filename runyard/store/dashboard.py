@@ -17,7 +17,8 @@ from sqlalchemy.engine import RowMapping
 from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.queries import RunQuery
 from runyard.store._rows import SUMMARY_COLUMNS, row_to_run
-from runyard.store.runs import RunStore, _order_by, _where
+from runyard.store.run_list import run_conditions, run_order
+from runyard.store.runs import RunStore
 from runyard.store.schema import api_keys, run_counts, runs
 
 
@@ -194,7 +195,7 @@ def filtered_runs(
     least `total`". A creation range with the default sort walks
     ix_runs_created (or ix_runs_task_created) over that range only.
     """
-    where = _where(query, store._engine.dialect.name)
+    where = run_conditions(query, store._engine.dialect.name)
     if triggered_by is not None:
         where.append(runs.c.triggered_by == triggered_by)
     if created_from is not None:
@@ -204,7 +205,7 @@ def filtered_runs(
     page = (
         sa.select(*SUMMARY_COLUMNS)
         .where(*where)
-        .order_by(*_order_by(query))
+        .order_by(*run_order(query))
         .limit(query.limit)
         .offset(query.offset)
     )

@@ -46,13 +46,13 @@ at close, if one can) a notice says how many lines were lost and why.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
+from runyard.clock import utc_now
 from runyard.domain.models import LogOnFull
 from runyard.store._logformat import (
     STREAMS,
@@ -72,7 +72,6 @@ from runyard.store.files import PRIVATE_FILE_MODE, make_private_directory
 __all__ = [
     "LineSplitter",
     "LogChunk",
-    "LogFollowers",
     "LogLine",
     "LogWriter",
     "count_lines",
@@ -86,7 +85,6 @@ log = logging.getLogger("runyard.logs")
 
 _FLUSH_AT = 256 * 1024  # buffered record bytes that trigger a write
 _RETRY_WRITE_SECONDS = 1.0  # while writes fail, how often one is tried again
-_MAX_PENDING = 10_000  # chunks a follower may lag behind before it is dropped
 
 
 class LineSplitter:
@@ -329,7 +327,7 @@ class LogWriter:
         """
         if self._closed:
             return
-        at = at or datetime.now(UTC)
+        at = at or utc_now()
         try:
             if self._write_error is None or self._resume(at, force=True):
                 if self._dropped_lines:
@@ -446,51 +444,3 @@ class LogWriter:
         fd = os.open(self._path, flags, PRIVATE_FILE_MODE)
         self._opened = True
         return fd
-
-
-class LogFollowers:
-    """Per-run subscribers to new log chunks (asyncio, single event loop).
-
-    Queues are unbounded, but a follower more than 10,000 chunks behind is
-    dropped: its queue gets None (as if the run ended) so its handler ends,
-    and the client resumes from the file (e.g. with Last-Event-ID).
-    """
-
-    def __init__(self) -> None:
-        self._runs: dict[str, list[asyncio.Queue[LogChunk | None]]] = {}
-
-    def subscribe(self, run_id: str) -> asyncio.Queue[LogChunk | None]:
-        """Return a new queue of the run's chunks; None means the run ended."""
-        queue: asyncio.Queue[LogChunk | None] = asyncio.Queue()
-        self._runs.setdefault(run_id, []).append(queue)
-        return queue
-
-    def unsubscribe(self, run_id: str, queue: asyncio.Queue[LogChunk | None]) -> None:
-        """Stop feeding `queue`; unknown queues are fine."""
-        queues = self._runs.get(run_id)
-        if queues is None:
-            return
-        with contextlib.suppress(ValueError):
-            queues.remove(queue)
-        if not queues:
-            del self._runs[run_id]
-
-    def publish(self, run_id: str, chunk: LogChunk) -> None:
-        """Hand `chunk` to every follower of the run."""
-        queues = self._runs.get(run_id)
-        if not queues:
-            return
-        for queue in list(queues):
-            if queue.qsize() >= _MAX_PENDING:
-                self.unsubscribe(run_id, queue)
-                queue.put_nowait(None)
-            else:
-                queue.put_nowait(chunk)
-
-    def close_run(self, run_id: str) -> None:
-        """Tell every follower of the run that it ended, and forget them."""
-        for queue in self._runs.pop(run_id, []):
-            queue.put_nowait(None)
-
-    def has_followers(self, run_id: str) -> bool:
-        return bool(self._runs.get(run_id))

@@ -1,7 +1,7 @@
 """The run list's search through the search index (migration 0009).
 
 A search is a case-insensitive substring match on run id, external execution
-id, task name, status, end reason and triggered_by (runs._search has the
+id, task name, status, end reason and triggered_by (run_list._search has the
 condition itself). Without an index it reads every run when it finds few.
 With the index, the runs it finds are the union of:
 
@@ -40,7 +40,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.queries import RunQuery, SortDirection
-from runyard.store import runs as run_queries
+from runyard.store import run_list
 from runyard.store._rows import SUMMARY_COLUMNS, row_to_run
 from runyard.store.schema import run_counts, runs
 
@@ -107,9 +107,9 @@ def _page_and_total(connection: Connection, query: RunQuery) -> tuple[sa.Select[
     if total <= query.offset:
         return None, total
     unfiltered = replace(query, search=None)
-    walked = int(connection.execute(run_queries._counted_total(unfiltered)).scalar_one())
+    walked = int(connection.execute(run_list.counted_total(unfiltered)).scalar_one())
     if terms.triggers or (query.offset + query.limit) * walked < total * total:
-        page, _ = run_queries.list_statements(query, dialect)
+        page, _ = run_list.list_statements(query, dialect)
         return page, total
     return _page_by_id(dialect, query, terms), total
 
@@ -134,12 +134,12 @@ def _terms(connection: Connection, text: str) -> _Terms:
 
 
 def _pattern(text: str) -> str:
-    return "%" + run_queries._escape_like(text) + "%"
+    return "%" + run_list.escape_like(text) + "%"
 
 
 def _filters(query: RunQuery) -> list[ColumnElement[bool]]:
     """The query's conditions other than its search (task, status, end reason)."""
-    return run_queries._where(replace(query, search=None), "")
+    return run_list.run_conditions(replace(query, search=None), "")
 
 
 def _counted(connection: Connection, query: RunQuery, terms: _Terms) -> int:
@@ -153,7 +153,7 @@ def _counted(connection: Connection, query: RunQuery, terms: _Terms) -> int:
     if terms.end_reasons:
         arms.append(run_counts.c.end_reason.in_(terms.end_reasons))
     if arms:
-        statement = run_queries._counted_total(replace(query, search=None)).where(sa.or_(*arms))
+        statement = run_list.counted_total(replace(query, search=None)).where(sa.or_(*arms))
         total += int(connection.execute(statement).scalar_one())
     if terms.triggers:
         statement = (
@@ -230,7 +230,7 @@ def _page_by_id(dialect: str, query: RunQuery, terms: _Terms) -> sa.Select[Any]:
     """
     text = query.search or ""
     filters = _filters(query)
-    sort = run_queries._SORT_COLUMNS[query.sort_field]
+    sort = run_list.SORT_COLUMNS[query.sort_field]
     key = _runs_rowid if dialect == "sqlite" else runs.c.id
     conditions = [_text_matches(dialect, text)]
     for column, values in (
@@ -253,13 +253,13 @@ def _page_by_id(dialect: str, query: RunQuery, terms: _Terms) -> sa.Select[Any]:
         .limit(query.limit)
         .offset(query.offset)
     )
-    return sa.select(*SUMMARY_COLUMNS).where(key.in_(page)).order_by(*run_queries._order_by(query))
+    return sa.select(*SUMMARY_COLUMNS).where(key.in_(page)).order_by(*run_list.run_order(query))
 
 
 def _ordered(
     query: RunQuery, sort: sa.Column[Any], value: ColumnElement[Any], run_id: ColumnElement[Any]
 ) -> list[ColumnElement[Any]]:
-    """runs._order_by on the columns of a subquery: the sort key, then id, NULLs smallest."""
+    """run_list.run_order on the columns of a subquery: the sort key, then id, NULLs smallest."""
     if query.sort_direction is SortDirection.ASC:
         first = value.asc().nulls_first() if sort.nullable else value.asc()
         return [first, run_id.asc()]

@@ -400,7 +400,7 @@ def test_filtered_sorts_page_through_every_run(
     filters: dict[str, Any],
 ) -> None:
     # Pages of 2 make the walk of the sort key's index the cheaper plan on
-    # SQLite for the common filters (see runs._walk_sort_index): both plans
+    # SQLite for the common filters (see run_list.should_walk_sort_index): both plans
     # must list the same runs in the same order.
     store, runs = filled
     query = RunQuery(sort_field=field, sort_direction=direction, limit=2, **filters)

@@ -90,7 +90,7 @@ def test_list_is_an_index_walk_on_sqlite(
 
 # A status or end reason filter with a sort key that has no index of its own:
 # SQLite walks the sort key's index when the filter matches most runs, and
-# sorts the matching runs when they are few (runs._walk_sort_index).
+# sorts the matching runs when they are few (run_list.should_walk_sort_index).
 FILTERED_SORTS = [
     RunQuery(end_reason=reason, sort_field=field, sort_direction=direction)
     for reason in (EndReason.SUCCESS, EndReason.CRASHED)

@@ -16,8 +16,9 @@ import pytest
 
 from runyard.domain.models import Run
 from runyard.domain.output_data import TOKEN_RULE
+from runyard.domain.run_environment import INPUT_CSV_ENV, INPUT_ENV, OUTPUT_DIR_ENV
 from runyard.engine import workspace as workspace_module
-from runyard.engine.workspace import INPUT_CSV_ENV, INPUT_ENV, OUTPUT_DIR_ENV, Workspace
+from runyard.engine.workspace import Workspace
 
 MIB = 1024 * 1024
 MakeRun = Callable[..., Run]

@@ -6,7 +6,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from runyard.domain.models import EnvBase, Run, RunStatus, TaskDefinition, TriggeredBy
-from runyard.engine.environment import RUNYARD_BIN_ENV, build_environment, with_command_dir
+from runyard.domain.run_environment import BIN_ENV as RUNYARD_BIN_ENV
+from runyard.engine.environment import build_environment, with_command_dir
 
 T0 = datetime(2026, 3, 29, 12, 0, tzinfo=UTC)
 COMMAND = Path("/opt/runyard/venv/bin/runyard")

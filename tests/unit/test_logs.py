@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from runyard.domain.models import LogOnFull
+from runyard.engine.log_follow import LogFollowers
 from runyard.store.logs import (
     LineSplitter,
     LogChunk,
-    LogFollowers,
     LogWriter,
     count_lines,
     delete_log,

@@ -202,5 +202,6 @@ def test_the_helper_stays_light() -> None:
         "runyard.domain",
         "runyard.domain.input_data",
         "runyard.domain.output_data",
+        "runyard.domain.run_environment",  # the variable names: no imports at all
         "runyard.domain.text",  # the storable-text rule of input data: stdlib only
     }
