@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -17,6 +16,7 @@ from runyard.cli.render import (
     print_json,
     tasks_table,
 )
+from runyard.clock import utc_now
 
 
 def tasks(ctx: typer.Context, as_json: JsonOption = False) -> None:
@@ -31,7 +31,7 @@ def tasks(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if not found:
         console.print("no tasks configured")
         return
-    console.print(tasks_table(found, datetime.now(UTC)))
+    console.print(tasks_table(found, utc_now()))
 
 
 TaskArgument = Annotated[str, typer.Argument(metavar="TASK", help="Task name")]
@@ -61,7 +61,7 @@ def resume(ctx: typer.Context, task: TaskArgument, as_json: JsonOption = False) 
         return
     name = body.get("name", task)
     if body.get("cron"):
-        message = f"resumed {name}; next run at {next_run(body, datetime.now(UTC)).plain}"
+        message = f"resumed {name}; next run at {next_run(body, utc_now()).plain}"
     else:
         message = f"resumed {name} (it has no schedule)"
     make_console().print(message)

@@ -21,6 +21,7 @@ from runyard.cli.failures import error_line
 from runyard.cli.options import GlobalOptions, JsonOption, options_of
 from runyard.cli.render import make_console, print_json, when
 from runyard.cli.text import Table, Text
+from runyard.clock import utc_now
 
 if TYPE_CHECKING:
     from runyard.api_keys import KeyAdmin
@@ -115,7 +116,7 @@ def create(
         from runyard.exceptions import InvalidInput
 
         try:
-            key, plaintext = admin.create(account, label, datetime.now(UTC))
+            key, plaintext = admin.create(account, label, utc_now())
         except InvalidInput as error:
             raise CliError(error.message, exit_code=2) from None
         return {**key_json(key), "key": plaintext}
@@ -160,7 +161,7 @@ def list_keys(ctx: typer.Context, as_json: JsonOption = False) -> None:
     if not found:
         console.print("no keys; create one with `runyard keys create --account ID`")
         return
-    console.print(_keys_table(found, datetime.now(UTC)))
+    console.print(_keys_table(found, utc_now()))
 
 
 @app.command()
@@ -193,7 +194,7 @@ def revoke(
         from runyard.exceptions import NotFound
 
         try:
-            key, newly = admin.revoke(key_id, datetime.now(UTC))
+            key, newly = admin.revoke(key_id, utc_now())
         except NotFound:
             raise _not_found(key_id) from None
         return {**key_json(key), "already_revoked": not newly}

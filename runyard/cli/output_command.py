@@ -13,9 +13,10 @@ from typing import Annotated, TextIO
 import typer
 
 from runyard.cli.client import CliError
+from runyard.domain.run_environment import OUTPUT_DIR_ENV
 
 _NO_OUTPUT_DIR = (
-    "$RUNYARD_OUTPUT_DIR is not set: `runyard output` works inside a run started by runyard"
+    f"${OUTPUT_DIR_ENV} is not set: `runyard output` works inside a run started by runyard"
 )
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import time
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -23,6 +22,7 @@ from runyard.cli.render import (
     runs_table,
 )
 from runyard.cli.text import Console, Text
+from runyard.clock import utc_now
 from runyard.domain.queries import MAX_LIMIT, SortField
 
 RunIdArgument = Annotated[str, typer.Argument(metavar="RUN", help="Run id")]
@@ -179,7 +179,7 @@ def runs(
     total = body.get("total", len(found))
     console = make_console()
     if found:
-        console.print(runs_table(found, datetime.now(UTC)))
+        console.print(runs_table(found, utc_now()))
     footer = f"showing {len(found)} of {total}" + (f" (offset {offset})" if offset else "")
     console.print(Text(footer, style="dim"))
 
@@ -192,7 +192,7 @@ def show(ctx: typer.Context, run_id: RunIdArgument, as_json: JsonOption = False)
         print_json(run)
         return
     console = make_console()
-    console.print(run_details(run, datetime.now(UTC)))
+    console.print(run_details(run, utc_now()))
     description = str(run.get("description") or "").strip()
     if description:
         console.print()

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path as FilePath
 from typing import Any
 
@@ -13,6 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from runyard import __version__
+from runyard.clock import utc_now
 from runyard.domain import words
 from runyard.exceptions import ConfigError
 from runyard.web.pages import (
@@ -78,7 +78,7 @@ async def daemon_page(request: Request) -> Response:
     if size is None:
         await asyncio.sleep(0.05)  # a small data dir is measured by now
         size = sizes.value
-    now = datetime.now(UTC)
+    now = utc_now()
     return page(
         request,
         "daemon.html",
