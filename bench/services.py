@@ -7,8 +7,8 @@ interleaved with it, is a bare loop that respawns the same script through the
 same spawn helper (`engine.process.spawn`, pipes and log included) the
 moment the previous one is reaped; the supervisor's cost is what it adds.
 
-The daemon is not involved yet (services are not wired into it): the
-100-service CPU/RSS part of the benchmark waits for that integration.
+The daemon is not involved: bench/services_daemon.py measures a daemon
+running 100 services (its CPU and memory).
 Not a test: it prints a table and merges its results into
 bench/results/services.json.
 

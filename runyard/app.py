@@ -39,6 +39,7 @@ from runyard.engine.workspace import WORK_DIR
 from runyard.exceptions import ConfigError, InvalidInput, NotFound, UnstorableInput
 from runyard.metrics import Metrics, TaskLoad
 from runyard.notifications.service import NotificationService
+from runyard.services.daemon import SERVICES_LOG, DaemonServices
 from runyard.store import RunStore, database_url
 from runyard.store.files import make_private_directory, prepare_data_dir
 from runyard.store.inputs import INPUTS_DIR
@@ -99,7 +100,8 @@ class Runyard:
         # 0700, or tightened (with a warning) if an earlier version left it open.
         prepare_data_dir(
             self.data_dir,
-            (TOKEN_FILE, STARTED_LOG, WORK_DIR, REVOKED_MARKER, LOCK_FILE, INPUTS_DIR),
+            (TOKEN_FILE, STARTED_LOG, WORK_DIR, REVOKED_MARKER, LOCK_FILE, INPUTS_DIR)
+            + (SERVICES_LOG,),
         )
         self.token, self.token_created = load_or_create_token(self.data_dir, environ)
         self.database_url = database_url(self.data_dir, environ)
@@ -117,6 +119,13 @@ class Runyard:
             account_input_limits=_account_input_limits(config),
         )
         self.bodies = BodyParser(self.data_dir / INPUTS_DIR)
+        self.services = DaemonServices(
+            config.services,
+            data_dir=self.data_dir,
+            log_path=self.engine.log_path,
+            followers=self.engine.followers,
+            environ=environ,
+        )
         self.scheduler = Scheduler(self.engine, self.store, clock)
         self.metrics = Metrics(__version__, self._task_loads, self._runtime_used)
         self.engine.observer = self.metrics
@@ -144,10 +153,12 @@ class Runyard:
     async def start(self) -> None:
         await self.notifications.start(list(self.engine.tasks))
         await self.engine.start()
+        await self.services.start()
         await self.scheduler.start()
 
     async def stop(self) -> None:
         await self.scheduler.stop()
+        await self.services.stop()
         await self.engine.shutdown(self.config.daemon.shutdown_timeout.total_seconds())
         await asyncio.to_thread(self.bodies.close)
         await self.notifications.stop(NOTIFICATION_GRACE_SECONDS)
@@ -206,6 +217,7 @@ class Runyard:
             changes = diff_tasks(old.tasks, new.tasks)
             restart = settings_needing_restart(vars(old.daemon), vars(new.daemon))
             ended = await self.engine.replace_tasks(new.tasks)
+            services = await self.services.reload(new.services)
             # Settings that apply live; host, port and data_dir wait for a restart.
             self.engine.max_output_size = new.daemon.max_output_size
             self.engine.set_limits(
@@ -228,6 +240,9 @@ class Runyard:
                     for account in old.accounts.keys() | new.accounts.keys()
                     if old.accounts.get(account) != new.accounts.get(account)
                 ),
+                services_added=services.added,
+                services_removed=services.removed,
+                services_changed=services.changed,
             )
             for line in outcome.log_lines():
                 log.info(line)

@@ -18,6 +18,7 @@ from runyard.api import (
     routes_meta,
     routes_notifications,
     routes_runs,
+    routes_services,
     routes_tasks,
     routes_v3,
     routes_viewer,
@@ -65,6 +66,7 @@ def create_app(runyard: Runyard) -> FastAPI:
     for module in (
         routes_meta,
         routes_tasks,
+        routes_services,
         routes_runs,
         routes_logs,
         routes_events,

@@ -203,6 +203,13 @@ class ReloadResponseBody(_Body):
         default_factory=list,
         description="v3 accounts added, removed or changed (their limits apply at once)",
     )
+    services_added: list[str] = Field(default_factory=list, description="Services added, started")
+    services_removed: list[str] = Field(
+        default_factory=list, description="Services removed, stopped"
+    )
+    services_changed: list[str] = Field(
+        default_factory=list, description="Services whose definition changed, restarted"
+    )
 
 
 # Text the store can hold: what runyard.api.params.StorableText and the domain's

@@ -96,6 +96,9 @@ def reload_lines(body: dict[str, Any]) -> list[str]:
             ("changed", "changed"),
             ("skipped_runs", "skipped queued runs"),
             ("accounts_changed", "accounts changed"),
+            ("services_added", "services started"),
+            ("services_removed", "services stopped"),
+            ("services_changed", "services restarted"),
         )
         if body.get(key)
     ]

@@ -1,8 +1,9 @@
 """The `runyard` command: `serve` and `validate` work on the config; the rest talk to the daemon.
 
 This module assembles the command from its groups: `cli/serve.py` (config side),
-`cli/daemon_commands.py` (tasks and reload), `cli/runs.py` (runs), `cli/output_command.py`
-(inside a run), and the sub-commands `keys`, `import` and `service`.
+`cli/daemon_commands.py` (tasks and reload), `cli/runs.py` (runs), `cli/services.py`
+(services, and `stop` of a run or a service), `cli/output_command.py` (inside a run),
+and the sub-commands `keys`, `import` and `service`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from runyard.cli import (
     runs,
     serve,
     service,
+    services,
 )
 from runyard.cli.failures import reported_errors
 from runyard.cli.options import GlobalOptions
@@ -77,9 +79,12 @@ app.command()(daemon_commands.tasks)
 app.command()(daemon_commands.pause)
 app.command()(daemon_commands.resume)
 app.command()(daemon_commands.reload)
+app.command()(services.services)
+app.command()(services.start)
+app.command()(services.restart)
 app.command("run")(runs.run_task)
 app.command()(runs.runs)
 app.command()(runs.show)
 app.command()(runs.logs)
-app.command()(runs.stop)
+app.command()(services.stop)
 app.command("output")(output_command.output_rows)

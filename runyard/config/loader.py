@@ -79,8 +79,6 @@ _TABLES_HINT = (
 # Tables a later version adds: named here so a config written for them is
 # refused with a reason rather than a bare "unknown".
 _NOT_YET: dict[str, str] = {}
-# Services are read and checked, but the daemon does not run them yet.
-SERVICES_NOT_STARTED = "read and checked, but not started: this runyard does not run services yet"
 
 
 @dataclass(frozen=True)
@@ -141,8 +139,6 @@ def parse_config_text(
         tasks = _merge_included(document.get("tasks"), included, tasks, defaults, problems,
                                 default_timezone)  # fmt: skip
     services = parse_services(document.get("services", {}), base_dir, tasks, problems)
-    if services:
-        problems.warn("services", SERVICES_NOT_STARTED)
     accounts = parse_accounts(document.get("accounts", {}), tasks, problems)
     notifications = parse_notifications(document, base_dir, tasks, problems)
     metrics = parse_metrics(document.get("metrics", {}), problems)

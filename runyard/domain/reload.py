@@ -62,6 +62,9 @@ class ReloadOutcome:
     warnings: list[str] = field(default_factory=list)  # about the new config
     skipped_runs: list[str] = field(default_factory=list)  # queued runs of removed tasks
     accounts_changed: list[str] = field(default_factory=list)  # v3 accounts
+    services_added: list[str] = field(default_factory=list)  # started
+    services_removed: list[str] = field(default_factory=list)  # stopped
+    services_changed: list[str] = field(default_factory=list)  # restarted
 
     def log_lines(self) -> list[str]:
         """Return the log lines that say what the reload changed."""
@@ -75,6 +78,17 @@ class ReloadOutcome:
             if names
         ]
         lines = [f"reload: {'; '.join(parts) if parts else 'no task changed'}"]
+        services = [
+            f"{label} {', '.join(names)}"
+            for label, names in (
+                ("started", self.services_added),
+                ("stopped", self.services_removed),
+                ("restarted", self.services_changed),
+            )
+            if names
+        ]
+        if services:
+            lines.append(f"reload: services {'; '.join(services)}")
         if self.accounts_changed:
             lines.append(f"reload: accounts changed: {', '.join(self.accounts_changed)}")
         lines += [f"reload: restart required: {line}" for line in self.restart_required]

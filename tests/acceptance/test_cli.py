@@ -45,9 +45,7 @@ def test_validate_accepts_a_good_config(
     assert result.stdout == f"{offline_config.path}: OK (4 tasks)\n"
 
 
-def test_validate_counts_services_and_warns_they_are_not_started(
-    tmp_path: Path, runyard_cli: CliRunner
-) -> None:
+def test_validate_counts_services(tmp_path: Path, runyard_cli: CliRunner) -> None:
     config = tmp_path / "runyard.toml"
     config.write_text(
         '[tasks.x]\nrun = "true"\n[services.web]\nrun = "serve"\n'
@@ -57,10 +55,7 @@ def test_validate_counts_services_and_warns_they_are_not_started(
     result = runyard_cli("--config", str(config), "validate")
     assert result.returncode == 0, result.stderr
     assert result.stdout == f"{config}: OK (1 task, 2 services)\n"
-    assert result.stderr == (
-        f"{config}: warning: services: read and checked, but not started: "
-        "this runyard does not run services yet\n"
-    )
+    assert result.stderr == ""
     listed = json.loads(runyard_cli("--config", str(config), "validate", "--json").stdout)
     assert (listed["tasks"], listed["services"]) == (["x"], ["db", "web"])
 

@@ -53,6 +53,9 @@ arg = true
 [tasks.fail]
 run = 'echo oops >&2; exit 3'
 max_queued = 100000
+
+[services.idle]
+run = "exec sleep 3600"
 """
 
 SCHEMATHESIS_CONFIG = """\
@@ -72,6 +75,20 @@ request-timeout = 1
 [[operations]]
 include-path = "/api/runs/{{runId}}/stop"
 parameters = {{ runId = "{run_id}" }}
+
+# Random names only reach the 404 branch: a real service lets the start, stop
+# and restart operations reach their answers.
+[[operations]]
+include-path = "/api/services/{{serviceName}}/start"
+parameters = {{ serviceName = "idle" }}
+
+[[operations]]
+include-path = "/api/services/{{serviceName}}/stop"
+parameters = {{ serviceName = "idle" }}
+
+[[operations]]
+include-path = "/api/services/{{serviceName}}/restart"
+parameters = {{ serviceName = "idle" }}
 """
 
 EXAMPLES_PER_OPERATION = 15

@@ -9,7 +9,6 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from runyard.config import parse_config_text
-from runyard.config.loader import SERVICES_NOT_STARTED
 from runyard.config.schema import config_schema
 from runyard.domain.models import LogOnFull, RetryBackoff
 from runyard.domain.services import (
@@ -124,9 +123,10 @@ def test_defaults() -> None:
     assert service.log_on_full is LogOnFull.DROP_OLD
 
 
-def test_services_load_with_a_warning_that_they_are_not_started_yet() -> None:
+def test_services_load_without_a_warning() -> None:
     config = parse_config_text('[services.w]\nrun = "serve"\n', CONFIG, environ={})
-    assert config.warnings == (f"services: {SERVICES_NOT_STARTED}",)
+    assert config.warnings == ()
+    assert list(config.services) == ["w"]
     assert parse_config_text('[tasks.a]\nrun = "x"\n', CONFIG, environ={}).warnings == ()
 
 
