@@ -87,7 +87,7 @@ class ScheduleKind(StrEnum):
     EVERY = "every"  # @every <duration>, anchored to the Unix epoch
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Schedule:
     """When a task fires: a parsed `cron = ...` in its time zone."""
 
@@ -121,7 +121,7 @@ FAILURE_LIKE = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ParamSpec:
     """A declared task parameter."""
 
@@ -137,7 +137,7 @@ class ParamSpec:
         return self.env or self.name.upper().replace("-", "_").replace(".", "_")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TaskDefinition:
     """A task as resolved from the config (defaults applied)."""
 
@@ -188,7 +188,7 @@ class TaskDefinition:
         return self.automation or self.name
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Run:
     """One execution attempt of a task."""
 

@@ -40,7 +40,7 @@ MAX_SLEEP_SECONDS = 30.0
 _COUNT_CAP = 10_000_000
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     """One scheduled task as the scheduler tracks it."""
 

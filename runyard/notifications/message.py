@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
-
-import jinja2
+from typing import TYPE_CHECKING, Any
 
 from runyard.domain.durations import format_duration
+
+if TYPE_CHECKING:
+    import jinja2
 
 LOG_TAIL_LINES = 20
 
@@ -94,8 +96,24 @@ def default_title(facts: MessageFacts) -> str:
     return title
 
 
-_ENVIRONMENT = jinja2.Environment(autoescape=False, trim_blocks=True, lstrip_blocks=True)
-_DEFAULT = _ENVIRONMENT.from_string(DEFAULT_TEMPLATE)
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """Return the messages' template environment, made for the first message.
+
+    Jinja2 is imported here: a daemon that sends no notification does not hold
+    it (bench/memory.py). A notifier's own template is still checked when the
+    config is read (config/notifications.py), so no error waits for a message.
+    """
+    import jinja2  # noqa: PLC0415 - see the docstring
+
+    return jinja2.Environment(autoescape=False, trim_blocks=True, lstrip_blocks=True)
+
+
+@functools.cache
+def _default() -> jinja2.Template:
+    return _environment().from_string(DEFAULT_TEMPLATE)
+
+
 _compiled: dict[str, jinja2.Template] = {}
 
 
@@ -107,10 +125,10 @@ def render(facts: MessageFacts, template: str | None) -> tuple[str, str]:
         try:
             compiled = _compiled.get(template)
             if compiled is None:
-                compiled = _compiled[template] = _ENVIRONMENT.from_string(template)
+                compiled = _compiled[template] = _environment().from_string(template)
             module = compiled.make_module(variables)
             title = getattr(module, "title", None)
             return (str(title) if title else default_title(facts)), str(module).strip()
         except Exception as error:  # noqa: BLE001 - the message must still go out
             note = f"\n\n(The notifier's template failed: {error}; runyard's own was used.)"
-    return default_title(facts), str(_DEFAULT.render(variables)).strip() + note
+    return default_title(facts), str(_default().render(variables)).strip() + note

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
@@ -30,6 +29,7 @@ from runyard.store._rows import (
     run_to_row,
     update_values,
 )
+from runyard.store._upsert import conflict_insert
 from runyard.store.run_list import counted_total, list_statements, should_walk_sort_index
 from runyard.store.schema import run_counts, runs
 from runyard.store.task_state import TaskState
@@ -64,9 +64,9 @@ def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
 
 def _insert_missing(connection: Connection, rows: list[dict[str, Any]]) -> None:
     """Insert the rows whose id is not stored yet; leave stored ones untouched."""
-    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     connection.execute(
-        dialect.insert(runs).on_conflict_do_nothing(index_elements=[runs.c.id]), rows
+        conflict_insert(connection, runs).on_conflict_do_nothing(index_elements=[runs.c.id]),
+        rows,
     )
 
 

@@ -8,9 +8,9 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, RowMapping
 
+from runyard.store._upsert import conflict_insert
 from runyard.store.schema import task_state
 
 
@@ -36,7 +36,7 @@ def set_paused(connection: Connection, task_name: str, paused: bool, now: dateti
     so the ticks that fell in the pause are not missed ones; resuming a task
     that is not paused leaves last_tick alone. last_tick never moves back.
     """
-    statement = _insert(connection).values(
+    statement = conflict_insert(connection, task_state).values(
         task_name=task_name,
         last_tick=None if paused else now,
         paused=paused,
@@ -65,7 +65,7 @@ def set_last_ticks(connection: Connection, ticks: Mapping[str, datetime], now: d
     """Record each task's tick, unless a later one is stored: last_tick never moves back."""
     if not ticks:
         return
-    statement = _insert(connection)
+    statement = conflict_insert(connection, task_state)
     statement = statement.on_conflict_do_update(
         index_elements=[task_state.c.task_name],
         set_={"last_tick": statement.excluded.last_tick, "updated_at": now},
@@ -79,16 +79,6 @@ def set_last_ticks(connection: Connection, ticks: Mapping[str, datetime], now: d
             for name in sorted(ticks)
         ],
     )
-
-
-def _insert(connection: Connection) -> Any:
-    """Return an INSERT into task_state that can take ON CONFLICT, for this database."""
-    name = connection.dialect.name
-    if name == "postgresql":
-        return postgresql.insert(task_state)
-    if name == "sqlite":
-        return sqlite.insert(task_state)
-    raise NotImplementedError(f"no upsert for database {name!r}")
 
 
 def _before(tick: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:

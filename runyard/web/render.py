@@ -7,18 +7,21 @@ sheet (the Content-Security-Policy forbids inline scripts and styles).
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import jinja2
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
 from runyard import __version__
 from runyard.domain import words
 from runyard.domain.models import FAILURE_LIKE, EndReason, Run, RunStatus
+
+if TYPE_CHECKING:
+    import jinja2
 
 POLICY = "; ".join(
     [
@@ -39,14 +42,6 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
 }
-
-_environment = jinja2.Environment(
-    loader=jinja2.PackageLoader("runyard.web", "templates"),
-    autoescape=True,
-    undefined=jinja2.StrictUndefined,
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
 
 
 def _stamp(value: datetime | None) -> str:
@@ -90,16 +85,34 @@ def tone(run: Run) -> str:
     return "idle"
 
 
-_environment.filters.update(
-    stamp=_stamp,
-    iso=_iso,
-    zoned=_zoned,
-    interval=lambda value: "none" if value is None else words.span(value.total_seconds()),
-    duration=words.duration,
-    outcome=outcome,
-    tone=tone,
-)
-_environment.globals.update(version=__version__, relative=words.relative)
+@functools.cache
+def _environment() -> jinja2.Environment:
+    """Return the dashboard's template environment, made on the first page served.
+
+    Jinja2 is imported here, not at the module's top: a daemon whose dashboard
+    nobody opens does not hold it (2 MB of its idle memory, bench/memory.py).
+    It is a dependency of the package, so deferring it defers no error.
+    """
+    import jinja2  # noqa: PLC0415 - see the docstring
+
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("runyard.web", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    environment.filters.update(
+        stamp=_stamp,
+        iso=_iso,
+        zoned=_zoned,
+        interval=lambda value: "none" if value is None else words.span(value.total_seconds()),
+        duration=words.duration,
+        outcome=outcome,
+        tone=tone,
+    )
+    environment.globals.update(version=__version__, relative=words.relative)
+    return environment
 
 
 def static_text(name: str) -> str:
@@ -116,7 +129,9 @@ def page(
 ) -> HTMLResponse:
     """Render `template` as a full page, or only its <main> when the script asks for a refresh."""
     fragment = request.headers.get("x-runyard-fragment") == "1"
-    body = _environment.get_template(template).render(
-        request_path=request.url.path, fragment=fragment, **context
+    body = (
+        _environment()
+        .get_template(template)
+        .render(request_path=request.url.path, fragment=fragment, **context)
     )
     return HTMLResponse(body, status_code=status_code, headers={**HEADERS, **(headers or {})})
