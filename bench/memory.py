@@ -52,7 +52,11 @@ TASK = "t"
 TRIGGER_PATH = f"/api/tasks/{TASK}/run"
 FIRST_RUNS = 1000
 CONNECTIONS = 8
-CHUNK = 5000  # runs sent before waiting for them all to end
+# Runs sent before waiting for them all to end: the first measurement's own
+# size, so every stretch has the same peak of queued runs. Python keeps the
+# arenas of a higher peak (a few live objects pin each one), so a larger
+# chunk later would measure the peak, not what runs leave behind.
+CHUNK = FIRST_RUNS
 SETTLE_S = 5.0  # idle time before RSS is read
 TARGET_IDLE_MB = 75.0
 TARGET_GROWTH = 0.10
@@ -63,6 +67,16 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmRSS")
+
+
+def rss_parts_mb(pid: int) -> dict[str, float]:
+    """RssAnon (the heaps), RssFile (libraries, mapped files), RssShmem, in MB."""
+    parts = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("RssAnon", "RssFile", "RssShmem"):
+            parts[name.removeprefix("Rss").lower() + "_mb"] = round(int(value.split()[0]) / 1024, 1)
+    return parts
 
 
 def write_config(work: Path, port: int, tasks: int) -> Path:
@@ -211,6 +225,7 @@ def bench_daemon(work: Path, args: argparse.Namespace) -> dict[str, Any]:
                     {
                         "runs": mark,
                         "rss_mb": idle_rss(pid),
+                        **rss_parts_mb(pid),
                         "elapsed_s": round(time.perf_counter() - started, 1),
                     }
                 )
