@@ -89,7 +89,7 @@ async def supervised(restarts: int, work: Path) -> list[float]:
     return _gaps_ms(stamps)[:restarts]
 
 
-def _summary(gaps: list[float]) -> dict[str, float]:
+def summary(gaps: list[float]) -> dict[str, float]:
     ordered = sorted(gaps)
     return {
         "count": len(ordered),
@@ -109,7 +109,7 @@ async def run(restarts: int, rounds: int) -> dict[str, Any]:
             work.mkdir()
             base += await bare(restarts, work)
             service += await supervised(restarts, work)
-    result = {"bare_respawn": _summary(base), "supervisor": _summary(service)}
+    result = {"bare_respawn": summary(base), "supervisor": summary(service)}
     result["extra_p99_ms"] = round(
         result["supervisor"]["p99_ms"] - result["bare_respawn"]["p99_ms"], 2
     )
