@@ -30,6 +30,7 @@ from runyard.domain.input_data import input_json
 from runyard.domain.models import (
     EndReason,
     Run,
+    RunKind,
     RunStatus,
     TaskDefinition,
     TriggeredBy,
@@ -51,8 +52,9 @@ from runyard.engine.log_follow import LogFollowers
 from runyard.engine.observer import EngineObserver
 from runyard.engine.process import use_pidfd_child_watcher
 from runyard.engine.queues import RunQueues
+from runyard.engine.recorder import RunRecorder
 from runyard.engine.recovery import crashed_ids, plan_recovery
-from runyard.engine.retention import apply_retention, retention_forever
+from runyard.engine.retention import apply_retention, keep_rules, retention_forever
 from runyard.engine.runner import Runner
 from runyard.engine.runs import (
     effective,
@@ -70,6 +72,7 @@ from runyard.exceptions import (
     InvalidInput,
     NotFound,
     RunAlreadyEnded,
+    ServiceLifetimeStop,
     ShuttingDown,
     StoreError,
     UnstorableInput,
@@ -145,6 +148,8 @@ class Engine:
             log_path=self.log_path,
         )
         self._retention_task: asyncio.Task[None] | None = None
+        # Runs of the services' instances: recorded here, supervised elsewhere.
+        self.recorder = RunRecorder(writer=self._writer, runner=self._runner, events=self.events)
 
     @property
     def tasks(self) -> dict[str, TaskDefinition]:
@@ -479,6 +484,8 @@ class Engine:
         run = await asyncio.to_thread(self._store.get_run, run_id)
         if run is None:
             raise NotFound("run", run_id)
+        if run.is_active and run.kind is RunKind.SERVICE:
+            raise ServiceLifetimeStop(run)
         raise RunAlreadyEnded(run)
 
     # ----- admission helpers -------------------------------------------------
@@ -521,6 +528,5 @@ class Engine:
 
     async def apply_retention(self) -> int:
         """Delete ended runs (rows and log files) beyond keep_runs / older than keep_for."""
-        return await apply_retention(
-            self._store, list(self.tasks.values()), self._clock(), self._delete_run_files
-        )
+        rules = keep_rules(self.tasks.values(), self.recorder.keep_runs)
+        return await apply_retention(self._store, rules, self._clock(), self._delete_run_files)

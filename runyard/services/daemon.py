@@ -9,6 +9,14 @@ the data dir (the same memory-mapped list as the engine's `started.log`). A
 daemon killed with -9 leaves its services running, each carrying its run id
 in `RUNYARD_RUN_ID`; the next daemon kills them by that id before starting
 fresh ones, so no second instance finds its port taken.
+
+Each process's lifetime is a run (`services/lifetimes.py`), recorded through
+the engine's `RunRecorder`: inserted `running` before the spawn (which waits
+up to START_WAIT_SECONDS for the commit), ended when the process is gone.
+The engine's recovery ends a row a killed daemon left `running` as
+`crashed`, like any run. An instance that becomes `fatal` is signalled
+(`fatal`) to the event listeners, the notifications among them, once its
+last run's end is stored.
 """
 
 from __future__ import annotations
@@ -20,14 +28,32 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from runyard.domain.services import Instance, ServiceChanges, ServiceDefinition, diff_services
+from runyard.clock import Clock, utc_now
+from runyard.domain.models import Run
+from runyard.domain.services import (
+    Instance,
+    InstanceState,
+    ServiceChanges,
+    ServiceDefinition,
+    diff_services,
+)
+from runyard.engine.events import EventHub
 from runyard.engine.log_follow import LogFollowers
+from runyard.engine.recorder import RunRecorder
 from runyard.engine.start_log import StartLog
 from runyard.engine.strays import kill_strays
 from runyard.exceptions import NotFound
+from runyard.services.lifetimes import LIFETIMES_KEPT, ended_lifetime, fatal_detail, lifetime_run
 from runyard.services.supervisor import ServiceLifetime, ServiceSupervisor
 
 SERVICES_LOG = "services.log"  # in the data dir: the run ids of the services' processes
+# How long a spawn waits for its run's `running` row to commit. Long enough for
+# any commit of a healthy database; a database that is away must not keep a
+# service down, so past it the process starts and the row lands later.
+START_WAIT_SECONDS = 2.0
+# How long the daemon's shutdown waits for the ends of its services' runs to
+# commit (then the engine's writer has its own last try).
+END_WAIT_SECONDS = 10.0
 log = logging.getLogger("runyard.services")
 
 
@@ -48,10 +74,19 @@ class DaemonServices:
         data_dir: Path,
         log_path: Callable[[str], Path],
         followers: LogFollowers,
+        recorder: RunRecorder,
+        events: EventHub,
         environ: Mapping[str, str] = os.environ,
+        clock: Clock = utc_now,
     ) -> None:
-        self._live: set[str] = set()  # run ids of the processes up now
+        self._live: dict[str, Run] = {}  # the runs of the processes up now, by id
         self._started = StartLog(data_dir / SERVICES_LOG, lambda: list(self._live))
+        self._recorder = recorder
+        self._events = events
+        self._clock = clock
+        self._ending: set[asyncio.Task[None]] = set()  # ends being stored
+        self._stopping = False  # the daemon shuts down: its stops end as daemon_stopped
+        recorder.keep(dict.fromkeys(services, LIFETIMES_KEPT))
         # The supervisor keeps the wall clock: a restart's delay and a good start
         # are measured in real time, whatever clock the engine is given.
         self.supervisor = ServiceSupervisor(
@@ -82,13 +117,24 @@ class DaemonServices:
         self.supervisor.start_all()
 
     async def stop(self) -> None:
-        """Stop every service, dependants before their dependencies."""
+        """Stop every service, dependants before their dependencies; store their runs' ends."""
+        self._stopping = True
         await self.supervisor.stop_all()
+        if self._ending:
+            _, late = await asyncio.wait(self._ending, timeout=END_WAIT_SECONDS)
+            if late:
+                log.warning(
+                    "%d service run ends were not stored within %gs; "
+                    "the next start ends those runs crashed",
+                    len(late),
+                    END_WAIT_SECONDS,
+                )
         self._started.close()
 
     async def reload(self, services: Mapping[str, ServiceDefinition]) -> ServiceChanges:
         """Restart changed services, start added ones, stop removed ones; return the changes."""
         changes = diff_services(self.supervisor.services, services)
+        self._recorder.keep(dict.fromkeys(services, LIFETIMES_KEPT))
         await self.supervisor.reload(services)
         return changes
 
@@ -130,18 +176,33 @@ class DaemonServices:
 
     # ----- each process ---------------------------------------------------------------
 
-    def _starting(self, run_id: str, service: ServiceDefinition, index: int) -> None:
-        self._live.add(run_id)
+    async def _starting(self, run_id: str, service: ServiceDefinition, index: int) -> None:
+        run = lifetime_run(run_id, service.name, index, self._clock())
+        self._live[run_id] = run
         self._started.record(run_id)
+        await self._recorder.started(run, START_WAIT_SECONDS)
 
     def _ended(self, lifetime: ServiceLifetime) -> None:
-        self._live.discard(lifetime.run_id)
-        log.info(
-            "service %s[%d] ended (%s, exit code %d), now %s%s",
-            lifetime.service,
-            lifetime.index,
-            lifetime.end_reason,
-            lifetime.exit_code,
-            lifetime.state_after,
-            f": {lifetime.description}" if lifetime.description else "",
-        )
+        run = self._live.pop(lifetime.run_id, None)
+        if run is None:  # never recorded as starting: a supervisor used without us
+            run = lifetime_run(lifetime.run_id, lifetime.service, lifetime.index, self._clock())
+        ended = ended_lifetime(run, lifetime, daemon_stopping=self._stopping)
+        task = asyncio.get_running_loop().create_task(self._record_end(ended, lifetime))
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
+    async def _record_end(self, ended: Run, lifetime: ServiceLifetime) -> None:
+        try:
+            await self._recorder.ended(ended)
+        except Exception:  # noqa: BLE001 - the row stays running: the next start ends it crashed
+            log.exception("could not record the end of service run %s", ended.id)
+        if lifetime.state_after is InstanceState.FATAL:
+            # After the end is stored: the message reads the run it links to.
+            self._events.signal(
+                "fatal",
+                {
+                    "task_name": lifetime.service,
+                    "run_id": ended.id,
+                    "detail": fatal_detail(lifetime),
+                },
+            )

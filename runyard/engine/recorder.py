@@ -1,0 +1,78 @@
+"""Runs the engine records but does not execute: each lifetime of a service's instance.
+
+The services' supervisor owns those processes; the engine only keeps their
+record, so that history, logs, the run API, the event feed and the
+notifications cover them as they cover a task's runs. The writes go through
+the engine's one writer (group commit, retries, bisection of bad changes),
+and an end is announced exactly as the runner announces one (`run.ended`,
+the run log line, the observer, whoever waits for the end).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from runyard.domain.models import Run
+from runyard.engine import run_log
+from runyard.engine.events import EventHub
+from runyard.engine.runner import Runner
+from runyard.engine.runs import event_data, store_end
+from runyard.engine.writer import StoreWriter
+
+log = logging.getLogger("runyard.engine")
+
+
+class RunRecorder:
+    """Record the start and end of runs whose process someone else supervises."""
+
+    def __init__(self, *, writer: StoreWriter, runner: Runner, events: EventHub) -> None:
+        self._writer = writer
+        self._runner = runner
+        self._events = events
+        # Runs kept per name by retention, for names that are not tasks (services):
+        # name -> keep_runs. Set by their owner at start and at each reload.
+        self.keep_runs: dict[str, int] = {}
+
+    def keep(self, keep_runs: Mapping[str, int]) -> None:
+        """Set how many ended runs retention keeps of each of these names."""
+        self.keep_runs = dict(keep_runs)
+
+    async def started(self, run: Run, wait: float) -> bool:
+        """Record `run` as running; wait up to `wait` seconds for the commit.
+
+        Return whether it was committed in time. The caller spawns either way:
+        a process must not wait on a database that is away; the insert stays
+        queued and lands when the database answers (and if the daemon dies
+        first, the run was never recorded: its process is still killed at the
+        next start, by the id the caller noted before spawning).
+        """
+        committed = self._writer.submit(inserts=[run], urgent=True)
+        committed.add_done_callback(_log_write_failure)
+        self._events.publish("run.started", event_data(run))
+        run_log.run_started(run)
+        try:
+            await asyncio.wait_for(asyncio.shield(committed), wait)
+        except TimeoutError:
+            log.warning("run %s: its start is not stored yet; starting it anyway", run.id)
+            return False
+        except Exception:  # noqa: BLE001 - logged by the callback; the process starts anyway
+            return False
+        return True
+
+    async def ended(self, run: Run) -> Run:
+        """Store `run`'s end and announce it; return the run as stored.
+
+        StoreUnavailable when the writer gave up (the daemon stops with the
+        database away): the row stays `running` and the next daemon ends it
+        `crashed`.
+        """
+        stored, _ = await store_end(self._writer, run, None)
+        self._runner.finish(stored)
+        return stored
+
+
+def _log_write_failure(future: asyncio.Future[None]) -> None:
+    if not future.cancelled() and future.exception() is not None:
+        log.error("could not record a run's start", exc_info=future.exception())
