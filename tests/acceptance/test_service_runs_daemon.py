@@ -154,7 +154,7 @@ def test_lifetimes_are_runs_with_logs_ends_and_notifications(
         until(lambda: any(run["status"] == "running" for run in runs_of(url, "sick")))
 
         # The notifications: unhealthy (sick) and fatal (flaky), each linking to its run.
-        posts = http.wait_for(2)
+        http.wait_for(2)
 
         def titled(title: str) -> list[dict[str, Any]]:
             until(lambda: bool(posts_about(http.posts, title)))
@@ -163,8 +163,9 @@ def test_lifetimes_are_runs_with_logs_ends_and_notifications(
         (fatal,) = titled("runyard: flaky[0] fatal (exit 3)")
         assert "Service: flaky (instance 0)" in fatal["message"]
         assert f"Run: https://runyard.example.com/runs/{flaky[1]['id']}" in fatal["message"]
-        assert "Instance 0 of service flaky is fatal: exited with code 3; gave up after 2 " in (
-            fatal["message"]
+        assert (
+            "Instance 0 of service flaky is fatal: exited with code 3; gave up after 2 "
+            in (fatal["message"])
         )
         assert "starting flaky 0" in fatal["message"]  # the log tail
         sick_post = titled(f"runyard: sick[0] unhealthy (exit {unhealthy['exit_code']})")[0]
@@ -291,8 +292,9 @@ def test_a_kill_9_leaves_a_running_lifetime_the_next_daemon_ends_crashed(
     try:
         ended = get(url, f"/api/runs/{fresh['id']}")
         assert (ended["status"], ended["end_reason"]) == ("ended", "daemon_stopped")
-        assert "Stopped" in ended["description"] and "because the daemon shut down" in (
-            ended["description"]
+        assert (
+            "Stopped" in ended["description"]
+            and "because the daemon shut down" in (ended["description"])
         )
     finally:
         stop_daemon(third, tmp_path / "third.log")

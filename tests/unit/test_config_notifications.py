@@ -165,7 +165,9 @@ def test_a_glob_matching_no_task_is_a_warning(tmp_path: Path) -> None:
         'notifiers = ["inbox"]\n',
         tmp_path,
     )
-    assert config.warnings == ('routes[0].tasks[0]: "bakup*" matches no task or service of this config',)
+    assert config.warnings == (
+        'routes[0].tasks[0]: "bakup*" matches no task or service of this config',
+    )
 
 
 def test_routes_must_be_an_array_of_tables(tmp_path: Path) -> None:
