@@ -170,6 +170,17 @@ def test_a_glob_matching_no_task_is_a_warning(tmp_path: Path) -> None:
     )
 
 
+def test_a_route_names_services_as_it_names_tasks(tmp_path: Path) -> None:
+    config = parse(
+        '[services.web]\nrun = "sleep 600"\n[notifiers.inbox]\n'
+        '[[routes]]\nkinds = ["unhealthy", "fatal"]\ntasks = ["web"]\nnotifiers = ["inbox"]\n',
+        tmp_path,
+    )
+    assert config.warnings == ()
+    (route,) = config.notifications.routes
+    assert route.kinds == {"unhealthy", "fatal"} and route.tasks == ("web",)
+
+
 def test_routes_must_be_an_array_of_tables(tmp_path: Path) -> None:
     assert problems_of("routes = 3\n", tmp_path) == [
         "routes: expected [[routes]] tables, got integer 3"
