@@ -507,6 +507,7 @@ class Engine:
         crashed = crashed_ids(leftovers, started)
         strays = await asyncio.to_thread(self._executor.strays.table.kill_runs, crashed)
         plan = plan_recovery(leftovers, crashed, strays, self.tasks, self._clock())
+        _log_service_strays(leftovers, strays)
         for crashed_run, retry in plan.retried:
             plan.replace_retry(retry, await self._runner.link_retry_input(crashed_run, retry))
         # No run has a process now: workspaces left behind belong to nobody (a
@@ -530,3 +531,18 @@ class Engine:
         """Delete ended runs (rows and log files) beyond keep_runs / older than keep_for."""
         rules = keep_rules(self.tasks.values(), self.recorder.keep_runs)
         return await apply_retention(self._store, rules, self._clock(), self._delete_run_files)
+
+
+def _log_service_strays(leftovers: list[Run], strays: Mapping[str, list[int]]) -> None:
+    # A service's processes outlive a killed daemon holding their ports: say which
+    # were killed (a task's are noted in its crashed run's description).
+    for run in leftovers:
+        groups = strays.get(run.id)
+        if groups and run.kind is RunKind.SERVICE:
+            log.warning(
+                "killed a service process the previous daemon left running "
+                "(service %s, run %s, process group %s)",
+                run.task_name,
+                run.id,
+                ", ".join(str(group) for group in groups),
+            )
