@@ -269,7 +269,7 @@ class Runyard:
         return await asyncio.to_thread(self.store.list_runs, query)
 
     async def get_run(self, run_id: str) -> Run:
-        live = self.engine.live_run(run_id)
+        live = self.engine.live_run(run_id) or self.services.live_run(run_id)
         if live is not None:
             return live
         run = await asyncio.to_thread(self.store.get_run, run_id)

@@ -149,7 +149,9 @@ class Engine:
         )
         self._retention_task: asyncio.Task[None] | None = None
         # Runs of the services' instances: recorded here, supervised elsewhere.
-        self.recorder = RunRecorder(writer=self._writer, runner=self._runner, events=self.events)
+        self.recorder = RunRecorder(
+            writer=self._writer, runner=self._runner, events=self.events, store=store
+        )
 
     @property
     def tasks(self) -> dict[str, TaskDefinition]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 
 from runyard.domain.models import Run
 from runyard.engine import run_log
@@ -20,6 +20,7 @@ from runyard.engine.events import EventHub
 from runyard.engine.runner import Runner
 from runyard.engine.runs import event_data, store_end
 from runyard.engine.writer import StoreWriter
+from runyard.store.runs import RunStore
 
 log = logging.getLogger("runyard.engine")
 
@@ -27,8 +28,11 @@ log = logging.getLogger("runyard.engine")
 class RunRecorder:
     """Record the start and end of runs whose process someone else supervises."""
 
-    def __init__(self, *, writer: StoreWriter, runner: Runner, events: EventHub) -> None:
+    def __init__(
+        self, *, writer: StoreWriter, runner: Runner, events: EventHub, store: RunStore
+    ) -> None:
         self._writer = writer
+        self._store = store
         self._runner = runner
         self._events = events
         # Runs kept per name by retention, for names that are not tasks (services):
@@ -39,27 +43,33 @@ class RunRecorder:
         """Set how many ended runs retention keeps of each of these names."""
         self.keep_runs = dict(keep_runs)
 
-    async def started(self, run: Run, wait: float) -> bool:
-        """Record `run` as running; wait up to `wait` seconds for the commit.
+    def started(self, run: Run) -> None:
+        """Record `run` as running: queued for the next commit, not waited for.
 
-        Return whether it was committed in time. The caller spawns either way:
-        a process must not wait on a database that is away; the insert stays
-        queued and lands when the database answers (and if the daemon dies
-        first, the run was never recorded: its process is still killed at the
-        next start, by the id the caller noted before spawning).
+        The caller spawns at once: a restart must not wait on the database
+        (nor stay down while it is away). A daemon killed before the commit
+        leaves no row; its owner notes enough to record it at the next start
+        (`unrecorded`, `crashed`).
         """
-        committed = self._writer.submit(inserts=[run], urgent=True)
-        committed.add_done_callback(_log_write_failure)
+        self._writer.submit(inserts=[run], urgent=True).add_done_callback(_log_write_failure)
         self._events.publish("run.started", event_data(run))
         run_log.run_started(run)
-        try:
-            await asyncio.wait_for(asyncio.shield(committed), wait)
-        except TimeoutError:
-            log.warning("run %s: its start is not stored yet; starting it anyway", run.id)
-            return False
-        except Exception:  # noqa: BLE001 - logged by the callback; the process starts anyway
-            return False
-        return True
+
+    async def unrecorded(self, run_ids: Collection[str]) -> set[str]:
+        """Return those of `run_ids` that have no row (their start never committed)."""
+        if not run_ids:
+            return set()
+
+        stored = await asyncio.to_thread(self._store.existing_run_ids, run_ids)
+        return set(run_ids) - stored
+
+    async def crashed(self, runs: Sequence[Run]) -> None:
+        """Store runs that were never recorded, already ended (crashed), and announce them."""
+        if not runs:
+            return
+        await self._writer.write(inserts=runs)
+        for run in runs:
+            self._runner.finish(run)
 
     async def ended(self, run: Run) -> Run:
         """Store `run`'s end and announce it; return the run as stored.

@@ -11,10 +11,13 @@ in `RUNYARD_RUN_ID`; the next daemon kills them by that id before starting
 fresh ones, so no second instance finds its port taken.
 
 Each process's lifetime is a run (`services/lifetimes.py`), recorded through
-the engine's `RunRecorder`: inserted `running` before the spawn (which waits
-up to START_WAIT_SECONDS for the commit), ended when the process is gone.
-The engine's recovery ends a row a killed daemon left `running` as
-`crashed`, like any run. An instance that becomes `fatal` is signalled
+the engine's `RunRecorder`: its insert (`running`) is queued right before
+the spawn, not waited for, so a restart never waits on the database; it is
+ended when the process is gone. The `services.log` line (run id, service,
+index) is written first: a daemon killed before the insert committed leaves
+the next one what it needs to record the lifetime, ended `crashed`. The
+engine's recovery ends a row a killed daemon left `running` as `crashed`,
+like any run. An instance that becomes `fatal` is signalled
 (`fatal`) to the event listeners, the notifications among them, once its
 last run's end is stored.
 """
@@ -42,15 +45,20 @@ from runyard.engine.log_follow import LogFollowers
 from runyard.engine.recorder import RunRecorder
 from runyard.engine.start_log import StartLog
 from runyard.engine.strays import kill_strays
-from runyard.exceptions import NotFound
-from runyard.services.lifetimes import LIFETIMES_KEPT, ended_lifetime, fatal_detail, lifetime_run
+from runyard.exceptions import NotFound, StoreError
+from runyard.services.lifetimes import (
+    LIFETIMES_KEPT,
+    NotedStart,
+    crashed_unrecorded,
+    ended_lifetime,
+    fatal_detail,
+    lifetime_run,
+    read_note,
+    start_note,
+)
 from runyard.services.supervisor import ServiceLifetime, ServiceSupervisor
 
 SERVICES_LOG = "services.log"  # in the data dir: the run ids of the services' processes
-# How long a spawn waits for its run's `running` row to commit. Long enough for
-# any commit of a healthy database; a database that is away must not keep a
-# service down, so past it the process starts and the row lands later.
-START_WAIT_SECONDS = 2.0
 # How long the daemon's shutdown waits for the ends of its services' runs to
 # commit (then the engine's writer has its own last try).
 END_WAIT_SECONDS = 10.0
@@ -80,7 +88,9 @@ class DaemonServices:
         clock: Clock = utc_now,
     ) -> None:
         self._live: dict[str, Run] = {}  # the runs of the processes up now, by id
-        self._started = StartLog(data_dir / SERVICES_LOG, lambda: list(self._live))
+        self._started = StartLog(
+            data_dir / SERVICES_LOG, lambda: [start_note(run) for run in self._live.values()]
+        )
         self._recorder = recorder
         self._events = events
         self._clock = clock
@@ -102,10 +112,17 @@ class DaemonServices:
     # ----- the daemon's life --------------------------------------------------------
 
     async def start(self) -> None:
-        """Kill what a dead daemon's services left running, then start the autostart ones."""
-        leftovers = await asyncio.to_thread(self._started.leftovers)
-        if leftovers:
-            killed = await asyncio.to_thread(kill_strays, leftovers)
+        """Kill what a dead daemon's services left running, then start the autostart ones.
+
+        Lifetimes whose `running` row the dead daemon never committed are
+        recorded here, ended `crashed` (the engine's recovery has ended the
+        rows that were committed).
+        """
+        notes = [note for line in await asyncio.to_thread(self._started.leftovers)
+                 if (note := read_note(line)) is not None]  # fmt: skip
+        killed: dict[str, list[int]] = {}
+        if notes:
+            killed = await asyncio.to_thread(kill_strays, {note.run_id for note in notes})
             for run_id, groups in sorted(killed.items()):
                 log.warning(
                     "killed a service process the previous daemon left running "
@@ -113,8 +130,26 @@ class DaemonServices:
                     run_id,
                     ", ".join(str(group) for group in groups),
                 )
+        await self._record_unrecorded(notes, killed)
         self._started.open()
         self.supervisor.start_all()
+
+    async def _record_unrecorded(
+        self, notes: list[NotedStart], killed: Mapping[str, list[int]]
+    ) -> None:
+        named = [note for note in notes if note.service is not None]
+        try:
+            missing = await self._recorder.unrecorded([note.run_id for note in named])
+            now = self._clock()
+            await self._recorder.crashed(
+                [
+                    crashed_unrecorded(note, killed.get(note.run_id, []), now)
+                    for note in named
+                    if note.run_id in missing
+                ]
+            )
+        except StoreError as error:  # history only: the services start all the same
+            log.error("could not record the lifetimes a crashed daemon left: %s", error)
 
     async def stop(self) -> None:
         """Stop every service, dependants before their dependencies; store their runs' ends."""
@@ -176,11 +211,15 @@ class DaemonServices:
 
     # ----- each process ---------------------------------------------------------------
 
-    async def _starting(self, run_id: str, service: ServiceDefinition, index: int) -> None:
+    def _starting(self, run_id: str, service: ServiceDefinition, index: int) -> None:
         run = lifetime_run(run_id, service.name, index, self._clock())
         self._live[run_id] = run
-        self._started.record(run_id)
-        await self._recorder.started(run, START_WAIT_SECONDS)
+        self._started.record(start_note(run))
+        self._recorder.started(run)
+
+    def live_run(self, run_id: str) -> Run | None:
+        """Return the run of a process up now (its row may not be committed yet), or None."""
+        return self._live.get(run_id)
 
     def _ended(self, lifetime: ServiceLifetime) -> None:
         run = self._live.pop(lifetime.run_id, None)

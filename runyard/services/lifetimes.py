@@ -9,11 +9,15 @@ the end reason and a description; a spawn that fails is one ended row.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+
+from ulid import ULID
 
 from runyard import __version__
 from runyard.domain.describe import describe_service_start
-from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
+from runyard.domain.models import EXIT_CRASHED, EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.services import InstanceState
 from runyard.engine.runs import ended
 from runyard.services.supervisor import ServiceLifetime
@@ -36,6 +40,49 @@ def lifetime_run(run_id: str, service: str, index: int, now: datetime) -> Run:
         replica_index=index,
         description=describe_service_start(__version__, service, index),
     )
+
+
+@dataclass(frozen=True)
+class NotedStart:
+    """A line of `services.log`: a lifetime about to start, as the daemon noted it."""
+
+    run_id: str
+    service: str | None  # None: a line of an older daemon, which noted the id only
+    index: int = 0
+
+
+def start_note(run: Run) -> str:
+    """Return the `services.log` line of a lifetime's run: its id, service and index.
+
+    Noted right before the spawn, before the run's row is committed: a daemon
+    killed in between leaves the next one what it needs to record the run.
+    """
+    return f"{run.id} {run.task_name} {run.replica_index}"
+
+
+def read_note(line: str) -> NotedStart | None:
+    """Return the start a `services.log` line notes, or None for a line not understood."""
+    parts = line.split()
+    if len(parts) == 1:
+        return NotedStart(parts[0], None)
+    if len(parts) == 3 and parts[2].isdigit():
+        return NotedStart(parts[0], parts[1], int(parts[2]))
+    return None
+
+
+def crashed_unrecorded(note: NotedStart, groups: Sequence[int], now: datetime) -> Run:
+    """Return the run of a lifetime whose start never reached the store, ended `crashed`.
+
+    Its creation time is the one its id carries (a ULID starts with it).
+    """
+    assert note.service is not None
+    created = ULID.from_str(note.run_id).datetime
+    run = lifetime_run(note.run_id, note.service, note.index, created)
+    detail = "Its start was not stored before the daemon died."
+    if groups:
+        killed = ", ".join(str(group) for group in groups)
+        detail += f" Processes it left running (process group {killed}) were killed."
+    return ended(run, EndReason.CRASHED, EXIT_CRASHED, now, detail=detail)
 
 
 def ended_lifetime(run: Run, lifetime: ServiceLifetime, *, daemon_stopping: bool) -> Run:

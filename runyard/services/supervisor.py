@@ -98,13 +98,12 @@ class ServiceSupervisor:
         followers: LogFollowers | None = None,
         environ: Mapping[str, str] = os.environ,
         clock: Clock = utc_now,
-        on_starting: Callable[[str, ServiceDefinition, int], Awaitable[None] | None] | None = None,
+        on_starting: Callable[[str, ServiceDefinition, int], None] | None = None,
         on_ended: Callable[[ServiceLifetime], None] | None = None,
     ) -> None:
         """`on_starting(run_id, service, index)` is called right before each spawn (where
         the daemon notes the run id, to find the process after a crash, and records
-        the lifetime as a run), and awaited when it returns an awaitable; `on_ended`
-        with each process's lifetime once it is over."""
+        the lifetime as a run); `on_ended` with each process's lifetime once it is over."""
         self._services = dict(services)
         self._log_path = log_path or (lambda run_id: logs_dir / f"{run_id}.log")
         self._followers = followers or LogFollowers()
@@ -254,9 +253,7 @@ class ServiceSupervisor:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             if self._on_starting is not None:
-                starting = self._on_starting(run_id, service, slot.instance.index)
-                if starting is not None:
-                    await starting
+                self._on_starting(run_id, service, slot.instance.index)
             run_as = resolve_user(service.user) if service.user else None
             env = self._environment(service, slot.instance.index, run_id, run_as)
             child = await spawn(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from ulid import ULID
 
 from runyard import __version__
 from runyard.domain.models import EndReason, RunKind, RunStatus, TaskDefinition, TriggeredBy
@@ -12,9 +13,13 @@ from runyard.domain.services import InstanceState
 from runyard.engine.retention import KeepRule, keep_rules
 from runyard.services.lifetimes import (
     LIFETIMES_KEPT,
+    NotedStart,
+    crashed_unrecorded,
     ended_lifetime,
     fatal_detail,
     lifetime_run,
+    read_note,
+    start_note,
 )
 from runyard.services.supervisor import ServiceLifetime
 
@@ -157,4 +162,41 @@ def test_retention_keeps_the_tasks_rules_and_the_services_newest_lifetimes() -> 
         KeepRule("report", None, timedelta(days=7)),
         KeepRule("db", 1000),
         KeepRule("web", 1000),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("line", "note"),
+    [
+        (f"{RUN_ID} web 1", NotedStart(RUN_ID, "web", 1)),
+        (f"{RUN_ID} my.svc-2 12", NotedStart(RUN_ID, "my.svc-2", 12)),
+        (RUN_ID, NotedStart(RUN_ID, None)),  # an older daemon noted the id only
+        (f"{RUN_ID} web x", None),
+        (f"{RUN_ID} web 1 extra", None),
+        ("", None),
+    ],
+)
+def test_a_services_log_line_notes_the_run_service_and_instance(
+    line: str, note: NotedStart | None
+) -> None:
+    assert read_note(line) == note
+
+
+def test_a_noted_start_reads_back() -> None:
+    run = lifetime_run(RUN_ID, "web", 3, T0)
+    assert read_note(start_note(run)) == NotedStart(RUN_ID, "web", 3)
+
+
+def test_a_start_never_stored_is_recorded_crashed_at_the_time_its_id_carries() -> None:
+    spawned_at = T0 - timedelta(hours=1)
+    run_id = str(ULID.from_datetime(spawned_at))
+    run = crashed_unrecorded(NotedStart(run_id, "web", 1), [4242], T0)
+    assert run.created_at == run.start_at == spawned_at
+    assert (run.status, run.end_reason, run.exit_code) == (RunStatus.ENDED, EndReason.CRASHED, -2)
+    assert (run.task_name, run.replica_index, run.kind) == ("web", 1, RunKind.SERVICE)
+    assert run.end_at == T0
+    assert run.description.splitlines()[1:] == [
+        "Crashed: the daemon stopped while the run was running.",
+        "Its start was not stored before the daemon died. "
+        "Processes it left running (process group 4242) were killed.",
     ]
