@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -72,6 +73,12 @@ def runs_of(client: TestClient, name: str, path: str = "/api/runs") -> list[dict
     body = response.json()
     assert body["total"] == len(body["runs"])
     runs: list[dict[str, Any]] = body["runs"]
+    return runs
+
+
+def runs_of_with(client: TestClient, headers: dict[str, str], name: str) -> list[Any]:
+    body = client.get("/api/runs", params={"task_name": name}, headers=headers).json()
+    runs: list[Any] = body["runs"]
     return runs
 
 
@@ -174,3 +181,39 @@ def test_retention_keeps_a_services_newest_lifetimes(client: TestClient, runyard
     assert not any(runyard.log_path(run["id"]).exists() for run in lifetimes[2:])
     # The running lifetimes of another service are never touched.
     assert len(runs_of(client, "web")) == 2
+
+
+def test_the_dashboard_shows_a_lifetime_without_stop_or_run_again(runyard: Runyard) -> None:
+    with TestClient(create_app(runyard), follow_redirects=False) as page:
+        form = page.get("/login")
+        login_token = re.search(r'name="login_token" value="([^"]+)"', form.text)
+        assert login_token is not None
+        signed_in = page.post(
+            "/login",
+            data={"token": runyard.token, "login_token": login_token.group(1), "next": "/"},
+        )
+        assert signed_in.status_code == 303, signed_in.text
+        api = {"Authorization": f"Bearer {runyard.token}"}
+
+        def a_web_run() -> str | None:
+            instance = page.get("/api/services/web", headers=api).json()["instances"][0]
+            run_id: str | None = instance["run_id"]
+            return run_id
+
+        run_id = eventually(a_web_run)
+        shown = page.get(f"/runs/{run_id}")
+        assert shown.status_code == 200, shown.text
+        assert '<dt>Service</dt><dd><a href="/services/web">web</a>, instance 0</dd>' in shown.text
+        assert 'id="rerun"' not in shown.text and 'id="stop"' not in shown.text
+        assert "Other lifetimes of web" in shown.text
+        assert run_id in page.get("/runs", params={"task_name": "web"}).text
+        # A form posted anyway is refused with the reason, and nothing is triggered.
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.get("/daemon").text)
+        assert csrf is not None
+        again = page.post(f"/runs/{run_id}/rerun", data={"csrf": csrf.group(1)})
+        assert again.status_code == 303 and again.headers["location"] == f"/runs/{run_id}"
+        assert (
+            "Could not run again: it is a lifetime of service web: a service is started or "
+            "restarted, not run again" in page.get(f"/runs/{run_id}").text
+        )
+        assert len(runs_of_with(page, api, "web")) == 2
