@@ -223,7 +223,7 @@ class DaemonServices:
 
     def _ended(self, lifetime: ServiceLifetime) -> None:
         run = self._live.pop(lifetime.run_id, None)
-        if run is None:  # never recorded as starting: a supervisor used without us
+        if run is None:  # cannot happen (on_starting comes first); the end is still told
             run = lifetime_run(lifetime.run_id, lifetime.service, lifetime.index, self._clock())
         ended = ended_lifetime(run, lifetime, daemon_stopping=self._stopping)
         task = asyncio.get_running_loop().create_task(self._record_end(ended, lifetime))
