@@ -59,7 +59,6 @@ class RunRecorder:
         """Return those of `run_ids` that have no row (their start never committed)."""
         if not run_ids:
             return set()
-
         stored = await asyncio.to_thread(self._store.existing_run_ids, run_ids)
         return set(run_ids) - stored
 
