@@ -91,6 +91,15 @@ document.addEventListener("focusout", () => {
   if (pending) schedule();
 });
 
+// Pages whose state changes without a run event (services: probes, restarts)
+// poll: the same fragment refresh, every data-every ms while the tab is shown.
+if (main && main.dataset.live === "poll") {
+  const every = Math.max(500, Number(main.dataset.every) || 2000);
+  window.setInterval(() => {
+    if (!document.hidden) schedule();
+  }, every);
+}
+
 if (main && main.dataset.live === "events") {
   const source = new EventSource("/events/live");
   for (const kind of ["run.created", "run.started", "run.ended"]) {
