@@ -102,9 +102,7 @@ async def service_page(request: Request, service_name: ServiceNamePath) -> Respo
             # A dependency missing from the config holds nothing back: shown as such.
             dependencies=[(dep, everything.get(dep)) for dep in row.definition.depends_on],
             dependants=sorted(
-                other
-                for other, found in everything.items()
-                if name in found.definition.depends_on
+                other for other, found in everything.items() if name in found.definition.depends_on
             ),
             lifetimes=lifetimes,
             poll_ms=POLL_MS,

@@ -218,7 +218,8 @@ def test_the_list_shows_each_instance_with_its_state_and_the_waiting_reason(
     assert "waiting for sick" in blocked
     sick = instance_row(html, "sick", 0)
     assert 'data-state="starting">starting</span>' in sick
-    assert '<span class="probe bad">failed</span>: <span class="mono">exit 3: gate shut</span>' in sick
+    probe = '<span class="probe bad">failed</span>: <span class="mono">exit 3: gate shut</span>'
+    assert probe in sick
     # Ready: db and app; not: sick (starting) and blocked (waiting).
     assert "2 of 4 ready" in html
     for name in ("app", "blocked", "db", "sick"):
@@ -246,7 +247,8 @@ def test_the_service_page_shows_its_definition_dependencies_and_lifetimes(
     assert '<li><a href="/services/db">db</a> <span class="badge ok">ready</span></li>' in app
     assert app.count('<tr data-instance="') == 2
     blocked = client.get("/services/blocked").text
-    assert '<li><a href="/services/sick">sick</a> <span class="badge warn">not ready</span>' in blocked
+    sick_link = '<li><a href="/services/sick">sick</a> <span class="badge warn">not ready</span>'
+    assert sick_link in blocked
 
 
 def test_stop_start_and_restart_from_the_dashboard(client: TestClient) -> None:
