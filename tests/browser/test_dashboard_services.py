@@ -214,6 +214,13 @@ def test_stop_start_and_restart_a_service_by_clicking(daemon: Daemon, page: Page
     assert daemon.instance("web")["state"] == "stopped"
     assert daemon.instance("web")["pid"] is None
     assert not is_alive(first)
+    # What the action did stays on screen while the page refreshes itself.
+    flash = page.get_by_role("status")
+    expect(flash).to_have_text("Stopped web (stopped).")
+    main = page.locator("main")
+    refreshed = int(main.get_attribute("data-refreshed") or "0")
+    expect(main).to_have_attribute("data-refreshed", str(refreshed + 1), timeout=WAIT_MS)
+    expect(flash).to_have_text("Stopped web (stopped).")
 
     page.get_by_role("button", name="Start web", exact=True).click()
     expect(web.locator("[data-state]")).to_have_text("healthy", timeout=WAIT_MS)
@@ -237,3 +244,21 @@ def test_the_overview_counts_services_ready(daemon: Daemon, page: Page) -> None:
     expect(page.locator("#services-up")).to_have_text("1 / 3")
     page.get_by_role("link", name=re.compile("services ready")).click()
     expect(page).to_have_url(f"{daemon.url}/services")
+
+
+def test_the_services_pages_fit_a_phone_and_pass_axe_in_the_dark(
+    daemon: Daemon, browser: Browser
+) -> None:
+    healthy_pid(daemon)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
+    try:
+        page = context.new_page()
+        sign_in(page, daemon, "/services")
+        for path in ("/services", "/services/web", "/services/worker"):
+            page.goto(f"{daemon.url}{path}")
+            expect(page.locator("main h1")).to_be_visible()
+            width = page.evaluate("() => document.documentElement.scrollWidth")
+            assert width <= 390, (path, width)
+            assert_no_axe_violations(page)
+    finally:
+        context.close()
