@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,6 +19,7 @@ from fastapi.testclient import TestClient
 from runyard.api.app import create_app
 from runyard.app import Runyard
 from runyard.config.loader import load_config
+from runyard.domain.models import EndReason, Run, RunStatus
 
 T = TypeVar("T")
 
@@ -249,6 +251,43 @@ def test_the_service_page_shows_its_definition_dependencies_and_lifetimes(
     blocked = client.get("/services/blocked").text
     sick_link = '<li><a href="/services/sick">sick</a> <span class="badge warn">not ready</span>'
     assert sick_link in blocked
+
+
+def test_the_service_page_lists_the_runs_named_after_it_newest_first(
+    client: TestClient, make_run: Callable[..., Run]
+) -> None:
+    # Stand-ins for recorded lifetimes: runs whose task name is the service's.
+    runyard: Runyard = client.app.state.runyard  # type: ignore[attr-defined]
+    now = runyard.clock()
+    older = make_run(
+        "db",
+        RunStatus.ENDED,
+        created_at=now - timedelta(minutes=10),
+        start_at=now - timedelta(minutes=10),
+        end_at=now - timedelta(minutes=9),
+        end_reason=EndReason.FAILED,
+        exit_code=1,
+        replica_index=0,
+    )
+    newer = make_run(
+        "db",
+        RunStatus.RUNNING,
+        created_at=now - timedelta(minutes=1),
+        start_at=now - timedelta(minutes=1),
+        replica_index=0,
+    )
+    other = make_run("app", RunStatus.ENDED, created_at=now, end_reason=EndReason.SUCCESS)
+    runyard.store.apply([older, newer, other], [])
+    sign_in(client)
+    html = client.get("/services/db").text
+    table = re.search(r'<table class="runs" id="lifetimes">(.*?)</table>', html, re.S)
+    assert table is not None
+    ids = re.findall(r'<a class="mono" href="/runs/([0-9A-Z]{26})">', table.group(1))
+    assert ids == [newer.id, older.id]
+    assert '<span class="badge bad">failed</span>' in table.group(1)
+    assert '<span class="badge live">running</span>' in table.group(1)
+    assert '<a href="/runs?task_name=db">Every lifetime of db</a>' in html
+    assert "No lifetimes recorded yet." in client.get("/services/blocked").text
 
 
 def test_stop_start_and_restart_from_the_dashboard(client: TestClient) -> None:
