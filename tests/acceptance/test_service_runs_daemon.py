@@ -18,7 +18,15 @@ from typing import Any
 
 import httpx
 import pytest
-from runyard_harness import TEST_TOKEN, cli_env, free_port, start_daemon, stop_daemon, until
+from runyard_harness import (
+    TEST_TOKEN,
+    cli_env,
+    free_port,
+    run_cli,
+    start_daemon,
+    stop_daemon,
+    until,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 from notification_receivers import HttpReceiver, Post  # noqa: E402
@@ -281,6 +289,10 @@ def test_a_kill_9_leaves_a_running_lifetime_the_next_daemon_ends_crashed(
             0,
         )
         assert "retry_of_run_id" not in fresh
+        # The CLI lists a service's lifetimes as a task's runs.
+        listed = run_cli("--config", str(config), "runs", "keeper", "--json", env=env)
+        assert listed.returncode == 0, listed.stderr
+        assert [run["id"] for run in json.loads(listed.stdout)["runs"]] == [fresh["id"], old["id"]]
         (post,) = http.wait_for(1)
         assert post.json()["title"] == "runyard: keeper[0] crashed (exit -2)"
         assert f"Run: https://runyard.example.com/runs/{old['id']}" in post.json()["message"]
