@@ -210,6 +210,10 @@ def test_the_list_shows_each_instance_with_its_state_and_the_waiting_reason(
     assert "passed" in db and "exit 0" in db
     (db_pid,) = pids(client, "db")
     assert f">{db_pid}</td>" in db
+    # Each instance links to its current lifetime's run (and so its live log).
+    (db_instance,) = client.get("/api/services/db", headers=_bearer(client)).json()["instances"]
+    assert f'<a href="/runs/{db_instance["run_id"]}"' in db
+    assert client.get(f"/runs/{db_instance['run_id']}").status_code == 200
     for index, pid in enumerate(pids(client, "app")):
         row = instance_row(html, "app", index)
         assert 'data-state="running">running</span>' in row
