@@ -101,6 +101,16 @@ def test_lifetimes_are_listed_and_the_shutdown_stores_their_ends(
         assert runs_of(client, "idle") == []
         assert client.get("/api/runs", params={"task_name": "nope"}).status_code == 404
         ids = {run["id"] for run in running}
+        # Ended lifetimes count in the run metrics under the service's name.
+        counted = re.compile(
+            r'^runyard_runs_total\{end_reason="success",task="flap"\} ([0-9.]+)$', re.M
+        )
+
+        def flap_counted() -> float | None:
+            found = counted.search(client.get("/metrics").text)
+            return float(found.group(1)) if found and float(found.group(1)) >= 2 else None
+
+        assert eventually(flap_counted) >= 2
 
     store = RunStore.open(store_url)
     try:
