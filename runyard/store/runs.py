@@ -70,6 +70,16 @@ def _insert_missing(connection: Connection, rows: list[dict[str, Any]]) -> None:
     )
 
 
+def insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert runs (as run_to_row gives them) in the caller's transaction."""
+    _insert(connection, rows)
+
+
+def apply_updates(connection: Connection, updated: Sequence[Run]) -> None:
+    """Write the lifecycle columns of stored runs in the caller's transaction."""
+    connection.execute(_UPDATE, [_update_params(run) for run in updated])
+
+
 class RunStore:
     """Run history in SQLite or PostgreSQL; safe to call from any thread."""
 
@@ -99,6 +109,11 @@ class RunStore:
             raise
         return cls(engine, clock)
 
+    @property
+    def shared(self) -> bool:
+        """Whether several daemons may share this database (PostgreSQL; SQLite never)."""
+        return self._engine.dialect.name == "postgresql"
+
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
@@ -110,8 +125,14 @@ class RunStore:
         ticks: Mapping[str, datetime] | None = None,
         *,
         replay: bool = False,
+        claims: Mapping[str, datetime] | None = None,
     ) -> None:
         """Insert new runs, update existing ones by id and record cron ticks, in one transaction.
+
+        `claims` are ticks this node fires where other nodes fire the same
+        schedule (PostgreSQL): each must be later than the stored last_tick,
+        else the whole transaction fails with TickTaken and nothing is stored
+        (the writer then fails only the change that held that claim).
 
         An update writes the lifecycle columns (MUTABLE_COLUMNS); updates of
         ids that are not stored change nothing. ticks (task name -> tick)
@@ -124,12 +145,21 @@ class RunStore:
         Raises StoreUnavailable (or DiskFull) when a later try can succeed,
         StoreError when these changes can never be stored.
         """
-        if not inserts and not updates and not ticks:
+        if not inserts and not updates and not ticks and not claims:
             return
-        if self._sqlite and not updates and not ticks and not replay:
+        if self._sqlite and not updates and not ticks and not replay and not claims:
             self._insert_sqlite([run_to_row(run) for run in inserts])
             return
         with self.transaction(write=True) as connection:
+            landed: set[str] = set()
+            if claims and replay and inserts:
+                stored = connection.execute(
+                    sa.select(runs.c.task_name).where(runs.c.id.in_([run.id for run in inserts]))
+                )
+                landed = set(stored.scalars())
+            if claims:
+                # Before the inserts: a taken tick fails at its first statement.
+                task_state.claim_ticks(connection, claims, self._clock(), landed)
             if inserts:
                 rows = [run_to_row(run) for run in inserts]
                 if replay:
