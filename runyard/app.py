@@ -154,9 +154,7 @@ class Runyard:
             followers=self.engine.followers,
             environ=environ,
         )
-        self.scheduler = Scheduler(
-            self.engine, self.store, clock, claim_ticks=registry is not None
-        )
+        self.scheduler = Scheduler(self.engine, self.store, clock, claim_ticks=registry is not None)
         self.metrics = Metrics(__version__, self._task_loads, self._runtime_used)
         self.engine.observer = self.metrics
         self.v3 = V3Service(

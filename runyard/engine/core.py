@@ -362,7 +362,15 @@ class Engine:
                 await asyncio.to_thread(delete_input_files, self.inputs, ids)
                 raise StoreError(f"input data cannot be stored: {error}") from error
         request = TriggerRequest(
-            task, ids, values, triggered_by, inline, input_size, note, account, secret_hash,
+            task,
+            ids,
+            values,
+            triggered_by,
+            inline,
+            input_size,
+            note,
+            account,
+            secret_hash,
             node=self.node,
         )
         try:

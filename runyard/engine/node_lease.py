@@ -11,6 +11,7 @@ Exactly one survivor takes each dead node (the registry's row lock).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Sequence
 
@@ -58,10 +59,8 @@ class NodeLease:
         """Stop renewing and let the lease lapse, so survivors take the pending runs now."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
         try:
             await asyncio.to_thread(self.registry.release)
         except StoreError as error:
@@ -124,4 +123,3 @@ class NodeLease:
 def sorted_pending(stored: TakeOverPlan) -> list[Run]:
     """The runs to queue from a take-over, oldest first."""
     return sorted([*stored.adopted, *stored.inserts], key=lambda run: (run.created_at, run.id))
-

@@ -116,7 +116,12 @@ def plan_takeover(
         task = tasks.get(run.task_name)
         if run.status is RunStatus.RUNNING:
             crashed_run = ended(
-                run, EndReason.CRASHED, EXIT_CRASHED, now, detail=lapsed, start_at=run.start_at or now
+                run,
+                EndReason.CRASHED,
+                EXIT_CRASHED,
+                now,
+                detail=lapsed,
+                start_at=run.start_at or now,
             )
             retry = retry_of(crashed_run, task, now) if task is not None else None
             if retry is not None and retry.input_in_file:

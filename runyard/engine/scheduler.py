@@ -259,9 +259,7 @@ class Scheduler:
             return
         last = newest[-1]
         try:
-            missed = await self._engine.record_missed(
-                name, count, first, last, claim=self._claim
-            )
+            missed = await self._engine.record_missed(name, count, first, last, claim=self._claim)
         except TickTaken:
             # Another node recorded these ticks (and their catch-up runs).
             entry.last = last

@@ -30,7 +30,14 @@ from runyard.store.runs import RunStore, apply_updates, insert_rows
 from runyard.store.schema import nodes, runs
 
 _ACTIVE = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
-_LEASE_END = nodes.c.lease_renewed_at + nodes.c.lease_seconds * sa.text("interval '1 second'")
+
+
+def _seconds(seconds: sa.ColumnElement[float]) -> sa.ColumnElement[object]:
+    """Return a PostgreSQL interval of `seconds` (make_interval's last argument)."""
+    return sa.func.make_interval(0, 0, 0, 0, 0, 0, seconds)
+
+
+_LEASE_END = nodes.c.lease_renewed_at + _seconds(nodes.c.lease_seconds)
 
 
 @dataclass(frozen=True)
@@ -99,7 +106,7 @@ class NodeRegistry:
         me = self.identity
         with self._store.transaction(write=True) as connection:
             row = connection.execute(
-                sa.select(nodes.c.url, (_LEASE_END < sa.func.now()).label("expired"))
+                sa.select(nodes.c.url, (sa.func.now() > _LEASE_END).label("expired"))
                 .where(nodes.c.name == me.name)
                 .with_for_update()
             ).first()
@@ -141,7 +148,7 @@ class NodeRegistry:
             connection.execute(
                 sa.update(nodes)
                 .where(nodes.c.name == me.name, nodes.c.instance == me.instance)
-                .values(lease_renewed_at=sa.func.now() - me.lease_seconds * sa.text("interval '1 second'"))
+                .values(lease_renewed_at=sa.func.now() - _seconds(nodes.c.lease_seconds))
             )
 
     def own_active_runs(self) -> list[Run]:
@@ -170,7 +177,7 @@ class NodeRegistry:
         with self._store.transaction(write=True) as connection:
             row = connection.execute(
                 sa.select(nodes.c.name, nodes.c.lease_renewed_at, sa.func.now().label("now"))
-                .where(nodes.c.name != self.name, _LEASE_END < sa.func.now())
+                .where(nodes.c.name != self.name, sa.func.now() > _LEASE_END)
                 .order_by(nodes.c.name)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -205,7 +212,7 @@ class NodeRegistry:
             sa.select(
                 nodes,
                 sa.func.extract("epoch", sa.func.now() - nodes.c.lease_renewed_at).label("age"),
-                (_LEASE_END < sa.func.now()).label("expired"),
+                (sa.func.now() > _LEASE_END).label("expired"),
                 sa.func.coalesce(running.c.running, 0).label("running"),
             )
             .select_from(nodes.outerjoin(running, running.c.node == nodes.c.name))

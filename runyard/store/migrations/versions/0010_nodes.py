@@ -56,6 +56,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.drop_index("ix_runs_node_active", table_name="runs")
-    with op.batch_alter_table("runs") as batch:
-        batch.drop_column("node")
+    # No batch copy of runs on SQLite: recreating the table would drop its
+    # triggers (run_counts, the search index). DROP COLUMN is native there.
+    op.drop_column("runs", "node")
     op.drop_table("nodes")
