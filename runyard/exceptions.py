@@ -129,3 +129,11 @@ class TickTaken(RunyardError):
 
 class NodeNameTaken(RunyardError):
     """A live node on the same database already goes by this node name."""
+
+
+class RunOnAnotherNode(RunyardError):
+    """A stop asked of a node for a run another node started (PostgreSQL, several nodes)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        super().__init__(f"run {run.id} runs on node {run.node}; ask that node to stop it")

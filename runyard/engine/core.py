@@ -70,6 +70,7 @@ from runyard.exceptions import (
     InvalidInput,
     NotFound,
     RunAlreadyEnded,
+    RunOnAnotherNode,
     ShuttingDown,
     StoreError,
     UnstorableInput,
@@ -512,6 +513,8 @@ class Engine:
         run = await asyncio.to_thread(self._store.get_run, run_id)
         if run is None:
             raise NotFound("run", run_id)
+        if run.is_active and self.node is not None and run.node not in (None, self.node):
+            raise RunOnAnotherNode(run)
         raise RunAlreadyEnded(run)
 
     # ----- admission helpers -------------------------------------------------
