@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 
 from runyard.clock import Clock, utc_now
@@ -39,6 +40,9 @@ class NodeLease:
         self._clock = clock
         self.renew_every = registry.identity.lease_seconds / RENEWALS_PER_LEASE
         self._task: asyncio.Task[None] | None = None
+        # time.monotonic() of the first renewal since the database last failed
+        # this node (or since registration); None while renewals fail.
+        self._renewing_since: float | None = time.monotonic()
 
     async def register(self) -> None:
         """Enter the registry with a fresh lease (before the engine recovers its runs)."""
@@ -71,6 +75,7 @@ class NodeLease:
             try:
                 await self.renew_and_sweep()
             except StoreError as error:
+                self._renewing_since = None
                 log.warning("node %s: lease renewal failed: %s", self.registry.name, error)
             except Exception:
                 log.exception("node %s: lease step failed", self.registry.name)
@@ -87,6 +92,14 @@ class NodeLease:
                 self.registry.name,
             )
             await self.register()
+        now = time.monotonic()
+        if self._renewing_since is None:
+            self._renewing_since = now
+        if now - self._renewing_since < self.registry.identity.lease_seconds:
+            # After the database was away (or at start), every live node needs
+            # a lease's time to renew again before an old lease means death:
+            # else the first node back would take over the others.
+            return []
         taken: list[str] = []
         while True:
             result = await asyncio.to_thread(self.registry.take_over, self._plan)
