@@ -14,26 +14,32 @@ what it admitted (runs are not shared between nodes yet).
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import os
-import signal
-import subprocess
 import sys
-import tempfile
-import time
-import uuid
 from pathlib import Path
-from typing import Any
 
-import httpx
-import sqlalchemy as sa
+# bench/http.py would stand in for the standard library's `http` package.
+BENCH = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != BENCH]
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from typing import Any  # noqa: E402
+
+import httpx  # noqa: E402
+import sqlalchemy as sa  # noqa: E402
+
+sys.path.append(str(BENCH))
+
 from _common import free_port, machine, merge_report  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = BENCH.parent
 RESULTS = ROOT / "bench" / "results"
 POSTGRES_URL = os.environ.get("RUNYARD_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432")
 TOKEN = "bench-cluster-token-0123456789abcdef"

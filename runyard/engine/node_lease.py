@@ -107,14 +107,13 @@ class NodeLease:
                 return taken
             dead, stored = result
             taken.append(dead.name)
-            crashed = sum(1 for run in stored.updates if run.end_reason is not None)
             log.warning(
                 "node %s took over dead node %s (lease last renewed %s): "
                 "%d run(s) ended, %d retried, %d queued here",
                 self.registry.name,
                 dead.name,
                 dead.lease_renewed_at.isoformat(),
-                crashed,
+                len(stored.updates),
                 len(stored.inserts),
                 len(stored.adopted),
                 extra={"node": self.registry.name, "dead_node": dead.name},
