@@ -231,3 +231,34 @@ def test_a_dead_nodes_runs_end_crashed_naming_it_and_retry_on_the_taker() -> Non
     # Input in a file on the dead node: crashed, and not retried.
     assert by_id["RF"].end_reason is EndReason.CRASHED
     assert by_id["RF"].description.endswith("Not retried: its input data is a file on node 'dead'.")
+
+
+def test_a_service_lifetime_left_running_ends_crashed_and_is_never_retried_or_queued() -> None:
+    # Its task_name is a service's: no task of that name, yet not a vanished task.
+    lifetime = dataclasses.replace(
+        stored("web-0", RunStatus.RUNNING, task="web", start_at=T0),
+        triggered_by=TriggeredBy.SERVICE,
+        replica_index=1,
+    )
+    retrying = {"web": TaskDefinition(name="web", run="true", retry_attempts=3)}
+    for tasks in ({}, TASKS, retrying):
+        plan = plan_recovery([lifetime], {"web-0"}, {"web-0": [4242]}, tasks, NOW)
+        (crashed,) = plan.updates
+        assert crashed.end_reason is EndReason.CRASHED
+        assert crashed.exit_code == EXIT_CRASHED
+        assert crashed.replica_index == 1 and crashed.start_at == T0
+        assert "(process group 4242) were killed" in crashed.description
+        assert plan.inserts == [] and plan.pending == [] and plan.retried == []
+
+
+def test_a_dead_nodes_service_lifetime_ends_crashed_and_is_not_retried() -> None:
+    lifetime = dataclasses.replace(
+        stored("web-0", RunStatus.RUNNING, task="web", start_at=T0),
+        triggered_by=TriggeredBy.SERVICE,
+        node="dead",
+    )
+    retrying = {"web": TaskDefinition(name="web", run="true", retry_attempts=3)}
+    plan = plan_takeover([lifetime], "dead", T0, "me", retrying, NOW)
+    (crashed,) = plan.updates
+    assert crashed.end_reason is EndReason.CRASHED
+    assert plan.inserts == [] and plan.adopted == []
