@@ -2,6 +2,15 @@
 
 The child is never blocked by runyard: its pipes are read by the event loop as
 fast as it writes, and each chunk goes straight into the run's log writer.
+
+Where the kernel has pidfds (Linux 5.3+), a child is started with
+`subprocess.Popen` and watched by the event loop directly: its two pipes and
+its pidfd are three readers on the loop (`_PipedChild`). asyncio's subprocess
+transport does the same with far more on the way (a transport and a protocol
+object per pipe, a task to connect them, the child watcher, callbacks
+scheduled through `call_soon` at each step): for a short run that bookkeeping
+cost more of the event loop than the spawn itself (see "Where the time goes"
+in docs/DESIGN.md). Elsewhere asyncio's transport is used.
 """
 
 from __future__ import annotations
@@ -10,10 +19,12 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 from runyard.clock import Clock
 from runyard.engine.identity import RunAs
@@ -26,6 +37,7 @@ _STREAMS = {_STDOUT: "out", _STDERR: "err"}
 _STDERR_TAIL_BYTES = 4096  # what the run's description quotes of a failure
 _PIPE_DRAIN_GRACE = 5.0  # seconds to wait for pipes held open by escaped descendants
 _FLUSH_DELAY = 0.1  # readers of the log file see new output at most this late
+_READ_SIZE = 256 * 1024  # bytes per read of a pipe, as asyncio's pipe transport reads
 
 
 class _OutputProtocol(asyncio.SubprocessProtocol):
@@ -122,10 +134,103 @@ def _kept_part(lines: bytes, kept: int, *, newest: bool) -> bytes:
     return lines[: cut + 1]
 
 
+class _Transport(Protocol):
+    """What ChildProcess uses of a child's transport (asyncio's, or a _PipedChild)."""
+
+    def get_pid(self) -> int: ...
+
+    def get_returncode(self) -> int | None: ...
+
+    def close(self) -> None: ...
+
+
+class _PipedChild:
+    """A child started by Popen, its stdout, stderr and exit watched as readers on the loop.
+
+    It drives an _OutputProtocol as asyncio's subprocess transport would:
+    pipe_data_received and pipe_connection_lost per pipe, process_exited once
+    the child is reaped, connection_lost once both pipes are closed and the
+    child is reaped.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        popen: subprocess.Popen[bytes],
+        pidfd: int,
+        pipes: dict[int, int],
+        protocol: _OutputProtocol,
+    ) -> None:
+        self._loop = loop
+        self._popen = popen
+        self._pidfd: int | None = pidfd
+        self._pipes = pipes  # our read end -> the child's fd (1 or 2), while open
+        self._protocol = protocol
+        self._lost = False
+        for read_end, child_fd in pipes.items():
+            loop.add_reader(read_end, self._read, read_end, child_fd)
+        loop.add_reader(pidfd, self._reap)
+
+    def get_pid(self) -> int:
+        return self._popen.pid
+
+    def get_returncode(self) -> int | None:
+        return self._popen.returncode
+
+    def _read(self, read_end: int, child_fd: int) -> None:
+        try:
+            data = os.read(read_end, _READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as error:
+            self._close_pipe(read_end, error)
+            return
+        if data:
+            self._protocol.pipe_data_received(child_fd, data)
+        else:
+            self._close_pipe(read_end, None)
+
+    def _close_pipe(self, read_end: int, error: Exception | None) -> None:
+        child_fd = self._pipes.pop(read_end, None)
+        if child_fd is None:
+            return
+        self._loop.remove_reader(read_end)
+        os.close(read_end)
+        self._protocol.pipe_connection_lost(child_fd, error)
+        self._maybe_lost()
+
+    def _reap(self) -> None:
+        pidfd = self._pidfd
+        if pidfd is None:
+            return
+        self._loop.remove_reader(pidfd)
+        os.close(pidfd)
+        self._pidfd = None
+        try:
+            _, status = os.waitpid(self._popen.pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            code = 255  # reaped by someone else: its status is lost (asyncio says 255 too)
+        # Set on the Popen too: one whose returncode is None would be polled forever.
+        self._popen.returncode = code
+        self._protocol.process_exited()
+        self._maybe_lost()
+
+    def _maybe_lost(self) -> None:
+        if not self._pipes and self._pidfd is None and not self._lost:
+            self._lost = True
+            self._protocol.connection_lost(None)
+
+    def close(self) -> None:
+        """Stop reading the pipes (whatever is left in them is dropped); keep reaping."""
+        for read_end in list(self._pipes):
+            self._close_pipe(read_end, None)
+
+
 class ChildProcess:
     """A started child; `wait()` returns its exit code once it and its pipes are done."""
 
-    def __init__(self, transport: asyncio.SubprocessTransport, protocol: _OutputProtocol) -> None:
+    def __init__(self, transport: _Transport, protocol: _OutputProtocol) -> None:
         self._transport = transport
         self._protocol = protocol
         self.pid: int = transport.get_pid()
@@ -211,8 +316,13 @@ async def spawn(
     supplementary groups before it runs `argv` (the daemon must be root).
     """
     loop = asyncio.get_running_loop()
-    transport, protocol = await loop.subprocess_exec(
-        lambda: _OutputProtocol(run_id, log, followers, clock, on_log_full, keeps_newest, mask),
+    protocol = _OutputProtocol(run_id, log, followers, clock, on_log_full, keeps_newest, mask)
+    if _pidfds_work():
+        return ChildProcess(
+            _spawn_piped(loop, argv, env, cwd, umask, run_as, protocol), protocol
+        )
+    transport, _ = await loop.subprocess_exec(
+        lambda: protocol,
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
@@ -226,3 +336,72 @@ async def spawn(
         extra_groups=None if run_as is None else list(run_as.groups),
     )
     return ChildProcess(transport, protocol)
+
+
+_devnull: int | None = None  # /dev/null, opened once: every child's stdin
+_pidfd_support: bool | None = None
+
+
+def _pidfds_work() -> bool:
+    global _pidfd_support
+    if _pidfd_support is None:
+        try:
+            os.close(os.pidfd_open(os.getpid()))
+            _pidfd_support = True
+        except (AttributeError, OSError):
+            _pidfd_support = False
+    return _pidfd_support
+
+
+def _spawn_piped(
+    loop: asyncio.AbstractEventLoop,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path | None,
+    umask: int | None,
+    run_as: RunAs | None,
+    protocol: _OutputProtocol,
+) -> _PipedChild:
+    global _devnull
+    if _devnull is None:
+        _devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    out_read, out_write = os.pipe2(os.O_CLOEXEC)
+    err_read, err_write = os.pipe2(os.O_CLOEXEC)
+    try:
+        popen = subprocess.Popen(
+            argv,
+            stdin=_devnull,
+            stdout=out_write,
+            stderr=err_write,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+            umask=-1 if umask is None else umask,
+            user=None if run_as is None else run_as.uid,
+            group=None if run_as is None else run_as.gid,
+            extra_groups=None if run_as is None else list(run_as.groups),
+        )
+    except BaseException:
+        os.close(out_read)
+        os.close(err_read)
+        raise
+    finally:
+        # The child holds its own copies: EOF comes when it (and anything it
+        # left holding them) closes them.
+        os.close(out_write)
+        os.close(err_write)
+    # Only our ends: the child's are blocking, as a process expects of its stdout.
+    os.set_blocking(out_read, False)
+    os.set_blocking(err_read, False)
+    try:
+        pidfd = os.pidfd_open(popen.pid)
+    except OSError:
+        # pidfd_open cannot fail for a child not reaped yet but for lack of
+        # descriptors: kill it rather than leave it unwatched.
+        with contextlib.suppress(OSError):
+            os.killpg(popen.pid, signal.SIGKILL)
+        popen.wait()
+        os.close(out_read)
+        os.close(err_read)
+        raise
+    return _PipedChild(loop, popen, pidfd, {out_read: _STDOUT, err_read: _STDERR}, protocol)
