@@ -4,23 +4,28 @@ The child is never blocked by runyard: its pipes are read by the event loop as
 fast as it writes, and each chunk goes straight into the run's log writer.
 
 Where the kernel has pidfds (Linux 5.3+), a child is started with
-`subprocess.Popen` and watched by the event loop directly: its two pipes and
-its pidfd are three readers on the loop (`_PipedChild`). asyncio's subprocess
-transport does the same with far more on the way (a transport and a protocol
-object per pipe, a task to connect them, the child watcher, callbacks
-scheduled through `call_soon` at each step): for a short run that bookkeeping
-cost more of the event loop than the spawn itself (see "Where the time goes"
-in docs/DESIGN.md). Elsewhere asyncio's transport is used.
+`subprocess.Popen` and watched directly: its two pipes and its pidfd go into
+one epoll set shared by every child (`_ChildEvents`), which is itself one
+reader on the event loop (`_PipedChild`). asyncio's subprocess transport does
+the same with far more on the way (a transport and a protocol object per pipe,
+a task to connect them, the child watcher, callbacks scheduled through
+`call_soon` at each step, and three selector registrations, each a few Python
+calls and a KeyError): for a short run that bookkeeping cost more of the event
+loop than the spawn itself (see "Where the time goes" in docs/DESIGN.md).
+Elsewhere asyncio's transport is used.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
+import select
 import signal
 import subprocess
 import sys
+import weakref
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -144,6 +149,52 @@ class _Transport(Protocol):
     def close(self) -> None: ...
 
 
+class _ChildEvents:
+    """One epoll set for the pipes and pidfds of every child, read when the loop says so.
+
+    Registering a descriptor here is one system call; with the loop's
+    add_reader it is a selector key, a handle and a lookup that raises.
+    Level-triggered: whatever a callback leaves unread is reported again.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._epoll = select.epoll()
+        self._callbacks: dict[int, Callable[[], None]] = {}
+        # The loop holds this object through its reader, never the other way
+        # round: when the loop goes, so does the epoll set.
+        loop.add_reader(self._epoll.fileno(), self._dispatch)
+
+    def add(self, fd: int, callback: Callable[[], None]) -> None:
+        self._epoll.register(fd, select.EPOLLIN)
+        self._callbacks[fd] = callback
+
+    def remove(self, fd: int) -> None:
+        """Stop watching `fd`; call before closing it."""
+        if self._callbacks.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+
+    def _dispatch(self) -> None:
+        for fd, _events in self._epoll.poll(0):
+            # A callback may have removed a descriptor reported in this round,
+            # and its number may even be another's by now: each callback
+            # copes with being called when nothing is ready.
+            callback = self._callbacks.get(fd)
+            if callback is not None:
+                callback()
+
+
+_child_events: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _ChildEvents] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _events_of(loop: asyncio.AbstractEventLoop) -> _ChildEvents:
+    events = _child_events.get(loop)
+    if events is None:
+        events = _child_events[loop] = _ChildEvents(loop)
+    return events
+
+
 class _PipedChild:
     """A child started by Popen, its stdout, stderr and exit watched as readers on the loop.
 
@@ -161,15 +212,15 @@ class _PipedChild:
         pipes: dict[int, int],
         protocol: _OutputProtocol,
     ) -> None:
-        self._loop = loop
+        self._events = _events_of(loop)
         self._popen = popen
         self._pidfd: int | None = pidfd
         self._pipes = pipes  # our read end -> the child's fd (1 or 2), while open
         self._protocol = protocol
         self._lost = False
         for read_end, child_fd in pipes.items():
-            loop.add_reader(read_end, self._read, read_end, child_fd)
-        loop.add_reader(pidfd, self._reap)
+            self._events.add(read_end, functools.partial(self._read, read_end, child_fd))
+        self._events.add(pidfd, self._reap)
 
     def get_pid(self) -> int:
         return self._popen.pid
@@ -194,7 +245,7 @@ class _PipedChild:
         child_fd = self._pipes.pop(read_end, None)
         if child_fd is None:
             return
-        self._loop.remove_reader(read_end)
+        self._events.remove(read_end)
         os.close(read_end)
         self._protocol.pipe_connection_lost(child_fd, error)
         self._maybe_lost()
@@ -203,14 +254,19 @@ class _PipedChild:
         pidfd = self._pidfd
         if pidfd is None:
             return
-        self._loop.remove_reader(pidfd)
+        try:
+            # WNOHANG: a stale report (see _ChildEvents) must not block the loop.
+            pid, status = os.waitpid(self._popen.pid, os.WNOHANG)
+        except ChildProcessError:
+            # Reaped by someone else: its status is lost (asyncio says 255 too).
+            code = 255
+        else:
+            if pid == 0:
+                return  # still running
+            code = os.waitstatus_to_exitcode(status)
+        self._events.remove(pidfd)
         os.close(pidfd)
         self._pidfd = None
-        try:
-            _, status = os.waitpid(self._popen.pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-        except ChildProcessError:
-            code = 255  # reaped by someone else: its status is lost (asyncio says 255 too)
         # Set on the Popen too: one whose returncode is None would be polled forever.
         self._popen.returncode = code
         self._protocol.process_exited()
