@@ -30,9 +30,7 @@ _TIMESTAMPS = frozenset(column.name for column in runs.c if isinstance(column.ty
 _MUTABLE_TIMESTAMPS = tuple(
     index for index, column in enumerate(MUTABLE_COLUMNS) if column in _TIMESTAMPS
 )
-_UPDATE = (
-    f"UPDATE runs SET {', '.join(f'{column} = ?' for column in MUTABLE_COLUMNS)} WHERE id = ?"
-)
+_UPDATE = f"UPDATE runs SET {', '.join(f'{column} = ?' for column in MUTABLE_COLUMNS)} WHERE id = ?"
 
 
 def insert_runs(connection: sqlite3.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
