@@ -113,8 +113,11 @@ class RunStore:
     ) -> None:
         """Insert new runs, update existing ones by id and record cron ticks, in one transaction.
 
-        An update writes the lifecycle columns (MUTABLE_COLUMNS); updates of
-        ids that are not stored change nothing. ticks (task name -> tick)
+        An update writes the lifecycle columns (MUTABLE_COLUMNS); on SQLite
+        an update to a `running` run writes only what starting changes
+        (status, start_at, description: a run becomes `running` in one place,
+        from `pending`, see store/_bulk.py). Updates of ids that are not
+        stored change nothing. ticks (task name -> tick)
         advance each task's last_tick, never backwards: a cron run and its
         tick are recorded together or not at all. `replay`: these changes may
         have been committed already (a commit whose answer was lost), so runs
