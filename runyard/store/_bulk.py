@@ -22,6 +22,7 @@ import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from runyard.domain.models import RunStatus
 from runyard.store._rows import MUTABLE_COLUMNS
 from runyard.store.schema import UtcDateTime, runs, sqlite_timestamp
 
@@ -37,7 +38,7 @@ _UPDATE = f"UPDATE runs SET {', '.join(f'{column} = ?' for column in MUTABLE_COL
 # exit code, duration and end reason indexes alone, 10-15 % of the update.
 _STARTED_COLUMNS = ("status", "start_at", "description")
 _START = f"UPDATE runs SET {', '.join(f'{column} = ?' for column in _STARTED_COLUMNS)} WHERE id = ?"
-_RUNNING = "running"
+_RUNNING = RunStatus.RUNNING.value
 
 
 def insert_runs(connection: sqlite3.Connection, rows: Sequence[Mapping[str, Any]]) -> None:
