@@ -32,8 +32,9 @@ _MUTABLE_TIMESTAMPS = tuple(
     index for index, column in enumerate(MUTABLE_COLUMNS) if column in _TIMESTAMPS
 )
 _UPDATE = f"UPDATE runs SET {', '.join(f'{column} = ?' for column in MUTABLE_COLUMNS)} WHERE id = ?"
-# What a run's start changes (engine/runner.py is the one place a run becomes
-# `running`). SQLite rewrites the entries of every index holding a column
+# What a run's start changes: the one update to `running` is a pending run
+# starting (engine/runner.py; a service's lifetime is inserted running, see
+# engine/recorder.py). SQLite rewrites the entries of every index holding a column
 # the SET clause names, changed or not: naming only these three leaves the
 # exit code, duration and end reason indexes alone, 10-15 % of the update.
 _STARTED_COLUMNS = ("status", "start_at", "description")

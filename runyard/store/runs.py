@@ -116,8 +116,8 @@ class RunStore:
 
         An update writes the lifecycle columns (MUTABLE_COLUMNS); on SQLite
         an update to a `running` run writes only what starting changes
-        (status, start_at, description: a run becomes `running` in one place,
-        from `pending`, see store/_bulk.py). Updates of ids that are not
+        (status, start_at, description: the one such update is a pending run
+        starting, see store/_bulk.py). Updates of ids that are not
         stored change nothing. ticks (task name -> tick)
         advance each task's last_tick, never backwards: a cron run and its
         tick are recorded together or not at all. `replay`: these changes may
