@@ -194,10 +194,16 @@ class StoreWriter:
                 future.set_exception(StoreUnavailable("runyard is shutting down"))
                 return future
             batch = self._batch
+            # Waking the thread costs a context switch and a turn of the
+            # interpreter lock: only when it waits for a first change, or an
+            # urgent change must cut its gathering pause short. Otherwise it is
+            # gathering or committing, and takes this batch when it is done.
+            wake = not batch.changes or (urgent and not batch.urgent)
             batch.add(change)
             if urgent:
                 batch.urgent = True
-            self._changed.notify()
+            if wake:
+                self._changed.notify()
         return future
 
     async def write(

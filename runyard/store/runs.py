@@ -22,7 +22,7 @@ from runyard.domain.queries import RunQuery
 from runyard.exceptions import StoreError
 from runyard.store import database, search, task_state
 from runyard.store import notifications as notification_rows
-from runyard.store._bulk import insert_runs
+from runyard.store._bulk import insert_runs, write_runs
 from runyard.store._rows import (
     MUTABLE_COLUMNS,
     SUMMARY_COLUMNS,
@@ -96,7 +96,7 @@ class RunStore:
         self._lock: AbstractContextManager[object] = (
             threading.Lock() if database.is_shared_connection(engine) else nullcontext()
         )
-        self._sqlite = engine.dialect.name == "sqlite"  # new runs alone: store/_bulk.py
+        self._sqlite = engine.dialect.name == "sqlite"  # the writer's batches: store/_bulk.py
         self._search_index: bool | None = None  # migration 0009's index is there (asked once)
 
     @classmethod
@@ -135,8 +135,11 @@ class RunStore:
         else the whole transaction fails with TickTaken and nothing is stored
         (the writer then fails only the change that held that claim).
 
-        An update writes the lifecycle columns (MUTABLE_COLUMNS); updates of
-        ids that are not stored change nothing. ticks (task name -> tick)
+        An update writes the lifecycle columns (MUTABLE_COLUMNS); on SQLite
+        an update to a `running` run writes only what starting changes
+        (status, start_at, description: the one such update is a pending run
+        starting, see store/_bulk.py). Updates of ids that are not
+        stored change nothing. ticks (task name -> tick)
         advance each task's last_tick, never backwards: a cron run and its
         tick are recorded together or not at all. `replay`: these changes may
         have been committed already (a commit whose answer was lost), so runs
@@ -148,8 +151,14 @@ class RunStore:
         """
         if not inserts and not updates and not ticks and not claims:
             return
-        if self._sqlite and not updates and not ticks and not replay and not claims:
-            self._insert_sqlite([run_to_row(run) for run in inserts])
+        if self._sqlite and not ticks and not replay and not claims:
+            if updates:
+                self._write_sqlite(
+                    [run_to_row(run) for run in inserts],
+                    [(run.id, update_values(run)) for run in updates],
+                )
+            else:
+                self._insert_sqlite([run_to_row(run) for run in inserts])
             return
         with self.transaction(write=True) as connection:
             landed: set[str] = set()
@@ -413,6 +422,22 @@ class RunStore:
                 driver = connection.driver_connection
                 assert isinstance(driver, sqlite3.Connection)
                 insert_runs(driver, rows)
+            except ValueError as exc:  # a value SQLite cannot hold (a naive datetime)
+                raise StoreError(f"database error: {exc}") from exc
+            finally:
+                connection.close()
+
+    def _write_sqlite(
+        self, rows: list[dict[str, Any]], changes: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        # Run starts and ends (and retries): one transaction through the
+        # driver, see store/_bulk.py.
+        with self._lock, database.store_errors("database error"):
+            connection = self._engine.raw_connection()
+            try:
+                driver = connection.driver_connection
+                assert isinstance(driver, sqlite3.Connection)
+                write_runs(driver, rows, changes)
             except ValueError as exc:  # a value SQLite cannot hold (a naive datetime)
                 raise StoreError(f"database error: {exc}") from exc
             finally:
