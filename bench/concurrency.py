@@ -418,7 +418,8 @@ def main() -> None:
         f"{r['latency_p99_ms']} ms | | p99 < {P99_TARGET_MS:g} ms |"
     )
     print(
-        f"| accepted / recorded / lost | | {r['accepted']} / {r['recorded']} / {r['lost']} | | 0 lost |"
+        f"| accepted / recorded / lost | | {r['accepted']} / {r['recorded']} / {r['lost']} |"
+        " | 0 lost |"
     )
     print(f"\n{'PASS' if r['passed'] else 'FAIL'}\n\nwritten to {args.out}")
 
