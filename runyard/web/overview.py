@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from runyard.app import Runyard
 from runyard.domain.models import FAILURE_LIKE, EndReason, Run, RunStatus
+from runyard.domain.services import is_ready
 from runyard.store import dashboard as reads
 from runyard.web.pages import (
     context,
@@ -93,6 +94,8 @@ async def overview(request: Request) -> Response:
     judged = sum(week.values())
     rate = None if judged == 0 else 100.0 * week[EndReason.SUCCESS.value] / judged
     tasks = _task_rows(runyard, recent)
+    # In memory, no query: the services' card counts those ready (healthy, or running).
+    services = runyard.services.list()
     upcoming = sorted((row for row in tasks if row.next_at is not None), key=lambda r: r.next_at)  # type: ignore[arg-type, return-value]
     return page(
         request,
@@ -109,5 +112,7 @@ async def overview(request: Request) -> Response:
             tasks=tasks,
             upcoming=upcoming[:5],
             activity=activity,
+            services_total=len(services),
+            services_ready=sum(1 for found in services if is_ready(*found)),
         ),
     )

@@ -24,6 +24,7 @@ from runyard.web.session import (
 MAX_FORM_BYTES = 64 * 1024
 
 TaskNamePath = Annotated[str, Path(alias="taskName", min_length=1, max_length=100)]
+ServiceNamePath = Annotated[str, Path(alias="serviceName", min_length=1, max_length=100)]
 RunIdPath = Annotated[str, Path(alias="runId", min_length=1, max_length=100)]
 KeyIdPath = Annotated[str, Path(alias="keyId", min_length=1, max_length=100)]
 
@@ -100,6 +101,8 @@ def context(request: Request, session: Session | None, **values: Any) -> dict[st
     return {
         "csrf": session.csrf if session is not None else "",
         "signed_in": session is not None,
+        # The nav links Services only when the config has some.
+        "has_services": bool(runyard.config.services),
         "flashes": flashes,
         "new_key": new_key,
         "now": runyard.clock(),

@@ -7,7 +7,7 @@ sheet (the Content-Security-Policy forbids inline scripts and styles).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse
 from runyard import __version__
 from runyard.domain import words
 from runyard.domain.models import FAILURE_LIKE, EndReason, Run, RunStatus
+from runyard.domain.services import UP_STATES, InstanceState
 
 POLICY = "; ".join(
     [
@@ -70,6 +71,15 @@ def _iso(value: datetime | None) -> str:
     return "" if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
 
 
+def _interval(value: timedelta | None) -> str:
+    if value is None:
+        return "none"
+    seconds = value.total_seconds()
+    if 0 < seconds < 1:
+        return f"{seconds * 1000:g} ms"  # a service's probe interval: 100 ms, not "0 s"
+    return words.span(seconds)
+
+
 def outcome(run: Run) -> str:
     """Return the word a run's state shows as (and its CSS class): running, success, ..."""
     if run.status is not RunStatus.ENDED:
@@ -90,16 +100,37 @@ def tone(run: Run) -> str:
     return "idle"
 
 
+# The colour family of each service instance state; the badge always shows the state's name.
+_INSTANCE_TONES = {
+    InstanceState.WAITING: "warn",
+    InstanceState.STARTING: "live",
+    InstanceState.RUNNING: "ok",
+    InstanceState.HEALTHY: "ok",
+    InstanceState.UNHEALTHY: "bad",
+    InstanceState.BACKOFF: "warn",
+    InstanceState.FATAL: "bad",
+    InstanceState.STOPPED: "idle",
+}
+
+
+def instance_tone(state: InstanceState) -> str:
+    """Return the colour family of a service instance's state: ok, bad, warn, live, idle."""
+    return _INSTANCE_TONES.get(state, "idle")
+
+
 _environment.filters.update(
+    instance_tone=instance_tone,
     stamp=_stamp,
     iso=_iso,
     zoned=_zoned,
-    interval=lambda value: "none" if value is None else words.span(value.total_seconds()),
+    interval=_interval,
     duration=words.duration,
     outcome=outcome,
     tone=tone,
 )
-_environment.globals.update(version=__version__, relative=words.relative)
+_environment.globals.update(
+    version=__version__, relative=words.relative, span=words.span, up_states=UP_STATES
+)
 
 
 def static_text(name: str) -> str:

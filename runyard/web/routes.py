@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from runyard.web import accounts, daemon, notifications, overview, runs, signin, tasks
+from runyard.web import accounts, daemon, notifications, overview, runs, services, signin, tasks
 from runyard.web.daemon import DirSize
 from runyard.web.pages import (
     BadForm,
@@ -59,7 +59,7 @@ def install(app: Any) -> None:
     app.state.dashboard_sizes = DirSize()
     app.state.dashboard_reloads = {}
     app.include_router(router)
-    for group in (signin, overview, runs, tasks, accounts, notifications, daemon):
+    for group in (signin, overview, runs, tasks, services, accounts, notifications, daemon):
         app.include_router(group.router)
 
     async def sign_in_required(request: Request, exc: Exception) -> Response:

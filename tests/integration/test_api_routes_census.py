@@ -172,8 +172,9 @@ def test_dashboard_routes_need_a_session_and_the_token_does_not_open_them(
         "/daemon",
         "/events/live",
         "/notifications",
+        "/services",
     }
-    for prefix in ("/runs/", "/tasks/", "/accounts/", "/daemon/"):
+    for prefix in ("/runs/", "/tasks/", "/services/", "/accounts/", "/daemon/"):
         dashboard |= {path for path in templates if path.startswith(prefix)}
     assert dashboard == SESSION_ROUTES
     checked = 0

@@ -9,13 +9,13 @@ length is checked.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
+from support.fake_time import T0, FakeClock, FakeTimers
 
 from runyard.domain.models import (
     EndReason,
@@ -30,45 +30,10 @@ from runyard.store.runs import RunStore
 
 pytestmark = pytest.mark.anyio
 
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@dataclass
-class FakeTimer:
-    delay: float
-    callback: Callable[..., object]
-    args: tuple[Any, ...]
-    cancelled: bool = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-
-@dataclass
-class FakeTimers:
-    made: list[FakeTimer] = field(default_factory=list)
-
-    def __call__(self, delay: float, callback: Callable[..., object], *args: Any) -> FakeTimer:
-        timer = FakeTimer(delay, callback, args)
-        self.made.append(timer)
-        return timer
-
-    def fire(self, timer: FakeTimer) -> None:
-        assert not timer.cancelled
-        timer.callback(*timer.args)
 
 
 @dataclass
@@ -129,7 +94,7 @@ async def test_a_failed_run_is_retried_when_its_delay_timer_fires(started: Start
     assert engine.counts("flaky") == (0, 1)
 
     started.clock.now = T0 + timedelta(minutes=1)
-    timers.fire(timers.made[0])
+    timers.made[0].fire()
     ended = await started.ended(retry.id)
     assert (ended.end_reason, ended.start_at) == (EndReason.FAILED, T0 + timedelta(minutes=1))
 

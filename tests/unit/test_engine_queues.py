@@ -2,48 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from support.fake_time import T0, FakeClock, FakeTimers
 
 from runyard.domain.models import Run, RunStatus, TriggeredBy
 from runyard.engine.queues import RunQueues
-
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-
-
-class FakeClock:
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
-@dataclass
-class FakeTimer:
-    delay: float
-    callback: Callable[..., object]
-    args: tuple[Any, ...]
-    cancelled: bool = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
-
-    def fire(self) -> None:
-        assert not self.cancelled
-        self.callback(*self.args)
-
-
-@dataclass
-class FakeTimers:
-    made: list[FakeTimer] = field(default_factory=list)
-
-    def __call__(self, delay: float, callback: Callable[..., object], *args: Any) -> FakeTimer:
-        timer = FakeTimer(delay, callback, args)
-        self.made.append(timer)
-        return timer
 
 
 @dataclass

@@ -75,7 +75,13 @@ async function refresh() {
     if (!response.ok) return;
     const html = await response.text();
     const parsed = new DOMParser().parseFromString(`<main>${html}</main>`, "text/html");
-    main.replaceChildren(...parsed.body.firstElementChild.childNodes);
+    const fresh = parsed.body.firstElementChild;
+    // A flash (what the last action did) is shown once by the server: keep it
+    // on screen through refreshes until the person leaves the page.
+    if (!fresh.querySelector("[data-flash]")) {
+      fresh.prepend(...main.querySelectorAll(":scope > [data-flash]"));
+    }
+    main.replaceChildren(...fresh.childNodes);
     main.dataset.refreshed = String(Number(main.dataset.refreshed || "0") + 1);
     showOffline(false);
   } catch {
@@ -90,6 +96,15 @@ function schedule() {
 document.addEventListener("focusout", () => {
   if (pending) schedule();
 });
+
+// Pages whose state changes without a run event (services: probes, restarts)
+// poll: the same fragment refresh, every data-every ms while the tab is shown.
+if (main && main.dataset.live === "poll") {
+  const every = Math.max(500, Number(main.dataset.every) || 2000);
+  window.setInterval(() => {
+    if (!document.hidden) schedule();
+  }, every);
+}
 
 if (main && main.dataset.live === "events") {
   const source = new EventSource("/events/live");
