@@ -124,6 +124,8 @@ class Runyard:
             data_dir=self.data_dir,
             log_path=self.engine.log_path,
             followers=self.engine.followers,
+            recorder=self.engine.recorder,
+            events=self.engine.events,
             environ=environ,
         )
         self.scheduler = Scheduler(self.engine, self.store, clock)
@@ -257,15 +259,17 @@ class Runyard:
     # ----- runs ------------------------------------------------------------
 
     async def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:
-        if query.task_name is not None and query.task_name not in self.engine.tasks:
+        name = query.task_name
+        if name is not None and name not in self.engine.tasks and name not in self.config.services:
             # A removed task's history is still listable; only unknown names are refused.
+            # A service's runs are its instances' lifetimes.
             names = await asyncio.to_thread(self.store.task_names_with_runs)
-            if query.task_name not in names:
-                raise NotFound("task", query.task_name)
+            if name not in names:
+                raise NotFound("task", name)
         return await asyncio.to_thread(self.store.list_runs, query)
 
     async def get_run(self, run_id: str) -> Run:
-        live = self.engine.live_run(run_id)
+        live = self.engine.live_run(run_id) or self.services.live_run(run_id)
         if live is not None:
             return live
         run = await asyncio.to_thread(self.store.get_run, run_id)

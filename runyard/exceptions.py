@@ -106,6 +106,20 @@ class RunAlreadyEnded(RunyardError):
         )
 
 
+class ServiceLifetimeStop(RunyardError):
+    """A stop was asked for a run that is a service instance's lifetime, not a task's run.
+
+    The supervisor would only start the instance again: the service is what stops.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        super().__init__(
+            f"run {run.id} is a lifetime of service {run.task_name}; "
+            f"stop the service instead (runyard stop {run.task_name})"
+        )
+
+
 class V3Error(RunyardError):
     """A v3 call refused with `{"status": "error", "message": ...}` and an HTTP status.
 

@@ -25,6 +25,7 @@ def run_body(run: domain.Run, base: str, *, detail: bool = False) -> schemas.Run
         schema_=schema_url(base, "Run"),
         id=run.id,
         task_name=run.task_name,
+        kind=run.kind,
         status=run.status,
         end_reason=run.end_reason,
         exit_code=run.exit_code,

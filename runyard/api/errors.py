@@ -27,6 +27,7 @@ from runyard.exceptions import (
     InvalidInput,
     NotFound,
     RunAlreadyEnded,
+    ServiceLifetimeStop,
     ShuttingDown,
     StoreUnavailable,
     UnstorableInput,
@@ -270,6 +271,17 @@ async def _already_ended(request: Request, exc: Exception) -> ProblemResponse:
     )
 
 
+async def _service_lifetime_stop(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, ServiceLifetimeStop)
+    name = exc.run.task_name
+    return _request_problem(
+        request,
+        409,
+        f"Run {exc.run.id} is a lifetime of service {name}: stop the service instead "
+        f"(POST /api/services/{name}/stop); stopping one lifetime would only restart it.",
+    )
+
+
 async def _shutting_down(request: Request, exc: Exception) -> ProblemResponse:
     return _request_problem(request, 503, "runyard is shutting down and accepts no new runs.")
 
@@ -356,6 +368,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(ConfigError, _config_error)
     app.add_exception_handler(RunAlreadyEnded, _already_ended)
+    app.add_exception_handler(ServiceLifetimeStop, _service_lifetime_stop)
     app.add_exception_handler(ShuttingDown, _shutting_down)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(DiskFull, _disk_full)

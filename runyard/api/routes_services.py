@@ -87,6 +87,10 @@ class ServiceInstance(schemas._Body):
     last_exit_code: int | None
     health_ok: bool | None = Field(description="Whether the last probe passed; null before one")
     health: str = Field(description="The last probe's message")
+    run_id: str | None = Field(
+        description="The run recording its current process, or its last one (follow its log "
+        "at /api/runs/{runId}/log/stream); null before its first start"
+    )
 
 
 class Service(schemas._Body):
@@ -215,6 +219,7 @@ def _instance_body(instance: Instance) -> ServiceInstance:
         last_exit_code=instance.last_exit_code,
         health_ok=instance.last_probe_ok,
         health=instance.last_probe,
+        run_id=instance.run_id,
     )
 
 

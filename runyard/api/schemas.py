@@ -20,6 +20,7 @@ from runyard.domain.models import (
     OverlapPolicy,
     ParamPassing,
     RetryBackoff,
+    RunKind,
     RunStatus,
     TriggeredBy,
 )
@@ -95,6 +96,11 @@ class Run(_Body):
     schema_: SchemaField = None
     id: str
     task_name: str
+    kind: RunKind = Field(
+        RunKind.TASK,
+        description="task: a run of the task `task_name`; service: one process lifetime of an "
+        "instance (replica_index) of the service `task_name` (triggered_by service)",
+    )
     status: RunStatus = Field(description="Run lifecycle phase")
     end_reason: EndReason | SkipJsonSchema[None] = Field(
         None, description="Why the run ended (set when status=ended)"

@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from runyard.api import schemas
-from runyard.domain.models import EndReason, RunStatus
+from runyard.domain.models import EndReason, RunStatus, TriggeredBy
 
 KEEPALIVE_SECONDS = 15.0
 KEEPALIVE = ": keepalive\n\n"
@@ -72,8 +72,10 @@ _EVENT_DATA_SCHEMA: dict[str, Any] = {
         "status": {"enum": [status.value for status in RunStatus]},
         "end_reason": {"enum": [*(reason.value for reason in EndReason), None]},
         "exit_code": {"type": "integer"},
+        # `service`: the run is a lifetime of a service's instance (task_name: the service).
+        "triggered_by": {"enum": [trigger.value for trigger in TriggeredBy]},
     },
-    "required": ["id", "task_name", "status", "end_reason", "exit_code"],
+    "required": ["id", "task_name", "status", "end_reason", "exit_code", "triggered_by"],
 }
 
 # The events of `GET /api/events`, numbered in the order they happened.

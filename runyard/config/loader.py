@@ -140,7 +140,7 @@ def parse_config_text(
                                 default_timezone)  # fmt: skip
     services = parse_services(document.get("services", {}), base_dir, tasks, problems)
     accounts = parse_accounts(document.get("accounts", {}), tasks, problems)
-    notifications = parse_notifications(document, base_dir, tasks, problems)
+    notifications = parse_notifications(document, base_dir, tasks, problems, list(services))
     metrics = parse_metrics(document.get("metrics", {}), problems)
     if problems.errors or daemon is None:
         raise ConfigError(str(path), problems.errors)

@@ -25,7 +25,7 @@ from runyard.config.checks import (
     quote,
 )
 from runyard.domain.models import TASK_NAME_RE, TaskDefinition
-from runyard.domain.notifications import RESERVED_KINDS, NotificationKind, Route
+from runyard.domain.notifications import NotificationKind, Route
 
 SETTINGS_KEYS = ("coalesce_window", "retry_budget", "max_pending")
 NOTIFIER_KEYS = ("urls", "template", "retry_budget")
@@ -67,15 +67,20 @@ def parse_notifications(
     base_dir: Path,
     tasks: Mapping[str, TaskDefinition],
     problems: Problems,
+    services: Collection[str] = (),
 ) -> NotificationSettings:
-    """Return the checked notification tables of a config document."""
+    """Return the checked notification tables of a config document.
+
+    A route's `tasks` globs match task and service names alike.
+    """
     settings = _parse_settings(document.get("notifications", {}), problems)
     raw_notifiers = document.get("notifiers", {})
     notifiers = _parse_notifiers(raw_notifiers, base_dir, problems)
     # A notifier refused for a bad URL is still declared: routes naming it
     # are not reported again as naming an unknown one.
     declared = set(raw_notifiers) if isinstance(raw_notifiers, dict) else set()
-    routes = _parse_routes(document.get("routes", []), declared, tasks, problems)
+    names = [*tasks, *services]
+    routes = _parse_routes(document.get("routes", []), declared, names, problems)
     return NotificationSettings(
         **cast(dict[str, Any], settings), notifiers=notifiers, routes=routes
     )
@@ -212,7 +217,7 @@ def template_problem(text: str) -> str | None:
 def _parse_routes(
     value: object,
     notifiers: Collection[str],
-    tasks: Mapping[str, TaskDefinition],
+    names: Collection[str],
     problems: Problems,
 ) -> tuple[Route, ...]:
     if not isinstance(value, list):
@@ -227,7 +232,7 @@ def _parse_routes(
         check_keys(table, path, ROUTE_KEYS, problems)
         before = len(problems)
         kinds = _parse_kinds(table.get("kinds"), f"{path}.kinds", problems)
-        globs = _parse_globs(table.get("tasks", ["*"]), f"{path}.tasks", tasks, problems)
+        globs = _parse_globs(table.get("tasks", ["*"]), f"{path}.tasks", names, problems)
         names = _parse_route_notifiers(
             table.get("notifiers"), f"{path}.notifiers", notifiers, problems
         )
@@ -258,9 +263,7 @@ def _parse_kinds(value: object, path: str, problems: Problems) -> list[str]:
     items = _string_list(value, path, "event kinds", problems)
     known = [kind.value for kind in NotificationKind]
     for index, kind in enumerate(items or []):
-        if kind in RESERVED_KINDS:
-            problems.add(f"{path}[{index}]", f"{quote(kind)} is {RESERVED_KINDS[kind]}")
-        elif kind not in known:
+        if kind not in known:
             problems.add(
                 f"{path}[{index}]", f"unknown kind {quote(kind)}; the kinds are {', '.join(known)}"
             )
@@ -268,14 +271,16 @@ def _parse_kinds(value: object, path: str, problems: Problems) -> list[str]:
 
 
 def _parse_globs(
-    value: object, path: str, tasks: Mapping[str, TaskDefinition], problems: Problems
+    value: object, path: str, names: Collection[str], problems: Problems
 ) -> tuple[str, ...]:
     import fnmatch  # noqa: PLC0415 - cheap, but only routes need it
 
     items = _string_list(value, path, "task names or globs", problems)
     for index, pattern in enumerate(items or []):
-        if not any(fnmatch.fnmatchcase(name, pattern) for name in tasks):
-            problems.warn(f"{path}[{index}]", f"{quote(pattern)} matches no task of this config")
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            problems.warn(
+                f"{path}[{index}]", f"{quote(pattern)} matches no task or service of this config"
+            )
     return tuple(items or ())
 
 

@@ -13,6 +13,7 @@ _HOW_STARTED = {
     TriggeredBy.API: "triggered through the API",
     TriggeredBy.CLOUD: "remotely triggered",
     TriggeredBy.CRON: "scheduled",
+    TriggeredBy.SERVICE: "started to keep its service up",
 }
 
 
@@ -42,6 +43,11 @@ def describe_trigger(
     if replica_index:
         line += f", replica {replica_index}"
     return line + "."
+
+
+def describe_service_start(version: str, service: str, index: int) -> str:
+    """Return the first line of a service's lifetime: which instance of which service."""
+    return f"runyard {version}: started instance {index} of service {service}."
 
 
 def describe_queued(task: TaskDefinition, load: Load) -> str:
@@ -112,6 +118,7 @@ def describe_end(
         EndReason.MISSED: "Missed: the daemon was not running at the scheduled time.",
         EndReason.DAEMON_STOPPED: f"Stopped{took} because the daemon shut down.",
         EndReason.START_FAILED: "Could not be started.",
+        EndReason.UNHEALTHY: f"Stopped{took}: its health check failed (exit code {exit_code}).",
     }
     lines = [sentences[end_reason]]
     if detail:

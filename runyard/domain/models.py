@@ -37,6 +37,7 @@ class EndReason(StrEnum):
     MISSED = "missed"  # a cron tick that should have fired while the daemon was down
     DAEMON_STOPPED = "daemon_stopped"  # the daemon shut down while the run was running
     START_FAILED = "start_failed"  # the process could not be started (bad shell, working_dir)
+    UNHEALTHY = "unhealthy"  # a service's health check failed `failures` times in a row
 
 
 class TriggeredBy(StrEnum):
@@ -45,6 +46,7 @@ class TriggeredBy(StrEnum):
     CRON = "cron"  # a schedule tick
     API = "api"  # REST API or CLI
     CLOUD = "cloud"  # the v3-compatible API
+    SERVICE = "service"  # one lifetime of a service's instance (task_name: the service's name)
 
 
 class OverlapPolicy(StrEnum):
@@ -109,6 +111,14 @@ DEFAULT_MAX_QUEUED_INPUT = 1024**3  # 1 GiB, per task
 EXIT_NOT_RUN = -1  # skipped, queue_full, missed
 EXIT_CRASHED = -2  # found running when the daemon started
 EXIT_START_FAILED = 127  # the same code a shell gives for a command it cannot run
+
+
+class RunKind(StrEnum):
+    """What a run is a run of; derived from `triggered_by`, never stored."""
+
+    TASK = "task"  # one execution attempt of a task
+    SERVICE = "service"  # one process lifetime of a service's instance
+
 
 FAILURE_LIKE = frozenset(
     {
@@ -235,6 +245,11 @@ class Run:
     def input_in_file(self) -> bool:
         """Return whether the run's input data is a file in the data dir (not held inline)."""
         return self.input_size is not None and self.input_data is None
+
+    @property
+    def kind(self) -> RunKind:
+        """A service's lifetime or a task's run (the API's `kind`)."""
+        return RunKind.SERVICE if self.triggered_by is TriggeredBy.SERVICE else RunKind.TASK
 
     @property
     def is_active(self) -> bool:

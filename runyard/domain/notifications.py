@@ -27,14 +27,9 @@ class NotificationKind(StrEnum):
     RECOVERED = "recovered"  # the first success of a task after a failure
     DISK_FULL = "disk_full"  # a trigger was refused because the data dir's disk is full
     QUOTA_EXHAUSTED = "quota_exhausted"  # a v3 account's runtime allowance ran out
+    UNHEALTHY = "unhealthy"  # a service's instance failed its health checks and was restarted
+    FATAL = "fatal"  # a service's instance was given up (too many failed starts in a row)
 
-
-# Kinds named for services (`unhealthy`, `fatal`): runyard has no services yet,
-# so a route naming them is refused with this reason rather than as unknown.
-RESERVED_KINDS = {
-    "unhealthy": "reserved for services, which runyard does not have yet",
-    "fatal": "reserved for services, which runyard does not have yet",
-}
 
 # End reasons (runs' `end_reason` values) that count as a failure for `recovered`.
 FAILURE_END_REASONS = frozenset({"failed", "timeout", "crashed", "log_overflow", "start_failed"})
@@ -66,6 +61,22 @@ def kinds_of_end(end_reason: str, failing_before: bool) -> tuple[NotificationKin
     if kind is NotificationKind.SUCCEEDED and failing_before:
         return (kind, NotificationKind.RECOVERED)
     return (kind,)
+
+
+# A service lifetime's end reason -> its kind. Only what needs a person: an
+# instance restarted for failing its health checks, and lifetimes found running
+# after a daemon crash. A crash loop's failed exits are not sent one by one: the
+# instance's `fatal` (a signal, not a run's end) says when runyard gives up.
+_KIND_OF_SERVICE_END = {
+    "unhealthy": NotificationKind.UNHEALTHY,
+    "crashed": NotificationKind.CRASHED,
+}
+
+
+def kinds_of_service_end(end_reason: str) -> tuple[NotificationKind, ...]:
+    """Return the kinds the end of a service's lifetime (a run of kind `service`) is."""
+    kind = _KIND_OF_SERVICE_END.get(end_reason)
+    return () if kind is None else (kind,)
 
 
 def failing_after(end_reason: str, failing_before: bool) -> bool:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from runyard.domain.models import EXIT_START_FAILED, LogOnFull, RetryBackoff
+from runyard.domain.models import EXIT_START_FAILED, EndReason, LogOnFull, RetryBackoff
 
 MAX_RESTART_DELAY = timedelta(minutes=5)
 
@@ -155,6 +155,7 @@ class Instance:
     last_exit_code: int | None = None
     last_probe: str = ""  # the last probe's message
     last_probe_ok: bool | None = None
+    run_id: str | None = None  # the run recording its current process, or its last one
 
 
 @dataclass(frozen=True)
@@ -162,7 +163,7 @@ class Exit:
     """What became of an instance whose process ended."""
 
     instance: Instance
-    end_reason: str  # how the run of kind `service` ends: stopped, success, failed, unhealthy
+    end_reason: EndReason  # how the run of kind `service` ends: stopped, success, failed, unhealthy
     restart_in: timedelta | None  # start again after this delay; None: not restarted
 
 
@@ -200,9 +201,18 @@ def start_requested(
 
 
 def spawned(
-    instance: Instance, service: ServiceDefinition, pid: int, now: datetime, *, restart: bool
+    instance: Instance,
+    service: ServiceDefinition,
+    pid: int,
+    now: datetime,
+    *,
+    restart: bool,
+    run_id: str | None = None,
 ) -> Instance:
-    """Return the instance whose process has just started (`restart`: not its first start)."""
+    """Return the instance whose process has just started (`restart`: not its first start).
+
+    `run_id` is the run recording this process.
+    """
     state = InstanceState.STARTING if service.health_check else InstanceState.RUNNING
     return replace(
         instance,
@@ -215,6 +225,7 @@ def spawned(
         last_exit_code=None,
         last_probe="",
         last_probe_ok=None,
+        run_id=run_id,
     )
 
 
@@ -300,10 +311,12 @@ def exited(
     base = replace(instance, pid=None, last_exit_code=exit_code, probe_failures=0, restart_at=None)
     if instance.stop_requested:
         done = replace(base, state=InstanceState.STOPPED, reason="stopped", stop_requested=False)
-        return Exit(done, "stopped", None)
+        return Exit(done, EndReason.STOPPED, None)
     unhealthy = instance.state is InstanceState.UNHEALTHY
     failed = unhealthy or exit_code != 0
-    end_reason = "unhealthy" if unhealthy else "failed" if failed else "success"
+    end_reason = (
+        EndReason.UNHEALTHY if unhealthy else EndReason.FAILED if failed else EndReason.SUCCESS
+    )
     good = instance.started_at is not None and is_good_start(service, instance.started_at, now)
     failures = 0 if good else instance.failures
     wants_restart = service.restart is RestartPolicy.ALWAYS or (
@@ -339,7 +352,7 @@ def spawn_failed(
     """Decide what follows a process that could not be started: a failed start (exit 127)."""
     fresh = replace(instance, started_at=None, state=InstanceState.STARTING)
     result = exited(fresh, service, EXIT_START_FAILED, now, cause=f"could not start: {message}")
-    return replace(result, end_reason="start_failed")
+    return replace(result, end_reason=EndReason.START_FAILED)
 
 
 def _seconds(delay: timedelta) -> str:

@@ -30,6 +30,7 @@ from runyard.domain.input_data import input_json
 from runyard.domain.models import (
     EndReason,
     Run,
+    RunKind,
     RunStatus,
     TaskDefinition,
     TriggeredBy,
@@ -51,8 +52,9 @@ from runyard.engine.log_follow import LogFollowers
 from runyard.engine.observer import EngineObserver
 from runyard.engine.process import use_pidfd_child_watcher
 from runyard.engine.queues import RunQueues
+from runyard.engine.recorder import RunRecorder
 from runyard.engine.recovery import crashed_ids, plan_recovery
-from runyard.engine.retention import apply_retention, retention_forever
+from runyard.engine.retention import apply_retention, keep_rules, retention_forever
 from runyard.engine.runner import Runner
 from runyard.engine.runs import (
     effective,
@@ -70,6 +72,7 @@ from runyard.exceptions import (
     InvalidInput,
     NotFound,
     RunAlreadyEnded,
+    ServiceLifetimeStop,
     ShuttingDown,
     StoreError,
     UnstorableInput,
@@ -145,6 +148,10 @@ class Engine:
             log_path=self.log_path,
         )
         self._retention_task: asyncio.Task[None] | None = None
+        # Runs of the services' instances: recorded here, supervised elsewhere.
+        self.recorder = RunRecorder(
+            writer=self._writer, runner=self._runner, events=self.events, store=store
+        )
 
     @property
     def tasks(self) -> dict[str, TaskDefinition]:
@@ -479,6 +486,8 @@ class Engine:
         run = await asyncio.to_thread(self._store.get_run, run_id)
         if run is None:
             raise NotFound("run", run_id)
+        if run.is_active and run.kind is RunKind.SERVICE:
+            raise ServiceLifetimeStop(run)
         raise RunAlreadyEnded(run)
 
     # ----- admission helpers -------------------------------------------------
@@ -500,6 +509,7 @@ class Engine:
         crashed = crashed_ids(leftovers, started)
         strays = await asyncio.to_thread(self._executor.strays.table.kill_runs, crashed)
         plan = plan_recovery(leftovers, crashed, strays, self.tasks, self._clock())
+        _log_service_strays(leftovers, strays)
         for crashed_run, retry in plan.retried:
             plan.replace_retry(retry, await self._runner.link_retry_input(crashed_run, retry))
         # No run has a process now: workspaces left behind belong to nobody (a
@@ -521,6 +531,20 @@ class Engine:
 
     async def apply_retention(self) -> int:
         """Delete ended runs (rows and log files) beyond keep_runs / older than keep_for."""
-        return await apply_retention(
-            self._store, list(self.tasks.values()), self._clock(), self._delete_run_files
-        )
+        rules = keep_rules(self.tasks.values(), self.recorder.keep_runs)
+        return await apply_retention(self._store, rules, self._clock(), self._delete_run_files)
+
+
+def _log_service_strays(leftovers: list[Run], strays: Mapping[str, list[int]]) -> None:
+    # A service's processes outlive a killed daemon holding their ports: say which
+    # were killed (a task's are noted in its crashed run's description).
+    for run in leftovers:
+        groups = strays.get(run.id)
+        if groups and run.kind is RunKind.SERVICE:
+            log.warning(
+                "killed a service process the previous daemon left running "
+                "(service %s, run %s, process group %s)",
+                run.task_name,
+                run.id,
+                ", ".join(str(group) for group in groups),
+            )

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime
 
-from runyard.domain.models import EXIT_CRASHED, EndReason, Run, RunStatus, TaskDefinition
+from runyard.domain.models import EXIT_CRASHED, EndReason, Run, RunKind, RunStatus, TaskDefinition
 from runyard.engine.runs import ended, ended_unrun, retry_of
 
 
@@ -44,7 +44,9 @@ def plan_recovery(
     """End the `crashed` runs (and retry them if their task says so), queue the others.
 
     `strays` lists the process groups killed per crashed run. A pending run
-    whose task is no longer configured ends skipped.
+    whose task is no longer configured ends skipped. A service's lifetime (a
+    run of kind `service`, its task_name a service's) is only ever `running`:
+    it ends crashed, and is not retried.
     """
     plan = RecoveryPlan()
     for run in leftovers:
@@ -63,7 +65,9 @@ def plan_recovery(
                 start_at=run.start_at or now,
             )
             plan.updates.append(crashed_run)
-            retry = retry_of(crashed_run, task, now) if task is not None else None
+            # A service's lifetime is never retried: its supervisor starts a fresh one.
+            retryable = task if run.kind is RunKind.TASK else None
+            retry = retry_of(crashed_run, retryable, now) if retryable is not None else None
             if retry is not None:
                 plan.inserts.append(retry)
                 plan.pending.append(retry)

@@ -173,4 +173,5 @@ def event_data(run: Run) -> dict[str, Any]:
         "status": run.status.value,
         "end_reason": run.end_reason.value if run.end_reason else None,
         "exit_code": run.exit_code,
+        "triggered_by": run.triggered_by.value,
     }

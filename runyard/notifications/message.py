@@ -20,7 +20,11 @@ DEFAULT_TEMPLATE = """\
 since {{ first_at }} (folded into this message; the first one was sent then).
 {% endif %}
 {% if run_id %}
+{% if instance is not none %}
+Service: {{ task }} (instance {{ instance }})
+{% else %}
 Task: {{ task }}
+{% endif %}
 Outcome: {{ outcome }}{% if exit_code is not none %} (exit code {{ exit_code }}){% endif %}
 
 {% if duration %}
@@ -61,8 +65,9 @@ class MessageFacts:
     exit_code: int | None = None
     duration: timedelta | None = None
     log_lines: list[str] = field(default_factory=list)
-    detail: str = ""  # the refusal's reason (disk_full, quota_exhausted)
+    detail: str = ""  # the refusal's reason (disk_full, quota_exhausted), what a service did
     account: str | None = None
+    instance: int | None = None  # the service's instance (a run of kind `service`), else None
 
     def variables(self) -> dict[str, Any]:
         return {
@@ -80,12 +85,15 @@ class MessageFacts:
             "log_lines": self.log_lines,
             "detail": self.detail,
             "account": self.account or "",
+            "instance": self.instance,
         }
 
 
 def default_title(facts: MessageFacts) -> str:
     """Return the built-in title: `runyard: backup failed (exit 1)`, with the count."""
     subject = facts.task or "daemon"
+    if facts.instance is not None:
+        subject += f"[{facts.instance}]"
     title = f"runyard: {subject} {facts.kind}"
     if facts.exit_code is not None and facts.kind not in ("succeeded", "recovered"):
         title += f" (exit {facts.exit_code})"

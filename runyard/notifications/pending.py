@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
+from runyard.domain.models import RunKind
 from runyard.domain.notifications import Delivery, Notification
 from runyard.exceptions import StoreError
 from runyard.notifications.message import LOG_TAIL_LINES, MessageFacts
@@ -97,6 +98,12 @@ def read_facts(
     if run is None:  # trimmed by retention meanwhile
         return facts
     started = run.start_at is not None
+    if run.kind is RunKind.SERVICE:
+        # Which instance, and what the supervisor saw: the description after its first line.
+        _, _, what = run.description.partition("\n")
+        facts = dataclasses.replace(
+            facts, instance=run.replica_index, detail=facts.detail or what.strip()
+        )
     return dataclasses.replace(
         facts,
         outcome=run.end_reason.value if run.end_reason else None,

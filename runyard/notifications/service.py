@@ -39,6 +39,7 @@ from runyard.domain.notifications import (
     Window,
     failing_after,
     kinds_of_end,
+    kinds_of_service_end,
     message_status,
     next_attempt_at,
     notifiers_for,
@@ -65,8 +66,14 @@ SENDING_THREADS = 4
 TRIM_EVERY = 100  # stored notifications between two trims to the newest KEEP_NOTIFICATIONS
 # Signals of the engine that are not run events, named by their kind.
 _SIGNAL_KINDS = frozenset(
-    {NotificationKind.DISK_FULL.value, NotificationKind.QUOTA_EXHAUSTED.value}
+    {
+        NotificationKind.DISK_FULL.value,
+        NotificationKind.QUOTA_EXHAUSTED.value,
+        NotificationKind.FATAL.value,  # a service's instance given up (services/daemon.py)
+    }
 )
+# `triggered_by` of a service's lifetime (runs of kind `service`).
+_SERVICE_TRIGGER = "service"
 
 
 class NotificationService:
@@ -144,7 +151,12 @@ class NotificationService:
         """Hear one engine event or signal (an EventHub listener)."""
         if not self.settings.routes:
             return
-        if kind == "run.ended":
+        if kind == "run.ended" and data.get("triggered_by") == _SERVICE_TRIGGER:
+            # Not a task: no `failing` state (no `recovered`), and fewer kinds.
+            reason = str(data.get("end_reason") or "")
+            for notification_kind in kinds_of_service_end(reason):
+                self._observe(notification_kind.value, str(data["task_name"]), str(data["id"]))
+        elif kind == "run.ended":
             task_name = str(data["task_name"])
             reason = str(data.get("end_reason") or "")
             before = self._failing.get(task_name, False)
@@ -155,7 +167,7 @@ class NotificationService:
             self._observe(
                 kind,
                 data.get("task_name"),
-                None,
+                data.get("run_id"),
                 detail=str(data.get("detail") or ""),
                 account=data.get("account"),
             )

@@ -9,6 +9,17 @@ the data dir (the same memory-mapped list as the engine's `started.log`). A
 daemon killed with -9 leaves its services running, each carrying its run id
 in `RUNYARD_RUN_ID`; the next daemon kills them by that id before starting
 fresh ones, so no second instance finds its port taken.
+
+Each process's lifetime is a run (`services/lifetimes.py`), recorded through
+the engine's `RunRecorder`: its insert (`running`) is queued right before
+the spawn, not waited for, so a restart never waits on the database; it is
+ended when the process is gone. The `services.log` line (run id, service,
+index) is written first: a daemon killed before the insert committed leaves
+the next one what it needs to record the lifetime, ended `crashed`. The
+engine's recovery ends a row a killed daemon left `running` as `crashed`,
+like any run. An instance that becomes `fatal` is signalled
+(`fatal`) to the event listeners, the notifications among them, once its
+last run's end is stored.
 """
 
 from __future__ import annotations
@@ -20,14 +31,37 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
-from runyard.domain.services import Instance, ServiceChanges, ServiceDefinition, diff_services
+from runyard.clock import Clock, utc_now
+from runyard.domain.models import Run
+from runyard.domain.services import (
+    Instance,
+    InstanceState,
+    ServiceChanges,
+    ServiceDefinition,
+    diff_services,
+)
+from runyard.engine.events import EventHub
 from runyard.engine.log_follow import LogFollowers
+from runyard.engine.recorder import RunRecorder
 from runyard.engine.start_log import StartLog
 from runyard.engine.strays import kill_strays
-from runyard.exceptions import NotFound
+from runyard.exceptions import NotFound, StoreError
+from runyard.services.lifetimes import (
+    LIFETIMES_KEPT,
+    NotedStart,
+    crashed_unrecorded,
+    ended_lifetime,
+    fatal_detail,
+    lifetime_run,
+    read_note,
+    start_note,
+)
 from runyard.services.supervisor import ServiceLifetime, ServiceSupervisor
 
 SERVICES_LOG = "services.log"  # in the data dir: the run ids of the services' processes
+# How long the daemon's shutdown waits for the ends of its services' runs to
+# commit (then the engine's writer has its own last try).
+END_WAIT_SECONDS = 10.0
 log = logging.getLogger("runyard.services")
 
 
@@ -48,10 +82,21 @@ class DaemonServices:
         data_dir: Path,
         log_path: Callable[[str], Path],
         followers: LogFollowers,
+        recorder: RunRecorder,
+        events: EventHub,
         environ: Mapping[str, str] = os.environ,
+        clock: Clock = utc_now,
     ) -> None:
-        self._live: set[str] = set()  # run ids of the processes up now
-        self._started = StartLog(data_dir / SERVICES_LOG, lambda: list(self._live))
+        self._live: dict[str, Run] = {}  # the runs of the processes up now, by id
+        self._started = StartLog(
+            data_dir / SERVICES_LOG, lambda: [start_note(run) for run in self._live.values()]
+        )
+        self._recorder = recorder
+        self._events = events
+        self._clock = clock
+        self._ending: set[asyncio.Task[None]] = set()  # ends being stored
+        self._stopping = False  # the daemon shuts down: its stops end as daemon_stopped
+        recorder.keep(dict.fromkeys(services, LIFETIMES_KEPT))
         # The supervisor keeps the wall clock: a restart's delay and a good start
         # are measured in real time, whatever clock the engine is given.
         self.supervisor = ServiceSupervisor(
@@ -67,10 +112,17 @@ class DaemonServices:
     # ----- the daemon's life --------------------------------------------------------
 
     async def start(self) -> None:
-        """Kill what a dead daemon's services left running, then start the autostart ones."""
-        leftovers = await asyncio.to_thread(self._started.leftovers)
-        if leftovers:
-            killed = await asyncio.to_thread(kill_strays, leftovers)
+        """Kill what a dead daemon's services left running, then start the autostart ones.
+
+        Lifetimes whose `running` row the dead daemon never committed are
+        recorded here, ended `crashed` (the engine's recovery has ended the
+        rows that were committed).
+        """
+        notes = [note for line in await asyncio.to_thread(self._started.leftovers)
+                 if (note := read_note(line)) is not None]  # fmt: skip
+        killed: dict[str, list[int]] = {}
+        if notes:
+            killed = await asyncio.to_thread(kill_strays, {note.run_id for note in notes})
             for run_id, groups in sorted(killed.items()):
                 log.warning(
                     "killed a service process the previous daemon left running "
@@ -78,17 +130,46 @@ class DaemonServices:
                     run_id,
                     ", ".join(str(group) for group in groups),
                 )
+        await self._record_unrecorded(notes, killed)
         self._started.open()
         self.supervisor.start_all()
 
+    async def _record_unrecorded(
+        self, notes: list[NotedStart], killed: Mapping[str, list[int]]
+    ) -> None:
+        named = [note for note in notes if note.service is not None]
+        try:
+            missing = await self._recorder.unrecorded([note.run_id for note in named])
+            now = self._clock()
+            await self._recorder.crashed(
+                [
+                    crashed_unrecorded(note, killed.get(note.run_id, []), now)
+                    for note in named
+                    if note.run_id in missing
+                ]
+            )
+        except StoreError as error:  # history only: the services start all the same
+            log.error("could not record the lifetimes a crashed daemon left: %s", error)
+
     async def stop(self) -> None:
-        """Stop every service, dependants before their dependencies."""
+        """Stop every service, dependants before their dependencies; store their runs' ends."""
+        self._stopping = True
         await self.supervisor.stop_all()
+        if self._ending:
+            _, late = await asyncio.wait(self._ending, timeout=END_WAIT_SECONDS)
+            if late:
+                log.warning(
+                    "%d service run ends were not stored within %gs; "
+                    "the next start ends those runs crashed",
+                    len(late),
+                    END_WAIT_SECONDS,
+                )
         self._started.close()
 
     async def reload(self, services: Mapping[str, ServiceDefinition]) -> ServiceChanges:
         """Restart changed services, start added ones, stop removed ones; return the changes."""
         changes = diff_services(self.supervisor.services, services)
+        self._recorder.keep(dict.fromkeys(services, LIFETIMES_KEPT))
         await self.supervisor.reload(services)
         return changes
 
@@ -131,17 +212,36 @@ class DaemonServices:
     # ----- each process ---------------------------------------------------------------
 
     def _starting(self, run_id: str, service: ServiceDefinition, index: int) -> None:
-        self._live.add(run_id)
-        self._started.record(run_id)
+        run = lifetime_run(run_id, service.name, index, self._clock())
+        self._live[run_id] = run
+        self._started.record(start_note(run))
+        self._recorder.started(run)
+
+    def live_run(self, run_id: str) -> Run | None:
+        """Return the run of a process up now (its row may not be committed yet), or None."""
+        return self._live.get(run_id)
 
     def _ended(self, lifetime: ServiceLifetime) -> None:
-        self._live.discard(lifetime.run_id)
-        log.info(
-            "service %s[%d] ended (%s, exit code %d), now %s%s",
-            lifetime.service,
-            lifetime.index,
-            lifetime.end_reason,
-            lifetime.exit_code,
-            lifetime.state_after,
-            f": {lifetime.description}" if lifetime.description else "",
-        )
+        run = self._live.pop(lifetime.run_id, None)
+        if run is None:  # cannot happen (on_starting comes first); the end is still told
+            run = lifetime_run(lifetime.run_id, lifetime.service, lifetime.index, self._clock())
+        ended = ended_lifetime(run, lifetime, daemon_stopping=self._stopping)
+        task = asyncio.get_running_loop().create_task(self._record_end(ended, lifetime))
+        self._ending.add(task)
+        task.add_done_callback(self._ending.discard)
+
+    async def _record_end(self, ended: Run, lifetime: ServiceLifetime) -> None:
+        try:
+            await self._recorder.ended(ended)
+        except Exception:  # noqa: BLE001 - the row stays running: the next start ends it crashed
+            log.exception("could not record the end of service run %s", ended.id)
+        if lifetime.state_after is InstanceState.FATAL:
+            # After the end is stored: the message reads the run it links to.
+            self._events.signal(
+                "fatal",
+                {
+                    "task_name": lifetime.service,
+                    "run_id": ended.id,
+                    "detail": fatal_detail(lifetime),
+                },
+            )

@@ -26,7 +26,7 @@ from pathlib import Path
 from ulid import ULID
 
 from runyard.clock import Clock, utc_now
-from runyard.domain.models import LogOnFull
+from runyard.domain.models import EndReason, LogOnFull
 from runyard.domain.run_environment import REPLICA_INDEX_ENV, RUN_ID_ENV, SERVICE_ENV
 from runyard.domain.services import (
     Instance,
@@ -63,10 +63,11 @@ class ServiceLifetime:
     started_at: datetime
     ended_at: datetime
     exit_code: int
-    end_reason: str  # success, failed, unhealthy, stopped, start_failed, log_overflow
+    end_reason: EndReason  # success, failed, unhealthy, stopped, start_failed, log_overflow
     state_after: InstanceState  # backoff, fatal or stopped
     restarts: int  # the instance's restarts so far, this start included
     description: str = ""  # why it ended, in a sentence
+    last_probe: str = ""  # the last health check's message (an unhealthy end's cause)
 
 
 class _Slot:
@@ -101,8 +102,8 @@ class ServiceSupervisor:
         on_ended: Callable[[ServiceLifetime], None] | None = None,
     ) -> None:
         """`on_starting(run_id, service, index)` is called right before each spawn (where
-        the daemon notes the run id, to find the process after a crash); `on_ended`
-        with each process's lifetime once it is over."""
+        the daemon notes the run id, to find the process after a crash, and records
+        the lifetime as a run); `on_ended` with each process's lifetime once it is over."""
         self._services = dict(services)
         self._log_path = log_path or (lambda run_id: logs_dir / f"{run_id}.log")
         self._followers = followers or LogFollowers()
@@ -274,11 +275,14 @@ class ServiceSupervisor:
             log.close(ended_at)
             self._followers.close_run(run_id)
             result = spawn_failed(slot.instance, service, message, ended_at)
-            self._set(slot, result.instance)
+            self._set(slot, replace(result.instance, run_id=run_id))
             self._ended(slot, run_id, started_at, ended_at, result.end_reason, result.instance)
             return None if result.restart_in is None else result.restart_in.total_seconds()
         slot.child = child
-        self._set(slot, spawned(slot.instance, service, child.pid, started_at, restart=restart))
+        self._set(
+            slot,
+            spawned(slot.instance, service, child.pid, started_at, restart=restart, run_id=run_id),
+        )
         exit_code = asyncio.create_task(child.wait())
         helpers = [asyncio.create_task(self._settle(slot))]
         if service.health_check is not None:
@@ -299,8 +303,8 @@ class ServiceSupervisor:
         cause = "the log reached log_max_size" if slot.log_overflowed else ""
         result = exited(slot.instance, service, code, ended_at, cause=cause)
         end_reason = result.end_reason
-        if slot.log_overflowed and end_reason != "stopped":
-            end_reason = "log_overflow"
+        if slot.log_overflowed and end_reason is not EndReason.STOPPED:
+            end_reason = EndReason.LOG_OVERFLOW
         self._set(slot, result.instance)
         self._ended(slot, run_id, started_at, ended_at, end_reason, result.instance, code)
         return None if result.restart_in is None else result.restart_in.total_seconds()
@@ -400,7 +404,7 @@ class ServiceSupervisor:
         run_id: str,
         started_at: datetime,
         ended_at: datetime,
-        end_reason: str,
+        end_reason: EndReason,
         instance: Instance,
         exit_code: int | None = None,
     ) -> None:
@@ -418,6 +422,7 @@ class ServiceSupervisor:
                 state_after=instance.state,
                 restarts=instance.restarts,
                 description=instance.reason,
+                last_probe=instance.last_probe,
             )
         )
 

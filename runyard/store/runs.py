@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
@@ -36,6 +36,7 @@ from runyard.store.task_state import TaskState
 
 # Runs deleted per retention transaction: SQLite holds its one write lock that long.
 _DELETE_BATCH = 1000
+_IDS_PER_QUERY = 500  # ids bound in one IN list (SQLite allows 32766 parameters)
 
 _ACTIVE_STATUSES = (RunStatus.PENDING.value, RunStatus.RUNNING.value)
 
@@ -173,6 +174,18 @@ class RunStore:
         with self.transaction() as connection:
             row = connection.execute(sa.select(runs).where(runs.c.id == run_id)).mappings().first()
         return None if row is None else row_to_run(row)
+
+    def existing_run_ids(self, run_ids: Collection[str]) -> set[str]:
+        """Return those of `run_ids` that have a row (by primary key, 500 at a time)."""
+        wanted = sorted(run_ids)
+        found: set[str] = set()
+        with self.transaction() as connection:
+            for start in range(0, len(wanted), _IDS_PER_QUERY):
+                chunk = wanted[start : start + _IDS_PER_QUERY]
+                found.update(
+                    connection.execute(sa.select(runs.c.id).where(runs.c.id.in_(chunk))).scalars()
+                )
+        return found
 
     def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:
         """Return one page of the runs the query selects, and how many it selects in all."""

@@ -15,7 +15,7 @@ from runyard.api.routes_events import event_lines
 from runyard.api.routes_logs import follow_log
 from runyard.api.sse import SSE_HEADERS
 from runyard.app import Runyard
-from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
+from runyard.domain.models import EndReason, Run, RunKind, RunStatus, TriggeredBy
 from runyard.domain.queries import DEFAULT_LIMIT, MAX_LIMIT, RunQuery, SortDirection, SortField
 from runyard.exceptions import InvalidInput, NotFound, RunAlreadyEnded, RunyardError
 from runyard.store import dashboard as reads
@@ -162,6 +162,11 @@ async def runs_page(request: Request) -> Response:
 
 
 async def _rerun(runyard: Runyard, run: Run) -> list[Run]:
+    if run.kind is RunKind.SERVICE:
+        raise RunyardError(
+            f"it is a lifetime of service {run.task_name}: "
+            "a service is started or restarted, not run again"
+        )
     # Input data kept in a file is not in `run`: read it (this run only).
     return await runyard.trigger(
         run.task_name, dict(run.params), TriggeredBy.API, data=await runyard.input_of(run)

@@ -56,6 +56,7 @@ RUN_KEYS = {
     "$schema",
     "id",
     "task_name",
+    "kind",  # not in the spec: task, or service (a service's lifetime)
     "status",
     "end_reason",
     "exit_code",
@@ -383,7 +384,7 @@ def test_list_runs_of_unknown_task_is_404(client: TestClient) -> None:
 
 STATUS_VALUES = (
     "pending, running, ended, success, failed, stopped, timeout, crashed, skipped, "
-    "log_overflow, queue_full, missed, daemon_stopped, start_failed"
+    "log_overflow, queue_full, missed, daemon_stopped, start_failed, unhealthy"
 )
 
 

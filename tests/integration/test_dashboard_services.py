@@ -210,6 +210,10 @@ def test_the_list_shows_each_instance_with_its_state_and_the_waiting_reason(
     assert "passed" in db and "exit 0" in db
     (db_pid,) = pids(client, "db")
     assert f">{db_pid}</td>" in db
+    # Each instance links to its current lifetime's run (and so its live log).
+    (db_instance,) = client.get("/api/services/db", headers=_bearer(client)).json()["instances"]
+    assert f'<a href="/runs/{db_instance["run_id"]}"' in db
+    assert client.get(f"/runs/{db_instance['run_id']}").status_code == 200
     for index, pid in enumerate(pids(client, "app")):
         row = instance_row(html, "app", index)
         assert 'data-state="running">running</span>' in row
@@ -256,8 +260,15 @@ def test_the_service_page_shows_its_definition_dependencies_and_lifetimes(
 def test_the_service_page_lists_the_runs_named_after_it_newest_first(
     client: TestClient, make_run: Callable[..., Run]
 ) -> None:
-    # Stand-ins for recorded lifetimes: runs whose task name is the service's.
+    # The instance's own lifetime, recorded as a run, beside two older runs of db
+    # stored by hand (and one of another service).
     runyard: Runyard = client.app.state.runyard  # type: ignore[attr-defined]
+
+    def current_lifetime() -> str | None:
+        run_id = runyard.services.get("db").instances[0].run_id
+        return run_id if run_id and runyard.store.get_run(run_id) else None
+
+    current = eventually(current_lifetime)
     now = runyard.clock()
     older = make_run(
         "db",
@@ -283,7 +294,7 @@ def test_the_service_page_lists_the_runs_named_after_it_newest_first(
     table = re.search(r'<table class="runs" id="lifetimes">(.*?)</table>', html, re.S)
     assert table is not None
     ids = re.findall(r'<a class="mono" href="/runs/([0-9A-Z]{26})">', table.group(1))
-    assert ids == [newer.id, older.id]
+    assert ids == [current, newer.id, older.id]
     assert '<span class="badge bad">failed</span>' in table.group(1)
     assert '<span class="badge live">running</span>' in table.group(1)
     assert '<a href="/runs?task_name=db">Every lifetime of db</a>' in html

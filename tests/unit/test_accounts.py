@@ -298,6 +298,7 @@ REPORTED_END = {
     EndReason.MISSED: "Failure",
     EndReason.DAEMON_STOPPED: "Failure",
     EndReason.START_FAILED: "Failure",
+    EndReason.UNHEALTHY: "Failure",  # a service's lifetime; v3 accounts never see one
 }
 
 

@@ -144,8 +144,7 @@ tasks = []
         "routes[0].when: unknown key",
         'routes[0].kinds[1]: unknown kind "exploded"; the kinds are succeeded, failed, '
         "timeout, crashed, stopped, log_overflow, queue_full, missed, recovered, disk_full, "
-        "quota_exhausted",
-        'routes[0].kinds[2]: "unhealthy" is reserved for services, which runyard does not have yet',
+        "quota_exhausted, unhealthy, fatal",
         'routes[0].notifiers[1]: unknown notifier "pager"; declared notifiers: bad name!, '
         "chat, ops",
         "routes[1].kinds: missing: give the event kinds as an array of strings",
@@ -166,7 +165,20 @@ def test_a_glob_matching_no_task_is_a_warning(tmp_path: Path) -> None:
         'notifiers = ["inbox"]\n',
         tmp_path,
     )
-    assert config.warnings == ('routes[0].tasks[0]: "bakup*" matches no task of this config',)
+    assert config.warnings == (
+        'routes[0].tasks[0]: "bakup*" matches no task or service of this config',
+    )
+
+
+def test_a_route_names_services_as_it_names_tasks(tmp_path: Path) -> None:
+    config = parse(
+        '[services.web]\nrun = "sleep 600"\n[notifiers.inbox]\n'
+        '[[routes]]\nkinds = ["unhealthy", "fatal"]\ntasks = ["web"]\nnotifiers = ["inbox"]\n',
+        tmp_path,
+    )
+    assert config.warnings == ()
+    (route,) = config.notifications.routes
+    assert route.kinds == {"unhealthy", "fatal"} and route.tasks == ("web",)
 
 
 def test_routes_must_be_an_array_of_tables(tmp_path: Path) -> None:

@@ -190,3 +190,21 @@ def test_an_ended_run_gets_one_closing_block_and_storable_text() -> None:
     assert lines[1] == "Failed after 2.0s with exit code 3."
     assert "\x00" not in end.description and "bad\ufffdbyte" in end.description
     assert lines[-1] == "a note"
+
+
+def test_a_service_lifetime_left_running_ends_crashed_and_is_never_retried_or_queued() -> None:
+    # Its task_name is a service's: no task of that name, yet not a vanished task.
+    lifetime = dataclasses.replace(
+        stored("web-0", RunStatus.RUNNING, task="web", start_at=T0),
+        triggered_by=TriggeredBy.SERVICE,
+        replica_index=1,
+    )
+    retrying = {"web": TaskDefinition(name="web", run="true", retry_attempts=3)}
+    for tasks in ({}, TASKS, retrying):
+        plan = plan_recovery([lifetime], {"web-0"}, {"web-0": [4242]}, tasks, NOW)
+        (crashed,) = plan.updates
+        assert crashed.end_reason is EndReason.CRASHED
+        assert crashed.exit_code == EXIT_CRASHED
+        assert crashed.replica_index == 1 and crashed.start_at == T0
+        assert "(process group 4242) were killed" in crashed.description
+        assert plan.inserts == [] and plan.pending == [] and plan.retried == []

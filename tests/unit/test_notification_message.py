@@ -69,3 +69,26 @@ def test_a_template_that_fails_falls_back_with_a_note() -> None:
     assert title == "runyard: backup-db failed (exit 4)"
     assert body.startswith("Task: backup-db\n")
     assert "(The notifier's template failed:" in body
+
+
+def test_a_service_message_names_the_service_and_its_instance() -> None:
+    facts = MessageFacts(
+        kind="unhealthy",
+        task="web",
+        run_id="01J0000000000000000000001",
+        run_url="https://runyard.example.com/runs/01J0000000000000000000001",
+        outcome="unhealthy",
+        exit_code=143,
+        duration=timedelta(seconds=42),
+        detail="Last health check: HTTP 503 Service Unavailable.",
+        instance=1,
+    )
+    title, body = render(facts, None)
+    assert title == "runyard: web[1] unhealthy (exit 143)"
+    assert body.splitlines() == [
+        "Service: web (instance 1)",
+        "Outcome: unhealthy (exit code 143)",
+        "Duration: 42s",
+        "Run: https://runyard.example.com/runs/01J0000000000000000000001",
+        "Last health check: HTTP 503 Service Unavailable.",
+    ]

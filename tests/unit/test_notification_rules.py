@@ -12,6 +12,7 @@ from runyard.domain.notifications import (
     Window,
     failing_after,
     kinds_of_end,
+    kinds_of_service_end,
     message_status,
     next_attempt_at,
     notifiers_for,
@@ -48,6 +49,26 @@ def test_kinds_of_a_run_end(
     end_reason: str, failing_before: bool, kinds: tuple[NotificationKind, ...]
 ) -> None:
     assert kinds_of_end(end_reason, failing_before) == kinds
+
+
+@pytest.mark.parametrize(
+    ("end_reason", "kinds"),
+    [
+        # What needs a person: health checks failing, a lifetime cut by a daemon crash.
+        ("unhealthy", (K.UNHEALTHY,)),
+        ("crashed", (K.CRASHED,)),
+        # A restart loop is heard once, as `fatal` (a signal), not one message per exit.
+        ("failed", ()),
+        ("start_failed", ()),
+        ("success", ()),
+        ("stopped", ()),
+        ("daemon_stopped", ()),
+        ("log_overflow", ()),
+        ("", ()),
+    ],
+)
+def test_kinds_of_a_service_lifetime_end(end_reason: str, kinds: tuple[K, ...]) -> None:
+    assert kinds_of_service_end(end_reason) == kinds
 
 
 @pytest.mark.parametrize(
