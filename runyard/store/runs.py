@@ -229,7 +229,8 @@ class RunStore:
     def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:
         """Return one page of the runs the query selects, and how many it selects in all."""
         dialect = self._engine.dialect.name
-        with self.transaction() as connection:
+        # One snapshot for the page and its total, so they agree while runs come in.
+        with self.transaction(snapshot=True) as connection:
             if self._indexed_search(connection, query):
                 return search.list_runs(connection, query)
             total: int | None = None
@@ -444,11 +445,13 @@ class RunStore:
                 connection.close()
 
     @contextmanager
-    def transaction(self, *, write: bool = False) -> Iterator[Connection]:
+    def transaction(self, *, write: bool = False, snapshot: bool = False) -> Iterator[Connection]:
         """One transaction on the store's database, committed when the block ends.
 
         `write=True` for statements that write (SQLite takes its write lock at
-        the start). Database failures come out as StoreError (StoreUnavailable
+        the start). `snapshot=True`: every statement sees the same snapshot
+        (PostgreSQL's REPEATABLE READ; a SQLite transaction always does), so
+        several reads agree with each other. Database failures come out as StoreError (StoreUnavailable
         when the same request can succeed later). The key store and the
         dashboard's queries share it.
         """
@@ -457,6 +460,8 @@ class RunStore:
             with self._lock, self._engine.connect() as connection:
                 if write:
                     connection.execution_options(**{database.WRITE_OPTION: True})
+                if snapshot and not self._sqlite:
+                    connection.execution_options(isolation_level="REPEATABLE READ")
                 with connection.begin():
                     yield connection
                     committing = True  # leaving the block commits
