@@ -451,9 +451,9 @@ class RunStore:
         `write=True` for statements that write (SQLite takes its write lock at
         the start). `snapshot=True`: every statement sees the same snapshot
         (PostgreSQL's REPEATABLE READ; a SQLite transaction always does), so
-        several reads agree with each other. Database failures come out as StoreError (StoreUnavailable
-        when the same request can succeed later). The key store and the
-        dashboard's queries share it.
+        several reads agree with each other. Database failures come out as
+        StoreError (StoreUnavailable when the same request can succeed
+        later). The key store and the dashboard's queries share it.
         """
         committing = False
         try:
