@@ -50,7 +50,7 @@ lint: $(BIN)/.dev
 test: test-setup lint
 	$(BIN)/pytest -q
 
-# Benchmarks (not tests): about 45 minutes on 2 cores; results in bench/results/.
+# Benchmarks (not tests): about 55 minutes on 2 cores; results in bench/results/.
 # bench/http.py needs wrk (Debian: apt-get install wrk). bench/dashboard.py
 # seeds 1,000,000 runs once a day (~1.2 GB under bench/results/.cache) and its
 # own PostgreSQL database `dashbench` on 127.0.0.1:5432.
@@ -58,6 +58,7 @@ bench: $(BIN)/.dev
 	$(BIN)/python bench/engine.py
 	$(BIN)/python bench/schedule.py
 	$(BIN)/python bench/http.py
+	$(BIN)/python bench/concurrency.py
 	$(BIN)/python bench/cli.py
 	$(BIN)/python bench/input_memory.py
 	$(BIN)/python bench/memory.py

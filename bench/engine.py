@@ -62,8 +62,15 @@ TRUE_ARGV = ["/bin/sh", "-e", "-c", "/bin/true", "bench"]
 # ----- 1. throughput --------------------------------------------------------
 
 
-async def _runyard_runs(count: int, concurrency: int, work: Path) -> tuple[float, dict[str, int]]:
-    """Push `count` runs of /bin/true through admission, process, log and store; return runs/s."""
+async def _runyard_runs(
+    count: int, concurrency: int, work: Path, cpu: dict[str, float] | None = None
+) -> tuple[float, dict[str, int]]:
+    """Push `count` runs of /bin/true through admission, process, log and store; return runs/s.
+
+    `cpu`, when given, receives the CPU seconds per run of the event loop's
+    thread (`loop`) and of the whole process (`process`: the writer and
+    worker threads too) over the measured part.
+    """
     store = RunStore.open(f"sqlite:///{work / 'throughput.db'}")
     task = TaskDefinition(
         name="true", run="/bin/true", max_concurrent=concurrency, max_queued=count + 1
@@ -91,10 +98,14 @@ async def _runyard_runs(count: int, concurrency: int, work: Path) -> tuple[float
 
         counter = asyncio.create_task(count_ends())
         started = time.perf_counter()
+        loop_cpu, process_cpu = time.thread_time(), time.process_time()
         # The same burst the baseline gets: every trigger at once, 8 running at a time.
         await asyncio.gather(*(engine.trigger("true", {}, TriggeredBy.API) for _ in range(count)))
         await ended.wait()
         elapsed = time.perf_counter() - started
+        if cpu is not None:
+            cpu["loop"] = (time.thread_time() - loop_cpu) / count
+            cpu["process"] = (time.process_time() - process_cpu) / count
         await counter
     finally:
         await engine.shutdown(timeout=10)
@@ -138,13 +149,21 @@ def bench_throughput(count: int, concurrency: int, rounds: int) -> dict[str, Any
         configure_logging(LogLevel.INFO, LogFormat.TEXT, log_file)
         await spawn_rate(50, concurrency, TRUE_ARGV)  # warm the page cache and the loop
         baselines, rates, ratios = [], [], []
+        # CPU microseconds per run: the event loop's thread of each side, and
+        # runyard's whole process. Less at the mercy of other load than rates.
+        baseline_cpu, loop_cpu, process_cpu = [], [], []
         reasons: dict[str, int] = {}
         for _ in range(rounds):
+            spent = time.thread_time()
             baselines.append(await spawn_rate(count, concurrency, TRUE_ARGV))
+            baseline_cpu.append((time.thread_time() - spent) / count * 1e6)
+            cpu: dict[str, float] = {}
             with tempfile.TemporaryDirectory(prefix="runyard-bench-") as tmp:
-                rate, reasons = await _runyard_runs(count, concurrency, Path(tmp))
+                rate, reasons = await _runyard_runs(count, concurrency, Path(tmp), cpu)
             rates.append(rate)
             ratios.append(rate / baselines[-1])
+            loop_cpu.append(cpu["loop"] * 1e6)
+            process_cpu.append(cpu["process"] * 1e6)
         bin_true = await spawn_rate(count, concurrency, ["/bin/true"])
         log_file.seek(0)
         logged = sum(1 for _ in log_file)
@@ -158,6 +177,9 @@ def bench_throughput(count: int, concurrency: int, rounds: int) -> dict[str, Any
             "runyard_runs_per_s": round(statistics.median(rates), 1),
             "ratio": round(statistics.median(ratios), 3),
             "ratios": [round(ratio, 3) for ratio in ratios],
+            "baseline_loop_cpu_us_per_run": round(statistics.median(baseline_cpu)),
+            "runyard_loop_cpu_us_per_run": round(statistics.median(loop_cpu)),
+            "runyard_process_cpu_us_per_run": round(statistics.median(process_cpu)),
             "target_ratio": 0.6,
             "end_reasons": reasons,
             "daemon_log_lines": logged,

@@ -9,15 +9,24 @@ concurrency, and records when each spawn returned. Part 3 ("minute-jitter") is
 part 2 with `jitter = "59s"` (or --jitter) on every task; its lags are measured
 from each run's planned start (tick + the task's jitter offset).
 
+Part 4 ("burst"), the cron burst of the throughput targets in a short run:
+every task fires on the same second (`cron = "*/30 * * * * *"`) for 3 rounds
+(--bursts). 15 s after each tick, when the daemon's burst has ended, the bench
+spawns as many shells at one instant as the bare baseline (as part 2's), so
+the two alternate on the same machine. Reported: the p99 start lag of each
+tick against its round's bare burst (target: median ratio <= 1.3) and the
+ticks lost or fired twice, counted per task (target: none).
+
 The daemon runs as a subprocess (`python -m runyard serve`); after SIGTERM its
 SQLite database is read directly. Part 1 also measures, in the same run, how
 fast plain asyncio spawns /bin/true at the same concurrency: the ceiling any
 scheduler on this machine works under. Not a test: it prints a table and merges
 its results into bench/results/schedule.json.
 
-    .venv/bin/python bench/schedule.py                         # all parts (~7 min)
+    .venv/bin/python bench/schedule.py                         # all parts (~9 min)
     .venv/bin/python bench/schedule.py --only minute-jitter --jitter 30s
     .venv/bin/python bench/schedule.py --only minute --minutes 3
+    .venv/bin/python bench/schedule.py --only burst               # the cron burst (~2 min)
     .venv/bin/python bench/schedule.py --tasks 20 --seconds 10 --minutes 1   # smoke run
 """
 
@@ -31,6 +40,7 @@ import os
 import re
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -346,6 +356,7 @@ def analyse(
     fallbacks = 0
     recorded = duplicates = missed_records = missed_ticks = 0
     start_lag_ms: list[float] = []
+    lag_by_tick: defaultdict[int, list[float]] = defaultdict(list)
     fire_delay_ms: list[float] = []
     outcome: Counter[str] = Counter()
     for name, task_runs in by_task.items():
@@ -368,6 +379,7 @@ def analyse(
             fire_delay_ms.append((run.created_us - planned) / 1000)
             if run.start_us is not None:
                 start_lag_ms.append((run.start_us - planned) / 1000)
+                lag_by_tick[run.tick_us].append(start_lag_ms[-1])
                 outcome["started"] += 1
             else:
                 outcome[run.end_reason or run.status] += 1
@@ -393,12 +405,26 @@ def analyse(
         "started_per_s": round(outcome["started"] / window_s, 1),
         "fire_delay_ms": percentiles(fire_delay_ms),
         "start_lag_ms": percentiles(start_lag_ms),
+        "start_lag_ms_by_tick": {
+            datetime.fromtimestamp(tick / SECOND_US, UTC).isoformat(): percentiles(lags)
+            for tick, lags in sorted(lag_by_tick.items())
+        }
+        if period_s >= BURST_PERIOD_S
+        else None,
         "tick_anchor_fallbacks": fallbacks,
         "last_tick_stored": bool(last_ticks),
     }
 
 
 # ----- the parts ---------------------------------------------------------------
+
+
+def cron_period_s(cron: str) -> int:
+    """The period of the crons this bench uses: `* * * * *`, `* * * * * *`, `*/N * * * * *`."""
+    if cron.count(" ") == 4:
+        return 60
+    seconds = cron.split(" ", 1)[0]
+    return int(seconds.removeprefix("*/")) if seconds.startswith("*/") else 1
 
 
 def spawn_baseline(count: int, concurrency: int) -> float:
@@ -412,10 +438,13 @@ def spawn_baseline(count: int, concurrency: int) -> float:
     return asyncio.run(run())
 
 
-def burst_start_baseline(count: int, concurrency: int) -> dict[str, Any]:
+def burst_start_baseline(
+    count: int, concurrency: int, instant: float | None = None
+) -> dict[str, Any]:
     """At one instant T, spawn `count` shells, `concurrency` at a time, as a minute tick does.
 
-    No bookkeeping: return percentiles of (create_subprocess_exec returned - T) in ms.
+    T is `instant` (a time.time() value), else the second after next. No
+    bookkeeping: return percentiles of (create_subprocess_exec returned - T) in ms.
     """
     from runyard.engine.process import use_pidfd_child_watcher
 
@@ -426,15 +455,15 @@ def burst_start_baseline(count: int, concurrency: int) -> dict[str, Any]:
         await spawn_rate(50, concurrency, TRUE)  # warm up, as the running daemon is
         gate = asyncio.Semaphore(concurrency)
         lags_ms: list[float] = []
-        instant = math.ceil(time.time()) + 1.0
+        at = math.ceil(time.time()) + 1.0 if instant is None else instant
 
         async def one() -> None:
             async with gate:
                 process = await asyncio.create_subprocess_exec(*argv)
-                lags_ms.append((time.time() - instant) * 1000)
+                lags_ms.append((time.time() - at) * 1000)
                 await process.wait()
 
-        await asyncio.sleep(instant - time.time())
+        await asyncio.sleep(at - time.time())
         await asyncio.gather(*(one() for _ in range(count)))
         return {"argv": argv, "concurrency": concurrency, **percentiles(lags_ms)}
 
@@ -448,8 +477,12 @@ def _run_daemon(
     until: Callable[[float], float],
     sample: bool,
     jitter: str | None = None,
+    during: Callable[[str, float], None] | None = None,
 ) -> tuple[Daemon, dict[str, Any]]:
-    """Start the daemon, wait until `until(healthy_at)`, stop it; return it and its CPU use."""
+    """Start the daemon, wait until `until(healthy_at)`, stop it; return it and its CPU use.
+
+    `during(url, healthy_at)`, if given, runs first while the daemon is up.
+    """
     with tempfile.TemporaryDirectory(prefix="runyard-bench-") as tmp:
         work = Path(tmp)
         port = free_port()
@@ -460,6 +493,8 @@ def _run_daemon(
             wall_before = time.time()
             if sample:
                 daemon.sample_every(0.1)
+            if during is not None:
+                during(f"http://127.0.0.1:{port}", daemon.healthy_at)
             sleep_until(until(daemon.healthy_at))
             cpu_after, children_after = cpu_seconds(daemon.process.pid)
             wall = time.time() - wall_before
@@ -472,7 +507,7 @@ def _run_daemon(
             task_name(i): jitter_offset(task_name(i), span) // timedelta(microseconds=1)
             for i in range(tasks)
         }
-        result = analyse(daemon, tasks, 60 if cron.count(" ") == 4 else 1, offsets_us)
+        result = analyse(daemon, tasks, cron_period_s(cron), offsets_us)
         result.update(
             {
                 "tasks": tasks,
@@ -549,12 +584,86 @@ def bench_minute(
     return result
 
 
+# A 6-field cron firing every task at :00 and :30; the bare burst of each
+# round goes at tick + BARE_AFTER_S, its warm-up from tick + SETTLE_S, when
+# the daemon's burst has long ended, and the daemon stops before the next tick.
+BURST_PERIOD_S = 30
+BURST_CRON = f"*/{BURST_PERIOD_S} * * * * *"
+SETTLE_S = 12
+BARE_AFTER_S = 15
+BURST_TARGET_RATIO = 1.3
+
+
+def bench_burst(tasks: int, bursts: int, max_concurrent_runs: int) -> dict[str, Any]:
+    """Every task on the same second, `bursts` times; a bare burst of spawns between two."""
+    bare: list[dict[str, Any]] = []
+    drained: list[bool] = []
+
+    def first_tick(healthy: float) -> float:
+        return math.ceil((healthy + MARGIN_S) / BURST_PERIOD_S) * BURST_PERIOD_S
+
+    def between_ticks(url: str, healthy: float) -> None:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        with httpx.Client(base_url=url, headers=headers, timeout=10) as client:
+            for index in range(bursts):
+                tick = first_tick(healthy) + index * BURST_PERIOD_S
+                sleep_until(tick + 1)
+                # On a machine loaded by others the daemon's burst may still be
+                # running: the bare burst then competes with it, and says so.
+                drained.append(_wait_for_ended(client, tasks * (index + 1), tick + SETTLE_S))
+                sleep_until(tick + SETTLE_S)
+                bare.append(burst_start_baseline(tasks, max_concurrent_runs, tick + BARE_AFTER_S))
+
+    def until(healthy: float) -> float:
+        return first_tick(healthy) + bursts * BURST_PERIOD_S - MARGIN_S - 1
+
+    _daemon, result = _run_daemon(
+        tasks, BURST_CRON, max_concurrent_runs, until, False, during=between_ticks
+    )
+    by_tick = list((result.get("start_lag_ms_by_tick") or {}).values())
+    ratios = [
+        round(daemon["p99"] / baseline["p99"], 2)
+        for daemon, baseline in zip(by_tick, bare, strict=False)
+        if daemon["p99"] is not None and baseline["p99"]
+    ]
+    ratio = statistics.median(ratios) if ratios else None
+    result.update(
+        {
+            "bursts": bursts,
+            "baseline_start_lag_ms_by_round": bare,
+            "daemon_burst_ended_before_bare_burst": drained,
+            "start_lag_p99_vs_baseline_by_round": ratios,
+            "start_lag_p99_vs_baseline": ratio,
+            "target": f"p99 start lag <= {BURST_TARGET_RATIO} x the bare burst's; no tick lost",
+            "passed": ratio is not None
+            and ratio <= BURST_TARGET_RATIO
+            and len(ratios) == bursts
+            and all(drained)
+            and result["ticks_lost"] == 0
+            and result["duplicate_ticks"] == 0,
+        }
+    )
+    return result
+
+
+def _wait_for_ended(client: httpx.Client, runs: int, deadline: float) -> bool:
+    """Return whether `runs` runs have ended before `deadline` (a time.time() value)."""
+    while time.time() < deadline:
+        answer = client.get("/api/runs", params={"status": "ended", "limit": 1})
+        if answer.status_code == 200 and answer.json()["total"] >= runs:
+            return True
+        time.sleep(0.5)
+    return False
+
+
 # ----- report ----------------------------------------------------------------
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--only", choices=["second", "minute", "minute-jitter"], action="append")
+    parser.add_argument(
+        "--only", choices=["second", "minute", "minute-jitter", "burst"], action="append"
+    )
     parser.add_argument("--tasks", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--minutes", type=int, default=2)
@@ -566,6 +675,9 @@ def main() -> None:
         default=None,
         help='jitter of every task in the minute-jitter part, a duration like "59s" (default 59s)',
     )
+    parser.add_argument(
+        "--bursts", type=int, default=3, help=f"rounds of the burst part, {BURST_PERIOD_S} s each"
+    )
     parser.add_argument("--max-concurrent-runs", type=int, default=64)
     parser.add_argument("--out", type=Path, default=RESULTS / "schedule.json")
     args = parser.parse_args()
@@ -574,7 +686,7 @@ def main() -> None:
         parse_duration(jitter)
     except ValueError as error:
         parser.error(str(error))
-    parts = args.only or ["second", "minute", "minute-jitter"]
+    parts = args.only or ["second", "minute", "minute-jitter", "burst"]
     report: dict[str, Any] = {"machine": machine()}
     for part in parts:
         print(f"== {part} ...", flush=True)
@@ -586,6 +698,9 @@ def main() -> None:
             report[key] = bench_minute(
                 args.tasks, args.minutes, args.max_concurrent_runs, args.tail
             )
+        elif part == "burst":
+            key = "burst"
+            report[key] = bench_burst(args.tasks, args.bursts, args.max_concurrent_runs)
         else:
             key = "minute_jitter"
             report[key] = bench_minute(
@@ -605,6 +720,27 @@ def _lag(stats: dict[str, Any]) -> str:
 def print_table(report: dict[str, Any]) -> None:
     print("\n| measurement | baseline | runyard | target |")
     print("|---|---|---|---|")
+    if "burst" in report:
+        b = report["burst"]
+        span = f"{b['tasks']} tasks on the same second, {b['bursts']} rounds"
+        bare = statistics.median(r["p99"] for r in b["baseline_start_lag_ms_by_round"])
+        daemon = round(
+            statistics.median(
+                r["p99"] for r in b["start_lag_ms_by_tick"].values() if r["p99"] is not None
+            ),
+            1,
+        )
+        print(
+            f"| {span}: start lag p99 (median of rounds) | {bare} ms (bare burst of "
+            f"{b['tasks']} spawns) | {daemon} ms ({b['start_lag_p99_vs_baseline']}x, rounds "
+            f"{b['start_lag_p99_vs_baseline_by_round']}) | <= {BURST_TARGET_RATIO}x |"
+        )
+        print(
+            f"| {span}: ticks | | {b['ticks_lost']} lost of {b['ticks_expected']}, "
+            f"{b['duplicate_ticks']} duplicates | 0 lost |"
+        )
+        if not all(b["daemon_burst_ended_before_bare_burst"]):
+            print(f"| {span}: the bare burst overlapped the daemon's in some rounds | | | |")
     for key, label in (
         ("every_second", "every second"),
         ("every_minute", "every minute"),

@@ -17,6 +17,7 @@ from pathlib import Path
 from runyard import __version__
 from runyard.body_parser import BodyParser, StagedInput
 from runyard.clock import Clock, utc_now
+from runyard.config.fingerprint import config_hash
 from runyard.config.loader import Config, load_config
 from runyard.config.locate import TOKEN_FILE as TOKEN_FILE  # re-exported for api/server.py
 from runyard.config.locate import token_file, token_from_environ
@@ -32,6 +33,7 @@ from runyard.domain.reload import (
 )
 from runyard.engine.core import Engine
 from runyard.engine.log_follow import FollowItem, follow_log
+from runyard.engine.node_lease import NodeLease
 from runyard.engine.scheduler import Scheduler
 from runyard.engine.start_log import STARTED_LOG
 from runyard.engine.waiting import StopSignal
@@ -44,6 +46,7 @@ from runyard.store import RunStore, database_url
 from runyard.store.files import make_private_directory, prepare_data_dir
 from runyard.store.inputs import INPUTS_DIR
 from runyard.store.keys import REVOKED_MARKER, KeyStore
+from runyard.store.nodes import NodeIdentity, NodeInfo, NodeRegistry
 from runyard.v3.service import V3Service
 
 log = logging.getLogger("runyard.daemon")
@@ -107,6 +110,28 @@ class Runyard:
         self.database_url = database_url(self.data_dir, environ)
         self.store = RunStore.open(self.database_url, clock)
         self.started_at = clock()
+        self.node_name = config.daemon.node_name or f"{config.daemon.host}:{config.daemon.port}"
+        self.config_hash = config_hash(config)
+        # On PostgreSQL this daemon is a node (README "Several nodes"): it
+        # registers now, before its engine recovers only its own runs.
+        registry: NodeRegistry | None = None
+        if self.store.shared:
+            registry = NodeRegistry(
+                self.store,
+                NodeIdentity(
+                    name=self.node_name,
+                    instance=secrets.token_hex(13),
+                    url=run_link_base(config),
+                    lease_seconds=config.daemon.node_lease.total_seconds(),
+                    config_hash=self.config_hash,
+                    version=__version__,
+                ),
+            )
+            try:
+                registry.register()
+            except BaseException:
+                self.store.close()
+                raise
         self.engine = Engine(
             tasks=config.tasks,
             store=self.store,
@@ -117,7 +142,10 @@ class Runyard:
             account_limits=_account_limits(config),
             max_output_size=config.daemon.max_output_size,
             account_input_limits=_account_input_limits(config),
+            node=registry.name if registry else None,
+            own_runs=registry.own_active_runs if registry else None,
         )
+        self.lease = NodeLease(registry, self.engine, clock) if registry else None
         self.bodies = BodyParser(self.data_dir / INPUTS_DIR)
         self.services = DaemonServices(
             config.services,
@@ -128,7 +156,7 @@ class Runyard:
             events=self.engine.events,
             environ=environ,
         )
-        self.scheduler = Scheduler(self.engine, self.store, clock)
+        self.scheduler = Scheduler(self.engine, self.store, clock, claim_ticks=registry is not None)
         self.metrics = Metrics(__version__, self._task_loads, self._runtime_used)
         self.engine.observer = self.metrics
         self.v3 = V3Service(
@@ -155,6 +183,8 @@ class Runyard:
     async def start(self) -> None:
         await self.notifications.start(list(self.engine.tasks))
         await self.engine.start()
+        if self.lease is not None:
+            self.lease.start()
         await self.services.start()
         await self.scheduler.start()
 
@@ -162,6 +192,8 @@ class Runyard:
         await self.scheduler.stop()
         await self.services.stop()
         await self.engine.shutdown(self.config.daemon.shutdown_timeout.total_seconds())
+        if self.lease is not None:
+            await self.lease.stop()
         await asyncio.to_thread(self.bodies.close)
         await self.notifications.stop(NOTIFICATION_GRACE_SECONDS)
         await asyncio.to_thread(self.store.close)
@@ -255,6 +287,26 @@ class Runyard:
             return config
         daemon = dataclasses.replace(config.daemon, **self._daemon_overrides)  # type: ignore[arg-type]
         return dataclasses.replace(config, daemon=daemon)
+
+    # ----- nodes -----------------------------------------------------------
+
+    async def cluster_nodes(self) -> list[NodeInfo]:
+        """Return the nodes on this database; on SQLite, this daemon alone."""
+        if self.lease is not None:
+            return await asyncio.to_thread(self.lease.registry.list_nodes)
+        return [
+            NodeInfo(
+                name=self.node_name,
+                url=run_link_base(self.config),
+                started_at=self.started_at,
+                lease_age=None,
+                lease_seconds=None,
+                expired=False,
+                running_runs=self.engine.running_here(),
+                config_hash=self.config_hash,
+                version=__version__,
+            )
+        ]
 
     # ----- runs ------------------------------------------------------------
 

@@ -131,3 +131,23 @@ class V3Error(RunyardError):
         self.message = message
         self.retry_after = retry_after  # seconds, for a Retry-After header (429)
         super().__init__(message)
+
+
+class TickTaken(RunyardError):
+    """Another node fired this cron tick first: it has its run (PostgreSQL, several nodes)."""
+
+    def __init__(self, task_name: str, tick: object) -> None:
+        super().__init__(f"task {task_name}: the tick at {tick} was fired by another node")
+        self.task_name = task_name
+
+
+class NodeNameTaken(RunyardError):
+    """A live node on the same database already goes by this node name."""
+
+
+class RunOnAnotherNode(RunyardError):
+    """A stop asked of a node for a run another node started (PostgreSQL, several nodes)."""
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        super().__init__(f"run {run.id} runs on node {run.node}; ask that node to stop it")

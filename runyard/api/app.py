@@ -22,6 +22,7 @@ from runyard.api import (
     routes_tasks,
     routes_v3,
     routes_viewer,
+    trigger_route,
 )
 from runyard.api.access_log import AccessLog
 from runyard.api.auth import BearerAuth
@@ -57,12 +58,18 @@ def create_app(runyard: Runyard) -> FastAPI:
         # routes_docs serves them with their scripts from the daemon (no CDN).
         docs_url=None,
         redoc_url=None,
+        # runyard sets up no OpenTelemetry providers; with FastAPI's own
+        # telemetry on, every request asked for them first (~10 us each).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runyard = runyard
     app.state.closing = closing
     # Routes are tried in this order: the v3 API, the busiest surface (clients
     # poll it), is matched first.
     routes_v3.add_routes(app)
+    # The REST trigger's common request, answered without FastAPI's request
+    # handling; it hands every other request back to the routers below.
+    app.router.routes.append(trigger_route.route())
     for module in (
         routes_meta,
         routes_tasks,

@@ -13,6 +13,7 @@ from runyard.domain import models as domain
 from runyard.domain import notifications as domain_notifications
 from runyard.domain.models import ParamPassing
 from runyard.domain.reload import ReloadOutcome
+from runyard.store.nodes import NodeInfo
 
 
 def _seconds(duration: timedelta | None) -> float | None:
@@ -43,6 +44,7 @@ def run_body(run: domain.Run, base: str, *, detail: bool = False) -> schemas.Run
         input_data=run.input_data if detail else None,
         output_data=run.output_data if detail else None,
         account=run.account,
+        node=run.node,
     )
 
 
@@ -149,4 +151,27 @@ def notifications_body(
         ],
         total=total,
         dropped=dropped,
+    )
+
+
+def cluster_body(node: str, nodes: Sequence[NodeInfo], base: str) -> schemas.ClusterResponseBody:
+    """Return the API view of the registered nodes, as `node` answers it."""
+    return schemas.ClusterResponseBody(
+        schema_=schema_url(base, "ClusterResponseBody"),
+        node=node,
+        nodes=[
+            schemas.ClusterNode(
+                name=info.name,
+                url=info.url,
+                started_at=info.started_at,
+                lease_age_seconds=None if info.lease_age is None else round(info.lease_age, 3),
+                lease_seconds=info.lease_seconds,
+                expired=info.expired,
+                running_runs=info.running_runs,
+                config_hash=info.config_hash,
+                version=info.version,
+            )
+            for info in nodes
+        ],
+        config_mismatch=len({info.config_hash for info in nodes}) > 1,
     )

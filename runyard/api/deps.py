@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Annotated
 
 from fastapi import Depends, Request
 from starlette.datastructures import URL
+from starlette.types import Scope
 
 from runyard.app import Runyard
 
@@ -80,9 +82,47 @@ def schema_url(base_url: URL | str, name: str) -> str:
     return f"{str(base_url).rstrip('/')}/schemas/{name}.json"
 
 
+def base_url(scope: Scope) -> str:
+    """Return the request's base URL as text: `str(request.base_url)`, remembered.
+
+    Starlette builds the URL anew for each request (~10 us); a daemon is
+    reached under a handful of host names, so the text is kept per scheme,
+    host header, server address and root path.
+    """
+    host: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"host":
+            host = value
+            break
+    server = scope.get("server")
+    return _base_url(
+        scope.get("scheme", "http"),
+        None if server is None else tuple(server),
+        host,
+        scope.get("app_root_path", scope.get("root_path", "")),
+    )
+
+
+# Bounded: the host header is the client's to choose.
+@functools.lru_cache(maxsize=256)
+def _base_url(
+    scheme: str, server: tuple[str, int] | None, host: bytes | None, root_path: str
+) -> str:
+    scope: Scope = {
+        "type": "http",
+        "scheme": scheme,
+        "server": server,
+        "root_path": root_path,
+        "path": root_path,
+        "query_string": b"",
+        "headers": [] if host is None else [(b"host", host)],
+    }
+    return str(Request(scope).base_url)
+
+
 async def schema_base(request: Request) -> str:
     """Return the base URL `$schema` links are built on."""
-    return str(request.base_url)
+    return base_url(request.scope)
 
 
 SchemaBase = Annotated[str, Depends(schema_base)]

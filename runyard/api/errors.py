@@ -27,6 +27,7 @@ from runyard.exceptions import (
     InvalidInput,
     NotFound,
     RunAlreadyEnded,
+    RunOnAnotherNode,
     ServiceLifetimeStop,
     ShuttingDown,
     StoreUnavailable,
@@ -271,6 +272,16 @@ async def _already_ended(request: Request, exc: Exception) -> ProblemResponse:
     )
 
 
+async def _on_another_node(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RunOnAnotherNode)
+    return _request_problem(
+        request,
+        409,
+        f"Run {exc.run.id} runs on node {exc.run.node!r}; stop it through that node "
+        "(its URL is in GET /api/cluster).",
+    )
+
+
 async def _service_lifetime_stop(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, ServiceLifetimeStop)
     name = exc.run.task_name
@@ -368,6 +379,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, _not_found)
     app.add_exception_handler(ConfigError, _config_error)
     app.add_exception_handler(RunAlreadyEnded, _already_ended)
+    app.add_exception_handler(RunOnAnotherNode, _on_another_node)
     app.add_exception_handler(ServiceLifetimeStop, _service_lifetime_stop)
     app.add_exception_handler(ShuttingDown, _shutting_down)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)

@@ -1,4 +1,4 @@
-"""The daemon itself: reload the config without a restart."""
+"""The daemon itself: reload the config without a restart; the nodes sharing its database."""
 
 from __future__ import annotations
 
@@ -24,3 +24,14 @@ async def reload_config(runyard: RunyardDep, base: SchemaBase) -> schemas.Reload
     started with; host, port and data_dir apply only at the next restart.
     """
     return bodies.reload_body(await runyard.reload(), base)
+
+
+@router.get("/api/cluster", summary="List the nodes")
+async def list_nodes(runyard: RunyardDep, base: SchemaBase) -> schemas.ClusterResponseBody:
+    """List the daemons sharing this database, each with its lease age and running runs.
+
+    On PostgreSQL every daemon is a node that renews a lease; a node whose
+    lease expired shows `expired` until another node takes its runs over.
+    On SQLite the answer is this daemon alone.
+    """
+    return bodies.cluster_body(runyard.node_name, await runyard.cluster_nodes(), base)

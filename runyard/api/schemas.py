@@ -129,6 +129,11 @@ class Run(_Body):
     account: str | SkipJsonSchema[None] = Field(
         None, description="The v3 account that triggered the run (triggered_by=cloud)"
     )
+    node: str | SkipJsonSchema[None] = Field(
+        None,
+        description="The node that admitted and started the run (several daemons on one "
+        "PostgreSQL); absent on SQLite",
+    )
 
 
 class RunsResponseBody(_Body):
@@ -189,6 +194,39 @@ class Task(_Body):
 class TasksResponseBody(_Body):
     schema_: SchemaField = None
     tasks: list[Task]
+
+
+class ClusterNode(_Body):
+    """One daemon sharing the database."""
+
+    name: str = Field(description="[daemon] node_name (default host:port)")
+    url: str = Field(description="Where the node answers: its external_url, else host:port")
+    started_at: UtcDateTime
+    lease_age_seconds: float | None = Field(
+        description="Seconds since the node last renewed its lease, by the database's clock "
+        "(null on SQLite: one daemon, no lease)"
+    )
+    lease_seconds: float | None = Field(
+        description="How long its lease lasts unrenewed (null on SQLite)"
+    )
+    expired: bool = Field(
+        description="The lease expired: another node is about to take its runs over"
+    )
+    running_runs: int = Field(description="Runs this node has running")
+    config_hash: str = Field(
+        description="Hash of its tasks, services, accounts and notifications; "
+        "nodes that differ run different configs"
+    )
+    version: str = Field(description="runyard version of the node")
+
+
+class ClusterResponseBody(_Body):
+    """The nodes on this database (on SQLite, this daemon alone)."""
+
+    schema_: SchemaField = None
+    node: str = Field(description="The node that answered")
+    nodes: list[ClusterNode] = Field(description="Every registered node, by name")
+    config_mismatch: bool = Field(description="Not every node has the same config_hash")
 
 
 class ReloadResponseBody(_Body):

@@ -2,8 +2,9 @@
 
 This module assembles the command from its groups: `cli/serve.py` (config side),
 `cli/daemon_commands.py` (tasks and reload), `cli/runs.py` (runs), `cli/services.py`
-(services, and `stop` of a run or a service), `cli/output_command.py` (inside a run),
-and the sub-commands `keys`, `import` and `service`.
+(services, and `stop` of a run or a service), `cli/cluster.py` (the nodes),
+`cli/output_command.py` (inside a run), and the sub-commands `keys`, `import` and
+`service`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated
 import typer
 
 from runyard.cli import (
+    cluster,
     daemon_commands,
     importing,
     keys,
@@ -79,6 +81,7 @@ app.command()(daemon_commands.tasks)
 app.command()(daemon_commands.pause)
 app.command()(daemon_commands.resume)
 app.command()(daemon_commands.reload)
+app.command()(cluster.cluster)
 app.command()(services.services)
 app.command()(services.start)
 app.command()(services.restart)

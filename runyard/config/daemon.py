@@ -8,6 +8,7 @@ without importing the cron parser and the task checks.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -47,10 +48,18 @@ DAEMON_KEYS = (
     "max_invalid_keys_per_minute",
     "access_log",
     "include",
+    "node_name",
+    "node_lease",
 )
 DEFAULT_MAX_REQUEST_SIZE = 10 * 1024 * 1024
 # Below this even a small trigger body or output table would be refused.
 MIN_BODY_SIZE = 1024
+# A node name: letters, digits and . _ : - (the default is host:port).
+NODE_NAME_PATTERN = r"^[A-Za-z0-9._:-]{1,100}$"
+# A lease shorter than this would expire under an ordinary database hiccup;
+# longer than this leaves a dead node's runs looking alive for too long.
+MIN_NODE_LEASE = timedelta(seconds=1)
+MAX_NODE_LEASE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,10 @@ class DaemonSettings:
     max_invalid_keys_per_minute: int = 100  # v3 calls with a wrong key, per address
     access_log: bool = False  # one log line per HTTP request
     include: tuple[str, ...] = ()  # globs of more task files, relative to the config
+    # Several daemons on one PostgreSQL (README "Several nodes"): this one's
+    # name (None: host:port) and how long its lease lasts unrenewed.
+    node_name: str | None = None
+    node_lease: timedelta = timedelta(seconds=15)
     # Which step of the lookup rule chose data_dir, for messages; not a setting.
     data_dir_source: str = field(default="", compare=False)
 
@@ -111,6 +124,7 @@ def parse_daemon(
     _parse_connection_settings(table, settings, problems)
     if "include" in table:
         settings["include"] = check_include(table["include"], problems)
+    _parse_node_settings(table, settings, problems)
     from_file: str | None = None
     if "data_dir" in table:
         from_file = check_str(table["data_dir"], "daemon.data_dir", problems, non_empty=True)
@@ -124,6 +138,29 @@ def parse_daemon(
         data_dir_source=data_dir.source,
         **cast(dict[str, Any], settings),
     )
+
+
+def _parse_node_settings(
+    table: Mapping[str, object], settings: dict[str, object], problems: Problems
+) -> None:
+    if "node_name" in table:
+        name = check_str(table["node_name"], "daemon.node_name", problems, non_empty=True)
+        if name is not None and not re.fullmatch(NODE_NAME_PATTERN, name):
+            problems.add(
+                "daemon.node_name",
+                f"must be 1 to 100 letters, digits or . _ : - characters, got {name!r}",
+            )
+        elif name is not None:
+            settings["node_name"] = name
+    if "node_lease" in table:
+        lease = check_duration(table["node_lease"], "daemon.node_lease", problems)
+        if lease is not None and not MIN_NODE_LEASE <= lease <= MAX_NODE_LEASE:
+            problems.add(
+                "daemon.node_lease",
+                f"must be between 1s and 1h, got {lease.total_seconds():g}s",
+            )
+        elif lease is not None:
+            settings["node_lease"] = lease
 
 
 def _parse_connection_settings(

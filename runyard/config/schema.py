@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from runyard.config.accounts import ACCOUNT_CHECKS, ACCOUNT_ID_PATTERN
-from runyard.config.daemon import DAEMON_KEYS, DaemonSettings
+from runyard.config.daemon import DAEMON_KEYS, NODE_NAME_PATTERN, DaemonSettings
 from runyard.config.loader import SECTIONS
 from runyard.config.metrics import METRICS_KEYS, MetricsSettings
 from runyard.config.notifications import (
@@ -72,6 +72,7 @@ _PARAM_TYPES: dict[str, dict[str, Any]] = {
     "choices": {"type": "array", "items": STRING},
 }
 _DAEMON_KEYS_OWN: dict[str, dict[str, Any]] = {
+    "node_name": {"type": "string", "pattern": NODE_NAME_PATTERN},
     "max_request_size": SIZE,
     "max_output_size": SIZE,
     "data_dir": STRING,

@@ -228,6 +228,8 @@ class Run:
     output_data: dict[str, list[list[str]]] | None = None
     account: str | None = None  # the v3 account that triggered it; None for REST, CLI and cron
     secret_hash: str | None = None  # hash of the viewer link's password (v3 runs only)
+    # The node (daemon) that admitted and started it, on PostgreSQL; None on SQLite.
+    node: str | None = None
 
     @property
     def duration_ms(self) -> int | None:

@@ -35,6 +35,9 @@ RESTART_SETTINGS = (
     "header_timeout",
     "body_timeout",
     "access_log",
+    # Registered once, when the daemon joins the cluster.
+    "node_name",
+    "node_lease",
 )
 
 

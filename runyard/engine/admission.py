@@ -28,6 +28,7 @@ class TriggerRequest:
     note: str = ""
     account: str | None = None
     secret_hash: str | None = None
+    node: str | None = None  # the node admitting it (PostgreSQL); None on SQLite
 
 
 @dataclasses.dataclass
@@ -76,6 +77,7 @@ def plan_trigger(
             input_size=request.input_size,
             account=account,
             secret_hash=request.secret_hash,
+            node=request.node,
         )
         if decision is Admission.SKIP:
             run = ended_unrun(

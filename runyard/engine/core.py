@@ -72,6 +72,7 @@ from runyard.exceptions import (
     InvalidInput,
     NotFound,
     RunAlreadyEnded,
+    RunOnAnotherNode,
     ServiceLifetimeStop,
     ShuttingDown,
     StoreError,
@@ -107,7 +108,14 @@ class Engine:
         max_output_size: int = DEFAULT_MAX_OUTPUT_SIZE,
         account_input_limits: Mapping[str, int | None] | None = None,
         call_later: CallLater = loop_call_later,
+        node: str | None = None,
+        own_runs: Callable[[], list[Run]] | None = None,
     ) -> None:
+        # This daemon's node name where several share a PostgreSQL (stamped on
+        # its runs), and how it finds its own unfinished runs at start (the
+        # node registry); None on SQLite: every active run is this daemon's.
+        self.node = node
+        self._own_runs = own_runs or store.active_runs
         # v3 account id -> its max_queued_input in bytes (None: no account cap).
         self.account_input_limits: dict[str, int | None] = dict(account_input_limits or {})
         self.workspace = Workspace(data_dir / WORK_DIR)
@@ -150,7 +158,7 @@ class Engine:
         self._retention_task: asyncio.Task[None] | None = None
         # Runs of the services' instances: recorded here, supervised elsewhere.
         self.recorder = RunRecorder(
-            writer=self._writer, runner=self._runner, events=self.events, store=store
+            writer=self._writer, runner=self._runner, events=self.events, store=store, node=node
         )
 
     @property
@@ -252,6 +260,10 @@ class Engine:
         active = self._runner.active.get(run_id)
         return active.run if active else None
 
+    def running_here(self) -> int:
+        """Return how many runs hold a slot here (started, or starting now)."""
+        return len(self._runner.active)
+
     def is_started(self, run_id: str) -> bool:
         """Return whether the run holds a slot here (started, or starting now)."""
         return run_id in self._runner.active
@@ -291,6 +303,7 @@ class Engine:
         input_data: list[list[list[str]]] | None = None,
         *,
         tick: datetime | None = None,
+        claim: bool = False,
         note: str = "",
         account: str | None = None,
         secret_hash: str | None = None,
@@ -300,7 +313,9 @@ class Engine:
         """Admit one trigger (one run per replica) and return the runs as recorded.
 
         A cron trigger passes its `tick`: it is recorded as fired in the same
-        transaction as the runs. `note` is added to the runs' descriptions. A
+        transaction as the runs; with `claim` (several nodes) only if no node
+        fired it yet, else TickTaken and nothing is recorded. `note` is added
+        to the runs' descriptions. A
         v3 trigger passes its `account`, whose concurrency limit then applies,
         the hash of the viewer link's password, and the id of the first run
         (the password names it, so it is chosen before the run exists).
@@ -355,17 +370,28 @@ class Engine:
                 await asyncio.to_thread(delete_input_files, self.inputs, ids)
                 raise StoreError(f"input data cannot be stored: {error}") from error
         request = TriggerRequest(
-            task, ids, values, triggered_by, inline, input_size, note, account, secret_hash
+            task,
+            ids,
+            values,
+            triggered_by,
+            inline,
+            input_size,
+            note,
+            account,
+            secret_hash,
+            node=self.node,
         )
         try:
-            return await self._admit(request, tick)
+            return await self._admit(request, tick, claim)
         except BaseException:
             if in_file:
                 # Not recorded: its input files belong to nobody.
                 await asyncio.to_thread(delete_input_files, self.inputs, ids)
             raise
 
-    async def _admit(self, request: TriggerRequest, tick: datetime | None) -> list[Run]:
+    async def _admit(
+        self, request: TriggerRequest, tick: datetime | None, claim: bool = False
+    ) -> list[Run]:
         task, account = request.task, request.account
         # Places are held until the insert is answered, whatever the answer; on
         # success the queue holds the runs by then.
@@ -379,9 +405,11 @@ class Engine:
                 # Urgent: whoever triggered is waiting for the commit to be answered.
                 # A caller waits TRIGGER_WAIT_SECONDS at most for an unavailable
                 # database; a cron tick waits as long as it takes.
+                ticks = {task.name: tick} if tick is not None else None
                 await self._writer.write(
                     inserts=runs,
-                    ticks={task.name: tick} if tick is not None else None,
+                    ticks=None if claim else ticks,
+                    claims=ticks if claim else None,
                     urgent=True,
                     give_up_after=TRIGGER_WAIT_SECONDS if tick is None else None,
                 )
@@ -443,11 +471,17 @@ class Engine:
         self._runner.pump()
 
     async def record_missed(
-        self, task_name: str, count: int, first: datetime, last: datetime
+        self, task_name: str, count: int, first: datetime, last: datetime, *, claim: bool = False
     ) -> Run:
-        """Record one `missed` run for `count` ticks that did not fire; mark `last` handled."""
-        missed = missed_run(task_name, count, first, last, self._clock)
-        await self._writer.write(inserts=[missed], ticks={task_name: last})
+        """Record one `missed` run for `count` ticks that did not fire; mark `last` handled.
+
+        With `claim` (several nodes): only if no node handled `last` yet, else TickTaken.
+        """
+        missed = missed_run(task_name, count, first, last, self._clock, self.node)
+        ticks = {task_name: last}
+        await self._writer.write(
+            inserts=[missed], ticks=None if claim else ticks, claims=ticks if claim else None
+        )
         self.events.publish("run.created", event_data(missed))
         self.events.publish("run.ended", event_data(missed))
         self.observer.ticks_missed(task_name, count)
@@ -486,6 +520,8 @@ class Engine:
         run = await asyncio.to_thread(self._store.get_run, run_id)
         if run is None:
             raise NotFound("run", run_id)
+        if run.is_active and self.node is not None and run.node not in (None, self.node):
+            raise RunOnAnotherNode(run)
         if run.is_active and run.kind is RunKind.SERVICE:
             raise ServiceLifetimeStop(run)
         raise RunAlreadyEnded(run)
@@ -504,10 +540,16 @@ class Engine:
 
     async def _recover(self) -> None:
         """End runs a dead daemon left running (crashed) and requeue pending ones."""
-        leftovers = await asyncio.to_thread(self._store.active_runs)
+        leftovers = await asyncio.to_thread(self._own_runs)
         started = await asyncio.to_thread(self._started.leftovers)
         crashed = crashed_ids(leftovers, started)
-        strays = await asyncio.to_thread(self._executor.strays.table.kill_runs, crashed)
+        hunted = crashed
+        if self.node is not None:
+            # Runs another node ended while this one was gone (it took them
+            # over) are no leftovers of ours any more, yet their processes may
+            # live on here: none may run while its run is recorded ended.
+            hunted = crashed | started
+        strays = await asyncio.to_thread(self._executor.strays.table.kill_runs, hunted)
         plan = plan_recovery(leftovers, crashed, strays, self.tasks, self._clock())
         _log_service_strays(leftovers, strays)
         for crashed_run, retry in plan.retried:
@@ -524,6 +566,14 @@ class Engine:
         self._runner.accepting = True
         for run in plan.pending:
             self._runner.schedule(run)
+
+    def take_in(self, ended: list[Run], pending: list[Run]) -> None:
+        """Follow what was stored for a dead node's runs: announce the ends, queue the rest."""
+        for run in ended:
+            self._runner.announce_end(run)
+        for run in pending:
+            self._runner.schedule(run)
+        self._runner.pump()
 
     def _delete_run_files(self, run_id: str) -> None:
         delete_log(self.log_path(run_id))

@@ -12,7 +12,13 @@ from pathlib import Path
 
 from runyard.domain.models import EXIT_START_FAILED, EndReason, LogOnFull, Run, TaskDefinition
 from runyard.domain.policies import classify_exit
-from runyard.engine.environment import build_argv, build_environment, load_secrets, mask_values
+from runyard.engine.environment import (
+    build_argv,
+    build_environment,
+    load_secrets,
+    mask_values,
+    runyard_command,
+)
 from runyard.engine.identity import resolve_user
 from runyard.engine.log_follow import LogFollowers
 from runyard.engine.process import ChildProcess, spawn
@@ -72,6 +78,8 @@ class Executor:
         # Set when the daemon stops: no more spare directories are made.
         self.stopping = False
         self._base_environ = dict(base_environ)
+        # Looked up once: it is a few file system calls, and it never moves.
+        self._command = runyard_command()
         self._clock = clock
         self._call_later = call_later
         self._upkeep: asyncio.Future[None] | None = None  # the workspace upkeep in flight
@@ -98,6 +106,7 @@ class Executor:
                     run,
                     self._base_environ,
                     workspace_env,
+                    command=self._command,
                     secrets=secrets,
                     identity=run_as.environment() if run_as else None,
                 ),

@@ -11,6 +11,7 @@ the run log line, the observer, whoever waits for the end).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Collection, Mapping, Sequence
 
@@ -29,9 +30,19 @@ class RunRecorder:
     """Record the start and end of runs whose process someone else supervises."""
 
     def __init__(
-        self, *, writer: StoreWriter, runner: Runner, events: EventHub, store: RunStore
+        self,
+        *,
+        writer: StoreWriter,
+        runner: Runner,
+        events: EventHub,
+        store: RunStore,
+        node: str | None = None,
     ) -> None:
         self._writer = writer
+        # Stamped on the runs it records (PostgreSQL, several nodes): a node's
+        # start-up recovery takes only its own, and a run without a node would
+        # be taken by the next node that starts.
+        self._node = node
         self._store = store
         self._runner = runner
         self._events = events
@@ -51,7 +62,9 @@ class RunRecorder:
         leaves no row; its owner notes enough to record it at the next start
         (`unrecorded`, `crashed`).
         """
-        self._writer.submit(inserts=[run], urgent=True).add_done_callback(_log_write_failure)
+        self._writer.submit(inserts=[self._stamped(run)], urgent=True).add_done_callback(
+            _log_write_failure
+        )
         self._events.publish("run.started", event_data(run))
         run_log.run_started(run)
 
@@ -66,7 +79,7 @@ class RunRecorder:
         """Store runs that were never recorded, already ended (crashed), and announce them."""
         if not runs:
             return
-        await self._writer.write(inserts=runs)
+        await self._writer.write(inserts=[self._stamped(run) for run in runs])
         for run in runs:
             self._runner.finish(run)
 
@@ -80,6 +93,11 @@ class RunRecorder:
         stored, _ = await store_end(self._writer, run, None)
         self._runner.finish(stored)
         return stored
+
+    def _stamped(self, run: Run) -> Run:
+        if self._node is None or run.node is not None:
+            return run
+        return dataclasses.replace(run, node=self._node)
 
 
 def _log_write_failure(future: asyncio.Future[None]) -> None:

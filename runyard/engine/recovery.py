@@ -85,3 +85,81 @@ def plan_recovery(
         else:
             plan.pending.append(run)
     return plan
+
+
+@dataclasses.dataclass
+class TakeOver:
+    """What a node does with a dead node's active runs (see plan_takeover)."""
+
+    updates: list[Run] = dataclasses.field(default_factory=list)  # ended here
+    inserts: list[Run] = dataclasses.field(default_factory=list)  # retries, this node's
+    adopted: list[Run] = dataclasses.field(default_factory=list)  # pending, now this node's
+
+
+def plan_takeover(
+    leftovers: Iterable[Run],
+    dead_node: str,
+    last_renewed: datetime,
+    node: str,
+    tasks: Mapping[str, TaskDefinition],
+    now: datetime,
+) -> TakeOver:
+    """End the running runs of a dead node as crashed (retried here per policy); adopt its queue.
+
+    Its processes are on another machine, gone or cut off: nothing is killed
+    from here, and its log files and input files stay on that machine's disk.
+    A run whose input data is such a file is neither retried nor adopted
+    here: no node but the dead one can read that input.
+    """
+    plan = TakeOver()
+    lapsed = (
+        f"Node {dead_node!r} stopped renewing its lease (last renewed "
+        f"{last_renewed.isoformat(timespec='seconds')}); node {node!r} ended the run."
+    )
+    for run in leftovers:
+        task = tasks.get(run.task_name)
+        if run.status is RunStatus.RUNNING:
+            crashed_run = ended(
+                run,
+                EndReason.CRASHED,
+                EXIT_CRASHED,
+                now,
+                detail=lapsed,
+                start_at=run.start_at or now,
+            )
+            # A service's lifetime is never retried: its node's supervisor is gone.
+            retryable = task if run.kind is RunKind.TASK else None
+            retry = retry_of(crashed_run, retryable, now) if retryable is not None else None
+            if retry is not None and retry.input_in_file:
+                crashed_run = dataclasses.replace(
+                    crashed_run,
+                    description=f"{crashed_run.description}\nNot retried: its input data is a "
+                    f"file on node {dead_node!r}.",
+                )
+                retry = None
+            plan.updates.append(crashed_run)
+            if retry is not None:
+                plan.inserts.append(dataclasses.replace(retry, node=node))
+        elif task is None:
+            plan.updates.append(
+                ended_unrun(
+                    run,
+                    EndReason.SKIPPED,
+                    f"Task {run.task_name!r} is not in the config of node {node!r}, "
+                    f"which took the run over from node {dead_node!r}.",
+                    now,
+                )
+            )
+        elif run.input_in_file:
+            plan.updates.append(
+                ended_unrun(
+                    run,
+                    EndReason.SKIPPED,
+                    f"Node {dead_node!r} stopped renewing its lease while the run waited; "
+                    f"its input data is a file on that node, which node {node!r} cannot read.",
+                    now,
+                )
+            )
+        else:
+            plan.adopted.append(dataclasses.replace(run, node=node))
+    return plan

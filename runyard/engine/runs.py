@@ -67,7 +67,12 @@ def ended_unrun(run: Run, reason: EndReason, detail: str, now: datetime) -> Run:
 
 
 def missed_run(
-    task_name: str, count: int, first: datetime, last: datetime, clock: Callable[[], datetime]
+    task_name: str,
+    count: int,
+    first: datetime,
+    last: datetime,
+    clock: Callable[[], datetime],
+    node: str | None = None,
 ) -> Run:
     """Return the one `missed` run recorded for `count` cron ticks that did not fire."""
     ticks = "1 scheduled tick was" if count == 1 else f"{count} scheduled ticks were"
@@ -82,6 +87,7 @@ def missed_run(
         status=RunStatus.PENDING,
         created_at=clock(),
         triggered_by=TriggeredBy.CRON,
+        node=node,
     )
     run = dataclasses.replace(run, description=describe_start(run, __version__))
     return ended_unrun(
@@ -108,6 +114,7 @@ def retry_of(ended: Run, task: TaskDefinition, now: datetime) -> Run | None:
         input_size=ended.input_size,
         account=ended.account,
         secret_hash=ended.secret_hash,
+        node=ended.node,
         not_before=now + retry_delay(task, attempt),
     )
     return dataclasses.replace(retry, description=describe_start(retry, __version__))

@@ -27,7 +27,7 @@ from runyard.domain.schedule import (
     ticks_between,
 )
 from runyard.engine.core import Engine
-from runyard.exceptions import RunyardError, ShuttingDown
+from runyard.exceptions import RunyardError, ShuttingDown, TickTaken
 from runyard.store.runs import RunStore
 
 log = logging.getLogger("runyard.scheduler")
@@ -72,8 +72,14 @@ def _missed_ticks(
 class Scheduler:
     """Fire cron ticks for the engine's tasks."""
 
-    def __init__(self, engine: Engine, store: RunStore, clock: Clock) -> None:
+    def __init__(
+        self, engine: Engine, store: RunStore, clock: Clock, *, claim_ticks: bool = False
+    ) -> None:
         self._engine = engine
+        # Several nodes fire the same schedules (PostgreSQL): each tick is
+        # claimed in the transaction that records its run, and a node that
+        # finds it claimed passes over it (another node has its run).
+        self._claim = claim_ticks
         self._store = store
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
@@ -228,8 +234,8 @@ class Scheduler:
             # Catch-up runs are late by design; only ticks fired on time tell
             # whether the scheduler keeps up.
             lag = (self._clock() - (tick + entry.offset)).total_seconds()
-            self._engine.observer.cron_fired(name, max(lag, 0.0))
-            await self._trigger(name, tick, "")
+            if await self._trigger(name, tick, "", claim=self._claim):
+                self._engine.observer.cron_fired(name, max(lag, 0.0))
             entry.last = tick
             entry.next = next_tick(entry.schedule, tick)
 
@@ -237,13 +243,28 @@ class Scheduler:
         self, name: str, task: TaskDefinition, entry: _Entry, until: datetime
     ) -> None:
         keep = task.max_catch_up_runs if task.catch_up is CatchUp.ALL else 1
+        if self._claim:
+            # Other nodes may have fired these ticks while this one lagged.
+            states = await asyncio.to_thread(self._store.task_states)
+            stored = getattr(states.get(name), "last_tick", None)
+            if stored is not None and stored > entry.last:
+                entry.last = stored
+                entry.next = next_tick(entry.schedule, stored)
+                if entry.next is None or entry.next > until:
+                    return
         count, first, newest = await asyncio.to_thread(
             _missed_ticks, entry.schedule, entry.last, until, keep
         )
         if count == 0 or first is None:
             return
         last = newest[-1]
-        missed = await self._engine.record_missed(name, count, first, last)
+        try:
+            missed = await self._engine.record_missed(name, count, first, last, claim=self._claim)
+        except TickTaken:
+            # Another node recorded these ticks (and their catch-up runs).
+            entry.last = last
+            entry.next = next_tick(entry.schedule, last)
+            return
         catch_up_ticks = {CatchUp.LATEST: [last], CatchUp.ALL: newest}.get(task.catch_up, [])
         log.info(
             "task %s: %d missed tick%s (%s to %s) recorded as run %s; "
@@ -272,12 +293,20 @@ class Scheduler:
         entry.last = last
         entry.next = next_tick(entry.schedule, last)
 
-    async def _trigger(self, name: str, tick: datetime | None, note: str) -> None:
+    async def _trigger(
+        self, name: str, tick: datetime | None, note: str, *, claim: bool = False
+    ) -> bool:
+        """Fire one run; return False when another node had fired this tick."""
         try:
-            await self._engine.trigger(name, {}, TriggeredBy.CRON, tick=tick, note=note)
+            await self._engine.trigger(
+                name, {}, TriggeredBy.CRON, tick=tick, claim=claim, note=note
+            )
+        except TickTaken:
+            return False
         except ShuttingDown:
             raise
         except RunyardError as error:
             # A tick that cannot become a run (a required param without a
             # default) is logged and passed over, not retried forever.
             log.error("task %s: scheduled run not started: %s", name, error)
+        return True

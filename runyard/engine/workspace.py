@@ -108,11 +108,7 @@ class Workspace:
         """
         run_dir = self._spares.pop() if self._spares and not run.has_input else None
         if run_dir is None:
-            # A directory left by an earlier daemon would mix its files into this run's data.
-            self.remove(run.id)
-            run_dir = self.path(run.id)
-            self._make_root()
-            os.mkdir(run_dir, PRIVATE_DIRECTORY_MODE)
+            run_dir = self._make_run_dir(run)
         self._dirs[run.id] = run_dir
         env = {OUTPUT_DIR_ENV: str(run_dir)}
         if run.has_input:
@@ -133,6 +129,24 @@ class Workspace:
         if owner is not None:
             self._hand_over(run.id, owner)
         return env
+
+    def _make_run_dir(self, run: Run) -> Path:
+        """Make the run's own directory (no spare was left, or it has input data)."""
+        run_dir = self.path(run.id)
+        if not run.has_input:
+            # On the event loop (no spare was left): one mkdir when nothing is
+            # in the way, which is always but after a crash.
+            try:
+                os.mkdir(run_dir, PRIVATE_DIRECTORY_MODE)
+                return run_dir
+            except OSError as error:
+                if not isinstance(error, FileExistsError | FileNotFoundError):
+                    raise
+        # A directory left by an earlier daemon would mix its files into this run's data.
+        self.remove(run.id)
+        self._make_root()
+        os.mkdir(run_dir, PRIVATE_DIRECTORY_MODE)
+        return run_dir
 
     def _hand_over(self, run_id: str, owner: RunAs) -> None:
         """Give the run's directories and input files to `owner`; open the way to them."""

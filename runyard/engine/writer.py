@@ -36,6 +36,18 @@ class RunSink(Protocol):
     ) -> None: ...
 
 
+class ClaimingSink(RunSink, Protocol):
+    def apply(
+        self,
+        inserts: Sequence[Run],
+        updates: Sequence[Run],
+        ticks: dict[str, datetime] | None = None,
+        *,
+        replay: bool = False,
+        claims: dict[str, datetime] | None = None,
+    ) -> None: ...
+
+
 @dataclass(slots=True, eq=False)
 class _Change:
     """One caller's changes: they commit together or fail together, and settle its future."""
@@ -50,6 +62,8 @@ class _Change:
     # A commit holding this change failed in a way that may have landed it:
     # it is never given up, only tried again until the database answers.
     in_doubt: bool = False
+    # Cron ticks this change fires only if no other node fired them (TickTaken).
+    claims: dict[str, datetime] | None = None
 
 
 @dataclass
@@ -59,6 +73,7 @@ class _Batch:
     inserts: dict[str, Run] = field(default_factory=dict)
     updates: dict[str, Run] = field(default_factory=dict)
     ticks: dict[str, datetime] = field(default_factory=dict)
+    claims: dict[str, datetime] = field(default_factory=dict)
     changes: list[_Change] = field(default_factory=list)
     urgent: bool = False
 
@@ -76,10 +91,16 @@ class _Batch:
             for task_name, tick in change.ticks.items():
                 known = self.ticks.get(task_name)
                 self.ticks[task_name] = tick if known is None else max(known, tick)
+        if change.claims:
+            # The scheduler fires one task's ticks one after the other, awaiting
+            # each: one batch never holds two claims of a task.
+            for task_name, tick in change.claims.items():
+                known = self.claims.get(task_name)
+                self.claims[task_name] = tick if known is None else max(known, tick)
         self.changes.append(change)
 
     def has_changes(self) -> bool:
-        return bool(self.inserts or self.updates or self.ticks)
+        return bool(self.inserts or self.updates or self.ticks or self.claims)
 
 
 def _merged(changes: Iterable[_Change]) -> _Batch:
@@ -144,6 +165,7 @@ class StoreWriter:
         *,
         urgent: bool = False,
         give_up_after: float | None = None,
+        claims: dict[str, datetime] | None = None,
     ) -> asyncio.Future[None]:
         """Queue changes; the returned future resolves once they are committed.
 
@@ -154,6 +176,9 @@ class StoreWriter:
         with StoreUnavailable after that long instead of waiting for it; the
         changes are then not recorded, ever. Without it, transient failures
         are retried until the changes land. StoreError: they can never be.
+        `claims` (task name -> tick, PostgreSQL only) are ticks recorded only
+        if no other node recorded them: TickTaken when one did, and nothing
+        of this change is stored.
         """
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         change = _Change(
@@ -162,16 +187,23 @@ class StoreWriter:
             ticks,
             future,
             None if give_up_after is None else time.monotonic() + give_up_after,
+            claims=claims or None,
         )
         with self._changed:
             if self._finished:
                 future.set_exception(StoreUnavailable("runyard is shutting down"))
                 return future
             batch = self._batch
+            # Waking the thread costs a context switch and a turn of the
+            # interpreter lock: only when it waits for a first change, or an
+            # urgent change must cut its gathering pause short. Otherwise it is
+            # gathering or committing, and takes this batch when it is done.
+            wake = not batch.changes or (urgent and not batch.urgent)
             batch.add(change)
             if urgent:
                 batch.urgent = True
-            self._changed.notify()
+            if wake:
+                self._changed.notify()
         return future
 
     async def write(
@@ -182,9 +214,12 @@ class StoreWriter:
         *,
         urgent: bool = False,
         give_up_after: float | None = None,
+        claims: dict[str, datetime] | None = None,
     ) -> None:
         """Queue changes and wait until they are committed (see `submit`)."""
-        await self.submit(inserts, updates, ticks, urgent=urgent, give_up_after=give_up_after)
+        await self.submit(
+            inserts, updates, ticks, urgent=urgent, give_up_after=give_up_after, claims=claims
+        )
 
     async def close(self) -> None:
         """Commit whatever is queued, then stop the writer thread.
@@ -242,12 +277,23 @@ class StoreWriter:
         while True:
             try:
                 started = time.perf_counter()
-                self._store.apply(
-                    list(batch.inserts.values()),
-                    list(batch.updates.values()),
-                    batch.ticks or None,
-                    replay=replay,
-                )
+                if batch.claims:
+                    # Only a store of several nodes is given claims (ClaimingSink).
+                    claiming: ClaimingSink = self._store  # type: ignore[assignment]
+                    claiming.apply(
+                        list(batch.inserts.values()),
+                        list(batch.updates.values()),
+                        batch.ticks or None,
+                        replay=replay,
+                        claims=batch.claims,
+                    )
+                else:
+                    self._store.apply(
+                        list(batch.inserts.values()),
+                        list(batch.updates.values()),
+                        batch.ticks or None,
+                        replay=replay,
+                    )
                 elapsed = time.perf_counter() - started
             except StoreUnavailable as error:
                 if self.failure is None:

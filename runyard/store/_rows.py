@@ -75,6 +75,7 @@ def run_to_row(run: Run) -> dict[str, Any]:
         "account": run.account,
         "secret_hash": run.secret_hash,
         "input_size": run.input_size,
+        "node": run.node,
     }
 
 
@@ -109,6 +110,7 @@ def row_to_run(row: RowMapping) -> Run:
             account=row["account"],
             secret_hash=row["secret_hash"],
             input_size=row["input_size"],
+            node=row.get("node"),
         )
     except (KeyError, ValueError, TypeError) as exc:
         raise StoreError(f"run {row.get('id')!r}: unreadable row: {exc}") from exc

@@ -21,7 +21,7 @@ from runyard.domain.queries import RunQuery
 from runyard.exceptions import StoreError
 from runyard.store import database, search, task_state
 from runyard.store import notifications as notification_rows
-from runyard.store._bulk import insert_runs
+from runyard.store._bulk import insert_runs, write_runs
 from runyard.store._rows import (
     MUTABLE_COLUMNS,
     SUMMARY_COLUMNS,
@@ -71,6 +71,16 @@ def _insert_missing(connection: Connection, rows: list[dict[str, Any]]) -> None:
     )
 
 
+def insert_rows(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Insert runs (as run_to_row gives them) in the caller's transaction."""
+    _insert(connection, rows)
+
+
+def apply_updates(connection: Connection, updated: Sequence[Run]) -> None:
+    """Write the lifecycle columns of stored runs in the caller's transaction."""
+    connection.execute(_UPDATE, [_update_params(run) for run in updated])
+
+
 class RunStore:
     """Run history in SQLite or PostgreSQL; safe to call from any thread."""
 
@@ -86,7 +96,7 @@ class RunStore:
         self._lock: AbstractContextManager[object] = (
             threading.Lock() if database.is_shared_connection(engine) else nullcontext()
         )
-        self._sqlite = engine.dialect.name == "sqlite"  # new runs alone: store/_bulk.py
+        self._sqlite = engine.dialect.name == "sqlite"  # the writer's batches: store/_bulk.py
         self._search_index: bool | None = None  # migration 0009's index is there (asked once)
 
     @classmethod
@@ -100,6 +110,11 @@ class RunStore:
             raise
         return cls(engine, clock)
 
+    @property
+    def shared(self) -> bool:
+        """Whether several daemons may share this database (PostgreSQL; SQLite never)."""
+        return self._engine.dialect.name == "postgresql"
+
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
@@ -111,11 +126,20 @@ class RunStore:
         ticks: Mapping[str, datetime] | None = None,
         *,
         replay: bool = False,
+        claims: Mapping[str, datetime] | None = None,
     ) -> None:
         """Insert new runs, update existing ones by id and record cron ticks, in one transaction.
 
-        An update writes the lifecycle columns (MUTABLE_COLUMNS); updates of
-        ids that are not stored change nothing. ticks (task name -> tick)
+        `claims` are ticks this node fires where other nodes fire the same
+        schedule (PostgreSQL): each must be later than the stored last_tick,
+        else the whole transaction fails with TickTaken and nothing is stored
+        (the writer then fails only the change that held that claim).
+
+        An update writes the lifecycle columns (MUTABLE_COLUMNS); on SQLite
+        an update to a `running` run writes only what starting changes
+        (status, start_at, description: the one such update is a pending run
+        starting, see store/_bulk.py). Updates of ids that are not
+        stored change nothing. ticks (task name -> tick)
         advance each task's last_tick, never backwards: a cron run and its
         tick are recorded together or not at all. `replay`: these changes may
         have been committed already (a commit whose answer was lost), so runs
@@ -125,12 +149,27 @@ class RunStore:
         Raises StoreUnavailable (or DiskFull) when a later try can succeed,
         StoreError when these changes can never be stored.
         """
-        if not inserts and not updates and not ticks:
+        if not inserts and not updates and not ticks and not claims:
             return
-        if self._sqlite and not updates and not ticks and not replay:
-            self._insert_sqlite([run_to_row(run) for run in inserts])
+        if self._sqlite and not ticks and not replay and not claims:
+            if updates:
+                self._write_sqlite(
+                    [run_to_row(run) for run in inserts],
+                    [(run.id, update_values(run)) for run in updates],
+                )
+            else:
+                self._insert_sqlite([run_to_row(run) for run in inserts])
             return
         with self.transaction(write=True) as connection:
+            landed: set[str] = set()
+            if claims and replay and inserts:
+                stored = connection.execute(
+                    sa.select(runs.c.task_name).where(runs.c.id.in_([run.id for run in inserts]))
+                )
+                landed = set(stored.scalars())
+            if claims:
+                # Before the inserts: a taken tick fails at its first statement.
+                task_state.claim_ticks(connection, claims, self._clock(), landed)
             if inserts:
                 rows = [run_to_row(run) for run in inserts]
                 if replay:
@@ -190,7 +229,8 @@ class RunStore:
     def list_runs(self, query: RunQuery) -> tuple[list[Run], int]:
         """Return one page of the runs the query selects, and how many it selects in all."""
         dialect = self._engine.dialect.name
-        with self.transaction() as connection:
+        # One snapshot for the page and its total, so they agree while runs come in.
+        with self.transaction(snapshot=True) as connection:
             if self._indexed_search(connection, query):
                 return search.list_runs(connection, query)
             total: int | None = None
@@ -388,20 +428,40 @@ class RunStore:
             finally:
                 connection.close()
 
+    def _write_sqlite(
+        self, rows: list[dict[str, Any]], changes: list[tuple[str, dict[str, Any]]]
+    ) -> None:
+        # Run starts and ends (and retries): one transaction through the
+        # driver, see store/_bulk.py.
+        with self._lock, database.store_errors("database error"):
+            connection = self._engine.raw_connection()
+            try:
+                driver = connection.driver_connection
+                assert isinstance(driver, sqlite3.Connection)
+                write_runs(driver, rows, changes)
+            except ValueError as exc:  # a value SQLite cannot hold (a naive datetime)
+                raise StoreError(f"database error: {exc}") from exc
+            finally:
+                connection.close()
+
     @contextmanager
-    def transaction(self, *, write: bool = False) -> Iterator[Connection]:
+    def transaction(self, *, write: bool = False, snapshot: bool = False) -> Iterator[Connection]:
         """One transaction on the store's database, committed when the block ends.
 
         `write=True` for statements that write (SQLite takes its write lock at
-        the start). Database failures come out as StoreError (StoreUnavailable
-        when the same request can succeed later). The key store and the
-        dashboard's queries share it.
+        the start). `snapshot=True`: every statement sees the same snapshot
+        (PostgreSQL's REPEATABLE READ; a SQLite transaction always does), so
+        several reads agree with each other. Database failures come out as
+        StoreError (StoreUnavailable when the same request can succeed
+        later). The key store and the dashboard's queries share it.
         """
         committing = False
         try:
             with self._lock, self._engine.connect() as connection:
                 if write:
                     connection.execution_options(**{database.WRITE_OPTION: True})
+                if snapshot and not self._sqlite:
+                    connection.execution_options(isolation_level="REPEATABLE READ")
                 with connection.begin():
                     yield connection
                     committing = True  # leaving the block commits

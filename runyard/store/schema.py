@@ -94,6 +94,9 @@ runs = sa.Table(
     # Migration 0005: bytes of the run's input data as JSON (None: no input).
     # Large inputs live in files (store/inputs.py), not in input_data.
     sa.Column("input_size", sa.BigInteger, nullable=True),
+    # Migration 0010: the node that admitted and started the run (PostgreSQL
+    # with several daemons); NULL on SQLite and for runs from before.
+    sa.Column("node", _key(100), nullable=True),
 )
 
 # Maintained by triggers on `runs` (see migrations): the list total without a
@@ -152,4 +155,20 @@ notifications = sa.Table(
     sa.Column("status", _key(16), nullable=False),
     sa.Column("deliveries", sa.Text, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# The node registry (migration 0010), PostgreSQL only: one row per daemon on
+# the database. lease_renewed_at is the database server's now() at the last
+# renewal; a node whose lease_renewed_at + lease_seconds has passed is dead.
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("name", _key(100), primary_key=True),
+    sa.Column("instance", _key(26), nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("lease_renewed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("lease_seconds", sa.Float, nullable=False),
+    sa.Column("config_hash", _key(64), nullable=False),
+    sa.Column("version", sa.Text, nullable=False),
 )

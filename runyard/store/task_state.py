@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,6 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, RowMapping
 
+from runyard.exceptions import TickTaken
 from runyard.store._upsert import conflict_insert
 from runyard.store.schema import task_state
 
@@ -79,6 +80,43 @@ def set_last_ticks(connection: Connection, ticks: Mapping[str, datetime], now: d
             for name in sorted(ticks)
         ],
     )
+
+
+def claim_ticks(
+    connection: Connection,
+    claims: Mapping[str, datetime],
+    now: datetime,
+    landed: Collection[str] = (),
+) -> None:
+    """Advance each task's last_tick to its tick, or raise TickTaken if it is not earlier.
+
+    Several nodes fire the same schedule: the one whose conditional UPDATE
+    (or first INSERT) changes the row fired the tick; the others learn it
+    here, in the transaction that would have inserted the run, which then
+    rolls back. The row lock the UPDATE takes makes a second claimant wait
+    for the first one's commit and then see its tick. `landed`: tasks whose
+    runs an earlier try of this same commit stored (a replay); their claim
+    failing is that earlier try's success, not another node's.
+    """
+    for name in sorted(claims):  # key order: concurrent claims never deadlock
+        tick = claims[name]
+        bound = sa.literal(tick, task_state.c.last_tick.type)
+        # RETURNING, not rowcount: an INSERT ... DO NOTHING reports -1 through psycopg.
+        claimed = connection.execute(
+            sa.update(task_state)
+            .where(task_state.c.task_name == name, _before(bound))
+            .values(last_tick=tick, updated_at=now)
+            .returning(task_state.c.task_name)
+        ).first()
+        if claimed is None:
+            claimed = connection.execute(
+                conflict_insert(connection, task_state)
+                .values(task_name=name, last_tick=tick, paused=False, updated_at=now)
+                .on_conflict_do_nothing(index_elements=[task_state.c.task_name])
+                .returning(task_state.c.task_name)
+            ).first()
+        if claimed is None and name not in landed:
+            raise TickTaken(name, tick.isoformat())
 
 
 def _before(tick: sa.ColumnElement[Any]) -> sa.ColumnElement[bool]:

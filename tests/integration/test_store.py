@@ -544,3 +544,33 @@ def test_active_run_by_secret_finds_only_runs_not_yet_ended(
     assert store.active_run_by_secret("a" * 64) == newer  # the newest of those sharing it
     assert store.active_run_by_secret("b" * 64) is None
     assert store.active_run_by_secret("c" * 64) is None
+
+
+def test_a_page_and_its_total_agree_while_runs_are_inserted(
+    store_url: str, make_run: MakeRun
+) -> None:
+    # Another store (as another connection of the daemon's would be) inserts
+    # while this one lists: the page and its total come from one snapshot.
+    reader, writer = RunStore.open(store_url), RunStore.open(store_url)
+    done = threading.Event()
+
+    def insert() -> None:
+        for _ in range(900):  # fewer than a page holds: every page is the whole list
+            if done.is_set():
+                return
+            writer.apply([make_run("flowing")], [])
+
+    inserting = threading.Thread(target=insert)
+    inserting.start()
+    try:
+        disagreements = []
+        for _ in range(300):
+            page, total = reader.list_runs(RunQuery(task_name="flowing", limit=1000))
+            if total != len(page):
+                disagreements.append((total, len(page)))
+        assert disagreements == []
+    finally:
+        done.set()
+        inserting.join()
+        reader.close()
+        writer.close()

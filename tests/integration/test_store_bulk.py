@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runyard.domain.models import Run, RunStatus, TriggeredBy
+from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.exceptions import StoreError
 from runyard.store import RunStore
 from runyard.store._bulk import insert_runs
@@ -100,5 +101,56 @@ def test_a_naive_time_is_a_store_error_and_writes_nothing(
         with pytest.raises(StoreError, match="naive datetime"):
             store.apply([good, naive], [])
         assert stored_ids(database) == []
+    finally:
+        store.close()
+
+
+def test_starts_ends_and_new_runs_go_in_as_one_transaction(
+    database: Path, make_run: MakeRun
+) -> None:
+    store = RunStore.open(f"sqlite:///{database}")
+    try:
+        first, second = many(make_run, 2)
+        pending = [dataclasses.replace(run, status=RunStatus.PENDING) for run in (first, second)]
+        store.apply(pending, [])
+        started_at = datetime(2025, 3, 2, tzinfo=UTC)
+        started = dataclasses.replace(
+            pending[0], status=RunStatus.RUNNING, start_at=started_at, description="started"
+        )
+        finished = dataclasses.replace(
+            pending[1],
+            status=RunStatus.ENDED,
+            end_reason=EndReason.FAILED,
+            exit_code=3,
+            start_at=started_at,
+            end_at=started_at + timedelta(seconds=2),
+            description="ended",
+            output_data={"t": [["a"]]},
+        )
+        retry = make_run(status=RunStatus.PENDING, retry_of_run_id=second.id)
+        store.apply([retry], [started, finished])
+        assert store.get_run(started.id) == started
+        assert store.get_run(finished.id) == finished
+        assert store.get_run(retry.id) == retry
+    finally:
+        store.close()
+
+
+def test_a_batch_whose_insert_fails_changes_no_run(database: Path, make_run: MakeRun) -> None:
+    store = RunStore.open(f"sqlite:///{database}")
+    try:
+        (stored,) = many(make_run, 1)
+        stored = dataclasses.replace(stored, status=RunStatus.PENDING)
+        store.apply([stored], [])
+        started = dataclasses.replace(
+            stored, status=RunStatus.RUNNING, start_at=datetime(2025, 3, 2, tzinfo=UTC)
+        )
+        # The insert repeats a stored id: the update in the same batch must not land.
+        with pytest.raises(StoreError):
+            store.apply([stored], [started])
+        assert store.get_run(stored.id) == stored
+        # Nothing of it was left open on the pooled connection: the next batch lands.
+        store.apply([], [started])
+        assert store.get_run(stored.id) == started
     finally:
         store.close()

@@ -18,6 +18,8 @@ from ulid import ULID
 from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.queries import RunQuery, SortDirection, SortField
 from runyard.store import RunStore, database
+from runyard.store._rows import run_to_row
+from runyard.store.schema import runs as runs_table
 
 MakeRun = Callable[..., Run]
 T0 = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -256,6 +258,13 @@ def _index_names(engine: sa.Engine) -> set[str]:
         return set(connection.exec_driver_sql(statement).scalars())
 
 
+def _store_without_node(engine: sa.Engine, stored: list[Run]) -> None:
+    """Insert runs into a database older than migration 0010 (no runs.node)."""
+    rows = [{k: v for k, v in run_to_row(run).items() if k != "node"} for run in stored]
+    with engine.begin() as connection:
+        connection.execute(sa.insert(runs_table), rows)
+
+
 def test_migration_0009_indexes_stored_runs_and_downgrades(
     store_url: str, make_run: MakeRun
 ) -> None:
@@ -263,7 +272,7 @@ def test_migration_0009_indexes_stored_runs_and_downgrades(
     engine = database.create_engine(store_url)
     try:
         database.migrate(engine, "0008")
-        RunStore(engine).apply(runs[:20], [])  # runs stored before the index
+        _store_without_node(engine, runs[:20])  # runs stored before the index
         database.migrate(engine)
         sqlite = engine.dialect.name == "sqlite"
         if sqlite:
@@ -281,9 +290,15 @@ def test_migration_0009_indexes_stored_runs_and_downgrades(
 
         _alembic(engine, "downgrade", "0008")
         assert _index_names(engine) == set()
+        # Today's store reads runs.node (0010): lend it the column while it
+        # searches without the index.
+        with engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE runs ADD COLUMN node VARCHAR(100)")
         downgraded = RunStore(engine)  # asks anew whether the index is there
-        downgraded.apply(runs[20:], [])  # no trigger left behind to fail
+        _store_without_node(engine, runs[20:])  # no trigger left behind to fail
         assert _ids(downgraded, runs[30].id[9:19].lower()) == {runs[30].id}
+        with engine.begin() as connection:
+            connection.exec_driver_sql("ALTER TABLE runs DROP COLUMN node")
 
         database.migrate(engine)  # up again: the runs stored meanwhile are indexed
         upgraded = RunStore(engine)

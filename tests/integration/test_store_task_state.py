@@ -21,7 +21,7 @@ T0 = datetime(2025, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 
 
-_ADDED_BY_0003 = ("account", "secret_hash", "input_size")  # and 0005
+_ADDED_BY_0003 = ("account", "secret_hash", "input_size", "node")  # and 0005, 0010
 
 
 def _engine(store_url: str) -> sa.Engine:
@@ -81,7 +81,11 @@ def test_migration_0005_fills_input_size_with_the_bytes_of_stored_input(
         database.migrate(engine, "0004")
         with engine.begin() as connection:
             for run in (with_input, without):
-                row = {key: value for key, value in run_to_row(run).items() if key != "input_size"}
+                row = {
+                    key: value
+                    for key, value in run_to_row(run).items()
+                    if key not in ("input_size", "node")  # added by 0005 and 0010
+                }
                 connection.execute(sa.insert(runs).values(row))
         database.migrate(engine, "0005")
         with engine.connect() as connection:

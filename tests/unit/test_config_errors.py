@@ -36,6 +36,20 @@ def problems_of(text: str) -> list[str]:
             '[daemon]\nshutdown_timeout = "soon"', "daemon.shutdown_timeout: invalid duration"
         ),
         pytest.param("[daemon]\nexternal_url = 1", "daemon.external_url: expected a string"),
+        pytest.param(
+            '[daemon]\nnode_name = "a b"',
+            "daemon.node_name: must be 1 to 100 letters, digits or . _ : - characters, got 'a b'",
+        ),
+        pytest.param('[daemon]\nnode_name = ""', "daemon.node_name: must not be empty"),
+        pytest.param("[daemon]\nnode_name = 7", "daemon.node_name: expected a string"),
+        pytest.param(
+            '[daemon]\nnode_lease = "500ms"',
+            "daemon.node_lease: must be between 1s and 1h, got 0.5s",
+        ),
+        pytest.param(
+            '[daemon]\nnode_lease = "2h"', "daemon.node_lease: must be between 1s and 1h, got 7200s"
+        ),
+        pytest.param('[daemon]\nnode_lease = "soon"', "daemon.node_lease: invalid duration"),
         pytest.param("[daemon]\nhots = 'x'", "daemon.hots: unknown key; did you mean 'host'?"),
         pytest.param("daemon = 3", "daemon: expected a table, got integer 3"),
         pytest.param("[task.a]\nrun = 'x'", "task: unknown table; did you mean [tasks]?"),

@@ -16,7 +16,7 @@ from runyard.domain.models import (
     TaskDefinition,
     TriggeredBy,
 )
-from runyard.engine.recovery import crashed_ids, plan_recovery
+from runyard.engine.recovery import crashed_ids, plan_recovery, plan_takeover
 from runyard.engine.runs import ended, retry_of
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -192,6 +192,47 @@ def test_an_ended_run_gets_one_closing_block_and_storable_text() -> None:
     assert lines[-1] == "a note"
 
 
+def test_a_dead_nodes_runs_end_crashed_naming_it_and_retry_on_the_taker() -> None:
+    renewed = NOW - timedelta(seconds=20)
+    task = TaskDefinition(name="t", run="true", retry_attempts=1, retry_delay=timedelta(0))
+    running = dataclasses.replace(
+        stored("R", RunStatus.RUNNING, start_at=T0), node="dead", input_size=None
+    )
+    waiting = dataclasses.replace(stored("P", RunStatus.PENDING), node="dead")
+    gone = dataclasses.replace(stored("G", RunStatus.PENDING, task="gone"), node="dead")
+    in_file = dataclasses.replace(stored("F", RunStatus.PENDING, input_size=5000), node="dead")
+    running_in_file = dataclasses.replace(
+        stored("RF", RunStatus.RUNNING, start_at=T0, input_size=5000), node="dead"
+    )
+    plan = plan_takeover(
+        [running, waiting, gone, in_file, running_in_file], "dead", renewed, "me", {"t": task}, NOW
+    )
+    by_id = {run.id: run for run in plan.updates}
+    crashed = by_id["R"]
+    assert (crashed.end_reason, crashed.exit_code, crashed.end_at) == (
+        EndReason.CRASHED,
+        EXIT_CRASHED,
+        NOW,
+    )
+    assert crashed.node == "dead"  # the node that started it, for good
+    assert crashed.description.endswith(
+        "Node 'dead' stopped renewing its lease (last renewed 2025-03-01T12:59:40+00:00); "
+        "node 'me' ended the run."
+    )
+    # A retry per its task's policy, queued on the taker.
+    [retry] = plan.inserts
+    assert (retry.retry_of_run_id, retry.node, retry.status) == ("R", "me", RunStatus.PENDING)
+    # Pending runs move to the taker, unless no node here can run them.
+    assert [(run.id, run.node) for run in plan.adopted] == [("P", "me")]
+    assert by_id["G"].end_reason is EndReason.SKIPPED
+    assert by_id["F"].end_reason is EndReason.SKIPPED
+    assert "input data is a file on that node" in by_id["F"].description
+    assert by_id["F"].exit_code == EXIT_NOT_RUN
+    # Input in a file on the dead node: crashed, and not retried.
+    assert by_id["RF"].end_reason is EndReason.CRASHED
+    assert by_id["RF"].description.endswith("Not retried: its input data is a file on node 'dead'.")
+
+
 def test_a_service_lifetime_left_running_ends_crashed_and_is_never_retried_or_queued() -> None:
     # Its task_name is a service's: no task of that name, yet not a vanished task.
     lifetime = dataclasses.replace(
@@ -208,3 +249,16 @@ def test_a_service_lifetime_left_running_ends_crashed_and_is_never_retried_or_qu
         assert crashed.replica_index == 1 and crashed.start_at == T0
         assert "(process group 4242) were killed" in crashed.description
         assert plan.inserts == [] and plan.pending == [] and plan.retried == []
+
+
+def test_a_dead_nodes_service_lifetime_ends_crashed_and_is_not_retried() -> None:
+    lifetime = dataclasses.replace(
+        stored("web-0", RunStatus.RUNNING, task="web", start_at=T0),
+        triggered_by=TriggeredBy.SERVICE,
+        node="dead",
+    )
+    retrying = {"web": TaskDefinition(name="web", run="true", retry_attempts=3)}
+    plan = plan_takeover([lifetime], "dead", T0, "me", retrying, NOW)
+    (crashed,) = plan.updates
+    assert crashed.end_reason is EndReason.CRASHED
+    assert plan.inserts == [] and plan.adopted == []

@@ -17,7 +17,7 @@ import pytest
 
 from runyard.domain.models import Run, RunStatus, TriggeredBy
 from runyard.engine.writer import StoreWriter
-from runyard.exceptions import StoreUnavailable
+from runyard.exceptions import StoreUnavailable, TickTaken
 
 pytestmark = pytest.mark.anyio
 
@@ -169,3 +169,51 @@ async def test_a_write_without_failures_leaves_nothing_failing(started: Started)
     await asyncio.wait_for(started.writer.write(inserts=[run("a")], urgent=True), 10)
     assert started.writer.failing() is None
     assert started.writer.failure is None
+
+
+@dataclass
+class ClaimingSink:
+    """Takes claims of ticks not in `taken`; a batch holding a taken one fails whole."""
+
+    taken: set[str]
+    commits: list[tuple[list[str], dict[str, datetime] | None]] = field(default_factory=list)
+    held: threading.Event = field(default_factory=threading.Event)
+    entered: threading.Event = field(default_factory=threading.Event)
+
+    def apply(
+        self,
+        inserts: Sequence[Run],
+        updates: Sequence[Run],
+        ticks: dict[str, datetime] | None = None,
+        *,
+        replay: bool = False,
+        claims: dict[str, datetime] | None = None,
+    ) -> None:
+        self.entered.set()
+        assert self.held.wait(10), "the test never let the commit go"
+        for task_name, tick in (claims or {}).items():
+            if task_name in self.taken:
+                raise TickTaken(task_name, tick.isoformat())
+        self.commits.append(([run.id for run in inserts], dict(claims) if claims else None))
+
+
+async def test_a_taken_tick_fails_only_the_change_that_claimed_it() -> None:
+    sink = ClaimingSink(taken={"x"})
+    writer = StoreWriter(sink)
+    writer.start()
+    try:
+        first = writer.submit(inserts=[run("first")], urgent=True)
+        await asyncio.to_thread(sink.entered.wait, 10)
+        # Queued while "first" commits: one batch of three changes.
+        lost = writer.submit(inserts=[run("x-run")], claims={"x": T0})
+        plain = writer.submit(inserts=[run("b")])
+        won = writer.submit(inserts=[run("y-run")], claims={"y": T0})
+        sink.held.set()
+        await asyncio.wait_for(asyncio.gather(first, plain, won), 10)
+        with pytest.raises(TickTaken):
+            await asyncio.wait_for(lost, 10)
+    finally:
+        await writer.close()
+    stored = [run_id for inserts, _ in sink.commits for run_id in inserts]
+    assert sorted(stored) == ["b", "first", "y-run"]
+    assert {"y": T0} in [claims for _, claims in sink.commits]
