@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 from runyard_harness import cli_env, free_port, run_cli, start_daemon, stop_daemon, until
+from support.processes import is_alive
 
 TOKEN = "services-test-token"
 
@@ -90,15 +91,6 @@ def marked_pids(mark: str) -> set[int]:
         if wanted in environ.split(b"\0") and is_alive(int(entry)):
             found.add(int(entry))
     return found
-
-
-def is_alive(pid: int) -> bool:
-    """Return whether `pid` is a process that has not ended (a zombie has)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat.rpartition(b")")[2].split()[0] not in (b"Z", b"X")
 
 
 def answers(url: str) -> bool:

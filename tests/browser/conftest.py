@@ -6,6 +6,7 @@ download. The tests fail (never skip) when it is missing.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -119,6 +120,11 @@ def browser() -> Iterator[Browser]:
         f"{CHROMIUM} is missing: the browser tests need Debian's chromium "
         "(apt-get install chromium); .ci/run installs it"
     )
+    # An in-process engine run earlier (runyard.engine.process) may have left
+    # the policy a pidfd child watcher tied to its closed loop; Playwright's
+    # driver is a subprocess of a new loop, so give it a watcher of its own.
+    if sys.version_info < (3, 12):
+        asyncio.get_event_loop_policy().set_child_watcher(asyncio.ThreadedChildWatcher())
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
             executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS

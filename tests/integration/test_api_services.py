@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from fastapi.testclient import TestClient
+from support.processes import eventually, is_alive
 
 from runyard.app import Runyard
 
@@ -48,24 +47,6 @@ depends_on = ["sick"]
 """
 
 PROBLEM = "application/problem+json"
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
-def is_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat.rpartition(b")")[2].split()[0] not in (b"Z", b"X")
 
 
 def service(client: TestClient, name: str) -> dict[str, Any]:

@@ -1,13 +1,12 @@
 """The dashboard's services pages over HTTP: a real Runyard with real service processes.
 
 Sign-in, CSRF, the 404 page, what the pages show and what the actions do;
-the browser walk is in tests/browser/test_dashboard_services.py.
+the browser walk is in tests/browser/test_services_pages.py.
 """
 
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
+from support.processes import eventually, is_alive
 
 from runyard.api.app import create_app
 from runyard.app import Runyard
@@ -61,24 +61,6 @@ data_dir = "data"
 [tasks.hello]
 run = "echo hi"
 """
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
-def is_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat.rpartition(b")")[2].split()[0] not in (b"Z", b"X")
 
 
 def _client(path: Path) -> TestClient:

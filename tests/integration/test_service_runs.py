@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import os
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
+from support.processes import eventually
 from ulid import ULID
 
 from runyard.api.app import create_app
@@ -50,16 +49,6 @@ autostart = false
 @pytest.fixture
 def runyard_environ(store_url: str) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "RUNYARD_DATABASE_URL": store_url}
-
-
-def eventually(probe: Callable[[], T | None], timeout: float = 15.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found is not None:
-            return found
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def serving(runyard: Runyard) -> TestClient:

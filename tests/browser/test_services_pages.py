@@ -29,6 +29,7 @@ from runyard_harness import (  # noqa: E402
     stop_process,
     until,
 )
+from support.processes import is_alive  # noqa: E402
 
 WAIT_MS = 20_000
 
@@ -137,14 +138,6 @@ def assert_no_axe_violations(page: Page) -> None:
     assert not violations, [
         (v["id"], v["impact"], v["help"], [n["target"] for n in v["nodes"]]) for v in violations
     ]
-
-
-def is_alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return False
-    return stat.rpartition(b")")[2].split()[0] not in (b"Z", b"X")
 
 
 def row(page: Page, service: str) -> Locator:
