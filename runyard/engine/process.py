@@ -117,6 +117,15 @@ class _OutputProtocol(asyncio.SubprocessProtocol):
         while self._stderr_tail_size > _STDERR_TAIL_BYTES and len(self.stderr_tail) > 1:
             self._stderr_tail_size -= len(self.stderr_tail.popleft())
 
+    def release(self) -> None:
+        """Drop the run's callback once its output is done.
+
+        The callback holds the engine's record of the run, which holds this
+        protocol: without this, every ended run would wait for the garbage
+        collector instead of being freed as it ends.
+        """
+        self._on_log_full = _ignore
+
     def process_exited(self) -> None:
         if not self.exited.done():
             self.exited.set_result(None)
@@ -124,6 +133,10 @@ class _OutputProtocol(asyncio.SubprocessProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.closed.done():
             self.closed.set_result(None)
+
+
+def _ignore() -> None:
+    pass
 
 
 def _kept_part(lines: bytes, kept: int, *, newest: bool) -> bytes:
@@ -324,6 +337,7 @@ class ChildProcess:
         code = self._transport.get_returncode()
         self._transport.close()
         self._protocol.cancel_flush()
+        self._protocol.release()
         if code is None:
             return -1
         return 128 - code if code < 0 else code
