@@ -180,7 +180,7 @@ def bench_throughput(count: int, concurrency: int, rounds: int) -> dict[str, Any
             "baseline_loop_cpu_us_per_run": round(statistics.median(baseline_cpu)),
             "runyard_loop_cpu_us_per_run": round(statistics.median(loop_cpu)),
             "runyard_process_cpu_us_per_run": round(statistics.median(process_cpu)),
-            "target_ratio": 0.6,
+            "target_ratio": 0.8,
             "end_reasons": reasons,
             "daemon_log_lines": logged,
         }
