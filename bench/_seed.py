@@ -248,6 +248,7 @@ def _rows(
             "output_data": output_data,
             "account": account,
             "secret_hash": None,
+            "node": None,  # one daemon on SQLite: no node
         }
         rows.append(tuple(row[column] for column in columns))
         if task is tasks[0]:

@@ -47,6 +47,7 @@ from runyard.engine.admission import (
 from runyard.engine.events import EventHub
 from runyard.engine.executor import Executor
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
+from runyard.engine.idle_memory import IdleMemory
 from runyard.engine.ledger import Ledger
 from runyard.engine.log_follow import LogFollowers
 from runyard.engine.observer import EngineObserver
@@ -156,6 +157,10 @@ class Engine:
             log_path=self.log_path,
         )
         self._retention_task: asyncio.Task[None] | None = None
+        # Housekeeping on the loop's own timer: not one of the run timers
+        # (retry delays, timeouts) that `call_later` lets a test move.
+        self._idle_memory = IdleMemory(self._is_idle, loop_call_later)
+        self.events.listen(self._idle_memory.on_event)
         # Runs of the services' instances: recorded here, supervised elsewhere.
         self.recorder = RunRecorder(
             writer=self._writer, runner=self._runner, events=self.events, store=store, node=node
@@ -211,6 +216,7 @@ class Engine:
         self._executor.stopping = True
         if self._retention_task is not None:
             self._retention_task.cancel()
+        self._idle_memory.close()
         self._queues.clear()
         for active in list(self._runner.active.values()):
             active.daemon_stopping = True
@@ -259,6 +265,9 @@ class Engine:
         """Return the in-memory state of a running run, if it is running here."""
         active = self._runner.active.get(run_id)
         return active.run if active else None
+
+    def _is_idle(self) -> bool:
+        return not self._runner.active and not self._queues.any_queued()
 
     def running_here(self) -> int:
         """Return how many runs hold a slot here (started, or starting now)."""

@@ -60,6 +60,10 @@ class RunQueues:
         """Runs of a task waiting in its lanes (not those waiting out a delay)."""
         return self._queued_per_task[task_name]
 
+    def any_queued(self) -> bool:
+        """Whether any run waits in a lane (runs waiting out a delay are not counted)."""
+        return any(self._queued_per_task.values())
+
     def lane_length(self, lane: Lane) -> int:
         queue = self.lanes.get(lane)
         return len(queue) if queue is not None else 0

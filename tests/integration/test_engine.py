@@ -6,6 +6,7 @@ import asyncio
 import gc
 import os
 import signal
+import weakref
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -506,5 +507,26 @@ async def test_an_ended_run_is_freed_as_it_ends_not_by_the_garbage_collector(
         for run in runs:
             assert (await harness.wait(run.id)).end_reason is EndReason.SUCCESS
         await until(lambda: alive() == 0, timeout=5)
+    finally:
+        gc.enable()
+
+
+async def test_an_idle_engine_collects_the_garbage_its_runs_left(harness: Harness) -> None:
+    # The daemon's collector thresholds make full collections rare under load;
+    # once nothing runs or waits, the engine collects (engine/idle_memory.py).
+    class Cycle:
+        me: object
+
+    engine = await harness.start(task("t", "true"))
+    gc.collect()
+    gc.disable()  # only an explicit collection can free the cycle now
+    try:
+        cycle = Cycle()
+        cycle.me = cycle
+        freed = weakref.ref(cycle)
+        del cycle
+        [run] = await engine.trigger("t", {}, TriggeredBy.API)
+        await harness.wait(run.id)
+        await until(lambda: freed() is None, timeout=10)
     finally:
         gc.enable()
