@@ -14,6 +14,7 @@ pays for it; one that idles pays a few milliseconds per burst.
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 from collections.abc import Callable
@@ -25,9 +26,6 @@ log = logging.getLogger("runyard.engine")
 
 IDLE_DELAY_S = 1.0  # how long nothing must run or wait before memory is given back
 
-_malloc_trim: Callable[[int], int] | None = None
-_trim_looked_up = False
-
 
 def give_back_memory() -> None:
     """Collect every generation, then return glibc's free heap pages to the system."""
@@ -37,18 +35,16 @@ def give_back_memory() -> None:
         trim(0)
 
 
+@functools.cache
 def _glibc_malloc_trim() -> Callable[[int], int] | None:
     """glibc's malloc_trim, or None elsewhere (musl, macOS); looked up on first use."""
-    global _malloc_trim, _trim_looked_up
-    if not _trim_looked_up:
-        _trim_looked_up = True
-        import ctypes  # only once runs have ended: ctypes is not part of the idle daemon
+    import ctypes  # only once runs have ended: ctypes is not part of the idle daemon
 
-        try:
-            _malloc_trim = ctypes.CDLL(None).malloc_trim
-        except (OSError, AttributeError):
-            _malloc_trim = None
-    return _malloc_trim
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
 
 
 class IdleMemory:
