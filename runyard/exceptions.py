@@ -151,3 +151,16 @@ class RunOnAnotherNode(RunyardError):
     def __init__(self, run: Run) -> None:
         self.run = run
         super().__init__(f"run {run.id} runs on node {run.node}; ask that node to stop it")
+
+
+class LeaseLost(StoreUnavailable):
+    """A write of a node whose lease another node took over: refused, never stored.
+
+    The node that took it over has recorded the node's runs (ended crashed,
+    retried, queued elsewhere); what the fenced node still had to write about
+    them would overwrite that record.
+    """
+
+
+class NodeFenced(StoreUnavailable):
+    """This node cannot renew its lease: it starts no runs until it can (ask another node)."""

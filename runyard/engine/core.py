@@ -46,6 +46,7 @@ from runyard.engine.admission import (
 )
 from runyard.engine.events import EventHub
 from runyard.engine.executor import Executor
+from runyard.engine.fencing import Fencing
 from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
 from runyard.engine.idle_memory import IdleMemory
 from runyard.engine.ledger import Ledger
@@ -161,6 +162,17 @@ class Engine:
         # (retry delays, timeouts) that `call_later` lets a test move.
         self._idle_memory = IdleMemory(self._is_idle, loop_call_later)
         self.events.listen(self._idle_memory.on_event)
+        # A node of several that cannot renew its lease kills its runs (node_lease.py).
+        self.fencing = Fencing(
+            node=node or "",
+            runner=self._runner,
+            queues=self._queues,
+            executor=self._executor,
+            writer=self._writer,
+            events=self.events,
+            own_runs=self._own_runs,
+            clock=clock,
+        )
         # Runs of the services' instances: recorded here, supervised elsewhere.
         self.recorder = RunRecorder(
             writer=self._writer, runner=self._runner, events=self.events, store=store, node=node
@@ -339,6 +351,8 @@ class Engine:
         task = self.tasks.get(task_name)
         if task is None:
             raise NotFound("task", task_name)
+        if self.fencing.fenced:
+            raise self.fencing.refusal()
         if not self._runner.accepting:
             raise ShuttingDown("runyard is shutting down")
         if tick is None:

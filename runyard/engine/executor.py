@@ -43,6 +43,8 @@ class ActiveRun:
     timed_out: bool = False
     log_overflowed: bool = False
     daemon_stopping: bool = False
+    # Its node could not renew its lease and killed it (engine/fencing.py).
+    fenced: bool = False
     kill_timer: Timer | None = None
 
 
@@ -129,9 +131,11 @@ class Executor:
         timeout_timer = None
         if task.timeout is not None:
             timeout_timer = self._call_later(task.timeout.total_seconds(), self._on_timeout, active)
-        # A stop, a shutdown or a full log may have come while the process was
-        # being spawned, when there was no child to signal yet.
-        if active.stop_requested or active.daemon_stopping or active.log_overflowed:
+        # A stop, a shutdown, a full log or a fence may have come while the
+        # process was being spawned, when there was no child to signal yet.
+        if active.fenced:
+            self.kill_now(active)
+        elif active.stop_requested or active.daemon_stopping or active.log_overflowed:
             self.terminate(active)
         try:
             exit_code = await child.wait()
@@ -162,6 +166,12 @@ class Executor:
         active.kill_timer = self._call_later(
             active.task.graceful_stop.total_seconds(), child.signal_group, signal.SIGKILL
         )
+
+    def kill_now(self, active: ActiveRun) -> None:
+        """SIGKILL the run's process group at once, with no grace (a fence)."""
+        child = active.child
+        if child is not None and not child.has_exited:
+            child.signal_group(signal.SIGKILL)
 
     def _on_timeout(self, active: ActiveRun) -> None:
         active.timed_out = True

@@ -29,6 +29,12 @@ log = logging.getLogger("runyard.engine.node")
 # so one slow renewal (a busy database) never lets a live node expire.
 DEFAULT_LEASE_SECONDS = 15.0
 RENEWALS_PER_LEASE = 3
+# A node that has not renewed for this share of its lease (two renewals
+# missed) fences itself: it kills its runs with a third of the lease (5 s by
+# default) left before another node may take them over (engine/fencing.py).
+FENCE_AFTER_SHARE = 2 / 3
+# How often the watchdog looks at the time since the last renewal.
+WATCH_SECONDS = 0.25
 
 
 class NodeLease:
@@ -39,14 +45,21 @@ class NodeLease:
         self._engine = engine
         self._clock = clock
         self.renew_every = registry.identity.lease_seconds / RENEWALS_PER_LEASE
+        self.fence_after = registry.identity.lease_seconds * FENCE_AFTER_SHARE
         self._task: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         # time.monotonic() of the first renewal since the database last failed
         # this node (or since registration); None while renewals fail.
         self._renewing_since: float | None = time.monotonic()
+        # time.monotonic() when the last renewal that landed was sent: the
+        # database stamped the lease later than this, never earlier.
+        self._renewed_at = time.monotonic()
 
     async def register(self) -> None:
         """Enter the registry with a fresh lease (before the engine recovers its runs)."""
+        sent = time.monotonic()
         await asyncio.to_thread(self.registry.register)
+        self._renewed_at = sent
         log.info(
             "node %s registered (lease %gs, renewed every %gs)",
             self.registry.name,
@@ -56,15 +69,18 @@ class NodeLease:
         )
 
     def start(self) -> None:
-        """Begin renewing (and looking for dead nodes) in the background."""
-        self._task = asyncio.get_running_loop().create_task(self._renew_forever())
+        """Begin renewing (and looking for dead nodes) in the background, and the watchdog."""
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._renew_forever())
+        self._watchdog = loop.create_task(self._watch_forever())
 
     async def stop(self) -> None:
         """Stop renewing and let the lease lapse, so survivors take the pending runs now."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in (self._task, self._watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         try:
             await asyncio.to_thread(self.registry.release)
         except StoreError as error:
@@ -81,17 +97,44 @@ class NodeLease:
                 log.exception("node %s: lease step failed", self.registry.name)
             await asyncio.sleep(self.renew_every)
 
+    async def _watch_forever(self) -> None:
+        # Apart from the renewals: a renewal can hang on a cut-off network.
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            self.check_fence()
+
+    def check_fence(self) -> bool:
+        """Fence this node if it went too long without renewing; return whether it is fenced."""
+        fencing = self._engine.fencing
+        silent = time.monotonic() - self._renewed_at
+        if not fencing.fenced and silent >= self.fence_after:
+            lease = self.registry.identity.lease_seconds
+            fencing.fence(f"no lease renewal for {silent:.1f}s of its {lease:g}s lease")
+        return fencing.fenced
+
     async def renew_and_sweep(self) -> list[str]:
-        """Renew the lease, then take over every dead node; return the names taken."""
+        """Renew the lease (lifting a fence), then take over every dead node; return those taken."""
+        sent = time.monotonic()
+        fencing = self._engine.fencing
         if not await asyncio.to_thread(self.registry.renew):
             # Another node found this one expired and took its runs over (a
-            # stall longer than the lease): say so loudly and register again.
+            # cut-off or a stall longer than the lease): whatever still runs
+            # here is killed, what was left to write is dropped, and the node
+            # registers again.
             log.error(
                 "node %s: its lease had expired and another node took its runs over; "
                 "registering again",
                 self.registry.name,
             )
+            fencing.fence("another node took its lease over")
+            await fencing.settle()
             await self.register()
+            await fencing.lift(taken_over=True, tasks=self._engine.tasks)
+        else:
+            self._renewed_at = sent
+            if fencing.fenced:
+                await fencing.settle()
+                await fencing.lift(taken_over=False, tasks=self._engine.tasks)
         now = time.monotonic()
         if self._renewing_since is None:
             self._renewing_since = now

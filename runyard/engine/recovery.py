@@ -40,10 +40,13 @@ def plan_recovery(
     strays: Mapping[str, Iterable[int]],
     tasks: Mapping[str, TaskDefinition],
     now: datetime,
+    *,
+    note: str = "",
 ) -> RecoveryPlan:
     """End the `crashed` runs (and retry them if their task says so), queue the others.
 
-    `strays` lists the process groups killed per crashed run. A pending run
+    `strays` lists the process groups killed per crashed run; `note` says
+    why they crashed, when the caller knows (a fence). A pending run
     whose task is no longer configured ends skipped. A service's lifetime (a
     run of kind `service`, its task_name a service's) is only ever `running`:
     it ends crashed, and is not retried.
@@ -53,9 +56,10 @@ def plan_recovery(
         task = tasks.get(run.task_name)
         if run.id in crashed:
             groups = ", ".join(str(group) for group in strays.get(run.id, []))
-            detail = (
+            killed = (
                 f"Processes it left running (process group {groups}) were killed." if groups else ""
             )
+            detail = "\n".join(filter(None, [note, killed]))
             crashed_run = ended(
                 run,
                 EndReason.CRASHED,

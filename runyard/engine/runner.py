@@ -27,6 +27,7 @@ from runyard.engine.queues import RunQueues
 from runyard.engine.runs import effective, event_data, retry_of, store_end
 from runyard.engine.start_log import StartLog
 from runyard.engine.writer import StoreWriter
+from runyard.exceptions import LeaseLost
 from runyard.store.inputs import InputFiles
 from runyard.store.logs import LogWriter
 
@@ -65,6 +66,10 @@ class Runner:
         self.ending: dict[str, Run] = {}
         self.accepting = False  # runs start only once recovery is done
         self.stopping = False  # the daemon stops: nothing more is queued or started
+        # The node cannot renew its lease (engine/fencing.py): nothing is queued
+        # or started, and the runs it killed wait in `fenced_runs` to be recorded.
+        self.fenced = False
+        self.fenced_runs: list[Run] = []
         self._ledger = ledger
         self._queues = queues
         self._executor = executor
@@ -91,8 +96,8 @@ class Runner:
 
     def put_back(self, run: Run) -> None:
         """Return a run taken from its queue (or its retry delay) to its place."""
-        if self.stopping:
-            return  # it is pending in the store: the next daemon queues it
+        if self.stopping or self.fenced:
+            return  # it is pending in the store: the next daemon (or the fence's end) queues it
         self._queues.put_back(run)
 
     def _may_start(self, task_name: str, account: str | None) -> bool:
@@ -156,6 +161,11 @@ class Runner:
         finally:
             self._executor.close_log(writer, active.run.id)
         finished = await self._executor.conclude(active.run, writer, outcome)
+        if active.fenced:
+            # Killed by the fence: whoever holds the lease next records its end.
+            self.fenced_runs.append(active.run)
+            self._release(active)
+            return
         retry = retry_of(finished, task, self._clock())
         self.ending[finished.id] = finished
         self._release(active)
@@ -165,6 +175,10 @@ class Runner:
             retry = await self.link_retry_input(finished, retry)
         try:
             finished, retry = await store_end(self._writer, finished, retry)
+        except LeaseLost:
+            # Another node took this one over and recorded the run (crashed, retried).
+            log.warning("run %s: its end was not recorded: this node lost its lease", finished.id)
+            return
         except Exception:
             # Left running in the store: the next start ends it crashed (start log).
             log.exception("could not record the end of run %s", finished.id)
@@ -206,8 +220,10 @@ class Runner:
 
     def schedule(self, run: Run) -> None:
         """Queue a pending run now, or when its not_before comes."""
-        if self.stopping:
-            return  # it stays pending in the store and is scheduled again at the next start
+        if self.stopping or self.fenced:
+            # It stays pending in the store: scheduled again at the next start,
+            # when the fence is lifted, or by the node that takes this one over.
+            return
         self._queues.schedule(run)
 
 

@@ -27,7 +27,7 @@ from runyard.domain.schedule import (
     ticks_between,
 )
 from runyard.engine.core import Engine
-from runyard.exceptions import RunyardError, ShuttingDown, TickTaken
+from runyard.exceptions import NodeFenced, RunyardError, ShuttingDown, TickTaken
 from runyard.store.runs import RunStore
 
 log = logging.getLogger("runyard.scheduler")
@@ -37,6 +37,8 @@ log = logging.getLogger("runyard.scheduler")
 LATE_GRACE = timedelta(seconds=5)
 # The longest sleep: a bound on how long a wall-clock jump goes unnoticed.
 MAX_SLEEP_SECONDS = 30.0
+# How often a fenced node (engine/fencing.py) looks whether it may fire again.
+FENCED_RETRY_SECONDS = 1.0
 _COUNT_CAP = 10_000_000
 
 
@@ -189,6 +191,11 @@ class Scheduler:
                 await self.fire_due(self._clock())
             except ShuttingDown:
                 return
+            except NodeFenced:
+                # Its tick stays due: fired (or found fired by another node) once
+                # the fence is lifted. Meanwhile the others fire it.
+                await asyncio.sleep(FENCED_RETRY_SECONDS)
+                continue
             except Exception:
                 log.exception("scheduler step failed")
             self._wake.clear()
@@ -303,7 +310,7 @@ class Scheduler:
             )
         except TickTaken:
             return False
-        except ShuttingDown:
+        except (ShuttingDown, NodeFenced):
             raise
         except RunyardError as error:
             # A tick that cannot become a run (a required param without a

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Protocol
 
 from runyard.domain.models import Run
-from runyard.exceptions import DiskFull, StoreUnavailable
+from runyard.exceptions import DiskFull, LeaseLost, StoreUnavailable
 
 log = logging.getLogger("runyard.engine.writer")
 
@@ -295,6 +295,13 @@ class StoreWriter:
                         replay=replay,
                     )
                 elapsed = time.perf_counter() - started
+            except LeaseLost as error:
+                # Another node took this one's lease over and recorded its runs:
+                # nothing queued before that may land now, in this batch or a half.
+                log.warning("dropped %d queued change(s): %s", len(batch.changes), error)
+                self.failure, self._retrying = None, False
+                self._settle(batch.changes, error)
+                return
             except StoreUnavailable as error:
                 if self.failure is None:
                     log.warning("the database refused a write, trying again: %s", error)

@@ -128,6 +128,8 @@ class NodeRegistry:
             connection.execute(
                 statement.on_conflict_do_update(index_elements=[nodes.c.name], set_=values)
             )
+        # From now on the store writes run changes only while this lease is held.
+        self._store.fence = (me.name, me.instance)
 
     def renew(self) -> bool:
         """Renew this node's lease; False if its row is gone (another node took it over)."""

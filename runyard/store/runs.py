@@ -18,7 +18,7 @@ from runyard.clock import Clock, utc_now
 from runyard.domain.models import Run, RunStatus
 from runyard.domain.notifications import Notification
 from runyard.domain.queries import RunQuery
-from runyard.exceptions import StoreError
+from runyard.exceptions import LeaseLost, StoreError
 from runyard.store import database, search, task_state
 from runyard.store import notifications as notification_rows
 from runyard.store._bulk import insert_runs, write_runs
@@ -31,7 +31,7 @@ from runyard.store._rows import (
 )
 from runyard.store._upsert import conflict_insert
 from runyard.store.run_list import counted_total, list_statements, should_walk_sort_index
-from runyard.store.schema import run_counts, runs
+from runyard.store.schema import nodes, run_counts, runs
 from runyard.store.task_state import TaskState
 
 # Runs deleted per retention transaction: SQLite holds its one write lock that long.
@@ -61,6 +61,27 @@ def _insert(connection: Connection, rows: list[dict[str, Any]]) -> None:
         connection.execute(_INSERT_MANY, rows)
     else:
         connection.execute(sa.insert(runs), rows)
+
+
+def _hold_lease(connection: Connection, node: str, instance: str) -> None:
+    """Go on only while this node's lease is its own: LeaseLost once another node took it over.
+
+    FOR KEY SHARE on the node's row conflicts with the take-over (FOR UPDATE,
+    then DELETE) and not with a renewal: a write and a take-over of the same
+    node never interleave. Either the write commits first and the take-over
+    sees what it wrote, or the take-over commits first and the write finds no
+    row and stores nothing.
+    """
+    held = connection.execute(
+        sa.select(nodes.c.name)
+        .where(nodes.c.name == node, nodes.c.instance == instance)
+        .with_for_update(read=True, key_share=True)
+    ).first()
+    if held is None:
+        raise LeaseLost(
+            f"node {node!r} lost its lease: another node took its runs over, "
+            "so what it had still to write about them is dropped"
+        )
 
 
 def _insert_missing(connection: Connection, rows: list[dict[str, Any]]) -> None:
@@ -98,6 +119,9 @@ class RunStore:
         )
         self._sqlite = engine.dialect.name == "sqlite"  # the writer's batches: store/_bulk.py
         self._search_index: bool | None = None  # migration 0009's index is there (asked once)
+        # (node name, instance) of the daemon writing here, several sharing a
+        # PostgreSQL: apply() stores nothing once its lease was taken over.
+        self.fence: tuple[str, str] | None = None
 
     @classmethod
     def open(cls, url: str, clock: Clock = utc_now) -> RunStore:
@@ -146,6 +170,9 @@ class RunStore:
         already stored are not inserted again; updates and ticks are
         idempotent anyway.
 
+        With `fence` set (a node of several), nothing is stored once another
+        node took this node's lease over: LeaseLost.
+
         Raises StoreUnavailable (or DiskFull) when a later try can succeed,
         StoreError when these changes can never be stored.
         """
@@ -161,6 +188,8 @@ class RunStore:
                 self._insert_sqlite([run_to_row(run) for run in inserts])
             return
         with self.transaction(write=True) as connection:
+            if self.fence is not None:
+                _hold_lease(connection, *self.fence)
             landed: set[str] = set()
             if claims and replay and inserts:
                 stored = connection.execute(
