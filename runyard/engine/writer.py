@@ -338,9 +338,10 @@ class StoreWriter:
             if self.failure is not None:
                 log.info("the database takes writes again")
                 self.failure, self._retrying = None, False
-            self._settle(batch.changes, None)
             if self._on_commit is not None:
+                # Before the callers hear of it: whoever waited on the commit sees it counted.
                 self._on_commit(elapsed)
+            self._settle(batch.changes, None)
             return
 
     def _isolate(self, batch: _Batch, error: Exception) -> None:

@@ -17,7 +17,7 @@ import pytest
 
 from runyard.domain.models import Run, RunStatus, TriggeredBy
 from runyard.engine.writer import StoreWriter
-from runyard.exceptions import StoreUnavailable, TickTaken
+from runyard.exceptions import LeaseLost, StoreUnavailable, TickTaken
 
 pytestmark = pytest.mark.anyio
 
@@ -217,3 +217,56 @@ async def test_a_taken_tick_fails_only_the_change_that_claimed_it() -> None:
     stored = [run_id for inserts, _ in sink.commits for run_id in inserts]
     assert sorted(stored) == ["b", "first", "y-run"]
     assert {"y": T0} in [claims for _, claims in sink.commits]
+
+
+@dataclass
+class FencedSink(HoldingSink):
+    """Refuses every commit with LeaseLost while `lost` is set (another node took the lease)."""
+
+    lost: bool = False
+    tries: int = 0
+
+    def apply(
+        self,
+        inserts: Sequence[Run],
+        updates: Sequence[Run],
+        ticks: dict[str, datetime] | None = None,
+        *,
+        replay: bool = False,
+    ) -> None:
+        self.tries += 1
+        if self.lost:
+            raise LeaseLost("node 'n' lost its lease")
+        super().apply(inserts, updates, ticks, replay=replay)
+
+
+async def test_a_lost_lease_drops_the_whole_batch_at_once_never_in_halves() -> None:
+    sink = FencedSink()
+    writer = StoreWriter(sink)
+    writer.start()
+    try:
+        sink.hold()
+        first = writer.submit(inserts=[run("first")], urgent=True)
+        await in_flight(sink)
+        # Queued while "first" commits: one batch of three changes, refused whole.
+        queued = [
+            writer.submit(updates=[run(f"run-{index}", RunStatus.ENDED)]) for index in range(3)
+        ]
+        sink.lost = True
+        sink.release()
+        await asyncio.wait_for(first, 10)
+        for change in queued:
+            with pytest.raises(LeaseLost):
+                await asyncio.wait_for(change, 10)
+        assert sink.tries == 2  # one try for the batch: no retry, no split
+        assert writer.failing() is None
+        sink.lost = False
+        await asyncio.wait_for(writer.write(inserts=[run("after")]), 10)
+    finally:
+        await writer.close()
+    assert [
+        inserts for inserts, _, _ in ((c.inserts, c.updates, c.ticks) for c in sink.commits)
+    ] == [
+        [("first", RunStatus.PENDING)],
+        [("after", RunStatus.PENDING)],
+    ]
