@@ -47,7 +47,7 @@ from runyard.engine.admission import (
 from runyard.engine.events import EventHub
 from runyard.engine.executor import Executor
 from runyard.engine.fencing import Fencing
-from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport
+from runyard.engine.health import DiskSpace, HealthMonitor, HealthReport, with_lease
 from runyard.engine.idle_memory import IdleMemory
 from runyard.engine.ledger import Ledger
 from runyard.engine.log_follow import LogFollowers
@@ -250,8 +250,14 @@ class Engine:
     # ----- queries ---------------------------------------------------------
 
     async def health(self) -> HealthReport:
-        """Return whether runs can be recorded now: the database answers, the disk has room."""
-        return await self._health.check()
+        """Return whether runs can be recorded now: the database answers, the disk has room.
+
+        A node of several also reports its lease: a fenced node starts no runs.
+        """
+        report = await self._health.check()
+        if self.node is None:
+            return report
+        return with_lease(report, self.fencing.reason)
 
     def log_path(self, run_id: str) -> Path:
         # ULIDs start with their timestamp: six characters make buckets of ~3 days,

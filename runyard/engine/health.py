@@ -24,6 +24,7 @@ PING_TIMEOUT_SECONDS = 3.0
 
 DATABASE_CHECK = "database"
 DISK_CHECK = "disk"
+LEASE_CHECK = "lease"  # a node of several: whether it holds its lease (engine/fencing.py)
 OK = "ok"
 
 
@@ -42,6 +43,12 @@ class HealthReport:
         """Return what is wrong, in one line, or None when nothing is."""
         problems = [result for result in self.checks.values() if result != OK]
         return "; ".join(problems) or None
+
+
+def with_lease(report: HealthReport, fenced: str | None) -> HealthReport:
+    """Add a node's lease to `report`: OK, or why the node is fenced and starts no runs."""
+    lease = OK if fenced is None else f"fenced, starting no runs: {fenced}"
+    return HealthReport({**report.checks, LEASE_CHECK: lease})
 
 
 def _human(n: int) -> str:

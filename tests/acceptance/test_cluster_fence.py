@@ -119,6 +119,9 @@ def test_a_node_cut_off_from_the_database_kills_its_runs_before_another_takes_th
         )
         assert refused.status_code == 503, refused.text
         assert "node 'bravo' cannot renew its lease" in refused.text
+        health = httpx.get(f"{bravo.url}/health", timeout=10)
+        assert health.status_code == 503
+        assert health.json()["checks"]["lease"].startswith("fenced, starting no runs: ")
 
         # alpha takes bravo over once its lease expired: ends its runs, retries them.
         until(
@@ -145,6 +148,7 @@ def test_a_node_cut_off_from_the_database_kills_its_runs_before_another_takes_th
         until(lambda: "fence lifted" in bravo.log(), timeout=30)
 
         # bravo is back and takes runs again, as a node of the cluster.
+        assert httpx.get(f"{bravo.url}/health", timeout=10).json()["checks"]["lease"] == "ok"
         again = bravo.trigger("cutoff")["id"]
         until(lambda: alpha.run(again)["status"] == "running")
         assert alpha.run(again)["node"] == "bravo"

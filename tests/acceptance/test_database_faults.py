@@ -279,7 +279,7 @@ def test_postgres_restart_and_outage_under_a_flow_of_triggers(
     assert {a.body["id"] for a in accepted if a.kind == "rest"} <= ids
     # The same daemon, recovered by itself.
     assert daemon.process.poll() is None
-    assert daemon.health().json()["checks"] == {"database": "ok", "disk": "ok"}
+    assert daemon.health().json()["checks"] == {"database": "ok", "disk": "ok", "lease": "ok"}
     assert daemon.rest_trigger().status == 201
 
 
