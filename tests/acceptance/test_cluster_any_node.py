@@ -128,8 +128,9 @@ def test_a_run_of_another_node_is_read_followed_and_stopped_through_any_node(
     assert output.status_code == 200, output.text
     assert output.json()["output_data"] == {"sheet": [["name", "price"], ["a", "1"]]}
     assert output.json()["finished"] is False
-    assert _get(bravo, f"/api/runs/{run_id}/output", BRAVO_TOKEN).json()["output_data"] == (
-        output.json()["output_data"]
+    assert (
+        _get(bravo, f"/api/runs/{run_id}/output", BRAVO_TOKEN).json()["output_data"]
+        == (output.json()["output_data"])
     )
     until(lambda: _get(alpha, f"/api/runs/{run_id}/log").json()["total_lines"] >= 1)
 
