@@ -284,3 +284,46 @@ def test_a_dead_owner_gets_a_clear_error_not_a_hang(pair: tuple[Node, Node]) -> 
     # Taken over by alpha: the run ended crashed, so a stop is a plain 409.
     until(lambda: _get(alpha, f"/api/runs/{run_id}").json()["status"] == "ended", 20)
     assert _post(alpha, f"/api/runs/{run_id}/stop").status_code == 409
+
+
+def test_the_dashboard_of_any_node_shows_a_run_of_another_node(pair: tuple[Node, Node]) -> None:
+    alpha, bravo = pair
+    run_id = _started_on_bravo(alpha, bravo)
+    until(lambda: _get(alpha, f"/api/runs/{run_id}/output").json()["output_data"] != {})
+    with httpx.Client(base_url=alpha.url, timeout=20) as browser:
+        # Signed in on alpha only: the session means nothing to bravo.
+        browser.get("/login")
+        form_token = browser.cookies["runyard_login"]
+        signed_in = browser.post(
+            "/login", data={"token": TEST_TOKEN, "login_token": form_token, "next": "/"}
+        )
+        assert signed_in.status_code == 303, signed_in.text
+
+        page = browser.get(f"/runs/{run_id}")
+        assert page.status_code == 200
+        assert "price" in page.text  # bravo's live output data, in the page alpha renders
+        assert 'data-from="0"' in page.text
+
+        text = browser.get(f"/runs/{run_id}/log.txt")
+        assert text.status_code == 200
+        assert text.text.startswith("first")
+        assert text.headers["content-disposition"].startswith("attachment;")
+        assert text.headers["content-type"] == "text/plain; charset=utf-8"
+
+        with browser.stream("GET", f"/runs/{run_id}/log/live", params={"from": 0}) as stream:
+            assert stream.status_code == 200
+            name, data = next(_events(stream.iter_lines()))
+            assert name == "line" and '"text":"first"' in data, data
+
+        stopped = browser.post(
+            f"/runs/{run_id}/stop", data={"csrf": _csrf(page.text)}, follow_redirects=True
+        )
+        assert "Stop requested" in stopped.text, stopped.text
+    until(lambda: _get(alpha, f"/api/runs/{run_id}").json()["status"] == "ended")
+    assert _get(alpha, f"/api/runs/{run_id}").json()["end_reason"] == "stopped"
+
+
+def _csrf(page: str) -> str:
+    marker = 'name="csrf" value="'
+    start = page.index(marker) + len(marker)
+    return page[start : page.index('"', start)]
