@@ -13,17 +13,19 @@ import secrets
 from collections.abc import AsyncGenerator, Mapping
 from datetime import datetime
 from pathlib import Path
+from typing import TypeGuard
 
 from runyard import __version__
 from runyard.body_parser import BodyParser, StagedInput
 from runyard.clock import Clock, utc_now
+from runyard.cluster.client import NodeClient, Peer
 from runyard.config.fingerprint import config_hash
 from runyard.config.loader import Config, load_config
 from runyard.config.locate import TOKEN_FILE as TOKEN_FILE  # re-exported for api/server.py
 from runyard.config.locate import token_file, token_from_environ
 from runyard.daemon_lock import LOCK_FILE
 from runyard.domain.input_data import InputDataError, UnstorableCell, normalise_input
-from runyard.domain.models import Run, TaskDefinition, TriggeredBy
+from runyard.domain.models import Run, RunKind, TaskDefinition, TriggeredBy
 from runyard.domain.queries import RunQuery
 from runyard.domain.reload import (
     RESTART_SETTINGS,
@@ -38,14 +40,25 @@ from runyard.engine.scheduler import Scheduler
 from runyard.engine.start_log import STARTED_LOG
 from runyard.engine.waiting import StopSignal
 from runyard.engine.workspace import WORK_DIR
-from runyard.exceptions import ConfigError, InvalidInput, NotFound, UnstorableInput
+from runyard.exceptions import (
+    ConfigError,
+    InvalidInput,
+    NodeUnreachable,
+    NotFound,
+    RunAlreadyEnded,
+    RunOnAnotherNode,
+    ServiceLifetimeStop,
+    UnstorableInput,
+)
 from runyard.metrics import Metrics, TaskLoad
 from runyard.notifications.service import NotificationService
 from runyard.services.daemon import SERVICES_LOG, DaemonServices
 from runyard.store import RunStore, database_url
+from runyard.store.cluster import ClusterStore
 from runyard.store.files import make_private_directory, prepare_data_dir
 from runyard.store.inputs import INPUTS_DIR
 from runyard.store.keys import REVOKED_MARKER, KeyStore
+from runyard.store.logs import count_lines
 from runyard.store.nodes import NodeIdentity, NodeInfo, NodeRegistry
 from runyard.v3.service import V3Service
 
@@ -127,11 +140,20 @@ class Runyard:
                     version=__version__,
                 ),
             )
+        # What only a run's own node has (its log, live output, process) is
+        # asked of that node over HTTP, with the cluster's shared secret.
+        self.cluster: ClusterStore | None = None
+        self.cluster_secret: str | None = None
+        self.peers: NodeClient | None = None
+        if registry is not None:
             try:
                 registry.register()
+                self.cluster = ClusterStore(self.store)
+                self.cluster_secret = self.cluster.secret()
             except BaseException:
                 self.store.close()
                 raise
+            self.peers = NodeClient(self.node_name, self.cluster_secret)
         self.engine = Engine(
             tasks=config.tasks,
             store=self.store,
@@ -156,7 +178,14 @@ class Runyard:
             events=self.engine.events,
             environ=environ,
         )
-        self.scheduler = Scheduler(self.engine, self.store, clock, claim_ticks=registry is not None)
+        self.scheduler = Scheduler(
+            self.engine,
+            self.store,
+            clock,
+            claim_ticks=registry is not None,
+            # Several nodes: a pause on any node holds on every node.
+            paused_tasks=self.cluster.paused_tasks if self.cluster is not None else None,
+        )
         self.metrics = Metrics(__version__, self._task_loads, self._runtime_used)
         self.engine.observer = self.metrics
         self.v3 = V3Service(
@@ -167,6 +196,8 @@ class Runyard:
             config=lambda: self.config,
             data_dir=self.data_dir,
             now=clock,
+            output_of=self.output_of,
+            stop_run=self.stop_run,
         )
         self.notifications = NotificationService(
             config.notifications,
@@ -194,6 +225,8 @@ class Runyard:
         await self.engine.shutdown(self.config.daemon.shutdown_timeout.total_seconds())
         if self.lease is not None:
             await self.lease.stop()
+        if self.peers is not None:
+            await self.peers.aclose()
         await asyncio.to_thread(self.bodies.close)
         await self.notifications.stop(NOTIFICATION_GRACE_SECONDS)
         await asyncio.to_thread(self.store.close)
@@ -383,8 +416,93 @@ class Runyard:
                 raise InvalidInput("body.data", error.message, data) from None
         return await self.engine.trigger(task_name, params, triggered_by, tables)
 
-    async def stop_run(self, run_id: str) -> Run:
-        return await self.engine.stop(run_id)
+    async def stop_run(self, run_id: str, *, forward: bool = True) -> Run:
+        """Stop a run; one that another node holds is stopped by asking that node.
+
+        `forward` False: a request another node forwarded here is answered
+        here alone (a registry URL pointing back must not loop).
+        """
+        try:
+            return await self.engine.stop(run_id)
+        except RunOnAnotherNode as error:
+            if not forward:
+                raise
+            return await self._stop_elsewhere(error.run)
+
+    async def _stop_elsewhere(self, run: Run) -> Run:
+        peer = await self.run_peer(run)
+        if peer is None or self.peers is None:  # its node ended it meanwhile
+            raise RunAlreadyEnded(await self.get_run(run.id))
+        status, detail = await self.peers.post(peer, run.id, f"/api/runs/{run.id}/stop")
+        now = await self.get_run(run.id)
+        if status in (200, 202):
+            return now
+        if status == 404:
+            raise NotFound("run", run.id)
+        if status == 409 and not now.is_active:
+            raise RunAlreadyEnded(now)
+        if status == 409 and now.kind is RunKind.SERVICE:
+            raise ServiceLifetimeStop(now)
+        raise NodeUnreachable(run.id, peer.name, f"it answered the stop {status}: {detail}")
+
+    async def output_of(self, run: Run, *, forward: bool = True) -> dict[str, list[list[str]]]:
+        """Return a run's output data: live while it runs (asked of its node), frozen once ended."""
+        if not run.is_active:
+            return run.output_data or {}
+        peer = await self.run_peer(run) if forward else None
+        if peer is None or self.peers is None:
+            return await self.engine.live_output(run.id) or run.output_data or {}
+        body = await self.peers.get_json(peer, run.id, f"/api/runs/{run.id}/output")
+        output = body.get("output_data") if isinstance(body, dict) else None
+        if not _is_output(output):
+            raise NodeUnreachable(run.id, peer.name, "it answered output data of another shape")
+        return output
+
+    async def run_peer(self, run: Run) -> Peer | None:
+        """Return the node to ask for what only the run's node has; None: this node answers.
+
+        NodeUnreachable when that node is no longer registered or its lease expired.
+        """
+        if self.cluster is None or run.node is None or run.node == self.node_name:
+            return None
+        address = await asyncio.to_thread(self.cluster.node_address, run.node)
+        if address is None:
+            raise NodeUnreachable(
+                run.id, run.node, "it is not registered (it stopped, or was taken over)"
+            )
+        if address.expired:
+            raise NodeUnreachable(
+                run.id,
+                run.node,
+                f"its lease expired (last renewed {address.lease_age:.0f} s ago)",
+            )
+        return Peer(address.name, address.url)
+
+    async def log_peer(self, run: Run) -> Peer | None:
+        """Return the node whose disk holds the run's log; None when this node reads it.
+
+        When that node is gone, this node's disk answers if it holds the log
+        (a disk the nodes share); otherwise NodeUnreachable names the node.
+        """
+        try:
+            return await self.run_peer(run)
+        except NodeUnreachable:
+            if await asyncio.to_thread(self.log_path(run.id).exists):
+                return None
+            raise
+
+    async def log_line_count(self, run: Run) -> int:
+        """Return how many lines the run's log has so far (0 when its node cannot say)."""
+        try:
+            peer = await self.log_peer(run)
+            if peer is None or self.peers is None:
+                return await asyncio.to_thread(count_lines, self.log_path(run.id))
+            body = await self.peers.get_json(
+                peer, run.id, f"/api/runs/{run.id}/log", "from=0&limit=1"
+            )
+            return int(body["total_lines"])
+        except (NodeUnreachable, KeyError, TypeError, ValueError):
+            return 0
 
     async def wait_for_end(self, run_id: str, timeout: float) -> Run | None:
         return await self.engine.wait_for_end(run_id, timeout)
@@ -428,6 +546,18 @@ def run_link_base(config: Config) -> str:
     if ":" in host:  # an IPv6 address
         host = f"[{host}]"
     return f"http://{host}:{config.daemon.port}"
+
+
+def _is_output(value: object) -> TypeGuard[dict[str, list[list[str]]]]:
+    """Return whether `value` has the shape of output data: {token: [[str, ...], ...]}."""
+    return isinstance(value, dict) and all(
+        isinstance(key, str)
+        and isinstance(rows, list)
+        and all(
+            isinstance(row, list) and all(isinstance(cell, str) for cell in row) for row in rows
+        )
+        for key, rows in value.items()
+    )
 
 
 def _account_limits(config: Config) -> dict[str, int | None]:

@@ -145,6 +145,23 @@ class NodeNameTaken(RunyardError):
     """A live node on the same database already goes by this node name."""
 
 
+class NodeUnreachable(RunyardError):
+    """What only another node has (a run's log, live output, its process) cannot be had from it.
+
+    The node is not registered any more, its lease expired, it did not
+    answer in time, or it refused this node's cluster credential.
+    """
+
+    def __init__(self, run_id: str, node: str, reason: str) -> None:
+        self.run_id = run_id
+        self.node = node
+        self.reason = reason
+        super().__init__(
+            f"run {run_id} belongs to node {node!r}, whose disk holds its log and output "
+            f"while it runs; that node cannot be reached: {reason}"
+        )
+
+
 class RunOnAnotherNode(RunyardError):
     """A stop asked of a node for a run another node started (PostgreSQL, several nodes)."""
 

@@ -87,7 +87,10 @@ def create_app(runyard: Runyard) -> FastAPI:
     dashboard.install(app)
     install_error_handlers(app)
     app.add_middleware(
-        BearerAuth, token=runyard.token, opened=lambda _path: runyard.config.metrics.public
+        BearerAuth,
+        token=runyard.token,
+        opened=lambda _path: runyard.config.metrics.public,
+        cluster_secret=runyard.cluster_secret,
     )
     # Bodies are read whole here, within per-address limits, before anyone parses them.
     app.add_middleware(

@@ -17,6 +17,9 @@ from starlette.routing import compile_path
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from runyard.api.errors import problem
+from runyard.cluster.credential import CLUSTER_HEADER, credential_matches
+
+_CLUSTER_HEADER = CLUSTER_HEADER.lower().encode("latin-1")
 
 # Route templates answered without a token. Keep each entry justified.
 PUBLIC_ROUTES: frozenset[str] = frozenset(
@@ -96,6 +99,20 @@ CAPABILITY_ROUTES: frozenset[str] = frozenset(
 # middleware asks at each request, so a reload takes effect at once.
 CONFIG_PUBLIC_ROUTES: frozenset[str] = frozenset({"/metrics"})
 
+# Routes a node may ask of another node on behalf of its own caller (README
+# "Several nodes"): what only a run's own node has. Besides the token they take
+# the cluster credential (runyard/cluster/credential.py), and no other route
+# does: it opens a run's log, its output data and its stop, nothing more.
+CLUSTER_ROUTES: frozenset[str] = frozenset(
+    {
+        "/api/runs/{runId}/log",
+        "/api/runs/{runId}/log/raw",
+        "/api/runs/{runId}/log/stream",
+        "/api/runs/{runId}/output",
+        "/api/runs/{runId}/stop",
+    }
+)
+
 # Routes that also take `?token=`: a browser's EventSource cannot set headers.
 # Kept to these streams because a token in a URL can end up in proxy logs.
 QUERY_TOKEN_ROUTES: frozenset[str] = frozenset(
@@ -119,6 +136,7 @@ def _matcher(templates: frozenset[str]) -> Callable[[str], bool]:
 # Matched on the path alone, before routing: the method does not make a route public.
 is_public = _matcher(PUBLIC_ROUTES | CAPABILITY_ROUTES | SESSION_ROUTES)
 is_config_public = _matcher(CONFIG_PUBLIC_ROUTES)
+is_cluster_route = _matcher(CLUSTER_ROUTES)
 takes_query_token = _matcher(QUERY_TOKEN_ROUTES)
 
 
@@ -152,6 +170,15 @@ def presented_token(scope: Scope, *, allow_query: bool) -> str | None:
     return None
 
 
+def presented_cluster_credential(scope: Scope) -> str | None:
+    """Return the cluster credential the request carries in its header, if any."""
+    headers: list[tuple[bytes, bytes]] = scope.get("headers", [])
+    for name, value in headers:
+        if name == _CLUSTER_HEADER:
+            return value.decode("latin-1")
+    return None
+
+
 def carries_token(scope: Scope, token: str) -> bool:
     """Return whether the request carries the daemon's token in its Authorization header."""
     given = presented_token(scope, allow_query=False)
@@ -162,12 +189,18 @@ class BearerAuth:
     """Answer 401 to any request without the right token, unless its route is public."""
 
     def __init__(
-        self, app: ASGIApp, token: str, opened: Callable[[str], bool] = lambda _path: False
+        self,
+        app: ASGIApp,
+        token: str,
+        opened: Callable[[str], bool] = lambda _path: False,
+        cluster_secret: str | None = None,
     ) -> None:
         self.app = app
         self.token = token
         # Whether the config opens a route of CONFIG_PUBLIC_ROUTES now.
         self.opened = opened
+        # The secret other nodes carry (PostgreSQL); None: no cluster (SQLite).
+        self.cluster_secret = cluster_secret
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -177,6 +210,23 @@ class BearerAuth:
         if is_public(path) or (is_config_public(path) and self.opened(path)):
             await self.app(scope, receive, send)
             return
+        request: Request
+        if is_cluster_route(path):
+            credential = presented_cluster_credential(scope)
+            if credential is not None:
+                if credential_matches(credential, self.cluster_secret):
+                    await self.app(scope, receive, send)
+                    return
+                # Never echoed, never logged: only that it was wrong.
+                request = Request(scope)
+                response = problem(
+                    str(request.base_url),
+                    401,
+                    f"The {CLUSTER_HEADER} header is not this cluster's credential.",
+                    request.url.path,
+                )
+                await response(scope, receive, send)
+                return
         given = presented_token(scope, allow_query=takes_query_token(path))
         if given is not None and _token_matches(given, self.token):
             await self.app(scope, receive, send)

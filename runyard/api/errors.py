@@ -25,6 +25,7 @@ from runyard.exceptions import (
     DiskFull,
     InputQueueFull,
     InvalidInput,
+    NodeUnreachable,
     NotFound,
     RunAlreadyEnded,
     RunOnAnotherNode,
@@ -282,6 +283,20 @@ async def _on_another_node(request: Request, exc: Exception) -> ProblemResponse:
     )
 
 
+async def _node_unreachable(request: Request, exc: Exception) -> ProblemResponse:
+    # The run's own node holds what was asked (its log, live output, process)
+    # and cannot be asked now: a node that is gone may come back, or be taken
+    # over (then the run is ended and retried elsewhere).
+    assert isinstance(exc, NodeUnreachable)
+    return _request_problem(
+        request,
+        503,
+        f"Run {exc.run_id} belongs to node {exc.node!r}: its log and the output data of "
+        f"a running run are on that node's disk, and it holds the run's process; that "
+        f"node cannot be reached: {exc.reason}.",
+    )
+
+
 async def _service_lifetime_stop(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, ServiceLifetimeStop)
     name = exc.run.task_name
@@ -380,6 +395,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ConfigError, _config_error)
     app.add_exception_handler(RunAlreadyEnded, _already_ended)
     app.add_exception_handler(RunOnAnotherNode, _on_another_node)
+    app.add_exception_handler(NodeUnreachable, _node_unreachable)
     app.add_exception_handler(ServiceLifetimeStop, _service_lifetime_stop)
     app.add_exception_handler(ShuttingDown, _shutting_down)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)

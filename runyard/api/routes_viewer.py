@@ -12,10 +12,11 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Path, Query
+from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from runyard.api.deps import ClosingDep, RunyardDep, SchemaBase
+from runyard.api.node_proxy import log_elsewhere
 from runyard.api.routes_logs import follow_log
 from runyard.api.sse import SSE_HEADERS
 from runyard.app import Runyard
@@ -157,6 +158,7 @@ async def viewer_state(
 
 @router.get("/view/{runId}/log", response_model=None)
 async def viewer_log(
+    request: Request,
     run_id: RunIdPath,
     runyard: RunyardDep,
     closing: ClosingDep,
@@ -175,8 +177,22 @@ async def viewer_log(
     except NotFound:
         return _not_found_json()
     first = last_event_id + 1 if last_event_id is not None else start
+    headers = {**SSE_HEADERS, **_SECRET_HEADERS}
+    # A run of another node: its log stream, as that node's API gives it.
+    elsewhere = await log_elsewhere(
+        request,
+        runyard,
+        run,
+        path=f"/api/runs/{run.id}/log/stream",
+        query=f"from={first}",
+        live=True,
+        closing=closing,
+        headers=headers,
+    )
+    if elsewhere is not None:
+        return elsewhere
     return StreamingResponse(
         follow_log(runyard, run, first, closing, base),
         media_type="text/event-stream",
-        headers={**SSE_HEADERS, **_SECRET_HEADERS},
+        headers=headers,
     )

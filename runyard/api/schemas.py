@@ -311,6 +311,16 @@ class LogPage(_Body):
     finished: bool = Field(description="True when the run has ended: no more lines will come")
 
 
+class RunOutput(_Body):
+    schema_: SchemaField = None
+    run_id: str
+    output_data: dict[str, list[list[str]]] = Field(
+        description="Rows by output token: what the run wrote so far while it runs, "
+        "all of it once it ended"
+    )
+    finished: bool = Field(description="True when the run has ended: the output is final")
+
+
 class Health(_Body):
     schema_: SchemaField = None
     status: str = Field(

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,6 +39,9 @@ LATE_GRACE = timedelta(seconds=5)
 MAX_SLEEP_SECONDS = 30.0
 # How often a fenced node (engine/fencing.py) looks whether it may fire again.
 FENCED_RETRY_SECONDS = 1.0
+# Several nodes: how long a pause or resume on another node may go unnoticed
+# here (each firing pass re-reads the paused tasks, one small SELECT).
+PAUSE_REFRESH_SECONDS = 2.0
 _COUNT_CAP = 10_000_000
 
 
@@ -75,9 +78,19 @@ class Scheduler:
     """Fire cron ticks for the engine's tasks."""
 
     def __init__(
-        self, engine: Engine, store: RunStore, clock: Clock, *, claim_ticks: bool = False
+        self,
+        engine: Engine,
+        store: RunStore,
+        clock: Clock,
+        *,
+        claim_ticks: bool = False,
+        paused_tasks: Callable[[], set[str]] | None = None,
     ) -> None:
         self._engine = engine
+        # Several nodes: the paused tasks as stored, which any node may
+        # change; read before each firing pass, so a pause holds everywhere.
+        self._stored_paused = paused_tasks
+        self._refresh_failed = False
         # Several nodes fire the same schedules (PostgreSQL): each tick is
         # claimed in the transaction that records its run, and a node that
         # finds it claimed passes over it (another node has its run).
@@ -175,12 +188,7 @@ class Scheduler:
             self._paused.add(task_name)
         else:
             self._paused.discard(task_name)
-        entry = self._entries.get(task_name)
-        if entry is not None:
-            entry.paused = paused
-            if not paused:
-                entry.last = max(entry.last, now)
-                entry.next = next_tick(entry.schedule, entry.last)
+        self._apply_pause(task_name, paused, now)
         self._wake.set()
 
     # ----- the loop ------------------------------------------------------------
@@ -204,19 +212,50 @@ class Scheduler:
                 await asyncio.wait_for(self._wake.wait(), delay)
 
     def _seconds_until_due(self, now: datetime) -> float:
+        longest = MAX_SLEEP_SECONDS if self._stored_paused is None else PAUSE_REFRESH_SECONDS
         due = [
             entry.fire_at
             for entry in self._entries.values()
             if not entry.paused and entry.fire_at is not None
         ]
         if not due:
-            return MAX_SLEEP_SECONDS
-        return min(max((min(due) - now).total_seconds(), 0.0), MAX_SLEEP_SECONDS)
+            return longest
+        return min(max((min(due) - now).total_seconds(), 0.0), longest)
 
     async def fire_due(self, now: datetime) -> None:
         """Fire every tick due at `now`: late ones as missed + catch-up, others as runs."""
         async with self._firing:
+            if self._stored_paused is not None:
+                await self._follow_stored_pauses(now)
             await self._fire_due(now)
+
+    async def _follow_stored_pauses(self, now: datetime) -> None:
+        """Take up the pauses and resumes other nodes stored since the last pass."""
+        assert self._stored_paused is not None
+        try:
+            stored = await asyncio.to_thread(self._stored_paused)
+        except Exception as error:
+            # The firing that follows meets the same outage; say it once.
+            if not self._refresh_failed:
+                log.warning("could not read which tasks are paused: %s", error)
+            self._refresh_failed = True
+            return
+        self._refresh_failed = False
+        if stored == self._paused:
+            return
+        for name in stored ^ self._paused:
+            self._apply_pause(name, name in stored, now)
+        self._paused = set(stored)
+
+    def _apply_pause(self, task_name: str, paused: bool, now: datetime) -> None:
+        entry = self._entries.get(task_name)
+        if entry is None:
+            return
+        entry.paused = paused
+        if not paused:
+            # As a resume here does: the ticks that fell in the pause are not missed.
+            entry.last = max(entry.last, now)
+            entry.next = next_tick(entry.schedule, entry.last)
 
     async def _fire_due(self, now: datetime) -> None:
         due = [

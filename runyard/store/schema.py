@@ -172,3 +172,14 @@ nodes = sa.Table(
     sa.Column("config_hash", _key(64), nullable=False),
     sa.Column("version", sa.Text, nullable=False),
 )
+
+# The cluster's shared secret (migration 0011), PostgreSQL only: one row (id
+# 1) that the first node writes; nodes carry it when they ask each other for a
+# run's log, live output or stop (runyard/cluster/client.py).
+cluster_secret = sa.Table(
+    "cluster_secret",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("secret", sa.Text, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+)

@@ -19,3 +19,6 @@ QUEUED_MESSAGE = (
 NO_RUNS = "This automation has no runs yet."
 RUN_NOT_FOUND = "Run not found: pid and pw do not match a run."
 LINK_KEY = "OPEN LINK IN BROWSER"
+# Not the hosted service's (it has one machine): the run's output or process is
+# on a node of the cluster that does not answer now.
+NODE_UNREACHABLE = "The machine running this run does not answer; try again in a few seconds."

@@ -7,7 +7,7 @@ real `Engine`, the current `Config` and the `Metrics` (mypy checks they fit).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from runyard.domain.accounts import Account
@@ -44,6 +44,13 @@ class RunEngine(Protocol):
     async def live_output(self, run_id: str) -> dict[str, list[list[str]]] | None: ...
 
     async def stop(self, run_id: str) -> Run: ...
+
+
+# A run's output data: live while it runs (asked of its node, on several
+# nodes), frozen once it ended. NodeUnreachable when its node cannot say.
+OutputOf = Callable[[Run], Awaitable[dict[str, list[list[str]]]]]
+# Stop a run wherever it runs (RunAlreadyEnded, NotFound, NodeUnreachable).
+StopRun = Callable[[str], Awaitable[Run]]
 
 
 class DaemonSettings(Protocol):

@@ -31,13 +31,20 @@ from runyard.domain.accounts import (
 from runyard.domain.input_data import InputDataError, json_kind, normalise_input
 from runyard.domain.models import Run, RunStatus, TaskDefinition, TriggeredBy
 from runyard.domain.text import escape_unstorable
-from runyard.exceptions import NotFound, RunAlreadyEnded, V3Error
+from runyard.exceptions import NodeUnreachable, NotFound, RunAlreadyEnded, V3Error
 from runyard.store import RunStore
 from runyard.store.keys import KeyStore
 from runyard.v3.accounts import AccountUsage
 from runyard.v3.callers import Caller, Callers
-from runyard.v3.messages import MISSING_NAME, NO_RUNS, QUOTA_EXCEEDED, RUN_NOT_FOUND, TASK_NOT_FOUND
-from runyard.v3.ports import RunEngine, Settings, TriggerCounter
+from runyard.v3.messages import (
+    MISSING_NAME,
+    NO_RUNS,
+    NODE_UNREACHABLE,
+    QUOTA_EXCEEDED,
+    RUN_NOT_FOUND,
+    TASK_NOT_FOUND,
+)
+from runyard.v3.ports import OutputOf, RunEngine, Settings, StopRun, TriggerCounter
 from runyard.v3.viewer import Viewer, new_password
 
 DEFAULT_REPORTS = 5
@@ -81,15 +88,22 @@ class V3Service:
         data_dir: Path,
         now: Callable[[], datetime] = utc_now,
         monotonic: Callable[[], float] = time.monotonic,
+        output_of: OutputOf | None = None,
+        stop_run: StopRun | None = None,
     ) -> None:
-        """`config` is read at each call: a reload may change the accounts and settings."""
+        """`config` is read at each call: a reload may change the accounts and settings.
+
+        `output_of` and `stop_run` reach a run wherever it runs (several nodes:
+        its own node is asked); by default, this engine's runs alone.
+        """
         self._engine = engine
+        self._stop_run: StopRun = stop_run or engine.stop
         self._store = store
         self._metrics = metrics
         self._config = config
         self.callers = Callers(keys, config, data_dir, now=now, monotonic=monotonic)
         self.usage = AccountUsage(store, lambda: config().accounts, now=now)
-        self.viewer = Viewer(engine, store, config)
+        self.viewer = Viewer(engine, store, config, output_of)
 
     # ----- callers ------------------------------------------------------------
 
@@ -210,10 +224,11 @@ class V3Service:
         if run is None:
             raise V3Error(404, NO_RUNS)
         run = self._live(run)
-        data = run.output_data
-        if run.status is not RunStatus.ENDED:
-            data = await self._engine.live_output(run.id)
-        return report_status(run), data or {}
+        try:
+            data = await self.viewer.output_of(run)
+        except NodeUnreachable:
+            raise V3Error(503, NODE_UNREACHABLE) from None
+        return report_status(run), data
 
     async def remaining_runtime(self, caller: Caller) -> Runtime:
         """Return the account's used, allowed and remaining minutes in this billing period."""
@@ -259,7 +274,10 @@ class V3Service:
         if run.is_active:
             # It may end while we look: stopping an ended run is a no-op here.
             with contextlib.suppress(RunAlreadyEnded, NotFound):
-                await self._engine.stop(run.id)
+                try:
+                    await self._stop_run(run.id)
+                except NodeUnreachable:
+                    raise V3Error(503, NODE_UNREACHABLE) from None
         return expected
 
     # ----- viewer ----------------------------------------------------------------
@@ -273,8 +291,15 @@ class V3Service:
         return await self.viewer.run(run_id, password)
 
     async def output_of(self, run: Run) -> dict[str, list[list[str]]]:
-        """Return a run's output data: live while it runs, frozen once it ended."""
-        return await self.viewer.output_of(run)
+        """Return a run's output data: live while it runs, frozen once it ended.
+
+        The viewer page shows what it can: while the run's node does not
+        answer, no output (its log stream says the node cannot be reached).
+        """
+        try:
+            return await self.viewer.output_of(run)
+        except NodeUnreachable:
+            return {}
 
     def display_name(self, task_name: str) -> str:
         """Return the automation name of a task (its task name once removed from the config)."""

@@ -14,7 +14,7 @@ from runyard.domain.models import Run, RunStatus
 from runyard.domain.text import is_storable
 from runyard.exceptions import NotFound
 from runyard.store import RunStore
-from runyard.v3.ports import RunEngine, Settings
+from runyard.v3.ports import OutputOf, RunEngine, Settings
 
 VIEWER_SECRET_BYTES = 24  # 192 random bits in each viewer link's password
 
@@ -27,9 +27,20 @@ def new_password(run_id: str) -> str:
 class Viewer:
     """Viewer links of runs, and the runs (live or stored) their passwords open."""
 
-    def __init__(self, engine: RunEngine, store: RunStore, config: Callable[[], Settings]) -> None:
-        """`config` is read at each call: a reload may change `external_url`."""
+    def __init__(
+        self,
+        engine: RunEngine,
+        store: RunStore,
+        config: Callable[[], Settings],
+        output_of: OutputOf | None = None,
+    ) -> None:
+        """`config` is read at each call: a reload may change `external_url`.
+
+        `output_of` reads a running run's output wherever it runs; by
+        default, from this engine only.
+        """
         self._engine = engine
+        self._output_of = output_of
         self._store = store
         self._config = config
 
@@ -81,6 +92,8 @@ class Viewer:
         """Return a run's output data: live while it runs, frozen once it ended."""
         if run.status is RunStatus.ENDED:
             return run.output_data or {}
+        if self._output_of is not None:
+            return await self._output_of(run)
         return await self._engine.live_output(run.id) or {}
 
     def display_name(self, task_name: str) -> str:

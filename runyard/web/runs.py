@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from runyard.api.node_proxy import log_elsewhere
 from runyard.api.params import parse_status
 from runyard.api.routes_events import event_lines
 from runyard.api.routes_logs import follow_log
@@ -17,9 +18,15 @@ from runyard.api.sse import SSE_HEADERS
 from runyard.app import Runyard
 from runyard.domain.models import EndReason, Run, RunKind, RunStatus, TriggeredBy
 from runyard.domain.queries import DEFAULT_LIMIT, MAX_LIMIT, RunQuery, SortDirection, SortField
-from runyard.exceptions import InvalidInput, NotFound, RunAlreadyEnded, RunyardError
+from runyard.exceptions import (
+    InvalidInput,
+    NodeUnreachable,
+    NotFound,
+    RunAlreadyEnded,
+    RunyardError,
+)
 from runyard.store import dashboard as reads
-from runyard.store.logs import count_lines, iter_raw_text
+from runyard.store.logs import iter_raw_text
 from runyard.web.pages import (
     RunIdPath,
     bounded_int,
@@ -227,11 +234,13 @@ async def run_page(request: Request, run_id: RunIdPath) -> Response:
         parent_id = parent.retry_of_run_id
     later = await asyncio.to_thread(reads.retries_of, runyard.store, run.id)
     # The page keeps the last LOG_LINES_KEPT lines: start the stream there.
-    lines = await asyncio.to_thread(count_lines, runyard.log_path(run.id))
+    # (Asked of the run's node when its log is on another node's disk.)
+    lines = await runyard.log_line_count(run)
     log_from = max(0, lines - LOG_LINES_KEPT)
-    output = run.output_data
-    if run.is_active:
-        output = await runyard.engine.live_output(run.id) or output
+    try:
+        output = await runyard.output_of(run)
+    except NodeUnreachable:
+        output = run.output_data or {}  # the log view says which node cannot be reached
     try:
         task = runyard.task(run.task_name)
     except NotFound:
@@ -293,13 +302,22 @@ async def run_log_download(request: Request, run_id: RunIdPath) -> Response:
         run = await runyard.get_run(run_id)
     except NotFound:
         return Response("Run not found.", status_code=404, media_type="text/plain")
+    headers = {**HEADERS, "Content-Disposition": f'attachment; filename="runyard-{run.id}.log"'}
+    # A run of another node: its raw log, as that node's API gives it.
+    elsewhere = await log_elsewhere(
+        request,
+        runyard,
+        run,
+        path=f"/api/runs/{run.id}/log/raw",
+        query="",
+        headers={**headers, "Content-Type": "text/plain; charset=utf-8"},
+    )
+    if elsewhere is not None:
+        return elsewhere
     return StreamingResponse(
         iter_raw_text(runyard.log_path(run.id)),
         media_type="text/plain; charset=utf-8",
-        headers={
-            **HEADERS,
-            "Content-Disposition": f'attachment; filename="runyard-{run.id}.log"',
-        },
+        headers=headers,
     )
 
 
@@ -315,6 +333,19 @@ async def run_log_stream(request: Request, run_id: RunIdPath) -> Response:
     last = request.headers.get("last-event-id", "")
     given = request.query_params.get("from", "")
     first = int(last) + 1 if last.isdigit() else int(given) if given.isdigit() else 0
+    # A run of another node: its log stream, as that node's API gives it.
+    elsewhere = await log_elsewhere(
+        request,
+        runyard,
+        run,
+        path=f"/api/runs/{run.id}/log/stream",
+        query=f"from={first}",
+        live=True,
+        closing=closing_of(request),
+        headers={**SSE_HEADERS, **HEADERS},
+    )
+    if elsewhere is not None:
+        return elsewhere
     return StreamingResponse(
         follow_log(runyard, run, first, closing_of(request), str(request.base_url)),
         media_type="text/event-stream",

@@ -46,6 +46,7 @@ API_SHARED_WITH_WEB = {
     "runyard.api.routes_events",
     "runyard.api.routes_keys",
     "runyard.api.routes_logs",
+    "runyard.api.node_proxy",  # a run's log from the node whose disk holds it
 }
 
 # Leaves: they import nothing of runyard but ROOT (always allowed).
@@ -100,6 +101,8 @@ ALLOWED: dict[str, set[str]] = {
         "runyard.apprise_loader",
     },
     "runyard.metrics": {"runyard.domain", "runyard.clock", "runyard.engine.observer"},
+    # Nodes asking each other over HTTP (httpx) with the cluster credential.
+    "runyard.cluster": {"runyard.exceptions"},
     # The v3-compatible service behind api/routes_v3.py and api/routes_viewer.py.
     "runyard.v3": {
         "runyard.domain",
@@ -123,6 +126,7 @@ ALLOWED: dict[str, set[str]] = {
         "runyard.v3",
         "runyard.body_parser",
         "runyard.daemon_lock",
+        "runyard.cluster",
     },
     # Adapters in: HTTP to service calls.
     "runyard.api": {
@@ -135,6 +139,7 @@ ALLOWED: dict[str, set[str]] = {
         "runyard.v3",
         "runyard.body_parser",
         "runyard.metrics",
+        "runyard.cluster",
         *ENGINE_FACADE,
     },
     "runyard.web": {
@@ -192,6 +197,7 @@ THIRD_PARTY_HOMES: dict[str, set[str]] = {
     "typer": {"runyard.cli"},
     "jinja2": {"runyard.web", "runyard.notifications.message", "runyard.config.notifications"},
     "tomli_w": {"runyard.importers"},
+    "httpx": {"runyard.cluster"},
     "ulid": {
         "runyard.store",
         "runyard.engine",
