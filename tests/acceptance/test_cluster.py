@@ -8,12 +8,15 @@ node is taken over within seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -411,6 +414,119 @@ def test_a_killed_nodes_runs_are_ended_once_by_one_survivor(nodes: list[Node]) -
     assert listed == ["alpha", "bravo", "charlie"]
     for node in nodes:
         node.stop()
+
+
+IN_FLIGHT = 50  # issue 16: kill -9 of one node with 50 runs in flight
+QUEUED = 10  # and these waiting on it for a free slot
+FLIGHT_TASK = """
+[tasks.flight]
+run = 'if [ -e "{release}" ]; then echo ran; else echo started; sleep 120; fi'
+max_concurrent = 100
+max_queued = 100
+retry_attempts = 1
+retry_delay = "1s"
+"""
+
+
+def test_a_killed_node_with_50_runs_in_flight_loses_and_doubles_nothing(
+    nodes: list[Node], tmp_path: Path
+) -> None:
+    """Issue 16: kill -9 of one node with 50 runs in flight.
+
+    All 50 end `crashed` within lease + 15 s and are retried once on the
+    survivors; its queued runs run on the survivors; nothing is lost or
+    doubled. A run started before the release file exists holds its slot
+    (sleep 120); one started after it (a retry, a queued run) ends at once.
+    """
+    alpha, bravo, charlie = nodes
+    release = tmp_path / "release"
+    for node in nodes:
+        text = node.config.read_text() + FLIGHT_TASK.format(release=release)
+        if node is charlie:
+            text = text.replace("max_concurrent_runs = 8", f"max_concurrent_runs = {IN_FLIGHT}")
+        node.config.write_text(text, encoding="utf-8")
+    for node in nodes:
+        node.launch()
+    for node in nodes:
+        node.wait_until_up()
+    kept = [alpha.trigger("sleepy")["id"], bravo.trigger("sleepy")["id"]]
+    doomed = [charlie.trigger("flight")["id"] for _ in range(IN_FLIGHT)]
+    queued = [charlie.trigger("flight")["id"] for _ in range(QUEUED)]
+
+    def flights() -> dict[str, dict[str, Any]]:
+        listed = alpha.get("/api/tasks/flight/runs", limit=1000)["runs"]
+        return {run["id"]: run for run in listed}
+
+    def in_flight() -> bool:
+        runs = flights()
+        return sum(runs[run]["status"] == "running" for run in doomed) == IN_FLIGHT
+
+    until(in_flight, timeout=60)
+    before = flights()
+    assert sorted(before) == sorted(doomed + queued)
+    assert {before[run]["node"] for run in before} == {"charlie"}
+    # charlie's slots are full: the last ten wait there.
+    assert {before[run]["status"] for run in queued} == {"pending"}
+    until(lambda: all(alpha.run(run)["status"] == "running" for run in kept))
+
+    charlie.kill9()
+    killed = time.monotonic()
+    killed_at = datetime.now(UTC)
+    release.touch()
+    try:
+
+        def all_crashed() -> bool:
+            runs = flights()
+            return all(runs[run]["status"] == "ended" for run in doomed)
+
+        until(all_crashed, timeout=LEASE_SECONDS + 30)
+        took = time.monotonic() - killed
+        assert took <= LEASE_SECONDS + 15, f"crashed {took:.1f} s after the kill"
+
+        survivors = {"alpha", "bravo"}
+
+        def settled() -> bool:
+            runs = flights()
+            # Retries are inserted with the crash, in one transaction.
+            return all(run["status"] == "ended" for run in runs.values())
+
+        until(settled, timeout=60)
+        after = flights()
+    finally:
+        # The killed node's processes outlived it: end them (sh and its sleep).
+        for pid in _processes_of(set(doomed)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    for run_id in doomed:
+        run = after[run_id]
+        assert run["end_reason"] == "crashed", run
+        assert run["node"] == "charlie"
+        assert "Node 'charlie' stopped renewing its lease" in run["description"]
+        ended_at = datetime.fromisoformat(run["end_at"].replace("Z", "+00:00"))
+        assert ended_at - killed_at <= timedelta(seconds=LEASE_SECONDS + 15)
+    # Each crashed run retried exactly once (retry_attempts = 1), on a survivor,
+    # where the retry ran and succeeded.
+    retries = [run for run in after.values() if run.get("retry_of_run_id") is not None]
+    assert Counter(run["retry_of_run_id"] for run in retries) == Counter(doomed)
+    for run in retries:
+        assert run["retry_attempt"] == 1
+        assert run["node"] in survivors, run
+        assert (run["status"], run["end_reason"]) == ("ended", "success"), run
+    # Its queued runs ran elsewhere, once each, after the kill (never on charlie).
+    for run_id in queued:
+        run = after[run_id]
+        assert run["node"] in survivors, run
+        assert (run["status"], run["end_reason"]) == ("ended", "success"), run
+        started = datetime.fromisoformat(run["start_at"].replace("Z", "+00:00"))
+        assert started > killed_at
+    # Nothing lost, nothing doubled: exactly these runs, no other.
+    assert len(after) == 2 * IN_FLIGHT + QUEUED
+    assert set(after) == set(doomed) | set(queued) | {run["id"] for run in retries}
+    # The survivors' own runs were never touched.
+    assert [alpha.run(run)["status"] for run in kept] == ["running", "running"]
+    takers = [node for node in (alpha, bravo) if "took over dead node charlie" in node.log()]
+    assert len(takers) == 1
 
 
 def test_a_restarted_node_recovers_only_its_own_runs(tmp_path: Path, database: str) -> None:
