@@ -4,7 +4,7 @@ On PostgreSQL the daemon is a node; two more nodes are registered beside it
 through the real registry (one with another config, with a run running, one
 whose lease ran out). On SQLite there are no nodes and the section is not
 shown. The browser walk with real node processes is in
-tests/browser/test_dashboard_cluster.py.
+tests/browser/test_cluster_dashboard.py.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def test_the_daemon_page_lists_the_nodes_and_flags_the_one_with_another_config(
     client: TestClient, make_run: Callable[..., Run]
 ) -> None:
     runyard: Runyard = client.app.state.runyard  # type: ignore[attr-defined]
-    # bravo runs another config and has two runs running; charlie shares
+    # bravo runs a different config and has two runs running; charlie shares
     # alpha's config, and its lease ran out an hour ago.
     register(runyard, "bravo", "ffffffffffffffff")
     register(runyard, "charlie", runyard.config_hash)
@@ -121,7 +121,7 @@ def test_the_daemon_page_lists_the_nodes_and_flags_the_one_with_another_config(
     )
     assert mismatch is not None
     assert text_of(mismatch.group(0)).startswith(
-        "Config mismatch: bravo runs another config than the other nodes"
+        "Config mismatch: bravo runs a different config from the other nodes"
     )
 
     alpha = row_of(cluster, "alpha")
