@@ -5,11 +5,17 @@ clients), runs/s from the first trigger until every run ended; the same with
 the code before clustering (`--baseline-path`, a checkout of it) on a database
 of its own, in the same session, alternating rounds. `scale`: a `sleep 0.5`
 task with ample `max_concurrent`, each node `max_concurrent_runs = 8`,
-triggers spread round-robin over 1, 2, 3 nodes (processes on this machine);
-runs/s until all ended, against 1 node in the same session. Every node runs
-what it admitted (runs are not shared between nodes yet).
+triggers spread round-robin over 1, 2, 3, 4 nodes (processes on this machine);
+runs/s until all ended, and its ratio against 1 node in the same round (issue
+16: >= 3.2x at 4 nodes). The ceiling is 16 runs/s per node (8 slots, 0.5 s
+each). Each measurement also records where the machine's CPU went from the
+first trigger to the last end, read from /proc: the whole machine's busy
+share, the node daemons themselves, the runs they reaped (their children),
+the PostgreSQL server processes (all its databases), this script (the HTTP
+clients), and the rest ("other": whatever else shares the machine).
 
-    python bench/cluster.py [--only cost|scale] [--rounds 2] [--baseline-path ../main]
+    python bench/cluster.py [--only cost|scale] [--rounds 2] [--nodes 1,2,3,4]
+        [--runs-per-node 48] [--baseline-path ../main]
 """
 
 from __future__ import annotations
@@ -90,6 +96,87 @@ class Database:
         self._admin.dispose()
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu(pid: int) -> tuple[float, float]:
+    """Return (its own CPU s, CPU s of the children it reaped) of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    # fields[0] is field 3 (state): utime, stime, cutime, cstime are fields 14-17.
+    utime, stime, cutime, cstime = (int(value) for value in fields[11:15])
+    return (utime + stime) / CLOCK_TICKS, (cutime + cstime) / CLOCK_TICKS
+
+
+def _postgres_cpu() -> dict[int, float]:
+    """Return pid -> own CPU s of every PostgreSQL server process on this machine."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if (entry / "comm").read_text().strip() != "postgres":
+                continue
+            found[int(entry.name)] = _process_cpu(int(entry.name))[0]
+        except (OSError, IndexError, ValueError):
+            continue
+    return found
+
+
+def _machine_cpu() -> tuple[float, float]:
+    """Return (busy, total) CPU s of the whole machine since boot (/proc/stat)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    total = sum(values[:8])  # user..steal; guest time is inside user already
+    return (total - idle) / CLOCK_TICKS, total / CLOCK_TICKS
+
+
+class CpuWatch:
+    """CPU used between start() and stop(): the machine, the nodes, their runs, PostgreSQL, us."""
+
+    def __init__(self, nodes: list[subprocess.Popen[bytes]]) -> None:
+        self._pids = [process.pid for process in nodes]
+
+    def _sample(self) -> dict[str, Any]:
+        own = [_process_cpu(pid) for pid in self._pids]
+        return {
+            "wall": time.perf_counter(),
+            "machine": _machine_cpu(),
+            "nodes": sum(cpu for cpu, _ in own),
+            "runs": sum(children for _, children in own),
+            "postgres": _postgres_cpu(),
+            "client": time.process_time(),
+        }
+
+    def start(self) -> None:
+        self._first = self._sample()
+
+    def stop(self) -> dict[str, float]:
+        """Return each part's CPU as a share of the whole machine's capacity (cores x wall)."""
+        last, first = self._sample(), self._first
+        wall = last["wall"] - first["wall"]
+        capacity = wall * (os.cpu_count() or 1)
+        busy = last["machine"][0] - first["machine"][0]
+        total = last["machine"][1] - first["machine"][1]
+        postgres = sum(
+            cpu - first["postgres"].get(pid, 0.0) for pid, cpu in last["postgres"].items()
+        )
+        used = {
+            "machine_busy": busy / total if total else 0.0,
+            "nodes": (last["nodes"] - first["nodes"]) / capacity,
+            "runs": (last["runs"] - first["runs"]) / capacity,
+            "postgres": postgres / capacity,
+            "client": (last["client"] - first["client"]) / capacity,
+        }
+        # Whatever else ran on the machine meanwhile (other work sharing it).
+        used["other"] = max(
+            used["machine_busy"]
+            - sum(used[part] for part in ("nodes", "runs", "postgres", "client")),
+            0.0,
+        )
+        used["load_average_1m"] = os.getloadavg()[0]
+        return used
+
+
 def start_node(
     work: Path, name: str, database: str, script: str, slots: int, code: Path, named: bool
 ) -> tuple[subprocess.Popen[bytes], str]:
@@ -140,8 +227,10 @@ async def trigger_all(urls: list[str], count: int, clients: int) -> None:
     await asyncio.gather(*(client() for _ in range(clients)))
 
 
-def measure(nodes: int, count: int, script: str, slots: int, code: Path, named: bool) -> float:
-    """Return runs/s with `nodes` nodes on a fresh database."""
+def measure(
+    nodes: int, count: int, script: str, slots: int, code: Path, named: bool
+) -> tuple[float, dict[str, float]]:
+    """Return runs/s with `nodes` nodes on a fresh database, and where the CPU went meanwhile."""
     database = Database()
     processes: list[subprocess.Popen[bytes]] = []
     try:
@@ -153,16 +242,19 @@ def measure(nodes: int, count: int, script: str, slots: int, code: Path, named: 
                 )
                 processes.append(process)
                 urls.append(url)
+            cpu = CpuWatch(processes)
+            cpu.start()
             started = time.perf_counter()
             asyncio.run(trigger_all(urls, count, 8))
             while database.ended() < count:
                 time.sleep(0.05)
             elapsed = time.perf_counter() - started
+            used = cpu.stop()
             for process in processes:
                 process.send_signal(signal.SIGTERM)
             for process in processes:
                 process.wait(timeout=60)
-            return count / elapsed
+            return count / elapsed, used
     finally:
         for process in processes:
             if process.poll() is None:
@@ -173,8 +265,8 @@ def measure(nodes: int, count: int, script: str, slots: int, code: Path, named: 
 def bench_cost(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for round_number in range(args.rounds):
-        before = measure(1, args.runs, "true", 8, args.baseline_path, named=False)
-        now = measure(1, args.runs, "true", 8, ROOT, named=True)
+        before, _ = measure(1, args.runs, "true", 8, args.baseline_path, named=False)
+        now, _ = measure(1, args.runs, "true", 8, ROOT, named=True)
         rows.append({"round": round_number + 1, "before": before, "node": now})
         print(
             f"cost round {round_number + 1}: before clustering {before:.1f} runs/s, "
@@ -183,19 +275,81 @@ def bench_cost(args: argparse.Namespace) -> dict[str, Any]:
     return {"cost": {"runs": args.runs, "rounds": rows}}
 
 
+SLOTS = 8
+SLEEP = 0.5
+TARGET_AT_4 = 3.2  # issue 16: runs/s at 4 nodes against 1
+
+
 def bench_scale(args: argparse.Namespace) -> dict[str, Any]:
     rows = []
     for round_number in range(args.rounds):
-        rates = {}
+        rates: dict[int, float] = {}
+        cpu: dict[int, dict[str, float]] = {}
         for nodes in args.nodes:
-            rates[nodes] = measure(nodes, 48 * nodes, "sleep 0.5", 8, ROOT, named=True)
+            runs = args.runs_per_node * nodes
+            rates[nodes], cpu[nodes] = measure(
+                nodes, runs, f"sleep {SLEEP}", SLOTS, ROOT, named=True
+            )
         one = rates[args.nodes[0]]
-        rows.append({"round": round_number + 1, "runs_per_second": rates})
-        print(
-            f"scale round {round_number + 1}: "
-            + ", ".join(f"{n} node(s) {r:.1f} runs/s ({r / one:.2f}x)" for n, r in rates.items())
+        rows.append(
+            {
+                "round": round_number + 1,
+                "runs_per_second": rates,
+                "ratio_to_first": {nodes: rate / one for nodes, rate in rates.items()},
+                "share_of_ceiling": {
+                    nodes: rate / (nodes * SLOTS / SLEEP) for nodes, rate in rates.items()
+                },
+                "cpu": cpu,
+            }
         )
-    return {"scale": {"rounds": rows, "slots_per_node": 8, "task": "sleep 0.5"}}
+        print_scale_table(round_number + 1, args.nodes, rates, cpu, args.runs_per_node)
+    return {
+        "scale": {
+            "rounds": rows,
+            "nodes": args.nodes,
+            "slots_per_node": SLOTS,
+            "runs_per_node": args.runs_per_node,
+            "task": f"sleep {SLEEP}",
+            "ceiling_per_node": SLOTS / SLEEP,
+            "target_ratio_at_4": TARGET_AT_4,
+        }
+    }
+
+
+def print_scale_table(
+    round_number: int,
+    counts: list[int],
+    rates: dict[int, float],
+    cpu: dict[int, dict[str, float]],
+    per_node: int,
+) -> None:
+    """Print one round: runs/s, its ratio to 1 node and share of the ceiling, CPU shares.
+
+    CPU columns are shares of the machine's capacity (all cores) from the first
+    trigger to the last end: busy (whole machine), the node daemons, their runs,
+    PostgreSQL, this script, and other work.
+    """
+    print(f"scale round {round_number} ({per_node} runs per node, ceiling {SLOTS / SLEEP:g}/node)")
+    header = (
+        f"{'nodes':>5} {'runs/s':>7} {'vs 1':>6} {'of ceil':>7} {'busy':>6} "
+        f"{'nodes':>6} {'runs':>6} {'pg':>6} {'client':>6} {'other':>6} {'load':>5}"
+    )
+    print(header)
+    one = rates[counts[0]]
+    for nodes in counts:
+        used = cpu[nodes]
+        print(
+            f"{nodes:>5} {rates[nodes]:>7.1f} {rates[nodes] / one:>5.2f}x "
+            f"{rates[nodes] / (nodes * SLOTS / SLEEP):>6.0%} "
+            f"{used['machine_busy']:>6.0%} {used['nodes']:>6.0%} {used['runs']:>6.0%} "
+            f"{used['postgres']:>6.0%} {used['client']:>6.0%} {used['other']:>6.0%} "
+            f"{used['load_average_1m']:>5.1f}"
+        )
+    last = counts[-1]
+    if last == 4 and counts[0] == 1:
+        ratio = rates[4] / one
+        verdict = "met" if ratio >= TARGET_AT_4 else "not met"
+        print(f"4 nodes against 1: {ratio:.2f}x (target >= {TARGET_AT_4}x: {verdict})")
 
 
 def main() -> None:
@@ -204,8 +358,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--runs", type=int, default=400)
     parser.add_argument(
-        "--nodes", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2, 3]
+        "--nodes", type=lambda text: [int(n) for n in text.split(",")], default=[1, 2, 3, 4]
     )
+    parser.add_argument("--runs-per-node", type=int, default=48)
     parser.add_argument("--baseline-path", type=Path, default=ROOT.parent.parent / "main")
     parser.add_argument("--out", type=Path, default=RESULTS / "cluster.json")
     args = parser.parse_args()

@@ -10,6 +10,7 @@ import typer
 from runyard.cli.options import JsonOption, options_of
 from runyard.cli.render import make_console, print_json
 from runyard.cli.text import Table, Text
+from runyard.domain.cluster import config_norm
 
 
 def cluster(ctx: typer.Context, as_json: JsonOption = False) -> None:
@@ -34,15 +35,9 @@ def nodes_table(nodes: Sequence[Mapping[str, Any]], answering: str) -> Table:
     table.add_column("LEASE")
     table.add_column("RUNNING", right=True)
     table.add_column("CONFIG")
-    hashes = [str(node.get("config_hash", "")) for node in nodes]
     # The hash most nodes share (the answering node's on a tie) is the norm.
-    norm = max(
-        hashes,
-        key=lambda h: (
-            hashes.count(h),
-            any(n.get("name") == answering for n in nodes if n.get("config_hash") == h),
-        ),
-        default="",
+    norm = config_norm(
+        {str(node.get("name", "")): str(node.get("config_hash", "")) for node in nodes}, answering
     )
     for node in nodes:
         name = str(node.get("name", ""))

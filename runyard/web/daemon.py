@@ -1,4 +1,4 @@
-"""The daemon page: version, uptime, config, database, data dir size; reload the config."""
+"""The daemon page: version, uptime, config, database, data dir size, nodes; reload the config."""
 
 from __future__ import annotations
 
@@ -12,9 +12,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from runyard import __version__
+from runyard.app import Runyard
 from runyard.clock import utc_now
 from runyard.domain import words
-from runyard.exceptions import ConfigError
+from runyard.domain.cluster import odd_nodes
+from runyard.exceptions import ConfigError, StoreError
 from runyard.web.pages import (
     context,
     current_session,
@@ -68,9 +70,24 @@ def _redacted(url: str) -> str:
     return f"{scheme}://{user}:••••@{tail}"
 
 
+async def _cluster(runyard: Runyard) -> dict[str, Any] | None:
+    """Return the nodes as `GET /api/cluster` lists them; None on SQLite (one daemon, no nodes)."""
+    if runyard.lease is None:
+        return None
+    shown: dict[str, Any] = {"this": runyard.node_name, "nodes": [], "odd": [], "error": None}
+    try:
+        shown["nodes"] = await runyard.cluster_nodes()
+    except StoreError as error:
+        shown["error"] = str(error)
+        return shown
+    hashes = {node.name: node.config_hash for node in shown["nodes"]}
+    shown["odd"] = odd_nodes(hashes, runyard.node_name)
+    return shown
+
+
 @router.get("/daemon")
 async def daemon_page(request: Request) -> Response:
-    """Version, uptime, config path, database, data dir size, and Reload config."""
+    """Version, uptime, config path, database, data dir size, the nodes, and Reload config."""
     session = current_session(request)
     runyard = runyard_of(request)
     sizes: DirSize = request.app.state.dashboard_sizes
@@ -93,6 +110,7 @@ async def daemon_page(request: Request) -> Response:
             database=_redacted(runyard.database_url),
             data_dir=str(runyard.data_dir),
             data_size=size,
+            cluster=await _cluster(runyard),
             report=request.app.state.dashboard_reloads.pop(session.id, None),
         ),
     )

@@ -8,12 +8,15 @@ node is taken over within seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,6 +61,7 @@ retry_delay = "1h"
 {extra}
 """
 
+TICK_SECONDS = 60  # issue 16: a per-second task for 60 s
 TICK_TASK = """
 [tasks.tick]
 run = 'true'
@@ -301,6 +305,7 @@ def test_a_second_live_node_cannot_take_a_name_in_use(tmp_path: Path, database: 
 
 
 def test_three_nodes_fire_each_cron_tick_exactly_once(nodes: list[Node], database: str) -> None:
+    """Issue 16: 3 nodes, a per-second task for 60 s: exactly one run per tick."""
     for node in nodes:
         node.config.write_text(node.config.read_text() + TICK_TASK, encoding="utf-8")
     engine = sa.create_engine(_driver_url(database))
@@ -321,32 +326,42 @@ def test_three_nodes_fire_each_cron_tick_exactly_once(nodes: list[Node], databas
             node.launch()
         for node in nodes:
             node.wait_until_up()
-        until(lambda: _tick_runs(engine) >= 10, timeout=60)
+        until(lambda: _last_tick(engine) >= first + timedelta(seconds=TICK_SECONDS), 100)
         for node in nodes:
             node.stop()
+        last = _last_tick(engine)
         with engine.connect() as connection:
-            last = connection.execute(
-                sa.text("SELECT last_tick FROM task_state WHERE task_name = 'tick'")
-            ).scalar_one()
             rows = connection.execute(
-                sa.text("SELECT node, end_reason FROM runs WHERE task_name = 'tick'")
+                sa.text(
+                    "SELECT node, end_reason, triggered_by, created_at FROM runs "
+                    "WHERE task_name = 'tick' ORDER BY created_at"
+                )
             ).all()
     finally:
         engine.dispose()
-    ticks = int((last - first).total_seconds())
-    assert ticks >= 10
-    assert [reason for _, reason in rows if reason != "success"] == []
-    assert len(rows) == ticks  # one run per tick: none lost, none doubled
-    assert {node for node, _ in rows} <= {"alpha", "bravo", "charlie"}
+    ticks = [
+        first + timedelta(seconds=n) for n in range(1, int((last - first).total_seconds()) + 1)
+    ]
+    assert len(ticks) >= TICK_SECONDS
+    # Every run is a cron run that succeeded: no `missed` run stands in for a
+    # tick, none failed.
+    assert [(reason, by) for _, reason, by, _ in rows if (reason, by) != ("success", "cron")] == []
+    assert len(rows) == len(ticks)  # one run per tick: none lost, none doubled
+    # And tick by tick (runs carry no tick, but a tick fires at or after its
+    # second and within the 5 s a tick counts as on time): the n-th run was
+    # created no earlier than the n-th tick, so no tick had two runs before
+    # the next came due, and no later than 5 s after it, so none was skipped.
+    for tick, (_, _, _, created_at) in zip(ticks, rows, strict=True):
+        assert tick <= created_at < tick + timedelta(seconds=5), (tick, created_at)
+    assert {node for node, _, _, _ in rows} <= {"alpha", "bravo", "charlie"}
 
 
-def _tick_runs(engine: sa.Engine) -> int:
+def _last_tick(engine: sa.Engine) -> datetime:
     with engine.connect() as connection:
-        return int(
-            connection.execute(
-                sa.text("SELECT count(*) FROM runs WHERE task_name = 'tick'")
-            ).scalar_one()
-        )
+        last: datetime = connection.execute(
+            sa.text("SELECT last_tick FROM task_state WHERE task_name = 'tick'")
+        ).scalar_one()
+        return last
 
 
 def test_a_killed_nodes_runs_are_ended_once_by_one_survivor(nodes: list[Node]) -> None:
@@ -399,6 +414,119 @@ def test_a_killed_nodes_runs_are_ended_once_by_one_survivor(nodes: list[Node]) -
     assert listed == ["alpha", "bravo", "charlie"]
     for node in nodes:
         node.stop()
+
+
+IN_FLIGHT = 50  # issue 16: kill -9 of one node with 50 runs in flight
+QUEUED = 10  # and these waiting on it for a free slot
+FLIGHT_TASK = """
+[tasks.flight]
+run = 'if [ -e "{release}" ]; then echo ran; else echo started; sleep 120; fi'
+max_concurrent = 100
+max_queued = 100
+retry_attempts = 1
+retry_delay = "1s"
+"""
+
+
+def test_a_killed_node_with_50_runs_in_flight_loses_and_doubles_nothing(
+    nodes: list[Node], tmp_path: Path
+) -> None:
+    """Issue 16: kill -9 of one node with 50 runs in flight.
+
+    All 50 end `crashed` within lease + 15 s and are retried once on the
+    survivors; its queued runs run on the survivors; nothing is lost or
+    doubled. A run started before the release file exists holds its slot
+    (sleep 120); one started after it (a retry, a queued run) ends at once.
+    """
+    alpha, bravo, charlie = nodes
+    release = tmp_path / "release"
+    for node in nodes:
+        text = node.config.read_text() + FLIGHT_TASK.format(release=release)
+        if node is charlie:
+            text = text.replace("max_concurrent_runs = 8", f"max_concurrent_runs = {IN_FLIGHT}")
+        node.config.write_text(text, encoding="utf-8")
+    for node in nodes:
+        node.launch()
+    for node in nodes:
+        node.wait_until_up()
+    kept = [alpha.trigger("sleepy")["id"], bravo.trigger("sleepy")["id"]]
+    doomed = [charlie.trigger("flight")["id"] for _ in range(IN_FLIGHT)]
+    queued = [charlie.trigger("flight")["id"] for _ in range(QUEUED)]
+
+    def flights() -> dict[str, dict[str, Any]]:
+        listed = alpha.get("/api/tasks/flight/runs", limit=1000)["runs"]
+        return {run["id"]: run for run in listed}
+
+    def in_flight() -> bool:
+        runs = flights()
+        return sum(runs[run]["status"] == "running" for run in doomed) == IN_FLIGHT
+
+    until(in_flight, timeout=60)
+    before = flights()
+    assert sorted(before) == sorted(doomed + queued)
+    assert {before[run]["node"] for run in before} == {"charlie"}
+    # charlie's slots are full: the last ten wait there.
+    assert {before[run]["status"] for run in queued} == {"pending"}
+    until(lambda: all(alpha.run(run)["status"] == "running" for run in kept))
+
+    charlie.kill9()
+    killed = time.monotonic()
+    killed_at = datetime.now(UTC)
+    release.touch()
+    try:
+
+        def all_crashed() -> bool:
+            runs = flights()
+            return all(runs[run]["status"] == "ended" for run in doomed)
+
+        until(all_crashed, timeout=LEASE_SECONDS + 30)
+        took = time.monotonic() - killed
+        assert took <= LEASE_SECONDS + 15, f"crashed {took:.1f} s after the kill"
+
+        survivors = {"alpha", "bravo"}
+
+        def settled() -> bool:
+            runs = flights()
+            # Retries are inserted with the crash, in one transaction.
+            return all(run["status"] == "ended" for run in runs.values())
+
+        until(settled, timeout=60)
+        after = flights()
+    finally:
+        # The killed node's processes outlived it: end them (sh and its sleep).
+        for pid in _processes_of(set(doomed)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    for run_id in doomed:
+        run = after[run_id]
+        assert run["end_reason"] == "crashed", run
+        assert run["node"] == "charlie"
+        assert "Node 'charlie' stopped renewing its lease" in run["description"]
+        ended_at = datetime.fromisoformat(run["end_at"].replace("Z", "+00:00"))
+        assert ended_at - killed_at <= timedelta(seconds=LEASE_SECONDS + 15)
+    # Each crashed run retried exactly once (retry_attempts = 1), on a survivor,
+    # where the retry ran and succeeded.
+    retries = [run for run in after.values() if run.get("retry_of_run_id") is not None]
+    assert Counter(run["retry_of_run_id"] for run in retries) == Counter(doomed)
+    for run in retries:
+        assert run["retry_attempt"] == 1
+        assert run["node"] in survivors, run
+        assert (run["status"], run["end_reason"]) == ("ended", "success"), run
+    # Its queued runs ran elsewhere, once each, after the kill (never on charlie).
+    for run_id in queued:
+        run = after[run_id]
+        assert run["node"] in survivors, run
+        assert (run["status"], run["end_reason"]) == ("ended", "success"), run
+        started = datetime.fromisoformat(run["start_at"].replace("Z", "+00:00"))
+        assert started > killed_at
+    # Nothing lost, nothing doubled: exactly these runs, no other.
+    assert len(after) == 2 * IN_FLIGHT + QUEUED
+    assert set(after) == set(doomed) | set(queued) | {run["id"] for run in retries}
+    # The survivors' own runs were never touched.
+    assert [alpha.run(run)["status"] for run in kept] == ["running", "running"]
+    takers = [node for node in (alpha, bravo) if "took over dead node charlie" in node.log()]
+    assert len(takers) == 1
 
 
 def test_a_restarted_node_recovers_only_its_own_runs(tmp_path: Path, database: str) -> None:
