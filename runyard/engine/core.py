@@ -64,6 +64,7 @@ from runyard.engine.runs import (
     event_data,
     missed_run,
 )
+from runyard.engine.sharing import QueueSharing
 from runyard.engine.start_log import STARTED_LOG, StartLog
 from runyard.engine.timers import CallLater, loop_call_later
 from runyard.engine.workspace import WORK_DIR, Workspace
@@ -80,6 +81,7 @@ from runyard.exceptions import (
     StoreError,
     UnstorableInput,
 )
+from runyard.store.claims import StartLimits
 from runyard.store.files import LOGS_DIR
 from runyard.store.inputs import INLINE_INPUT_BYTES, INPUTS_DIR, InputFiles
 from runyard.store.logs import delete_log
@@ -158,6 +160,7 @@ class Engine:
             log_path=self.log_path,
         )
         self._retention_task: asyncio.Task[None] | None = None
+        self._sharing: QueueSharing | None = None  # several nodes: runs waiting elsewhere
         # Housekeeping on the loop's own timer: not one of the run timers
         # (retry delays, timeouts) that `call_later` lets a test move.
         self._idle_memory = IdleMemory(self._is_idle, loop_call_later)
@@ -213,8 +216,18 @@ class Engine:
     async def start(self) -> None:
         """Recover what a previous daemon left behind, then begin dispatching."""
         use_pidfd_child_watcher()
+        # A registered node of several claims each start in the shared database.
+        self._runner.claims = self.node is not None and self._store.fence is not None
         self._writer.start()
         await self._recover()
+        if self._runner.claims:
+            self._sharing = QueueSharing(
+                room=self._room_for_others,
+                limits=self._start_limits,
+                adopt=self._store.adopt_pending,
+                take=self._take_adopted,
+            )
+            self._sharing.start()
         self._runner.accepting = True
         self._retention_task = asyncio.get_running_loop().create_task(
             retention_forever(self._retention_interval, self.apply_retention)
@@ -226,6 +239,8 @@ class Engine:
         self._runner.accepting = False
         self._runner.stopping = True
         self._executor.stopping = True
+        if self._sharing is not None:
+            await self._sharing.close()
         if self._retention_task is not None:
             self._retention_task.cancel()
         self._idle_memory.close()
@@ -480,10 +495,14 @@ class Engine:
                 )
                 for run in self._queues.drop_task(name)
             )
-        if ended:
+        if ended and self._runner.claims:
+            # Only those still waiting here: another node may have taken some.
+            stored = await asyncio.to_thread(self._store.end_pending, ended)
+            ended = [run for run in ended if run.id in stored]
+        elif ended:
             await self._writer.write(updates=ended)
-            for run in ended:
-                self._runner.finish(run)
+        for run in ended:
+            self._runner.finish(run)
         self._runner.pump()
         return ended
 
@@ -534,11 +553,16 @@ class Engine:
             )
             self._runner.ending[run_id] = ended
             try:
-                # The caller waits for an unavailable database as long as a
-                # trigger would; then the run goes back to its place and waits on.
-                await self._writer.write(
-                    updates=[ended], urgent=True, give_up_after=TRIGGER_WAIT_SECONDS
-                )
+                if self._runner.claims:
+                    # Another node may have taken it from this queue meanwhile.
+                    if not await asyncio.to_thread(self._store.end_pending, [ended]):
+                        return await self._stop_taken(run_id)
+                else:
+                    # The caller waits for an unavailable database as long as a
+                    # trigger would; then the run goes back to its place and waits on.
+                    await self._writer.write(
+                        updates=[ended], urgent=True, give_up_after=TRIGGER_WAIT_SECONDS
+                    )
             except StoreError:
                 self._runner.put_back(waiting)
                 raise
@@ -546,6 +570,10 @@ class Engine:
                 self._runner.ending.pop(run_id, None)
             self._runner.finish(ended)
             return ended
+        return await self._stop_taken(run_id)
+
+    async def _stop_taken(self, run_id: str) -> Run:
+        """Answer a stop of a run that is not running or waiting here (stored elsewhere)."""
         run = await asyncio.to_thread(self._store.get_run, run_id)
         if run is None:
             raise NotFound("run", run_id)
@@ -595,6 +623,25 @@ class Engine:
         self._runner.accepting = True
         for run in plan.pending:
             self._runner.schedule(run)
+
+    def _room_for_others(self) -> int:
+        """Free slots that no run queued here will take (several nodes)."""
+        if not self._runner.accepting or self.fencing.fenced:
+            return 0
+        ledger = self._ledger
+        waiting = self._queues.queued_outside(self._runner.blocked)
+        return ledger.max_concurrent_runs - ledger.running - waiting
+
+    def _start_limits(self) -> StartLimits:
+        return StartLimits(
+            {name: effective(task).max_concurrent for name, task in self.tasks.items()},
+            dict(self._ledger.account_limits),
+        )
+
+    def _take_adopted(self, runs: list[Run]) -> None:
+        for run in runs:
+            self._runner.schedule(run)
+        self._runner.pump()
 
     def take_in(self, ended: list[Run], pending: list[Run]) -> None:
         """Follow what was stored for a dead node's runs: announce the ends, queue the rest."""

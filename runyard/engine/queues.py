@@ -64,6 +64,10 @@ class RunQueues:
         """Whether any run waits in a lane (runs waiting out a delay are not counted)."""
         return any(self._queued_per_task.values())
 
+    def queued_outside(self, lanes: set[Lane]) -> int:
+        """Runs waiting in every lane but these (not those waiting out a delay)."""
+        return sum(len(queue) for lane, queue in self.lanes.items() if lane not in lanes)
+
     def lane_length(self, lane: Lane) -> int:
         queue = self.lanes.get(lane)
         return len(queue) if queue is not None else 0

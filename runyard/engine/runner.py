@@ -27,11 +27,17 @@ from runyard.engine.queues import RunQueues
 from runyard.engine.runs import effective, event_data, retry_of, store_end
 from runyard.engine.start_log import StartLog
 from runyard.engine.writer import StoreWriter
-from runyard.exceptions import LeaseLost
+from runyard.exceptions import LeaseLost, StoreError
+from runyard.store.claims import Claim, StartLimits
 from runyard.store.inputs import InputFiles
 from runyard.store.logs import LogWriter
 
 log = logging.getLogger("runyard.engine")
+
+# Several nodes: how soon a lane whose claim had to wait (a limit full on
+# another node, an older run waiting there) is tried again. A run of the
+# task ending here tries it at once.
+CLAIM_RETRY_SECONDS = 0.25
 
 
 class Runner:
@@ -55,8 +61,16 @@ class Runner:
         inputs: InputFiles,
         clock: Callable[[], datetime],
         log_path: Callable[[str], Path],
+        claims: bool = False,
     ) -> None:
         self.tasks = tasks
+        # Several nodes: each start is claimed in the shared database first,
+        # so a task's and an account's limits and FIFO hold cluster-wide.
+        self.claims = claims
+        # Lanes (task, account) whose last claim had to wait, and the timer
+        # that lets them try again.
+        self.blocked: set[tuple[str, str | None]] = set()
+        self._unblock_timer: asyncio.TimerHandle | None = None
         # Told of run ends, cron lag, missed ticks and commit times (the metrics).
         self.observer: EngineObserver = NoObserver()
         self.active: dict[str, ActiveRun] = {}
@@ -101,6 +115,8 @@ class Runner:
         self._queues.put_back(run)
 
     def _may_start(self, task_name: str, account: str | None) -> bool:
+        if self.blocked and (task_name, account) in self.blocked:
+            return False
         task = self.tasks.get(task_name)
         return task is not None and self._ledger.may_start(effective(task), account)
 
@@ -130,6 +146,7 @@ class Runner:
 
     async def _supervise(self, active: ActiveRun) -> None:
         task = active.task
+        pending = active.run
         now = self._clock()
         waited = describe_wait(active.run.created_at, now, active.run.not_before)
         description = "\n".join(filter(None, [active.run.description, waited]))
@@ -141,9 +158,15 @@ class Runner:
             # the next daemon starts it, as it does every pending run.
             self._release(active)
             return
-        # Not awaited: the start log below, written before the process exists,
-        # is what tells a restarted daemon that this run had started.
-        self._writer.submit(updates=[active.run]).add_done_callback(_log_write_failure)
+        if self.claims:
+            claim = await self._claim(active)
+            if claim is not Claim.GRANTED:
+                self._unclaimed(active, pending, claim)
+                return
+        else:
+            # Not awaited: the start log below, written before the process exists,
+            # is what tells a restarted daemon that this run had started.
+            self._writer.submit(updates=[active.run]).add_done_callback(_log_write_failure)
         self._events.publish("run.started", event_data(active.run))
         run_log.run_started(active.run)
         writer = LogWriter(self._log_path(active.run.id), task.log_max_size, task.log_on_full)
@@ -175,6 +198,8 @@ class Runner:
             retry = await self.link_retry_input(finished, retry)
         try:
             finished, retry = await store_end(self._writer, finished, retry)
+            if self.claims:
+                self._unblock(finished.task_name)  # its end is stored: a place is free
         except LeaseLost:
             # Another node took this one over and recorded the run (crashed, retried).
             log.warning("run %s: its end was not recorded: this node lost its lease", finished.id)
@@ -189,6 +214,47 @@ class Runner:
         if retry is not None:
             self._events.publish("run.created", event_data(retry))
             self.schedule(retry)
+
+    async def _claim(self, active: ActiveRun) -> Claim:
+        """Claim the start of `active` in the shared database (several nodes)."""
+        run = active.run
+        task = effective(active.task)
+        accounts = (
+            {} if run.account is None else {run.account: self._ledger.account_limit(run.account)}
+        )
+        try:
+            claimed = await self._writer.claim(
+                [run], StartLimits({task.name: task.max_concurrent}, accounts)
+            )
+        except LeaseLost:
+            return Claim.GONE  # another node took this one over, and the run with it
+        except StoreError as error:
+            log.error("run %s: could not claim its start: %s", run.id, error)
+            return Claim.WAIT
+        return claimed.get(run.id, Claim.WAIT)
+
+    def _unclaimed(self, active: ActiveRun, pending: Run, claim: Claim) -> None:
+        """Give back the slot of a run whose claim did not start it: to wait, or gone."""
+        active.run = pending
+        if claim is Claim.WAIT:
+            self.blocked.add((pending.task_name, pending.account))
+            if self._unblock_timer is None:
+                self._unblock_timer = asyncio.get_running_loop().call_later(
+                    CLAIM_RETRY_SECONDS, self._unblock, None
+                )
+            self.put_back(pending)
+        else:
+            log.info("run %s: another node took it, or it ended, while it waited here", pending.id)
+        self._release(active)
+
+    def _unblock(self, task_name: str | None) -> None:
+        """Let the blocked lanes (of `task_name`, or all) claim again, and start what may."""
+        if task_name is None:
+            self._unblock_timer = None
+            self.blocked.clear()
+        else:
+            self.blocked = {lane for lane in self.blocked if lane[0] != task_name}
+        self.pump()
 
     def _release(self, active: ActiveRun) -> None:
         if self.active.get(active.run.id) is not active:

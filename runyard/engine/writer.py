@@ -10,10 +10,11 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from runyard.domain.models import Run
 from runyard.exceptions import DiskFull, LeaseLost, StoreUnavailable
+from runyard.store.claims import Claim, StartLimits
 
 log = logging.getLogger("runyard.engine.writer")
 
@@ -33,10 +34,12 @@ class RunSink(Protocol):
         ticks: dict[str, datetime] | None = None,
         *,
         replay: bool = False,
-    ) -> None: ...
+    ) -> object: ...
 
 
-class ClaimingSink(RunSink, Protocol):
+class ClaimingSink(Protocol):
+    """A store several nodes share: cron ticks claimed once, run starts claimed under limits."""
+
     def apply(
         self,
         inserts: Sequence[Run],
@@ -45,7 +48,9 @@ class ClaimingSink(RunSink, Protocol):
         *,
         replay: bool = False,
         claims: dict[str, datetime] | None = None,
-    ) -> None: ...
+        starts: Sequence[Run] = (),
+        start_limits: StartLimits | None = None,
+    ) -> dict[str, Claim]: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -55,7 +60,8 @@ class _Change:
     inserts: Sequence[Run]
     updates: Sequence[Run]
     ticks: dict[str, datetime] | None
-    future: asyncio.Future[None]
+    # Resolved with None, or for a change with `starts`, each start's Claim.
+    future: asyncio.Future[Any]
     # time.monotonic() after which the caller is answered "unavailable" rather
     # than kept waiting; None: the daemon's own change, tried until it lands.
     deadline: float | None
@@ -64,6 +70,10 @@ class _Change:
     in_doubt: bool = False
     # Cron ticks this change fires only if no other node fired them (TickTaken).
     claims: dict[str, datetime] | None = None
+    # Runs this node starts if the cluster's limits let it (store/claims.py).
+    starts: Sequence[Run] = ()
+    start_limits: StartLimits | None = None
+    claimed: dict[str, Claim] | None = None
 
 
 @dataclass
@@ -74,6 +84,8 @@ class _Batch:
     updates: dict[str, Run] = field(default_factory=dict)
     ticks: dict[str, datetime] = field(default_factory=dict)
     claims: dict[str, datetime] = field(default_factory=dict)
+    starts: dict[str, Run] = field(default_factory=dict)
+    start_limits: StartLimits = field(default_factory=StartLimits)
     changes: list[_Change] = field(default_factory=list)
     urgent: bool = False
 
@@ -97,10 +109,15 @@ class _Batch:
             for task_name, tick in change.claims.items():
                 known = self.claims.get(task_name)
                 self.claims[task_name] = tick if known is None else max(known, tick)
+        if change.starts:
+            for run in change.starts:
+                self.starts[run.id] = run
+            if change.start_limits is not None:
+                self.start_limits.merge(change.start_limits)
         self.changes.append(change)
 
     def has_changes(self) -> bool:
-        return bool(self.inserts or self.updates or self.ticks or self.claims)
+        return bool(self.inserts or self.updates or self.ticks or self.claims or self.starts)
 
 
 def _merged(changes: Iterable[_Change]) -> _Batch:
@@ -166,7 +183,9 @@ class StoreWriter:
         urgent: bool = False,
         give_up_after: float | None = None,
         claims: dict[str, datetime] | None = None,
-    ) -> asyncio.Future[None]:
+        starts: Sequence[Run] = (),
+        start_limits: StartLimits | None = None,
+    ) -> asyncio.Future[Any]:
         """Queue changes; the returned future resolves once they are committed.
 
         `ticks` (task name -> cron tick) commit in the same transaction as the
@@ -180,7 +199,7 @@ class StoreWriter:
         if no other node recorded them: TickTaken when one did, and nothing
         of this change is stored.
         """
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         change = _Change(
             inserts if isinstance(inserts, list | tuple) else tuple(inserts),
             updates if isinstance(updates, list | tuple) else tuple(updates),
@@ -188,6 +207,8 @@ class StoreWriter:
             future,
             None if give_up_after is None else time.monotonic() + give_up_after,
             claims=claims or None,
+            starts=starts,
+            start_limits=start_limits,
         )
         with self._changed:
             if self._finished:
@@ -220,6 +241,17 @@ class StoreWriter:
         await self.submit(
             inserts, updates, ticks, urgent=urgent, give_up_after=give_up_after, claims=claims
         )
+
+    async def claim(self, starts: Sequence[Run], limits: StartLimits) -> dict[str, Claim]:
+        """Start these runs where the cluster's limits let them; return each one's Claim.
+
+        Several nodes only. Claimed in the next batch's transaction, after its
+        other changes (runs that batch ends no longer count), and tried again
+        on transient failures until it lands, like the daemon's own changes.
+        """
+        future = self.submit(urgent=True, starts=starts, start_limits=limits)
+        claimed: dict[str, Claim] = await future
+        return claimed
 
     async def close(self) -> None:
         """Commit whatever is queued, then stop the writer thread.
@@ -277,16 +309,23 @@ class StoreWriter:
         while True:
             try:
                 started = time.perf_counter()
-                if batch.claims:
+                if batch.claims or batch.starts:
                     # Only a store of several nodes is given claims (ClaimingSink).
                     claiming: ClaimingSink = self._store  # type: ignore[assignment]
-                    claiming.apply(
+                    claimed = claiming.apply(
                         list(batch.inserts.values()),
                         list(batch.updates.values()),
                         batch.ticks or None,
                         replay=replay,
                         claims=batch.claims,
+                        starts=list(batch.starts.values()),
+                        start_limits=batch.start_limits,
                     )
+                    for change in batch.changes:
+                        if change.starts:
+                            change.claimed = {
+                                run.id: claimed.get(run.id, Claim.WAIT) for run in change.starts
+                            }
                 else:
                     self._store.apply(
                         list(batch.inserts.values()),
@@ -426,6 +465,6 @@ def _resolve(changes: list[_Change], error: Exception | None) -> None:
         if waiter.done():  # its caller went away (a cancelled request)
             continue
         if error is None:
-            waiter.set_result(None)
+            waiter.set_result(change.claimed)
         else:
             waiter.set_exception(error)

@@ -30,6 +30,7 @@ from runyard.store._rows import (
     update_values,
 )
 from runyard.store._upsert import conflict_insert
+from runyard.store.claims import Claim, StartLimits, adopt_pending, claim_starts
 from runyard.store.run_list import counted_total, list_statements, should_walk_sort_index
 from runyard.store.schema import nodes, run_counts, runs
 from runyard.store.task_state import TaskState
@@ -151,7 +152,9 @@ class RunStore:
         *,
         replay: bool = False,
         claims: Mapping[str, datetime] | None = None,
-    ) -> None:
+        starts: Sequence[Run] = (),
+        start_limits: StartLimits | None = None,
+    ) -> dict[str, Claim]:
         """Insert new runs, update existing ones by id and record cron ticks, in one transaction.
 
         `claims` are ticks this node fires where other nodes fire the same
@@ -171,13 +174,15 @@ class RunStore:
         idempotent anyway.
 
         With `fence` set (a node of several), nothing is stored once another
-        node took this node's lease over: LeaseLost.
+        node took this node's lease over: LeaseLost. `starts` are that node's
+        runs to start, claimed under `start_limits` after everything else
+        (store/claims.py); the answer says each one's fate.
 
         Raises StoreUnavailable (or DiskFull) when a later try can succeed,
         StoreError when these changes can never be stored.
         """
-        if not inserts and not updates and not ticks and not claims:
-            return
+        if not inserts and not updates and not ticks and not claims and not starts:
+            return {}
         if self._sqlite and not ticks and not replay and not claims:
             if updates:
                 self._write_sqlite(
@@ -186,7 +191,7 @@ class RunStore:
                 )
             else:
                 self._insert_sqlite([run_to_row(run) for run in inserts])
-            return
+            return {}
         with self.transaction(write=True) as connection:
             if self.fence is not None:
                 _hold_lease(connection, *self.fence)
@@ -210,6 +215,56 @@ class RunStore:
             if ticks:
                 # updated_at is when the row was written.
                 task_state.set_last_ticks(connection, ticks, self._clock())
+            if starts:
+                # After the updates: runs this batch ends no longer count as running.
+                if self.fence is None:
+                    raise StoreError("runs are claimed only by a node of several")
+                return claim_starts(
+                    connection,
+                    self.fence[0],
+                    starts,
+                    start_limits or StartLimits(),
+                    replay=replay,
+                )
+        return {}
+
+    def end_pending(self, ended: Sequence[Run]) -> set[str]:
+        """Store these runs' ends only where each is still pending and this node's; return those.
+
+        Several nodes: a run waiting in this node's queue may have been taken
+        by another node (and started there) meanwhile; its end is not stored.
+        """
+        if not ended:
+            return set()
+        if self.fence is None:
+            raise StoreError("end_pending is for a node of several")
+        node, _instance = self.fence
+        stored: set[str] = set()
+        with self.transaction(write=True) as connection:
+            _hold_lease(connection, *self.fence)
+            for run in ended:
+                values = update_values(run)
+                done = connection.execute(
+                    sa.update(runs)
+                    .where(
+                        runs.c.id == run.id,
+                        runs.c.status == RunStatus.PENDING.value,
+                        runs.c.node == node,
+                    )
+                    .values(**values)
+                    .returning(runs.c.id)
+                ).first()
+                if done is not None:
+                    stored.add(run.id)
+        return stored
+
+    def adopt_pending(self, room: int, limits: StartLimits, waited_seconds: float) -> list[Run]:
+        """Take runs waiting on other nodes for this node (store/claims.py, adopt_pending)."""
+        if self.fence is None:
+            raise StoreError("adopt_pending is for a node of several")
+        with self.transaction(write=True) as connection:
+            _hold_lease(connection, *self.fence)
+            return adopt_pending(connection, self.fence[0], room, limits, waited_seconds)
 
     def ping(self) -> None:
         """Ask the database for a trivial answer; raise StoreUnavailable when it gives none."""

@@ -1,0 +1,236 @@
+"""Claiming run starts on a PostgreSQL that several nodes share: limits and FIFO cluster-wide.
+
+A node that wants to start a pending run of its own *claims* it: in the
+transaction that records the start, under a transaction-scoped advisory lock
+per task and per v3 account (taken in one order by every node, so claims
+never deadlock), it counts the `running` rows of that task and account
+across the cluster and finds the oldest startable pending runs of the run's
+lane (task and account). The run starts only if it is among those and both
+counts are under their limits; then it is updated to `running` in the same
+statement that checks it is still pending and still this node's. Two nodes
+claiming at once for one task queue on the lock, so the second one counts
+the first one's start: a limit is never passed, whatever the timing.
+
+A claim either starts the run (GRANTED), leaves it pending for later (WAIT:
+a limit is full, or an older run of its lane waits elsewhere), or finds it
+gone (GONE: another node took it, or it was stopped while it waited).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from runyard.domain.models import Run, RunStatus
+from runyard.store._rows import SUMMARY_COLUMNS, row_to_run, update_values
+from runyard.store.schema import runs
+
+_PENDING = RunStatus.PENDING.value
+_RUNNING = RunStatus.RUNNING.value
+
+
+class Claim(enum.Enum):
+    GRANTED = "granted"
+    WAIT = "wait"
+    GONE = "gone"
+
+
+@dataclass
+class StartLimits:
+    """The limits a batch of claims is checked against: the node's config, all nodes alike."""
+
+    tasks: dict[str, int] = field(default_factory=dict)  # task name -> max_concurrent
+    accounts: dict[str, int | None] = field(default_factory=dict)  # v3 account -> its limit
+
+    def merge(self, other: StartLimits) -> None:
+        self.tasks.update(other.tasks)
+        self.accounts.update(other.accounts)
+
+
+def _lock(connection: Connection, kind: str, name: str) -> None:
+    key = sa.func.hashtextextended(sa.literal(f"runyard.{kind}:{name}"), 0)
+    connection.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
+
+
+def _running_counts(
+    connection: Connection, column: sa.Column[str], names: Sequence[str]
+) -> dict[str, int]:
+    if not names:
+        return {}
+    rows = connection.execute(
+        sa.select(column, sa.func.count())
+        .where(runs.c.status == _RUNNING, column.in_(names))
+        .group_by(column)
+    )
+    return {name: count for name, count in rows}
+
+
+def _first_in_lane(connection: Connection, task: str, account: str | None, count: int) -> set[str]:
+    """The ids of the `count` oldest pending runs of a lane that may start now."""
+    statement = (
+        sa.select(runs.c.id)
+        .where(
+            runs.c.task_name == task,
+            runs.c.status == _PENDING,
+            runs.c.account.is_(None) if account is None else runs.c.account == account,
+            sa.or_(runs.c.not_before.is_(None), runs.c.not_before <= sa.func.now()),
+        )
+        .order_by(runs.c.created_at, runs.c.id)
+        .limit(count)
+    )
+    return set(connection.execute(statement).scalars())
+
+
+_START = (
+    sa.update(runs)
+    .where(
+        runs.c.id == sa.bindparam("run_id"),
+        runs.c.node == sa.bindparam("claimer"),
+        runs.c.status == _PENDING,
+    )
+    .values(
+        status=sa.bindparam("new_status"),
+        start_at=sa.bindparam("new_start_at"),
+        description=sa.bindparam("new_description"),
+    )
+    .returning(runs.c.id)
+)
+
+
+def claim_starts(
+    connection: Connection,
+    node: str,
+    starts: Sequence[Run],
+    limits: StartLimits,
+    *,
+    replay: bool = False,
+) -> dict[str, Claim]:
+    """Start (as `running`, as given) the runs of `starts` that may start now; say each one's fate.
+
+    `starts` are this node's runs in their running form (status, start_at,
+    description). `replay`: a commit of these claims may have landed already
+    (its answer was lost); the runs it started count as granted.
+    """
+    outcome: dict[str, Claim] = {}
+    if replay:
+        landed = connection.execute(
+            sa.select(runs.c.id, runs.c.start_at).where(
+                runs.c.id.in_([run.id for run in starts]),
+                runs.c.node == node,
+                runs.c.status == _RUNNING,
+            )
+        )
+        given = {run.id: run.start_at for run in starts}
+        outcome = {run_id: Claim.GRANTED for run_id, start in landed if given[run_id] == start}
+    lanes: dict[tuple[str, str | None], list[Run]] = defaultdict(list)
+    for run in sorted(starts, key=lambda run: (run.created_at, run.id)):
+        if run.id not in outcome:
+            lanes[(run.task_name, run.account)].append(run)
+    tasks = sorted({task for task, _ in lanes})
+    accounts = sorted({account for _, account in lanes if account is not None})
+    for name in tasks:
+        _lock(connection, "task", name)
+    for name in accounts:
+        _lock(connection, "account", name)
+    task_running = _running_counts(connection, runs.c.task_name, tasks)
+    account_running = _running_counts(connection, runs.c.account, accounts)
+    for (task, lane_account), waiting in lanes.items():
+        account = lane_account
+        first = _first_in_lane(connection, task, account, len(waiting))
+        for run in waiting:
+            limit = limits.accounts.get(account) if account is not None else None
+            if (
+                run.id not in first
+                or task_running.get(task, 0) >= limits.tasks.get(task, 0)
+                or (limit is not None and account_running.get(account or "", 0) >= limit)
+            ):
+                outcome[run.id] = Claim.WAIT
+                continue
+            values = update_values(run)
+            started = connection.execute(
+                _START,
+                {
+                    "run_id": run.id,
+                    "claimer": node,
+                    "new_status": values["status"],
+                    "new_start_at": values["start_at"],
+                    "new_description": values["description"],
+                },
+            ).first()
+            if started is None:
+                outcome[run.id] = Claim.GONE
+                continue
+            outcome[run.id] = Claim.GRANTED
+            task_running[task] = task_running.get(task, 0) + 1
+            if account is not None:
+                account_running[account] = account_running.get(account, 0) + 1
+    return outcome
+
+
+def adopt_pending(
+    connection: Connection,
+    node: str,
+    room: int,
+    limits: StartLimits,
+    waited_seconds: float,
+    scan: int = 200,
+) -> list[Run]:
+    """Make this node the owner of other nodes' oldest startable pending runs; return them.
+
+    At most `room` runs, each of a task (and account) with room under its
+    limit cluster-wide, that may start now and have waited `waited_seconds`
+    or more: runs their own node does not start (it is full, or it waits
+    behind a run queued elsewhere). Rows being claimed by their node now are
+    skipped (SKIP LOCKED); after this commits, that node's claim finds them
+    gone. Runs whose input data is a file stay with their node (only it can
+    read the file), and so do runs of tasks this node does not know.
+    """
+    waited = sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, waited_seconds)
+    candidates = [
+        row_to_run(row)
+        for row in connection.execute(
+            sa.select(*SUMMARY_COLUMNS, runs.c.input_data)
+            .where(
+                runs.c.status == _PENDING,
+                runs.c.node != node,
+                runs.c.created_at <= waited,
+                sa.or_(runs.c.not_before.is_(None), runs.c.not_before <= waited),
+                sa.or_(runs.c.input_size.is_(None), runs.c.input_data.is_not(None)),
+                runs.c.task_name.in_(sorted(limits.tasks)),
+            )
+            .order_by(runs.c.created_at, runs.c.id)
+            .limit(scan)
+            .with_for_update(skip_locked=True)
+        ).mappings()
+    ]
+    if not candidates:
+        return []
+    tasks = sorted({run.task_name for run in candidates})
+    accounts = sorted({run.account for run in candidates if run.account is not None})
+    task_running = _running_counts(connection, runs.c.task_name, tasks)
+    account_running = _running_counts(connection, runs.c.account, accounts)
+    adopted: list[Run] = []
+    for run in candidates:
+        if len(adopted) >= room:
+            break
+        account_limit = limits.accounts.get(run.account) if run.account is not None else None
+        if task_running.get(run.task_name, 0) >= limits.tasks[run.task_name] or (
+            account_limit is not None and account_running.get(run.account or "", 0) >= account_limit
+        ):
+            continue
+        # Counted as if started: more of its task would not fit either.
+        task_running[run.task_name] = task_running.get(run.task_name, 0) + 1
+        if run.account is not None:
+            account_running[run.account] = account_running.get(run.account, 0) + 1
+        adopted.append(dataclasses.replace(run, node=node))
+    if adopted:
+        connection.execute(
+            sa.update(runs).where(runs.c.id.in_([run.id for run in adopted])).values(node=node)
+        )
+    return adopted
