@@ -85,6 +85,7 @@ from runyard.store.claims import StartLimits
 from runyard.store.files import LOGS_DIR
 from runyard.store.inputs import INLINE_INPUT_BYTES, INPUTS_DIR, InputFiles
 from runyard.store.logs import delete_log
+from runyard.store.notices import LaneListener
 from runyard.store.runs import RunStore
 
 log = logging.getLogger("runyard.engine")
@@ -161,6 +162,7 @@ class Engine:
         )
         self._retention_task: asyncio.Task[None] | None = None
         self._sharing: QueueSharing | None = None  # several nodes: runs waiting elsewhere
+        self._listener: LaneListener | None = None  # several nodes: their ends and starts
         # Housekeeping on the loop's own timer: not one of the run timers
         # (retry delays, timeouts) that `call_later` lets a test move.
         self._idle_memory = IdleMemory(self._is_idle, loop_call_later)
@@ -216,6 +218,7 @@ class Engine:
     async def start(self) -> None:
         """Recover what a previous daemon left behind, then begin dispatching."""
         use_pidfd_child_watcher()
+        self._loop = asyncio.get_running_loop()
         # A registered node of several claims each start in the shared database.
         self._runner.claims = self.node is not None and self._store.fence is not None
         self._writer.start()
@@ -228,6 +231,7 @@ class Engine:
                 take=self._take_adopted,
             )
             self._sharing.start()
+            self._listener = self._store.listen_for_lanes(self._lanes_moved)
         self._runner.accepting = True
         self._retention_task = asyncio.get_running_loop().create_task(
             retention_forever(self._retention_interval, self.apply_retention)
@@ -241,6 +245,8 @@ class Engine:
         self._executor.stopping = True
         if self._sharing is not None:
             await self._sharing.close()
+        if self._listener is not None:
+            await asyncio.to_thread(self._listener.close)
         if self._retention_task is not None:
             self._retention_task.cancel()
         self._idle_memory.close()
@@ -638,9 +644,19 @@ class Engine:
             dict(self._ledger.account_limits),
         )
 
+    def _lanes_moved(self, tasks: set[str] | None) -> None:
+        # On the listener's thread: another node's run of these tasks ended or started.
+        self._loop.call_soon_threadsafe(self._runner.unblock, tasks)
+
     def _take_adopted(self, runs: list[Run]) -> None:
         for run in runs:
-            self._runner.schedule(run)
+            if run.id in self._runner.active:
+                continue  # taken back while it was starting here: it starts (or ends) here
+            # A copy left in the queue from before another node took it is dropped.
+            self._queues.take(run.id)
+            self._runner.put_back(run)  # at its place by age, not behind younger runs
+        # They are the oldest of their lanes: claim them now, blocked or not.
+        self._runner.unblock({run.task_name for run in runs})
         self._runner.pump()
 
     def take_in(self, ended: list[Run], pending: list[Run]) -> None:

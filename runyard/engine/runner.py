@@ -35,9 +35,10 @@ from runyard.store.logs import LogWriter
 log = logging.getLogger("runyard.engine")
 
 # Several nodes: how soon a lane whose claim had to wait (a limit full on
-# another node, an older run waiting there) is tried again. A run of the
-# task ending here tries it at once.
-CLAIM_RETRY_SECONDS = 0.25
+# another node, an older run waiting there) is tried again at the latest. A
+# run of the task ending or starting on any node (store/notices.py) tries it
+# at once; this covers a notification lost with its connection.
+CLAIM_RETRY_SECONDS = 1.0
 
 
 class Runner:
@@ -129,6 +130,10 @@ class Runner:
             pick = queues.next_startable(self._may_start)
             if pick is None:
                 return
+            if pick.id in self.active:
+                # A second copy (several nodes: taken back from a node that had
+                # taken it from here): the run is starting already.
+                continue
             active = ActiveRun(run=pick, task=self.tasks[pick.task_name])
             self.active[pick.id] = active
             ledger.occupy(pick)
@@ -199,7 +204,7 @@ class Runner:
         try:
             finished, retry = await store_end(self._writer, finished, retry)
             if self.claims:
-                self._unblock(finished.task_name)  # its end is stored: a place is free
+                self.unblock({finished.task_name})  # its end is stored: a place is free
         except LeaseLost:
             # Another node took this one over and recorded the run (crashed, retried).
             log.warning("run %s: its end was not recorded: this node lost its lease", finished.id)
@@ -240,21 +245,26 @@ class Runner:
             self.blocked.add((pending.task_name, pending.account))
             if self._unblock_timer is None:
                 self._unblock_timer = asyncio.get_running_loop().call_later(
-                    CLAIM_RETRY_SECONDS, self._unblock, None
+                    CLAIM_RETRY_SECONDS, self._retry_blocked
                 )
             self.put_back(pending)
         else:
             log.info("run %s: another node took it, or it ended, while it waited here", pending.id)
         self._release(active)
 
-    def _unblock(self, task_name: str | None) -> None:
-        """Let the blocked lanes (of `task_name`, or all) claim again, and start what may."""
-        if task_name is None:
-            self._unblock_timer = None
+    def unblock(self, task_names: set[str] | None) -> None:
+        """Let the blocked lanes of these tasks (None: all) claim again, and start what may."""
+        if not self.blocked:
+            return
+        if task_names is None:
             self.blocked.clear()
         else:
-            self.blocked = {lane for lane in self.blocked if lane[0] != task_name}
+            self.blocked = {lane for lane in self.blocked if lane[0] not in task_names}
         self.pump()
+
+    def _retry_blocked(self) -> None:
+        self._unblock_timer = None
+        self.unblock(None)
 
     def _release(self, active: ActiveRun) -> None:
         if self.active.get(active.run.id) is not active:

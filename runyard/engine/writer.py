@@ -321,11 +321,7 @@ class StoreWriter:
                         starts=list(batch.starts.values()),
                         start_limits=batch.start_limits,
                     )
-                    for change in batch.changes:
-                        if change.starts:
-                            change.claimed = {
-                                run.id: claimed.get(run.id, Claim.WAIT) for run in change.starts
-                            }
+                    _share_claims(batch.changes, claimed)
                 else:
                     self._store.apply(
                         list(batch.inserts.values()),
@@ -457,6 +453,22 @@ class StoreWriter:
         # The loop is gone only after close() returned, when nobody waits any more.
         with contextlib.suppress(RuntimeError):
             self._loop.call_soon_threadsafe(_resolve, changes, error)
+
+
+def _share_claims(changes: list[_Change], claimed: dict[str, Claim]) -> None:
+    """Give each change the Claim of its starts; a run claimed twice starts for the first only."""
+    granted: set[str] = set()
+    for change in changes:
+        if not change.starts:
+            continue
+        change.claimed = {}
+        for run in change.starts:
+            claim = claimed.get(run.id, Claim.WAIT)
+            if claim is Claim.GRANTED:
+                if run.id in granted:
+                    claim = Claim.GONE
+                granted.add(run.id)
+            change.claimed[run.id] = claim
 
 
 def _resolve(changes: list[_Change], error: Exception | None) -> None:

@@ -58,6 +58,19 @@ def _lock(connection: Connection, kind: str, name: str) -> None:
     connection.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
+def lock_lanes(connection: Connection, starts: Sequence[Run]) -> None:
+    """Take the advisory locks of these runs' tasks and accounts, first thing in the transaction.
+
+    Before any row lock: a transaction that held a row lock while it waited
+    here could deadlock with one that holds the lock and waits for the row.
+    Tasks then accounts, each sorted: every node takes them in one order.
+    """
+    for name in sorted({run.task_name for run in starts}):
+        _lock(connection, "task", name)
+    for name in sorted({run.account for run in starts if run.account is not None}):
+        _lock(connection, "account", name)
+
+
 def _running_counts(
     connection: Connection, column: sa.Column[str], names: Sequence[str]
 ) -> dict[str, int]:
@@ -87,19 +100,21 @@ def _first_in_lane(connection: Connection, task: str, account: str | None, count
     return set(connection.execute(statement).scalars())
 
 
+# A claim never waits on a row lock (SKIP LOCKED): a run locked by another
+# node's transaction (taking it over, stopping it) waits for the next claim.
+_STILL_MINE = (
+    sa.select(runs.c.id, runs.c.status, runs.c.node)
+    .where(runs.c.id == sa.bindparam("run_id"))
+    .with_for_update(skip_locked=True)
+)
 _START = (
     sa.update(runs)
-    .where(
-        runs.c.id == sa.bindparam("run_id"),
-        runs.c.node == sa.bindparam("claimer"),
-        runs.c.status == _PENDING,
-    )
+    .where(runs.c.id == sa.bindparam("run_id"))
     .values(
         status=sa.bindparam("new_status"),
         start_at=sa.bindparam("new_start_at"),
         description=sa.bindparam("new_description"),
     )
-    .returning(runs.c.id)
 )
 
 
@@ -134,10 +149,6 @@ def claim_starts(
             lanes[(run.task_name, run.account)].append(run)
     tasks = sorted({task for task, _ in lanes})
     accounts = sorted({account for _, account in lanes if account is not None})
-    for name in tasks:
-        _lock(connection, "task", name)
-    for name in accounts:
-        _lock(connection, "account", name)
     task_running = _running_counts(connection, runs.c.task_name, tasks)
     account_running = _running_counts(connection, runs.c.account, accounts)
     for (task, lane_account), waiting in lanes.items():
@@ -152,20 +163,29 @@ def claim_starts(
             ):
                 outcome[run.id] = Claim.WAIT
                 continue
+            row = connection.execute(_STILL_MINE, {"run_id": run.id}).first()
+            if row is None:
+                # Locked by another transaction now (taking it over, stopping it),
+                # or gone: look without the lock, and if it is there, wait.
+                row = connection.execute(
+                    sa.select(runs.c.status, runs.c.node).where(runs.c.id == run.id)
+                ).first()
+                locked = row is not None and row.status == _PENDING and row.node == node
+                outcome[run.id] = Claim.WAIT if locked else Claim.GONE
+                continue
+            if row.status != _PENDING or row.node != node:
+                outcome[run.id] = Claim.GONE
+                continue
             values = update_values(run)
-            started = connection.execute(
+            connection.execute(
                 _START,
                 {
                     "run_id": run.id,
-                    "claimer": node,
                     "new_status": values["status"],
                     "new_start_at": values["start_at"],
                     "new_description": values["description"],
                 },
-            ).first()
-            if started is None:
-                outcome[run.id] = Claim.GONE
-                continue
+            )
             outcome[run.id] = Claim.GRANTED
             task_running[task] = task_running.get(task, 0) + 1
             if account is not None:

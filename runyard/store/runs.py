@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any
@@ -30,7 +30,14 @@ from runyard.store._rows import (
     update_values,
 )
 from runyard.store._upsert import conflict_insert
-from runyard.store.claims import Claim, StartLimits, adopt_pending, claim_starts
+from runyard.store.claims import (
+    Claim,
+    StartLimits,
+    adopt_pending,
+    claim_starts,
+    lock_lanes,
+)
+from runyard.store.notices import LaneListener, notify_tasks
 from runyard.store.run_list import counted_total, list_statements, should_walk_sort_index
 from runyard.store.schema import nodes, run_counts, runs
 from runyard.store.task_state import TaskState
@@ -195,6 +202,8 @@ class RunStore:
         with self.transaction(write=True) as connection:
             if self.fence is not None:
                 _hold_lease(connection, *self.fence)
+            if starts:
+                lock_lanes(connection, starts)
             landed: set[str] = set()
             if claims and replay and inserts:
                 stored = connection.execute(
@@ -215,18 +224,24 @@ class RunStore:
             if ticks:
                 # updated_at is when the row was written.
                 task_state.set_last_ticks(connection, ticks, self._clock())
+            claimed: dict[str, Claim] = {}
             if starts:
                 # After the updates: runs this batch ends no longer count as running.
                 if self.fence is None:
                     raise StoreError("runs are claimed only by a node of several")
-                return claim_starts(
+                claimed = claim_starts(
                     connection,
                     self.fence[0],
                     starts,
                     start_limits or StartLimits(),
                     replay=replay,
                 )
-        return {}
+            if self.fence is not None:
+                # Nodes waiting to claim runs of these tasks try again now.
+                ended = [run.task_name for run in updates if run.status is RunStatus.ENDED]
+                granted = [run.task_name for run in starts if claimed.get(run.id) is Claim.GRANTED]
+                notify_tasks(connection, [*ended, *granted])
+        return claimed
 
     def end_pending(self, ended: Sequence[Run]) -> set[str]:
         """Store these runs' ends only where each is still pending and this node's; return those.
@@ -265,6 +280,12 @@ class RunStore:
         with self.transaction(write=True) as connection:
             _hold_lease(connection, *self.fence)
             return adopt_pending(connection, self.fence[0], room, limits, waited_seconds)
+
+    def listen_for_lanes(self, on_tasks: Callable[[set[str] | None], None]) -> LaneListener:
+        """Listen for other nodes' ends and starts (store/notices.py); return the listener."""
+        listener = LaneListener(self._engine, on_tasks)
+        listener.start()
+        return listener
 
     def ping(self) -> None:
         """Ask the database for a trivial answer; raise StoreUnavailable when it gives none."""
