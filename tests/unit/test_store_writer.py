@@ -18,6 +18,7 @@ import pytest
 from runyard.domain.models import Run, RunStatus, TriggeredBy
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import LeaseLost, StoreUnavailable, TickTaken
+from runyard.store.claims import Claim, StartLimits
 
 pytestmark = pytest.mark.anyio
 
@@ -188,13 +189,19 @@ class ClaimingSink:
         *,
         replay: bool = False,
         claims: dict[str, datetime] | None = None,
-    ) -> None:
+        starts: Sequence[Run] = (),
+        start_limits: StartLimits | None = None,
+    ) -> dict[str, Claim]:
         self.entered.set()
         assert self.held.wait(10), "the test never let the commit go"
         for task_name, tick in (claims or {}).items():
             if task_name in self.taken:
                 raise TickTaken(task_name, tick.isoformat())
         self.commits.append(([run.id for run in inserts], dict(claims) if claims else None))
+        # Starts: granted unless their id is taken, as a run another node started.
+        return {
+            start.id: Claim.GONE if start.id in self.taken else Claim.GRANTED for start in starts
+        }
 
 
 async def test_a_taken_tick_fails_only_the_change_that_claimed_it() -> None:
@@ -270,3 +277,26 @@ async def test_a_lost_lease_drops_the_whole_batch_at_once_never_in_halves() -> N
         [("first", RunStatus.PENDING)],
         [("after", RunStatus.PENDING)],
     ]
+
+
+async def test_a_run_claimed_twice_in_one_batch_starts_once() -> None:
+    sink = ClaimingSink(taken={"gone"})
+    writer = StoreWriter(sink)
+    writer.start()
+    try:
+        first = writer.submit(inserts=[run("first")], urgent=True)
+        await asyncio.to_thread(sink.entered.wait, 10)
+        # Queued while "first" commits: one batch, where one run is claimed twice.
+        limits = StartLimits({"t": 5}, {})
+        once = writer.submit(starts=[run("a", RunStatus.RUNNING)], start_limits=limits)
+        twice = writer.submit(
+            starts=[run("a", RunStatus.RUNNING), run("b", RunStatus.RUNNING)], start_limits=limits
+        )
+        gone = writer.submit(starts=[run("gone", RunStatus.RUNNING)], start_limits=limits)
+        sink.held.set()
+        await asyncio.wait_for(first, 10)
+        assert await asyncio.wait_for(once, 10) == {"a": Claim.GRANTED}
+        assert await asyncio.wait_for(twice, 10) == {"a": Claim.GONE, "b": Claim.GRANTED}
+        assert await asyncio.wait_for(gone, 10) == {"gone": Claim.GONE}
+    finally:
+        await writer.close()
