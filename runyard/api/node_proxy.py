@@ -73,6 +73,27 @@ async def log_elsewhere(
     return StreamingResponse(_relay(answer, closing), status_code=answer.status, headers=sent)
 
 
+async def log_stream_elsewhere(
+    request: Request,
+    runyard: Runyard,
+    run: Run,
+    first: int,
+    closing: Closing | None,
+    headers: Mapping[str, str],
+) -> Response | None:
+    """The live log stream of a run of another node, from event `first`; None: it is ours."""
+    return await log_elsewhere(
+        request,
+        runyard,
+        run,
+        path=f"/api/runs/{run.id}/log/stream",
+        query=f"from={first}",
+        live=True,
+        closing=closing,
+        headers=headers,
+    )
+
+
 def _passed_on_query(request: Request) -> str:
     # `?token=` opens this node's streams; the node asked gets the cluster credential.
     return urlencode(

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from runyard.api.deps import ClosingDep, RunyardDep, SchemaBase
-from runyard.api.node_proxy import log_elsewhere
+from runyard.api.node_proxy import log_stream_elsewhere
 from runyard.api.routes_logs import follow_log
 from runyard.api.sse import SSE_HEADERS
 from runyard.app import Runyard
@@ -179,16 +179,7 @@ async def viewer_log(
     first = last_event_id + 1 if last_event_id is not None else start
     headers = {**SSE_HEADERS, **_SECRET_HEADERS}
     # A run of another node: its log stream, as that node's API gives it.
-    elsewhere = await log_elsewhere(
-        request,
-        runyard,
-        run,
-        path=f"/api/runs/{run.id}/log/stream",
-        query=f"from={first}",
-        live=True,
-        closing=closing,
-        headers=headers,
-    )
+    elsewhere = await log_stream_elsewhere(request, runyard, run, first, closing, headers)
     if elsewhere is not None:
         return elsewhere
     return StreamingResponse(

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
-from runyard.api.node_proxy import log_elsewhere
+from runyard.api.node_proxy import log_elsewhere, log_stream_elsewhere
 from runyard.api.params import parse_status
 from runyard.api.routes_events import event_lines
 from runyard.api.routes_logs import follow_log
@@ -334,15 +334,8 @@ async def run_log_stream(request: Request, run_id: RunIdPath) -> Response:
     given = request.query_params.get("from", "")
     first = int(last) + 1 if last.isdigit() else int(given) if given.isdigit() else 0
     # A run of another node: its log stream, as that node's API gives it.
-    elsewhere = await log_elsewhere(
-        request,
-        runyard,
-        run,
-        path=f"/api/runs/{run.id}/log/stream",
-        query=f"from={first}",
-        live=True,
-        closing=closing_of(request),
-        headers={**SSE_HEADERS, **HEADERS},
+    elsewhere = await log_stream_elsewhere(
+        request, runyard, run, first, closing_of(request), {**SSE_HEADERS, **HEADERS}
     )
     if elsewhere is not None:
         return elsewhere
