@@ -4,12 +4,12 @@ A node that wants to start a pending run of its own *claims* it: in the
 transaction that records the start, under a transaction-scoped advisory lock
 per task and per v3 account (taken in one order by every node, so claims
 never deadlock), it counts the `running` rows of that task and account
-across the cluster and finds the oldest startable pending runs of the run's
-lane (task and account). The run starts only if it is among those and both
-counts are under their limits; then it is updated to `running` in the same
-statement that checks it is still pending and still this node's. Two nodes
-claiming at once for one task queue on the lock, so the second one counts
-the first one's start: a limit is never passed, whatever the timing.
+across the cluster. If both are under their limits, the run is updated to
+`running` in one statement that also checks it is still pending, still this
+node's, and that no older run of its lane (task and account) may start now,
+wherever it waits (FIFO across nodes). Two nodes claiming at once for one
+task queue on the lock, so the second one counts the first one's start: a
+limit is never passed, whatever the timing.
 
 A claim either starts the run (GRANTED), leaves it pending for later (WAIT:
 a limit is full, or an older run of its lane waits elsewhere), or finds it
@@ -84,37 +84,33 @@ def _running_counts(
     return {name: count for name, count in rows}
 
 
-def _first_in_lane(connection: Connection, task: str, account: str | None, count: int) -> set[str]:
-    """The ids of the `count` oldest pending runs of a lane that may start now."""
-    statement = (
-        sa.select(runs.c.id)
-        .where(
-            runs.c.task_name == task,
-            runs.c.status == _PENDING,
-            runs.c.account.is_(None) if account is None else runs.c.account == account,
-            sa.or_(runs.c.not_before.is_(None), runs.c.not_before <= sa.func.now()),
-        )
-        .order_by(runs.c.created_at, runs.c.id)
-        .limit(count)
-    )
-    return set(connection.execute(statement).scalars())
+_older = runs.alias("older")
 
-
-# A claim never waits on a row lock (SKIP LOCKED): a run locked by another
-# node's transaction (taking it over, stopping it) waits for the next claim.
-_STILL_MINE = (
-    sa.select(runs.c.id, runs.c.status, runs.c.node)
-    .where(runs.c.id == sa.bindparam("run_id"))
-    .with_for_update(skip_locked=True)
-)
+# One statement per run: start it if it is still pending and this node's and
+# no older run of its lane may start now (FIFO across nodes). The advisory
+# locks come first in the transaction, so waiting here on a row another
+# transaction holds cannot close a cycle with one waiting for those locks.
 _START = (
     sa.update(runs)
-    .where(runs.c.id == sa.bindparam("run_id"))
+    .where(
+        runs.c.id == sa.bindparam("run_id"),
+        runs.c.node == sa.bindparam("claimer"),
+        runs.c.status == _PENDING,
+        ~sa.exists().where(
+            _older.c.task_name == sa.bindparam("lane_task"),
+            _older.c.account.is_not_distinct_from(sa.bindparam("lane_account")),
+            _older.c.status == _PENDING,
+            sa.or_(_older.c.not_before.is_(None), _older.c.not_before <= sa.func.now()),
+            sa.tuple_(_older.c.created_at, _older.c.id)
+            < sa.tuple_(sa.bindparam("created"), sa.bindparam("same_id")),
+        ),
+    )
     .values(
         status=sa.bindparam("new_status"),
         start_at=sa.bindparam("new_start_at"),
         description=sa.bindparam("new_description"),
     )
+    .returning(runs.c.id)
 )
 
 
@@ -153,39 +149,37 @@ def claim_starts(
     account_running = _running_counts(connection, runs.c.account, accounts)
     for (task, lane_account), waiting in lanes.items():
         account = lane_account
-        first = _first_in_lane(connection, task, account, len(waiting))
         for run in waiting:
             limit = limits.accounts.get(account) if account is not None else None
-            if (
-                run.id not in first
-                or task_running.get(task, 0) >= limits.tasks.get(task, 0)
-                or (limit is not None and account_running.get(account or "", 0) >= limit)
+            if task_running.get(task, 0) >= limits.tasks.get(task, 0) or (
+                limit is not None and account_running.get(account or "", 0) >= limit
             ):
                 outcome[run.id] = Claim.WAIT
                 continue
-            row = connection.execute(_STILL_MINE, {"run_id": run.id}).first()
-            if row is None:
-                # Locked by another transaction now (taking it over, stopping it),
-                # or gone: look without the lock, and if it is there, wait.
-                row = connection.execute(
-                    sa.select(runs.c.status, runs.c.node).where(runs.c.id == run.id)
-                ).first()
-                locked = row is not None and row.status == _PENDING and row.node == node
-                outcome[run.id] = Claim.WAIT if locked else Claim.GONE
-                continue
-            if row.status != _PENDING or row.node != node:
-                outcome[run.id] = Claim.GONE
-                continue
             values = update_values(run)
-            connection.execute(
+            started = connection.execute(
                 _START,
                 {
                     "run_id": run.id,
+                    "claimer": node,
+                    "lane_task": task,
+                    "lane_account": account,
+                    "created": run.created_at,
+                    "same_id": run.id,
                     "new_status": values["status"],
                     "new_start_at": values["start_at"],
                     "new_description": values["description"],
                 },
-            )
+            ).first()
+            if started is None:
+                # Not started: an older run of its lane waits (WAIT), or another
+                # node took it, or it ended, while it waited here (GONE).
+                row = connection.execute(
+                    sa.select(runs.c.status, runs.c.node).where(runs.c.id == run.id)
+                ).first()
+                mine = row is not None and row.status == _PENDING and row.node == node
+                outcome[run.id] = Claim.WAIT if mine else Claim.GONE
+                continue
             outcome[run.id] = Claim.GRANTED
             task_running[task] = task_running.get(task, 0) + 1
             if account is not None:
