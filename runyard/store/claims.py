@@ -6,8 +6,9 @@ per task and per v3 account (taken in one order by every node, so claims
 never deadlock), it counts the `running` rows of that task and account
 across the cluster. If both are under their limits, the run is updated to
 `running` in one statement that also checks it is still pending, still this
-node's, and that no older run of its lane (task and account) may start now,
-wherever it waits (FIFO across nodes). Two nodes claiming at once for one
+node's, and that the places left outnumber the older runs of its lane (task
+and account) waiting now, wherever they wait (FIFO across nodes: a younger
+run never takes a place an older one waits for). Two nodes claiming at once for one
 task queue on the lock, so the second one counts the first one's start: a
 limit is never passed, whatever the timing.
 
@@ -85,25 +86,38 @@ def _running_counts(
 
 
 _older = runs.alias("older")
+# The older runs of the candidate's lane that may start now, counted up to
+# `room` (the places its task and account have left): an index walk of at
+# most `room` entries of (task, status, age).
+_OLDER_WAITING = (
+    sa.select(sa.literal(1))
+    .where(
+        _older.c.task_name == sa.bindparam("lane_task"),
+        _older.c.account.is_not_distinct_from(sa.bindparam("lane_account")),
+        _older.c.status == _PENDING,
+        sa.or_(_older.c.not_before.is_(None), _older.c.not_before <= sa.func.now()),
+        sa.tuple_(_older.c.created_at, _older.c.id)
+        < sa.tuple_(sa.bindparam("created"), sa.bindparam("same_id")),
+    )
+    .limit(sa.bindparam("room"))
+    .subquery()
+)
 
 # One statement per run: start it if it is still pending and this node's and
-# no older run of its lane may start now (FIFO across nodes). The advisory
-# locks come first in the transaction, so waiting here on a row another
-# transaction holds cannot close a cycle with one waiting for those locks.
+# the places left under its limits outnumber the older runs of its lane that
+# wait, wherever they wait (FIFO across nodes: a younger run never takes the
+# place an older one waits for; with room for all, no slot idles for order's
+# sake). The advisory locks come first in the transaction, so waiting here on
+# a row another transaction holds cannot close a cycle with one waiting for
+# those locks.
 _START = (
     sa.update(runs)
     .where(
         runs.c.id == sa.bindparam("run_id"),
         runs.c.node == sa.bindparam("claimer"),
         runs.c.status == _PENDING,
-        ~sa.exists().where(
-            _older.c.task_name == sa.bindparam("lane_task"),
-            _older.c.account.is_not_distinct_from(sa.bindparam("lane_account")),
-            _older.c.status == _PENDING,
-            sa.or_(_older.c.not_before.is_(None), _older.c.not_before <= sa.func.now()),
-            sa.tuple_(_older.c.created_at, _older.c.id)
-            < sa.tuple_(sa.bindparam("created"), sa.bindparam("same_id")),
-        ),
+        sa.select(sa.func.count()).select_from(_OLDER_WAITING).scalar_subquery()
+        < sa.bindparam("room"),
     )
     .values(
         status=sa.bindparam("new_status"),
@@ -150,10 +164,11 @@ def claim_starts(
     for (task, lane_account), waiting in lanes.items():
         account = lane_account
         for run in waiting:
+            room = limits.tasks.get(task, 0) - task_running.get(task, 0)
             limit = limits.accounts.get(account) if account is not None else None
-            if task_running.get(task, 0) >= limits.tasks.get(task, 0) or (
-                limit is not None and account_running.get(account or "", 0) >= limit
-            ):
+            if limit is not None:
+                room = min(room, limit - account_running.get(account or "", 0))
+            if room <= 0:
                 outcome[run.id] = Claim.WAIT
                 continue
             values = update_values(run)
@@ -166,6 +181,7 @@ def claim_starts(
                     "lane_account": account,
                     "created": run.created_at,
                     "same_id": run.id,
+                    "room": room,
                     "new_status": values["status"],
                     "new_start_at": values["start_at"],
                     "new_description": values["description"],

@@ -93,20 +93,35 @@ def test_nodes_claiming_at_once_never_pass_a_tasks_limit(
     assert _running(left, "backup") == 2
 
 
-def test_the_oldest_waiting_run_of_a_lane_starts_first_whichever_node_holds_it(
+def test_a_younger_run_never_takes_the_place_an_older_one_waits_for_elsewhere(
+    stores: tuple[RunStore, RunStore], make_run: MakeRun
+) -> None:
+    left, right = stores
+    running = _pending(make_run, "left", 0)
+    older = _pending(make_run, "left", 1)
+    newer = _pending(make_run, "right", 2)
+    other_lane = _pending(make_run, "right", 3, account="acme")
+    left.apply([running, older, newer, other_lane], [])
+    assert _claim(left, running) == {running.id: Claim.GRANTED}
+    # backup has one place left (limit 2) and left's older run waits for it:
+    # right's younger run of the same lane waits, wherever the older one is.
+    assert _claim(right, newer) == {newer.id: Claim.WAIT}
+    # Another lane (an account's) of the same task is not held back by it.
+    assert _claim(right, other_lane) == {other_lane.id: Claim.GRANTED}
+    assert _claim(left, older) == {older.id: Claim.WAIT}  # the limit is full now
+
+
+def test_a_younger_run_starts_when_there_is_room_for_the_older_ones_too(
     stores: tuple[RunStore, RunStore], make_run: MakeRun
 ) -> None:
     left, right = stores
     older = _pending(make_run, "left", 1)
     newer = _pending(make_run, "right", 2)
-    other_lane = _pending(make_run, "right", 3, account="acme")
-    left.apply([older, newer, other_lane], [])
-    # right's run is younger than left's, in the same lane: it waits.
-    assert _claim(right, newer) == {newer.id: Claim.WAIT}
-    # Another lane (an account's) of the same task is not held back.
-    assert _claim(right, other_lane) == {other_lane.id: Claim.GRANTED}
+    left.apply([older, newer], [])
+    # Two places, one older run waiting on a node that has no slot for it:
+    # right's slot does not idle for order's sake.
+    assert _claim(right, newer) == {newer.id: Claim.GRANTED}
     assert _claim(left, older) == {older.id: Claim.GRANTED}
-    assert _claim(right, newer) == {newer.id: Claim.WAIT}  # backup's limit (2) is full now
 
 
 def test_an_accounts_limit_holds_across_nodes(
