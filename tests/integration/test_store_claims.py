@@ -173,7 +173,10 @@ def test_a_node_takes_only_what_has_room_and_what_it_can_run(
     # A run must have waited long enough (by the database's clock) to be taken.
     fresh = make_run(node="left", created_at=datetime.now(UTC), task_name="report")
     left.apply([fresh], [])
-    assert right.adopt_pending(5, LIMITS, 3600) == []
+    assert right.adopt_pending(5, StartLimits({"report": 10}, {}), 3600) == []
+    assert [run.id for run in right.adopt_pending(5, StartLimits({"report": 10}, {}), 0)] == [
+        fresh.id
+    ]
 
 
 def test_ends_and_starts_notify_the_other_nodes(
