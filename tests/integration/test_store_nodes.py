@@ -37,6 +37,16 @@ def store(postgres_database: str) -> Iterator[RunStore]:
         opened.close()
 
 
+@pytest.fixture
+def cut_off(store: RunStore, postgres_database: str) -> Iterator[RunStore]:
+    """A second store on the same database, as a second daemon: it writes under its own lease."""
+    other = RunStore.open(postgres_database)
+    try:
+        yield other
+    finally:
+        other.close()
+
+
 def _registry(store: RunStore, name: str, url: str = "", lease: float = 60.0) -> NodeRegistry:
     identity = NodeIdentity(
         name=name,
@@ -158,74 +168,65 @@ def test_a_node_whose_row_was_taken_over_learns_it_at_renewal(store: RunStore) -
 
 
 def test_a_write_of_a_node_taken_over_stores_nothing(
-    store: RunStore, postgres_database: str, make_run: MakeRun
+    store: RunStore, cut_off: RunStore, make_run: MakeRun
 ) -> None:
-    # Two stores on one database, as two daemons: each writes under its own lease.
-    cut_off = RunStore.open(postgres_database)
-    try:
-        lost = _registry(cut_off, "lost")
-        taker = _registry(store, "taker")
-        started = make_run(status=RunStatus.RUNNING, node="lost", start_at=datetime.now(UTC))
-        cut_off.apply([started], [])  # its lease is its own: the write lands
-        _expire(store, lost.name)
-        assert taker.take_over(_planner("taker")) is not None
-        # What the cut-off node still had queued (the run's end, its retry)
-        # would overwrite the take-over's record: it is refused whole.
-        ended = dataclasses.replace(started, status=RunStatus.ENDED, exit_code=0)
-        retry = make_run(node="lost", retry_of_run_id=started.id)
-        with pytest.raises(LeaseLost, match="node 'lost' lost its lease"):
-            cut_off.apply([retry], [ended])
-        stored = store.get_run(started.id)
-        assert stored is not None and stored.exit_code == -2
-        assert "node 'taker' ended the run." in stored.description
-        assert store.get_run(retry.id) is None
-        # Registered again (a new lease), the node writes again.
-        lost.register()
-        cut_off.apply([retry], [])
-        assert store.get_run(retry.id) is not None
-    finally:
-        cut_off.close()
+    lost = _registry(cut_off, "lost")
+    taker = _registry(store, "taker")
+    started = make_run(status=RunStatus.RUNNING, node="lost", start_at=datetime.now(UTC))
+    cut_off.apply([started], [])  # its lease is its own: the write lands
+    _expire(store, lost.name)
+    assert taker.take_over(_planner("taker")) is not None
+    # What the cut-off node still had queued (the run's end, its retry)
+    # would overwrite the take-over's record: it is refused whole.
+    ended = dataclasses.replace(started, status=RunStatus.ENDED, exit_code=0)
+    retry = make_run(node="lost", retry_of_run_id=started.id)
+    with pytest.raises(LeaseLost, match="node 'lost' lost its lease"):
+        cut_off.apply([retry], [ended])
+    stored = store.get_run(started.id)
+    assert stored is not None and stored.exit_code == -2
+    assert "node 'taker' ended the run." in stored.description
+    assert store.get_run(retry.id) is None
+    # Registered again (a new lease), the node writes again.
+    lost.register()
+    cut_off.apply([retry], [])
+    assert store.get_run(retry.id) is not None
 
 
 def test_a_write_waits_for_a_take_over_in_progress_then_stores_nothing(
-    store: RunStore, postgres_database: str, make_run: MakeRun
+    store: RunStore, cut_off: RunStore, make_run: MakeRun
 ) -> None:
-    cut_off = RunStore.open(postgres_database)
-    try:
-        lost = _registry(cut_off, "lost")
-        taker = _registry(store, "taker")
-        _expire(store, lost.name)
-        taking = threading.Event()
-        release = threading.Event()
-        outcome: list[BaseException | None] = []
+    lost = _registry(cut_off, "lost")
+    taker = _registry(store, "taker")
+    _expire(store, lost.name)
+    taking = threading.Event()
+    release = threading.Event()
+    outcome: list[BaseException | None] = []
 
-        def slow_plan(dead: DeadNode, leftovers: Sequence[Run]) -> TakeOverPlan:
-            taking.set()  # the dead node's row is locked now
-            release.wait(10)
-            return _planner("taker")(dead, leftovers)
+    def slow_plan(dead: DeadNode, leftovers: Sequence[Run]) -> TakeOverPlan:
+        taking.set()  # the dead node's row is locked now
+        release.wait(10)
+        return _planner("taker")(dead, leftovers)
 
-        def write() -> None:
-            taking.wait(10)
-            try:
-                cut_off.apply([make_run(node="lost")], [])
-                outcome.append(None)
-            except LeaseLost as error:
-                outcome.append(error)
-
-        writer = threading.Thread(target=write)
-        writer.start()
-        taken = threading.Thread(target=taker.take_over, args=(slow_plan,))
-        taken.start()
+    def write() -> None:
         taking.wait(10)
-        writer.join(0.5)
-        assert writer.is_alive()  # the write waits on the row lock the take-over holds
-        release.set()
-        taken.join(10)
-        writer.join(10)
-        assert len(outcome) == 1 and isinstance(outcome[0], LeaseLost)
-        assert [run.node for run in store.active_runs()] == []
-    finally:
-        cut_off.close()
+        try:
+            cut_off.apply([make_run(node="lost")], [])
+            outcome.append(None)
+        except LeaseLost as error:
+            outcome.append(error)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    taken = threading.Thread(target=taker.take_over, args=(slow_plan,))
+    taken.start()
+    taking.wait(10)
+    writer.join(0.5)
+    assert writer.is_alive()  # the write waits on the row lock the take-over holds
+    release.set()
+    taken.join(10)
+    writer.join(10)
+    assert len(outcome) == 1 and isinstance(outcome[0], LeaseLost)
+    assert [run.node for run in store.active_runs()] == []
 
 
 def test_a_tick_is_claimed_once_by_racing_nodes(store: RunStore, make_run: MakeRun) -> None:
