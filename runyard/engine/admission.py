@@ -8,10 +8,18 @@ from datetime import datetime
 
 from runyard import __version__
 from runyard.domain.describe import describe_queued, describe_trigger
-from runyard.domain.models import EndReason, Run, RunStatus, TaskDefinition, TriggeredBy
+from runyard.domain.models import (
+    EndReason,
+    OverlapPolicy,
+    Run,
+    RunStatus,
+    TaskDefinition,
+    TriggeredBy,
+)
 from runyard.domain.policies import Admission, admit
 from runyard.engine.ledger import Ledger, Reservation
-from runyard.engine.runs import effective, ended_unrun
+from runyard.engine.runs import effective, ended_unrun, running_form
+from runyard.store.claims import AdmitRun, AdmitTrigger
 from runyard.store.inputs import InputFiles
 
 
@@ -36,12 +44,14 @@ class TriggerPlan:
     """The runs of one trigger: all of them as recorded, and the pending ones among them.
 
     `kills`: how many of the task's oldest running runs to stop for them
-    (on_overlap = kill).
+    (on_overlap = kill). `starting`: the ids of the pending ones admitted to
+    start now (the others wait in the queue).
     """
 
     runs: list[Run] = dataclasses.field(default_factory=list)
     pending: list[Run] = dataclasses.field(default_factory=list)
     kills: int = 0
+    starting: set[str] = dataclasses.field(default_factory=set)
 
 
 def plan_trigger(
@@ -80,29 +90,57 @@ def plan_trigger(
             node=request.node,
         )
         if decision is Admission.SKIP:
-            run = ended_unrun(
-                run,
-                EndReason.SKIPPED,
-                "Another run of the task was running (on_overlap = skip).",
-                clock(),
-            )
+            run = skipped(run, clock())
         elif decision is Admission.QUEUE_FULL:
-            run = ended_unrun(
-                run,
-                EndReason.QUEUE_FULL,
-                f"{task.max_queued} runs were already waiting.",
-                clock(),
-            )
+            run = queue_full(run, task, clock())
         else:
             if decision is Admission.KILL_OLDEST:
                 plan.kills += 1
             if decision is Admission.START:
+                plan.starting.add(run.id)
                 reservation.start()
             else:
                 reservation.queue()
             plan.pending.append(run)
         plan.runs.append(run)
     return plan
+
+
+def skipped(run: Run, now: datetime) -> Run:
+    """`run` refused by on_overlap = skip: another run of its task was running."""
+    return ended_unrun(
+        run, EndReason.SKIPPED, "Another run of the task was running (on_overlap = skip).", now
+    )
+
+
+def queue_full(run: Run, task: TaskDefinition, now: datetime) -> Run:
+    """`run` refused because its task's queue was full (max_queued)."""
+    return ended_unrun(
+        run, EndReason.QUEUE_FULL, f"{task.max_queued} runs were already waiting.", now
+    )
+
+
+def cluster_admission(task: TaskDefinition, plan: TriggerPlan, now: datetime) -> AdmitTrigger:
+    """The runs of `plan` to admit under the task's counts across the cluster (several nodes).
+
+    Each pending run goes with the forms it may be stored in: running (if
+    this node has a slot for it now), skipped (on_overlap = skip) and
+    queue_full (any policy but kill, which never refuses), as one node would
+    store them (domain/policies.py `admit`).
+    """
+    admitted = effective(task)
+    skip = admitted.on_overlap is OverlapPolicy.SKIP
+    kill = admitted.on_overlap is OverlapPolicy.KILL
+    runs = tuple(
+        AdmitRun(
+            pending=run,
+            running=running_form(run, now) if run.id in plan.starting else None,
+            skipped=skipped(run, now) if skip else None,
+            queue_full=None if kill else queue_full(run, task, now),
+        )
+        for run in plan.pending
+    )
+    return AdmitTrigger(task.name, admitted.max_concurrent, task.max_queued, kill, runs)
 
 
 def stage_input_files(

@@ -39,7 +39,9 @@ from runyard.domain.output_data import DEFAULT_MAX_OUTPUT_SIZE
 from runyard.domain.params import ParamError, resolve_params
 from runyard.domain.policies import Admission, admit
 from runyard.engine.admission import (
+    TriggerPlan,
     TriggerRequest,
+    cluster_admission,
     delete_input_files,
     plan_trigger,
     stage_input_files,
@@ -81,7 +83,7 @@ from runyard.exceptions import (
     StoreError,
     UnstorableInput,
 )
-from runyard.store.claims import StartLimits
+from runyard.store.claims import Claim, StartLimits
 from runyard.store.files import LOGS_DIR
 from runyard.store.inputs import INLINE_INPUT_BYTES, INPUTS_DIR, InputFiles
 from runyard.store.logs import delete_log
@@ -231,7 +233,7 @@ class Engine:
                 take=self._take_adopted,
             )
             self._sharing.start()
-            self._listener = self._store.listen_for_lanes(self._lanes_moved)
+            self._listener = self._store.listen_for_lanes(self._lanes_moved, self._stop_asked)
         self._runner.accepting = True
         self._retention_task = asyncio.get_running_loop().create_task(
             retention_forever(self._retention_interval, self.apply_retention)
@@ -443,6 +445,7 @@ class Engine:
         self, request: TriggerRequest, tick: datetime | None, claim: bool = False
     ) -> list[Run]:
         task, account = request.task, request.account
+        to_start: list[Run] = []
         # Places are held until the insert is answered, whatever the answer; on
         # success the queue holds the runs by then.
         with self._ledger.reserve(task.name, account) as reservation:
@@ -456,13 +459,21 @@ class Engine:
                 # A caller waits TRIGGER_WAIT_SECONDS at most for an unavailable
                 # database; a cron tick waits as long as it takes.
                 ticks = {task.name: tick} if tick is not None else None
-                await self._writer.write(
-                    inserts=runs,
-                    ticks=None if claim else ticks,
-                    claims=ticks if claim else None,
-                    urgent=True,
-                    give_up_after=TRIGGER_WAIT_SECONDS if tick is None else None,
-                )
+                give_up_after = TRIGGER_WAIT_SECONDS if tick is None else None
+                if self._runner.claims:
+                    # Several nodes: the cluster's counts decide (store/claims.py).
+                    runs, queued, to_start = await self._admit_in_cluster(
+                        task, plan, ticks if claim else None, give_up_after
+                    )
+                    to_kill = []  # asked of the node running each one (store/notices.py)
+                else:
+                    await self._writer.write(
+                        inserts=runs,
+                        ticks=None if claim else ticks,
+                        claims=ticks if claim else None,
+                        urgent=True,
+                        give_up_after=give_up_after,
+                    )
             except DiskFull as error:
                 for run in queued:
                     self._queues.inputs.remove(run)
@@ -477,11 +488,60 @@ class Engine:
             if run.status is RunStatus.ENDED:
                 self._runner.announce_end(run)
         self._queues.enqueue(*queued)
+        for run in to_start:
+            self._runner.start_claimed(run)
         for active in to_kill:
             active.stop_requested = True
             self._executor.terminate(active)
         self._runner.pump()
         return runs
+
+    async def _admit_in_cluster(
+        self,
+        task: TaskDefinition,
+        plan: TriggerPlan,
+        claims: dict[str, datetime] | None,
+        give_up_after: float | None,
+    ) -> tuple[list[Run], list[Run], list[Run]]:
+        """Insert a trigger's runs, admitted under the cluster's counts (several nodes).
+
+        Return its runs as stored, those that wait in this node's queue, and
+        those that start now (their starts were claimed with the insert).
+        """
+        admission = cluster_admission(task, plan, self._clock())
+        fates = await self._writer.admit(
+            plan.runs,
+            admission,
+            self._start_limits_of(task, plan),
+            claims=claims,
+            give_up_after=give_up_after,
+        )
+        forms = {run.pending.id: run for run in admission.runs}
+        runs: list[Run] = []
+        queued: list[Run] = []
+        to_start: list[Run] = []
+        for run in plan.runs:
+            form = forms.get(run.id)
+            fate = fates.get(run.id)
+            if form is None or fate is None:
+                runs.append(run)  # refused here already (on this node's own counts)
+            elif fate is Claim.GRANTED and form.running is not None:
+                runs.append(form.running)
+                to_start.append(form.running)
+            elif fate is Claim.SKIPPED and form.skipped is not None:
+                runs.append(form.skipped)
+            elif fate is Claim.QUEUE_FULL and form.queue_full is not None:
+                runs.append(form.queue_full)
+            else:
+                runs.append(run)
+                queued.append(run)
+                if form.running is not None:
+                    self._runner.block(run)  # it was to start: its place is taken elsewhere
+        waiting = {run.id for run in queued}
+        for run in plan.pending:
+            if run.id not in waiting:
+                self._queues.inputs.remove(run)  # (counted only while a run waits here)
+        return runs, queued, to_start
 
     async def replace_tasks(self, tasks: Mapping[str, TaskDefinition]) -> list[Run]:
         """Swap in a reloaded set of tasks; return the runs ended because their task went away.
@@ -638,6 +698,14 @@ class Engine:
         waiting = self._queues.queued_outside(self._runner.blocked)
         return ledger.max_concurrent_runs - ledger.running - waiting
 
+    def _start_limits_of(self, task: TaskDefinition, plan: TriggerPlan) -> StartLimits:
+        """The limits one trigger's starts are claimed under."""
+        accounts = {run.account: self._ledger.account_limit(run.account) for run in plan.pending}
+        return StartLimits(
+            {task.name: effective(task).max_concurrent},
+            {account: limit for account, limit in accounts.items() if account is not None},
+        )
+
     def _start_limits(self) -> StartLimits:
         return StartLimits(
             {name: effective(task).max_concurrent for name, task in self.tasks.items()},
@@ -647,6 +715,18 @@ class Engine:
     def _lanes_moved(self, tasks: set[str] | None) -> None:
         # On the listener's thread: another node's run of these tasks ended or started.
         self._loop.call_soon_threadsafe(self._runner.unblock, tasks)
+
+    def _stop_asked(self, run_ids: set[str]) -> None:
+        # On the listener's thread: a trigger of an on_overlap = kill task, on
+        # any node, asked these runs to make room.
+        self._loop.call_soon_threadsafe(self._stop_for_room, run_ids)
+
+    def _stop_for_room(self, run_ids: set[str]) -> None:
+        for run_id in run_ids:
+            active = self._runner.active.get(run_id)
+            if active is not None and not active.stop_requested:
+                active.stop_requested = True
+                self._executor.terminate(active)
 
     def _take_adopted(self, runs: list[Run]) -> None:
         for run in runs:

@@ -72,7 +72,8 @@ class Ledger:
         )
 
     def has_free_slot(self) -> bool:
-        return self.running < self.max_concurrent_runs
+        """Whether a queued run may take a slot: one neither running nor held by a trigger."""
+        return self.running + self._starting < self.max_concurrent_runs
 
     def may_start(self, task: TaskDefinition | None, account: str | None) -> bool:
         """Whether a queued run of `task` (effective limits) by `account` may start now."""

@@ -9,13 +9,11 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from runyard.domain.describe import describe_wait
 from runyard.domain.models import (
     EXIT_NOT_RUN,
     EXIT_START_FAILED,
     EndReason,
     Run,
-    RunStatus,
     TaskDefinition,
 )
 from runyard.engine import run_log
@@ -24,7 +22,7 @@ from runyard.engine.executor import ActiveRun, Executor, ProcessOutcome
 from runyard.engine.ledger import Ledger
 from runyard.engine.observer import EngineObserver, NoObserver
 from runyard.engine.queues import RunQueues
-from runyard.engine.runs import effective, event_data, retry_of, store_end
+from runyard.engine.runs import effective, event_data, retry_of, running_form, store_end
 from runyard.engine.start_log import StartLog
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import LeaseLost, StoreError
@@ -134,41 +132,54 @@ class Runner:
                 # A second copy (several nodes: taken back from a node that had
                 # taken it from here): the run is starting already.
                 continue
-            active = ActiveRun(run=pick, task=self.tasks[pick.task_name])
-            self.active[pick.id] = active
-            ledger.occupy(pick)
-            execution = asyncio.get_running_loop().create_task(self._execute(active))
-            self.executions.add(execution)
-            execution.add_done_callback(self.executions.discard)
+            self._launch(ActiveRun(run=pick, task=self.tasks[pick.task_name]))
 
-    async def _execute(self, active: ActiveRun) -> None:
+    def start_claimed(self, run: Run) -> None:
+        """Start the process of a run whose start was claimed with its trigger (several nodes).
+
+        `run` is in its running form, as stored. Its trigger held its slot
+        until now (Ledger.reserve), so the slot is free.
+        """
+        active = ActiveRun(run=run, task=self.tasks[run.task_name])
+        if self.fenced:
+            # Killed by the fence before it began: recorded when the fence is lifted.
+            self.fenced_runs.append(run)
+            return
+        active.daemon_stopping = self.stopping
+        self._launch(active, claimed=True)
+
+    def _launch(self, active: ActiveRun, *, claimed: bool = False) -> None:
+        self.active[active.run.id] = active
+        self._ledger.occupy(active.run)
+        execution = asyncio.get_running_loop().create_task(self._execute(active, claimed))
+        self.executions.add(execution)
+        execution.add_done_callback(self.executions.discard)
+
+    async def _execute(self, active: ActiveRun, claimed: bool = False) -> None:
         try:
-            await self._supervise(active)
+            await self._supervise(active, claimed)
         finally:
             # Whatever failed in there, the slot is given back (once: normally
             # it already was, before the end was recorded).
             self._release(active)
 
-    async def _supervise(self, active: ActiveRun) -> None:
+    async def _supervise(self, active: ActiveRun, claimed: bool = False) -> None:
+        """See one run from its queue to its recorded end; `claimed`: it is stored running."""
         task = active.task
         pending = active.run
-        now = self._clock()
-        waited = describe_wait(active.run.created_at, now, active.run.not_before)
-        description = "\n".join(filter(None, [active.run.description, waited]))
-        active.run = dataclasses.replace(
-            active.run, status=RunStatus.RUNNING, start_at=now, description=description
-        )
-        if active.daemon_stopping:
+        if not claimed:
+            active.run = running_form(active.run, self._clock())
+        if active.daemon_stopping and not claimed:
             # Shutdown began before a process existed: the run stays pending and
             # the next daemon starts it, as it does every pending run.
             self._release(active)
             return
-        if self.claims:
+        if self.claims and not claimed:  # (a run `claimed` was started with its trigger)
             claim = await self._claim(active)
             if claim is not Claim.GRANTED:
                 self._unclaimed(active, pending, claim)
                 return
-        else:
+        elif not self.claims:
             # Not awaited: the start log below, written before the process exists,
             # is what tells a restarted daemon that this run had started.
             self._writer.submit(updates=[active.run]).add_done_callback(_log_write_failure)
@@ -178,6 +189,9 @@ class Runner:
         try:
             if active.stop_requested:
                 outcome = ProcessOutcome(EXIT_NOT_RUN, EndReason.STOPPED)
+            elif active.daemon_stopping:
+                # Claimed with its trigger as shutdown began: it ends without a process.
+                outcome = ProcessOutcome(EXIT_NOT_RUN, EndReason.DAEMON_STOPPED)
             else:
                 self._started.record(active.run.id)
                 outcome = await self._executor.run(active, writer)
@@ -242,15 +256,19 @@ class Runner:
         """Give back the slot of a run whose claim did not start it: to wait, or gone."""
         active.run = pending
         if claim is Claim.WAIT:
-            self.blocked.add((pending.task_name, pending.account))
-            if self._unblock_timer is None:
-                self._unblock_timer = asyncio.get_running_loop().call_later(
-                    CLAIM_RETRY_SECONDS, self._retry_blocked
-                )
+            self.block(pending)
             self.put_back(pending)
         else:
             log.info("run %s: another node took it, or it ended, while it waited here", pending.id)
         self._release(active)
+
+    def block(self, run: Run) -> None:
+        """Hold back the lane of `run`, whose claim had to wait, until a run of its task moves."""
+        self.blocked.add((run.task_name, run.account))
+        if self._unblock_timer is None:
+            self._unblock_timer = asyncio.get_running_loop().call_later(
+                CLAIM_RETRY_SECONDS, self._retry_blocked
+            )
 
     def unblock(self, task_names: set[str] | None) -> None:
         """Let the blocked lanes of these tasks (None: all) claim again, and start what may."""

@@ -11,7 +11,7 @@ from typing import Any
 from ulid import ULID
 
 from runyard import __version__
-from runyard.domain.describe import describe_end, describe_start
+from runyard.domain.describe import describe_end, describe_start, describe_wait
 from runyard.domain.models import (
     EXIT_NOT_RUN,
     EndReason,
@@ -59,6 +59,13 @@ def ended(
         description="\n".join(filter(None, [run.description, closing, *notes])),
         **changes,
     )
+
+
+def running_form(run: Run, now: datetime) -> Run:
+    """Return `run` as it is stored when it starts at `now`: running, with its wait described."""
+    waited = describe_wait(run.created_at, now, run.not_before)
+    description = "\n".join(filter(None, [run.description, waited]))
+    return dataclasses.replace(run, status=RunStatus.RUNNING, start_at=now, description=description)
 
 
 def ended_unrun(run: Run, reason: EndReason, detail: str, now: datetime) -> Run:

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from runyard.domain.models import Run
 from runyard.exceptions import DiskFull, LeaseLost, StoreUnavailable
-from runyard.store.claims import Claim, StartLimits
+from runyard.store.claims import AdmitTrigger, Claim, StartLimits
 
 log = logging.getLogger("runyard.engine.writer")
 
@@ -50,6 +50,7 @@ class ClaimingSink(Protocol):
         claims: dict[str, datetime] | None = None,
         starts: Sequence[Run] = (),
         start_limits: StartLimits | None = None,
+        admissions: Sequence[AdmitTrigger] = (),
     ) -> dict[str, Claim]: ...
 
 
@@ -73,6 +74,8 @@ class _Change:
     # Runs this node starts if the cluster's limits let it (store/claims.py).
     starts: Sequence[Run] = ()
     start_limits: StartLimits | None = None
+    # Triggers among `inserts` admitted under the cluster's counts (claims.admit_triggers).
+    admissions: Sequence[AdmitTrigger] = ()
     claimed: dict[str, Claim] | None = None
 
 
@@ -86,6 +89,7 @@ class _Batch:
     claims: dict[str, datetime] = field(default_factory=dict)
     starts: dict[str, Run] = field(default_factory=dict)
     start_limits: StartLimits = field(default_factory=StartLimits)
+    admissions: list[AdmitTrigger] = field(default_factory=list)
     changes: list[_Change] = field(default_factory=list)
     urgent: bool = False
 
@@ -112,8 +116,9 @@ class _Batch:
         if change.starts:
             for run in change.starts:
                 self.starts[run.id] = run
-            if change.start_limits is not None:
-                self.start_limits.merge(change.start_limits)
+        if change.start_limits is not None:
+            self.start_limits.merge(change.start_limits)
+        self.admissions.extend(change.admissions)
         self.changes.append(change)
 
     def has_changes(self) -> bool:
@@ -185,6 +190,7 @@ class StoreWriter:
         claims: dict[str, datetime] | None = None,
         starts: Sequence[Run] = (),
         start_limits: StartLimits | None = None,
+        admissions: Sequence[AdmitTrigger] = (),
     ) -> asyncio.Future[Any]:
         """Queue changes; the returned future resolves once they are committed.
 
@@ -197,7 +203,8 @@ class StoreWriter:
         are retried until the changes land. StoreError: they can never be.
         `claims` (task name -> tick, PostgreSQL only) are ticks recorded only
         if no other node recorded them: TickTaken when one did, and nothing
-        of this change is stored.
+        of this change is stored. `starts` and `admissions` (several nodes):
+        see `claim` and `admit`.
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         change = _Change(
@@ -209,6 +216,7 @@ class StoreWriter:
             claims=claims or None,
             starts=starts,
             start_limits=start_limits,
+            admissions=admissions,
         )
         with self._changed:
             if self._finished:
@@ -252,6 +260,32 @@ class StoreWriter:
         future = self.submit(urgent=True, starts=starts, start_limits=limits)
         claimed: dict[str, Claim] = await future
         return claimed
+
+    async def admit(
+        self,
+        inserts: Sequence[Run],
+        admission: AdmitTrigger,
+        limits: StartLimits,
+        *,
+        claims: dict[str, datetime] | None = None,
+        give_up_after: float | None = None,
+    ) -> dict[str, Claim]:
+        """Insert a trigger's runs and admit them under the cluster's counts; return their fates.
+
+        Several nodes only (claims.admit_triggers): each run of `admission`
+        is GRANTED (started: stored in its running form), left to WAIT, or
+        ended SKIPPED or QUEUE_FULL. `claims`, `give_up_after`: see `submit`.
+        """
+        future = self.submit(
+            inserts,
+            urgent=True,
+            give_up_after=give_up_after,
+            claims=claims,
+            start_limits=limits,
+            admissions=(admission,),
+        )
+        fates: dict[str, Claim] = await future
+        return fates
 
     async def close(self) -> None:
         """Commit whatever is queued, then stop the writer thread.
@@ -309,7 +343,7 @@ class StoreWriter:
         while True:
             try:
                 started = time.perf_counter()
-                if batch.claims or batch.starts:
+                if batch.claims or batch.starts or batch.admissions:
                     # Only a store of several nodes is given claims (ClaimingSink).
                     claiming: ClaimingSink = self._store  # type: ignore[assignment]
                     claimed = claiming.apply(
@@ -320,6 +354,7 @@ class StoreWriter:
                         claims=batch.claims,
                         starts=list(batch.starts.values()),
                         start_limits=batch.start_limits,
+                        admissions=batch.admissions,
                     )
                     _share_claims(batch.changes, claimed)
                 else:
@@ -459,6 +494,12 @@ def _share_claims(changes: list[_Change], claimed: dict[str, Claim]) -> None:
     """Give each change the Claim of its starts; a run claimed twice starts for the first only."""
     granted: set[str] = set()
     for change in changes:
+        if change.admissions:
+            change.claimed = {
+                run.pending.id: claimed.get(run.pending.id, Claim.WAIT)
+                for trigger in change.admissions
+                for run in trigger.runs
+            }
         if not change.starts:
             continue
         change.claimed = {}

@@ -15,6 +15,14 @@ limit is never passed, whatever the timing.
 A claim either starts the run (GRANTED), leaves it pending for later (WAIT:
 a limit is full, or an older run of its lane waits elsewhere), or finds it
 gone (GONE: another node took it, or it was stopped while it waited).
+
+A trigger is admitted the same way, in the transaction that inserts its
+runs (`admit_triggers`): under its task's lock, the runs the node has a slot
+for are claimed at once, and each one left waiting is checked against the
+task's counts across the cluster, as one node checks its own: on_overlap =
+skip ends it SKIPPED while the task is busy; max_queued ends it QUEUE_FULL
+once that many runs wait; on_overlap = kill asks the oldest running run not
+already asked to stop, wherever it runs (store/notices.py), to stop.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -40,6 +48,9 @@ class Claim(enum.Enum):
     GRANTED = "granted"
     WAIT = "wait"
     GONE = "gone"
+    # A trigger's run ended at admission (admit_triggers): stored in its ended form.
+    SKIPPED = "skipped"
+    QUEUE_FULL = "queue_full"
 
 
 @dataclass
@@ -54,19 +65,41 @@ class StartLimits:
         self.accounts.update(other.accounts)
 
 
+@dataclass(frozen=True)
+class AdmitRun:
+    """One run of a trigger as its node admits it, with the forms it may be stored in."""
+
+    pending: Run  # as inserted
+    running: Run | None = None  # its running form, when the node has a slot for it now
+    skipped: Run | None = None  # ended while its task is busy (on_overlap = skip)
+    queue_full: Run | None = None  # ended when max_queued runs already wait (not kill)
+
+
+@dataclass(frozen=True)
+class AdmitTrigger:
+    """One trigger's runs, admitted under its task's counts across the cluster."""
+
+    task: str
+    max_concurrent: int  # as admission sees it (replicas run side by side)
+    max_queued: int
+    kill: bool  # on_overlap = kill: each run that waits has the oldest running one stopped
+    runs: tuple[AdmitRun, ...]
+
+
 def _lock(connection: Connection, kind: str, name: str) -> None:
     key = sa.func.hashtextextended(sa.literal(f"runyard.{kind}:{name}"), 0)
     connection.execute(sa.select(sa.func.pg_advisory_xact_lock(key)))
 
 
-def lock_lanes(connection: Connection, starts: Sequence[Run]) -> None:
+def lock_lanes(connection: Connection, starts: Sequence[Run], tasks: Iterable[str] = ()) -> None:
     """Take the advisory locks of these runs' tasks and accounts, first thing in the transaction.
 
-    Before any row lock: a transaction that held a row lock while it waited
-    here could deadlock with one that holds the lock and waits for the row.
-    Tasks then accounts, each sorted: every node takes them in one order.
+    `tasks`: more tasks to lock (those of triggers being admitted). Before
+    any row lock: a transaction that held a row lock while it waited here
+    could deadlock with one that holds the lock and waits for the row. Tasks
+    then accounts, each sorted: every node takes them in one order.
     """
-    for name in sorted({run.task_name for run in starts}):
+    for name in sorted({run.task_name for run in starts} | set(tasks)):
         _lock(connection, "task", name)
     for name in sorted({run.account for run in starts if run.account is not None}):
         _lock(connection, "account", name)
@@ -264,3 +297,117 @@ def adopt_pending(
             sa.update(runs).where(runs.c.id.in_([run.id for run in adopted])).values(node=node)
         )
     return adopted
+
+
+def admitted_before(
+    connection: Connection, node: str, triggers: Sequence[AdmitTrigger]
+) -> dict[str, Claim]:
+    """The fates of these triggers' runs stored by a commit whose answer was lost (replay).
+
+    Read before anything is inserted: a run found here was admitted then.
+    """
+    ids = [run.pending.id for trigger in triggers for run in trigger.runs]
+    found = connection.execute(
+        sa.select(runs.c.id, runs.c.status, runs.c.node, runs.c.end_reason).where(
+            runs.c.id.in_(ids)
+        )
+    )
+    fates: dict[str, Claim] = {}
+    for run_id, status, owner, reason in found:
+        if status == _RUNNING and owner == node:
+            fates[run_id] = Claim.GRANTED
+        elif status == _PENDING:
+            fates[run_id] = Claim.WAIT
+        elif reason in (Claim.SKIPPED.value, Claim.QUEUE_FULL.value):
+            fates[run_id] = Claim(reason)
+        else:
+            fates[run_id] = Claim.GONE  # ended (stopped) or taken since
+    return fates
+
+
+def _waiting_counts(
+    connection: Connection, tasks: Sequence[str], leave_out: Sequence[str]
+) -> dict[str, int]:
+    """Runs of these tasks waiting for a slot now, on any node (not those waiting out a delay)."""
+    rows = connection.execute(
+        sa.select(runs.c.task_name, sa.func.count())
+        .where(
+            runs.c.task_name.in_(tasks),
+            runs.c.status == _PENDING,
+            sa.or_(runs.c.not_before.is_(None), runs.c.not_before <= sa.func.now()),
+            runs.c.id.not_in(leave_out),
+        )
+        .group_by(runs.c.task_name)
+    )
+    return {name: count for name, count in rows}
+
+
+def _running_at(connection: Connection, task: str, place: int) -> str | None:
+    """The id of the task's running run at `place` (0: the oldest), on any node."""
+    return connection.execute(
+        sa.select(runs.c.id)
+        .where(runs.c.task_name == task, runs.c.status == _RUNNING)
+        .order_by(runs.c.start_at, runs.c.id)
+        .offset(place)
+        .limit(1)
+    ).scalar()
+
+
+@dataclass
+class Admitted:
+    """What `admit_triggers` decided: each run's fate, the ends to store, the runs to stop."""
+
+    fates: dict[str, Claim] = field(default_factory=dict)
+    refused: list[Run] = field(default_factory=list)  # ended forms to store over the inserts
+    stop: list[str] = field(default_factory=list)  # running runs on_overlap = kill stops
+
+
+def admit_triggers(
+    connection: Connection,
+    triggers: Sequence[AdmitTrigger],
+    claimed: Mapping[str, Claim],
+    before: Mapping[str, Claim],
+) -> Admitted:
+    """Decide the fate of each run of `triggers`, inserted pending in this transaction.
+
+    Called under the tasks' locks, after the runs with a running form were
+    claimed (`claimed`). A run granted there started; each other one is
+    checked against its task across the cluster, in order, as one node
+    checks a trigger against its own counts (domain/policies.py): a busy
+    task skips it (on_overlap = skip) or has its oldest running run stopped
+    for it (kill; each waiting run has its own: the oldest running run past
+    as many as wait before it); a run finding max_queued runs waiting ends
+    queue_full; any other waits. `before`: fates a lost commit stored (replay).
+    """
+    admitted = Admitted()
+    leave_out = [run.pending.id for trigger in triggers for run in trigger.runs]
+    tasks = sorted({trigger.task for trigger in triggers})
+    running = _running_counts(connection, runs.c.task_name, tasks) if tasks else {}
+    waiting = _waiting_counts(connection, tasks, leave_out) if tasks else {}
+    for trigger in triggers:
+        task = trigger.task
+        for run in trigger.runs:
+            run_id = run.pending.id
+            fate = before.get(run_id)
+            if fate is None:
+                fate = claimed.get(run_id, Claim.WAIT)
+            if fate is not Claim.WAIT or run_id in before:
+                admitted.fates[run_id] = fate
+                continue
+            busy = running.get(task, 0) >= trigger.max_concurrent
+            ahead = waiting.get(task, 0)
+            if busy and run.skipped is not None:
+                admitted.refused.append(run.skipped)
+                fate = Claim.SKIPPED
+            elif busy and trigger.kill:
+                victim = _running_at(connection, task, ahead)
+                if victim is not None:
+                    admitted.stop.append(victim)
+                waiting[task] = ahead + 1
+            elif ahead >= trigger.max_queued and run.queue_full is not None:
+                admitted.refused.append(run.queue_full)
+                fate = Claim.QUEUE_FULL
+            else:
+                waiting[task] = ahead + 1
+            admitted.fates[run_id] = fate
+    return admitted

@@ -31,13 +31,16 @@ from runyard.store._rows import (
 )
 from runyard.store._upsert import conflict_insert
 from runyard.store.claims import (
+    AdmitTrigger,
     Claim,
     StartLimits,
+    admit_triggers,
+    admitted_before,
     adopt_pending,
     claim_starts,
     lock_lanes,
 )
-from runyard.store.notices import LaneListener, notify_tasks
+from runyard.store.notices import LaneListener, notify_stop, notify_tasks
 from runyard.store.run_list import counted_total, list_statements, should_walk_sort_index
 from runyard.store.schema import nodes, run_counts, runs
 from runyard.store.task_state import TaskState
@@ -161,6 +164,7 @@ class RunStore:
         claims: Mapping[str, datetime] | None = None,
         starts: Sequence[Run] = (),
         start_limits: StartLimits | None = None,
+        admissions: Sequence[AdmitTrigger] = (),
     ) -> dict[str, Claim]:
         """Insert new runs, update existing ones by id and record cron ticks, in one transaction.
 
@@ -183,13 +187,18 @@ class RunStore:
         With `fence` set (a node of several), nothing is stored once another
         node took this node's lease over: LeaseLost. `starts` are that node's
         runs to start, claimed under `start_limits` after everything else
-        (store/claims.py); the answer says each one's fate.
+        (store/claims.py); the answer says each one's fate. `admissions`: the
+        triggers among `inserts` whose runs are admitted under their tasks'
+        counts across the cluster (claims.admit_triggers); the answer says the
+        fate of each of their runs too.
 
         Raises StoreUnavailable (or DiskFull) when a later try can succeed,
         StoreError when these changes can never be stored.
         """
         if not inserts and not updates and not ticks and not claims and not starts:
             return {}
+        if admissions and self.fence is None:
+            raise StoreError("triggers are admitted across the cluster only by a node of several")
         if self._sqlite and not ticks and not replay and not claims:
             if updates:
                 self._write_sqlite(
@@ -202,8 +211,17 @@ class RunStore:
         with self.transaction(write=True) as connection:
             if self.fence is not None:
                 _hold_lease(connection, *self.fence)
-            if starts:
-                lock_lanes(connection, starts)
+            # The runs a trigger's node has a slot for are claimed with their insert.
+            starts = [
+                *starts,
+                *(run.running for trigger in admissions for run in trigger.runs if run.running),
+            ]
+            if starts or admissions:
+                lock_lanes(connection, starts, (trigger.task for trigger in admissions))
+            before: dict[str, Claim] = {}
+            if admissions and replay and self.fence is not None:
+                before = admitted_before(connection, self.fence[0], admissions)
+                starts = [run for run in starts if run.id not in before]
             landed: set[str] = set()
             if claims and replay and inserts:
                 stored = connection.execute(
@@ -236,6 +254,12 @@ class RunStore:
                     start_limits or StartLimits(),
                     replay=replay,
                 )
+            if admissions:
+                admitted = admit_triggers(connection, admissions, claimed, before)
+                claimed.update(admitted.fates)
+                if admitted.refused:
+                    connection.execute(_UPDATE, [_update_params(run) for run in admitted.refused])
+                notify_stop(connection, admitted.stop)
             if self.fence is not None:
                 # Nodes waiting to claim runs of these tasks try again now.
                 ended = [run.task_name for run in updates if run.status is RunStatus.ENDED]
@@ -281,9 +305,13 @@ class RunStore:
             _hold_lease(connection, *self.fence)
             return adopt_pending(connection, self.fence[0], room, limits, waited_seconds)
 
-    def listen_for_lanes(self, on_tasks: Callable[[set[str] | None], None]) -> LaneListener:
-        """Listen for other nodes' ends and starts (store/notices.py); return the listener."""
-        listener = LaneListener(self._engine, on_tasks)
+    def listen_for_lanes(
+        self,
+        on_tasks: Callable[[set[str] | None], None],
+        on_stop: Callable[[set[str]], None] | None = None,
+    ) -> LaneListener:
+        """Listen for other nodes' ends, starts and stop requests (store/notices.py)."""
+        listener = LaneListener(self._engine, on_tasks, on_stop)
         listener.start()
         return listener
 

@@ -14,11 +14,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
-from runyard.domain.models import Run, RunStatus
+from runyard.domain.models import EndReason, Run, RunStatus
+from runyard.engine.runs import ended_unrun
 from runyard.store import RunStore
-from runyard.store.claims import Claim, StartLimits
+from runyard.store.claims import AdmitRun, AdmitTrigger, Claim, StartLimits
 from runyard.store.nodes import NodeIdentity, NodeRegistry
 from runyard.store.notices import parse
+from runyard.store.schema import runs
 
 pytestmark = pytest.mark.postgres
 
@@ -210,3 +212,186 @@ def test_ends_and_starts_notify_the_other_nodes(
     # An empty or unreadable payload means "any task".
     assert parse("") is None and parse("not json") is None
     assert parse('["a", "b"]') == {"a", "b"}
+
+
+# ----- triggers admitted under the cluster's counts (claims.admit_triggers) --------
+
+
+def _trigger(
+    make_run: MakeRun,
+    node: str,
+    minute: int,
+    *,
+    start: bool,
+    skip: bool = False,
+    kill: bool = False,
+    max_queued: int = 3,
+    **fields: object,
+) -> AdmitTrigger:
+    """One trigger of one run, as a node admits it: `start` when the node has a slot for it."""
+    run = _pending(make_run, node, minute, **fields)
+    now = datetime.now(UTC)
+    form = AdmitRun(
+        pending=run,
+        running=_starting(run) if start else None,
+        skipped=ended_unrun(run, EndReason.SKIPPED, "busy", now) if skip else None,
+        queue_full=None if kill else ended_unrun(run, EndReason.QUEUE_FULL, "full", now),
+    )
+    limit = LIMITS.tasks[run.task_name]
+    return AdmitTrigger(run.task_name, limit, max_queued, kill, (form,))
+
+
+def _admit(store: RunStore, trigger: AdmitTrigger, *, replay: bool = False) -> Claim:
+    inserts = [run.pending for run in trigger.runs]
+    fates = store.apply(inserts, [], start_limits=LIMITS, admissions=[trigger], replay=replay)
+    return fates[inserts[0].id]
+
+
+def _race(stores: tuple[RunStore, RunStore], triggers: list[AdmitTrigger]) -> list[Claim]:
+    """Admit `triggers` from 8 threads, alternating between the two nodes."""
+    left, right = stores
+    barrier = threading.Barrier(8)
+    fates: list[Claim] = []
+    lock = threading.Lock()
+
+    def race(index: int) -> None:
+        store = (left, right)[index % 2]
+        barrier.wait()
+        for trigger in triggers[index::8]:
+            fate = _admit(store, trigger)
+            with lock:
+                fates.append(fate)
+
+    threads = [threading.Thread(target=race, args=(index,)) for index in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return fates
+
+
+def _statuses(store: RunStore, task: str) -> dict[str, int]:
+    with store.transaction() as connection:
+        rows = connection.execute(
+            sa.select(runs.c.status, runs.c.end_reason, sa.func.count())
+            .where(runs.c.task_name == task)
+            .group_by(runs.c.status, runs.c.end_reason)
+        )
+        return {reason or status: count for status, reason, count in rows}
+
+
+def test_a_tasks_queue_holds_max_queued_runs_across_nodes(
+    stores: tuple[RunStore, RunStore], make_run: MakeRun
+) -> None:
+    left, right = stores
+    busy = [_pending(make_run, "left", minute) for minute in range(2)]
+    left.apply(busy, [])
+    assert set(_claim(left, *busy).values()) == {Claim.GRANTED}  # backup: 2 of 2 running
+    nodes = ("left", "right")
+    triggers = [
+        _trigger(make_run, nodes[index % 2], 10 + index, start=False) for index in range(16)
+    ]
+    fates = _race(stores, triggers)
+    # backup's max_queued is 3: three wait, wherever they were triggered; the rest are refused.
+    assert fates.count(Claim.WAIT) == 3
+    assert fates.count(Claim.QUEUE_FULL) == 13
+    assert _statuses(right, "backup") == {"running": 2, "pending": 3, "queue_full": 13}
+
+
+def test_runs_a_node_would_start_are_claimed_with_their_insert_and_the_rest_queue_or_refuse(
+    stores: tuple[RunStore, RunStore], make_run: MakeRun
+) -> None:
+    nodes = ("left", "right")
+    triggers = [
+        _trigger(make_run, nodes[index % 2], index, start=True, max_queued=1) for index in range(16)
+    ]
+    fates = _race(stores, triggers)
+    # Every node had a slot for its runs; the task has 2 places and a queue of 1.
+    assert fates.count(Claim.GRANTED) == 2
+    assert fates.count(Claim.WAIT) == 1
+    assert fates.count(Claim.QUEUE_FULL) == 13
+    assert _statuses(stores[0], "backup") == {"running": 2, "pending": 1, "queue_full": 13}
+
+
+def test_a_busy_task_skips_across_nodes_but_a_run_a_full_node_queues_still_waits(
+    stores: tuple[RunStore, RunStore], make_run: MakeRun
+) -> None:
+    left, right = stores
+    nodes = ("left", "right")
+    triggers = [
+        _trigger(make_run, nodes[index % 2], index, start=True, skip=True) for index in range(16)
+    ]
+    fates = _race(stores, triggers)
+    assert fates.count(Claim.GRANTED) == 2
+    assert fates.count(Claim.SKIPPED) == 14
+    # With a place free, a run its node has no slot for waits (on_overlap is about the task).
+    with left.transaction() as connection:
+        first = connection.execute(
+            sa.select(runs.c.id).where(runs.c.status == RunStatus.RUNNING.value).limit(1)
+        ).scalar_one()
+    started = next(t.runs[0].running for t in triggers if t.runs[0].pending.id == first)
+    assert started is not None
+    left.apply([], [dataclasses.replace(started, status=RunStatus.ENDED, end_at=datetime.now(UTC))])
+    queued = _trigger(make_run, "right", 30, start=False, skip=True)
+    assert _admit(right, queued) is Claim.WAIT
+
+
+def test_a_kill_trigger_stops_the_oldest_running_run_wherever_it_runs(
+    stores: tuple[RunStore, RunStore], make_run: MakeRun
+) -> None:
+    left, right = stores
+    oldest = _pending(make_run, "left", 0)
+    younger = _pending(make_run, "right", 1)
+    left.apply([oldest, younger], [])
+    assert _claim(left, oldest) == {oldest.id: Claim.GRANTED}
+    assert _claim(right, younger) == {younger.id: Claim.GRANTED}
+    asked: list[str] = []
+    listening = threading.Event()
+
+    def on_tasks(tasks: set[str] | None) -> None:
+        if tasks is None:
+            listening.set()
+
+    listener = left.listen_for_lanes(on_tasks, asked.extend)
+    try:
+        assert listening.wait(10)
+        # Each waiting run has its own run to stop: the oldest, then the next.
+        first = _trigger(make_run, "right", 5, start=True, kill=True)
+        second = _trigger(make_run, "left", 6, start=False, kill=True)
+        assert _admit(right, first) is Claim.WAIT
+        assert _admit(left, second) is Claim.WAIT
+        deadline = datetime.now(UTC) + timedelta(seconds=10)
+        while len(asked) < 2 and datetime.now(UTC) < deadline:
+            threading.Event().wait(0.05)
+        assert asked == [oldest.id, younger.id]
+    finally:
+        listener.close()
+    # Kill never refuses: the queue holds both, max_queued aside.
+    assert _statuses(left, "backup") == {"running": 2, "pending": 2}
+
+
+def test_a_run_waiting_out_a_retry_delay_is_not_in_the_queue(
+    stores: tuple[RunStore, RunStore], make_run: MakeRun
+) -> None:
+    left, right = stores
+    busy = [_pending(make_run, "left", minute) for minute in range(2)]
+    later = datetime.now(UTC) + timedelta(hours=1)
+    delayed = [_pending(make_run, "left", 5 + minute, not_before=later) for minute in range(3)]
+    left.apply([*busy, *delayed], [])
+    _claim(left, *busy)
+    fates = [_admit(right, _trigger(make_run, "right", 10 + i, start=False)) for i in range(4)]
+    assert fates == [Claim.WAIT, Claim.WAIT, Claim.WAIT, Claim.QUEUE_FULL]
+
+
+def test_a_replayed_admission_answers_what_was_stored(
+    stores: tuple[RunStore, RunStore], make_run: MakeRun
+) -> None:
+    left, right = stores
+    granted = _trigger(make_run, "left", 1, start=True)
+    assert _admit(left, granted) is Claim.GRANTED
+    # The commit's answer was lost: the replay finds the run started, not claimed twice.
+    assert _admit(left, granted, replay=True) is Claim.GRANTED
+    waiting = _trigger(make_run, "left", 2, start=False, max_queued=0)
+    assert _admit(left, waiting) is Claim.QUEUE_FULL
+    assert _admit(left, waiting, replay=True) is Claim.QUEUE_FULL
+    assert _statuses(right, "backup") == {"running": 1, "queue_full": 1}

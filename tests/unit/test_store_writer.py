@@ -18,7 +18,7 @@ import pytest
 from runyard.domain.models import Run, RunStatus, TriggeredBy
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import LeaseLost, StoreUnavailable, TickTaken
-from runyard.store.claims import Claim, StartLimits
+from runyard.store.claims import AdmitTrigger, Claim, StartLimits
 
 pytestmark = pytest.mark.anyio
 
@@ -191,6 +191,7 @@ class ClaimingSink:
         claims: dict[str, datetime] | None = None,
         starts: Sequence[Run] = (),
         start_limits: StartLimits | None = None,
+        admissions: Sequence[AdmitTrigger] = (),
     ) -> dict[str, Claim]:
         self.entered.set()
         assert self.held.wait(10), "the test never let the commit go"
