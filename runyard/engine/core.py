@@ -463,7 +463,7 @@ class Engine:
                 if self._runner.claims:
                     # Several nodes: the cluster's counts decide (store/claims.py).
                     runs, queued, to_start = await self._admit_in_cluster(
-                        task, plan, ticks if claim else None, give_up_after
+                        task, plan, ticks, claim, give_up_after
                     )
                     to_kill = []  # asked of the node running each one (store/notices.py)
                 else:
@@ -500,7 +500,8 @@ class Engine:
         self,
         task: TaskDefinition,
         plan: TriggerPlan,
-        claims: dict[str, datetime] | None,
+        ticks: dict[str, datetime] | None,
+        claim: bool,
         give_up_after: float | None,
     ) -> tuple[list[Run], list[Run], list[Run]]:
         """Insert a trigger's runs, admitted under the cluster's counts (several nodes).
@@ -513,7 +514,8 @@ class Engine:
             plan.runs,
             admission,
             self._start_limits_of(task, plan),
-            claims=claims,
+            ticks=None if claim else ticks,
+            claims=ticks if claim else None,
             give_up_after=give_up_after,
         )
         forms = {run.pending.id: run for run in admission.runs}

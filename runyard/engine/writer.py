@@ -267,6 +267,7 @@ class StoreWriter:
         admission: AdmitTrigger,
         limits: StartLimits,
         *,
+        ticks: dict[str, datetime] | None = None,
         claims: dict[str, datetime] | None = None,
         give_up_after: float | None = None,
     ) -> dict[str, Claim]:
@@ -274,10 +275,12 @@ class StoreWriter:
 
         Several nodes only (claims.admit_triggers): each run of `admission`
         is GRANTED (started: stored in its running form), left to WAIT, or
-        ended SKIPPED or QUEUE_FULL. `claims`, `give_up_after`: see `submit`.
+        ended SKIPPED or QUEUE_FULL. `ticks`, `claims`, `give_up_after`: see
+        `submit`.
         """
         future = self.submit(
             inserts,
+            ticks=ticks,
             urgent=True,
             give_up_after=give_up_after,
             claims=claims,
