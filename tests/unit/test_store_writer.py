@@ -18,7 +18,7 @@ import pytest
 from runyard.domain.models import Run, RunStatus, TriggeredBy
 from runyard.engine.writer import StoreWriter
 from runyard.exceptions import LeaseLost, StoreUnavailable, TickTaken
-from runyard.store.claims import AdmitTrigger, Claim, StartLimits
+from runyard.store.claims import AdmitRun, AdmitTrigger, Claim, StartLimits
 
 pytestmark = pytest.mark.anyio
 
@@ -200,9 +200,15 @@ class ClaimingSink:
                 raise TickTaken(task_name, tick.isoformat())
         self.commits.append(([run.id for run in inserts], dict(claims) if claims else None))
         # Starts: granted unless their id is taken, as a run another node started.
-        return {
+        fates = {
             start.id: Claim.GONE if start.id in self.taken else Claim.GRANTED for start in starts
         }
+        # A trigger's runs: those with a slot start, the others find the queue full.
+        for trigger in admissions:
+            for admitted in trigger.runs:
+                fate = Claim.GRANTED if admitted.running is not None else Claim.QUEUE_FULL
+                fates[admitted.pending.id] = fate
+        return fates
 
 
 async def test_a_taken_tick_fails_only_the_change_that_claimed_it() -> None:
@@ -301,3 +307,32 @@ async def test_a_run_claimed_twice_in_one_batch_starts_once() -> None:
         assert await asyncio.wait_for(gone, 10) == {"gone": Claim.GONE}
     finally:
         await writer.close()
+
+
+async def test_each_trigger_admitted_in_a_batch_hears_its_own_runs_fates() -> None:
+    sink = ClaimingSink(taken=set())
+    writer = StoreWriter(sink)
+    writer.start()
+    limits = StartLimits({"t": 5}, {})
+
+    def admission(*runs: AdmitRun) -> AdmitTrigger:
+        return AdmitTrigger("t", 5, 1, False, runs)
+
+    try:
+        first = writer.submit(inserts=[run("first")], urgent=True)
+        await asyncio.to_thread(sink.entered.wait, 10)
+        # Queued while "first" commits: two triggers and a claim in one batch.
+        starting = AdmitRun(run("s"), running=run("s", RunStatus.RUNNING))
+        waiting = AdmitRun(run("w"))
+        one = asyncio.ensure_future(writer.admit([run("s")], admission(starting), limits))
+        two = asyncio.ensure_future(writer.admit([run("w")], admission(waiting), limits))
+        claim = writer.submit(starts=[run("c", RunStatus.RUNNING)], start_limits=limits)
+        await asyncio.sleep(0.05)
+        sink.held.set()
+        await asyncio.wait_for(first, 10)
+        assert await asyncio.wait_for(one, 10) == {"s": Claim.GRANTED}
+        assert await asyncio.wait_for(two, 10) == {"w": Claim.QUEUE_FULL}
+        assert await asyncio.wait_for(claim, 10) == {"c": Claim.GRANTED}
+    finally:
+        await writer.close()
+    assert [inserts for inserts, _ in sink.commits] == [["first"], ["s", "w"]]
