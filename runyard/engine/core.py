@@ -534,6 +534,8 @@ class Engine:
                 runs.append(form.skipped)
             elif fate is Claim.QUEUE_FULL and form.queue_full is not None:
                 runs.append(form.queue_full)
+            elif fate is Claim.GONE:
+                runs.append(run)  # (a replayed commit: stopped or taken since it landed)
             else:
                 runs.append(run)
                 queued.append(run)
