@@ -174,7 +174,7 @@ class Callers:
                 ) from None
             return
         if self._shared_failing:
-            log.warning("v3 rate limits are counted across the nodes again")
+            log.info("v3 rate limits are counted across the nodes again")
             self._shared_failing = False
         if sweep:
             self._swept_at = started
