@@ -104,7 +104,7 @@ async def _caller(request: Request, body: dict[str, Any], v3: V3Service) -> Call
     if key is None:
         key = presented_token(request.scope, allow_query=False)
     caller = await v3.authenticate(key)
-    v3.count_call(caller)
+    await v3.count_call(caller)
     return caller
 
 

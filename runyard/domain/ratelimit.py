@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections import deque
 
+# The v3 API's rate limits count the calls of the last minute.
+RATE_WINDOW_SECONDS = 60.0
+
 
 class RollingWindow:
     """Count calls per key over the last `window` seconds; time is passed in.

@@ -24,7 +24,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest migration's revision: a database already there needs no Alembic,
 # whose import costs the daemon some 10 MB of memory for good. A test checks
 # it against Alembic's own head, so a new migration cannot be forgotten here.
-HEAD_REVISION = "0011"
+HEAD_REVISION = "0012"
 
 # Set on a Connection that is going to write: SQLite then begins with BEGIN
 # IMMEDIATE, so the write lock is taken (waiting busy_timeout) before any read.

@@ -183,3 +183,14 @@ cluster_secret = sa.Table(
     sa.Column("secret", sa.Text, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+# The v3 API calls of the last minute per key (migration 0012), PostgreSQL
+# only: one row per call allowed, `at` by the database server's clock, so
+# nodes sharing the database share each key's rate limit (store/rate_limit.py).
+# Index ix_v3_calls_key_at on (key_id, at).
+v3_calls = sa.Table(
+    "v3_calls",
+    metadata,
+    sa.Column("key_id", _key(26), nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+)

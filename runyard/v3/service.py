@@ -34,6 +34,7 @@ from runyard.domain.text import escape_unstorable
 from runyard.exceptions import NodeUnreachable, NotFound, RunAlreadyEnded, V3Error
 from runyard.store import RunStore
 from runyard.store.keys import KeyStore
+from runyard.store.rate_limit import SharedRateLimit
 from runyard.v3.accounts import AccountUsage
 from runyard.v3.callers import Caller, Callers
 from runyard.v3.messages import (
@@ -101,7 +102,11 @@ class V3Service:
         self._store = store
         self._metrics = metrics
         self._config = config
-        self.callers = Callers(keys, config, data_dir, now=now, monotonic=monotonic)
+        # Several nodes on one PostgreSQL share each key's rate limit there.
+        shared_limit = SharedRateLimit(store.transaction) if store.shared else None
+        self.callers = Callers(
+            keys, config, data_dir, now=now, monotonic=monotonic, shared_limit=shared_limit
+        )
         self.usage = AccountUsage(store, lambda: config().accounts, now=now)
         self.viewer = Viewer(engine, store, config, output_of)
 
@@ -114,9 +119,9 @@ class V3Service:
         """Return the caller owning `key`; V3Error 401 when it is missing, wrong or revoked."""
         return self.callers.authenticate(key)
 
-    def count_call(self, caller: Caller) -> None:
+    def count_call(self, caller: Caller) -> Awaitable[None]:
         """Count one v3 call against the key's limit; V3Error 429 when over it."""
-        self.callers.count_call(caller)
+        return self.callers.count_call(caller)
 
     def is_valid_key(self, key: str) -> Awaitable[bool]:
         """Return whether `key` is an active key of an account in the config."""

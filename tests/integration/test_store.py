@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from runyard.domain.models import EndReason, Run, RunStatus, TriggeredBy
 from runyard.domain.queries import RunQuery, SortDirection, SortField
 from runyard.exceptions import StoreError
-from runyard.store import RunStore, database_url
+from runyard.store import RunStore, database, database_url
 from runyard.store.database import HEAD_REVISION, MIGRATIONS_DIR
 
 MakeRun = Callable[..., Run]
@@ -179,6 +179,34 @@ def test_migrations_apply_to_empty_database_and_reopen_is_idempotent(
         with engine.connect() as connection:
             versions = connection.exec_driver_sql("SELECT version_num FROM alembic_version")
             assert versions.scalars().all() == [HEAD_REVISION]
+    finally:
+        engine.dispose()
+
+
+def test_migration_0012_adds_the_v3_calls_table_and_downgrades(store_url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    engine = database.create_engine(store_url)
+    try:
+        database.migrate(engine, "0011")
+        assert "v3_calls" not in sa.inspect(engine).get_table_names()
+        database.migrate(engine)
+        # On SQLite too: one schema everywhere, the table unused there.
+        indexes = sa.inspect(engine).get_indexes("v3_calls")
+        assert [(index["name"], index["column_names"]) for index in indexes] == [
+            ("ix_v3_calls_key_at", ["key_id", "at"])
+        ]
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+        with engine.connect() as connection:
+            connection.execution_options(**{database.WRITE_OPTION: True})
+            with connection.begin():
+                config.attributes["connection"] = connection
+                command.downgrade(config, "0011")
+        assert "v3_calls" not in sa.inspect(engine).get_table_names()
+        database.migrate(engine)
+        assert "v3_calls" in sa.inspect(engine).get_table_names()
     finally:
         engine.dispose()
 
