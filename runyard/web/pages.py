@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from runyard.api.deps import Closing
 from runyard.app import Runyard
-from runyard.web.render import HEADERS, page
+from runyard.web.render import HEADERS, is_fragment, page
 from runyard.web.session import (
     COOKIE,
     Session,
@@ -95,7 +95,9 @@ def context(request: Request, session: Session | None, **values: Any) -> dict[st
     runyard = runyard_of(request)
     flashes: list[tuple[str, str]] = []
     new_key = None
-    if session is not None:
+    # What the last action did is shown once, by the page it leads to: a
+    # refresh the old page's script had in flight does not take it first.
+    if session is not None and not is_fragment(request):
         flashes, session.flashes = session.flashes, []
         new_key, session.new_key = session.new_key, None
     return {

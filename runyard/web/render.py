@@ -150,6 +150,11 @@ def static_text(name: str) -> str:
     return resources.files("runyard.web").joinpath("static", name).read_text(encoding="utf-8")
 
 
+def is_fragment(request: Request) -> bool:
+    """Whether the page's script asks for a refresh of <main> (dashboard.js), not a page."""
+    return request.headers.get("x-runyard-fragment") == "1"
+
+
 def page(
     request: Request,
     template: str,
@@ -159,7 +164,7 @@ def page(
     headers: dict[str, str] | None = None,
 ) -> HTMLResponse:
     """Render `template` as a full page, or only its <main> when the script asks for a refresh."""
-    fragment = request.headers.get("x-runyard-fragment") == "1"
+    fragment = is_fragment(request)
     body = (
         _environment()
         .get_template(template)

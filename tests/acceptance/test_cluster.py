@@ -187,6 +187,14 @@ class Node:
         body: dict[str, Any] = self.get(f"/api/runs/{run_id}")
         return body
 
+    def create_key(self, account: str) -> str:
+        """Create a v3 key of `account` with the CLI on this node's database; return the key."""
+        created = run_cli(
+            "--config", str(self.config), "keys", "create", "--account", account, env=self.env
+        )
+        assert created.returncode == 0, created.stderr
+        return created.stdout.strip()
+
 
 @pytest.fixture
 def nodes(tmp_path: Path, database: str) -> Iterator[list[Node]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,8 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from runyard_harness import TEST_TOKEN, cli_env, run_cli, until
+from runyard_harness import until
+from sqlalchemy.engine import Connection
 from test_cluster import Node, database  # noqa: F401 - database is a fixture
 
 pytestmark = pytest.mark.postgres
@@ -43,13 +45,16 @@ max_concurrent_runs = {account_limit}
 """
 
 
-class Sampler:
-    """Sample the running runs every 10 ms, in the database and in /proc; keep the peaks."""
+class PeakSampler:
+    """Call `sample` with a database connection every 10 ms; keep the peak of each count."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(
+        self, database_url: str, sample: Callable[[Connection], Mapping[str, int]]
+    ) -> None:
         self._engine = sa.create_engine(
             sa.make_url(database_url).set(drivername="postgresql+psycopg")
         )
+        self._sample = sample
         self.peaks: Counter[str] = Counter()
         self.samples = 0
         self._stop = threading.Event()
@@ -61,23 +66,32 @@ class Sampler:
         self._thread.join()
         self._engine.dispose()
 
-    def _peak(self, key: str, value: int) -> None:
-        self.peaks[key] = max(self.peaks[key], value)
-
     def _sample_forever(self) -> None:
-        query = sa.text("SELECT task_name, account, node FROM runs WHERE status = 'running'")
         while not self._stop.is_set():
             with self._engine.connect() as connection:
-                rows = connection.execute(query).all()
-            self._peak("db:limited", sum(row.task_name == "limited" for row in rows))
-            self._peak("db:acme", sum(row.account == "acme" for row in rows))
-            for node, count in Counter(row.node for row in rows).items():
-                self._peak(f"db:node:{node}", count)
-            alive = Counter(_tasks_alive())
-            self._peak("proc:limited", alive["limited"])
-            self._peak("proc:acct-work", alive["acct-work"])
+                counts = self._sample(connection)
+            for key, value in counts.items():
+                self.peaks[key] = max(self.peaks[key], value)
             self.samples += 1
             self._stop.wait(0.01)
+
+
+_RUNNING = sa.text("SELECT task_name, account, node FROM runs WHERE status = 'running'")
+
+
+def _limits(connection: Connection) -> dict[str, int]:
+    """The runs running now per limited task, account and node: in the database and in /proc."""
+    rows = connection.execute(_RUNNING).all()
+    counts = {
+        "db:limited": sum(row.task_name == "limited" for row in rows),
+        "db:acme": sum(row.account == "acme" for row in rows),
+    }
+    for node, count in Counter(row.node for row in rows).items():
+        counts[f"db:node:{node}"] = count
+    alive = Counter(_tasks_alive())
+    counts["proc:limited"] = alive["limited"]
+    counts["proc:acct-work"] = alive["acct-work"]
+    return counts
 
 
 def _tasks_alive() -> list[str]:
@@ -108,24 +122,14 @@ def test_three_nodes_and_300_triggers_keep_every_limit_and_start_each_run_once(
     starts = tmp_path / "starts.txt"
     extra = LIMITED.format(starts=starts, task_limit=TASK_LIMIT, account_limit=ACCOUNT_LIMIT)
     nodes = [Node(tmp_path, name, database, extra=extra) for name in ("alpha", "bravo", "charlie")]
-    sampler: Sampler | None = None
+    sampler: PeakSampler | None = None
     try:
         for node in nodes:
             node.launch()
         for node in nodes:
             node.wait_until_up()
-        created = run_cli(
-            "--config",
-            str(nodes[0].config),
-            "keys",
-            "create",
-            "--account",
-            "acme",
-            env=cli_env(RUNYARD_TOKEN=TEST_TOKEN, RUNYARD_DATABASE_URL=database),
-        )
-        assert created.returncode == 0, created.stderr
-        key = created.stdout.strip()
-        sampler = Sampler(database)
+        key = nodes[0].create_key("acme")
+        sampler = PeakSampler(database, _limits)
 
         def rest(index: int) -> str:
             return str(nodes[index % 3].trigger("limited")["id"])

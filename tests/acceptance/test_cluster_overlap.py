@@ -8,7 +8,6 @@ and on_overlap = kill stops the oldest run wherever it runs.
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +15,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from runyard_harness import until
+from sqlalchemy.engine import Connection
 from test_cluster import Node, database  # noqa: F401 - database is a fixture
+from test_cluster_limits import PeakSampler
 
 pytestmark = pytest.mark.postgres
 
@@ -37,36 +38,16 @@ on_overlap = "kill"
 """
 
 
-class WaitingSampler:
-    """Sample every 10 ms how many runs of each task wait and run; keep the peaks."""
+_WAITING_AND_RUNNING = sa.text(
+    "SELECT task_name, status, count(*) AS n FROM runs"
+    " WHERE status IN ('pending', 'running') GROUP BY task_name, status"
+)
 
-    def __init__(self, database_url: str) -> None:
-        self._engine = sa.create_engine(
-            sa.make_url(database_url).set(drivername="postgresql+psycopg")
-        )
-        self.peaks: Counter[str] = Counter()
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample_forever, daemon=True)
-        self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._engine.dispose()
-
-    def _sample_forever(self) -> None:
-        query = sa.text(
-            "SELECT task_name, status, count(*) AS n FROM runs"
-            " WHERE status IN ('pending', 'running') GROUP BY task_name, status"
-        )
-        while not self._stop.is_set():
-            with self._engine.connect() as connection:
-                for row in connection.execute(query):
-                    key = f"{row.status}:{row.task_name}"
-                    self.peaks[key] = max(self.peaks[key], row.n)
-            self.samples += 1
-            self._stop.wait(0.01)
+def _waiting_and_running(connection: Connection) -> dict[str, int]:
+    """Runs of each task waiting and running now, on every node: "pending:capped" and so on."""
+    rows = connection.execute(_WAITING_AND_RUNNING)
+    return {f"{row.status}:{row.task_name}": row.n for row in rows}
 
 
 def _burst(nodes: list[Node], task: str, count: int) -> list[str]:
@@ -85,13 +66,13 @@ def test_a_tasks_queue_and_skip_hold_across_three_nodes(
     database: str,  # noqa: F811 - the fixture above
 ) -> None:
     nodes = [Node(tmp_path, name, database, extra=TASKS) for name in ("alpha", "bravo", "charlie")]
-    sampler: WaitingSampler | None = None
+    sampler: PeakSampler | None = None
     try:
         for node in nodes:
             node.launch()
         for node in nodes:
             node.wait_until_up()
-        sampler = WaitingSampler(database)
+        sampler = PeakSampler(database, _waiting_and_running)
         capped = _burst(nodes, "capped", 30)
         single = _burst(nodes, "single", 30)
         assert len(set(capped)) == 30 and len(set(single)) == 30

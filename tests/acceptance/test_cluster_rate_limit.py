@@ -10,7 +10,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from runyard_harness import TEST_TOKEN, cli_env, run_cli
 from test_cluster import Node, database  # noqa: F401 - database is a fixture
 
 pytestmark = pytest.mark.postgres
@@ -36,17 +35,7 @@ def test_a_key_s_calls_spread_over_two_nodes_are_refused_past_its_limit(
             node.launch()
         for node in nodes:
             node.wait_until_up()
-        created = run_cli(
-            "--config",
-            str(nodes[0].config),
-            "keys",
-            "create",
-            "--account",
-            "acme",
-            env=cli_env(RUNYARD_TOKEN=TEST_TOKEN, RUNYARD_DATABASE_URL=database),
-        )
-        assert created.returncode == 0, created.stderr
-        key = created.stdout.strip()
+        key = nodes[0].create_key("acme")
         answers = [
             httpx.post(
                 f"{nodes[index % 2].url}/api/v3/list-automations", json={"key": key}, timeout=10

@@ -84,6 +84,13 @@ def _reset_postgres(url: str) -> None:
         engine.dispose()
 
 
+@pytest.fixture
+def fresh_postgres(postgres_database: str) -> str:
+    """Return the URL of the session's PostgreSQL database, emptied (nothing migrated yet)."""
+    _reset_postgres(postgres_database)
+    return postgres_database
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Return the URL of an empty database (SQLite file or fresh PostgreSQL schema)."""

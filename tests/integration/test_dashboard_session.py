@@ -121,6 +121,19 @@ def test_a_form_without_the_csrf_token_changes_nothing(client: TestClient) -> No
     assert "Resume schedule" in client.get("/tasks/hello").text
 
 
+def test_a_refresh_in_flight_does_not_take_the_flash_meant_for_the_next_page(
+    client: TestClient,
+) -> None:
+    sign_in(client)
+    answer = client.post("/tasks/hello/pause", data={"csrf": csrf_of(client)})
+    assert answer.status_code == 303
+    # The old page's script refreshes <main> (a run ended) before the redirect is followed.
+    refresh = client.get("/tasks/hello", headers={"X-Runyard-Fragment": "1"})
+    assert refresh.status_code == 200 and "Schedule paused." not in refresh.text
+    assert "Schedule paused." in client.get(answer.headers["location"]).text
+    assert "Schedule paused." not in client.get(answer.headers["location"]).text  # shown once
+
+
 def test_sign_in_needs_the_forms_own_token(client: TestClient) -> None:
     answer = client.post("/login", data={"token": _token(client), "next": "/"})
     assert answer.status_code == 403

@@ -90,13 +90,8 @@ class Node:
 
 
 @pytest.fixture
-async def node(postgres_database: str, tmp_path: Path) -> AsyncIterator[tuple[Node, RunStore]]:
-    engine = sa.create_engine(postgres_database)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-        connection.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
-    store = RunStore.open(postgres_database)
+async def node(fresh_postgres: str, tmp_path: Path) -> AsyncIterator[tuple[Node, RunStore]]:
+    store = RunStore.open(fresh_postgres)
     made = Node(store, "solo", tmp_path / "solo")
     await made.start()
     try:

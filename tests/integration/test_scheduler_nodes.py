@@ -13,7 +13,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from runyard.domain.models import CatchUp, EndReason, Run, TaskDefinition
 from runyard.domain.queries import RunQuery
@@ -95,14 +94,9 @@ class Node:
 
 
 @pytest.fixture
-async def nodes(postgres_database: str, tmp_path: Path) -> AsyncIterator[list[Node]]:
-    engine = sa.create_engine(postgres_database)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-        connection.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
+async def nodes(fresh_postgres: str, tmp_path: Path) -> AsyncIterator[list[Node]]:
     clock = FakeClock(T0)
-    made = [Node(name, postgres_database, tmp_path / name, clock) for name in ("left", "right")]
+    made = [Node(name, fresh_postgres, tmp_path / name, clock) for name in ("left", "right")]
     yield made
     for node in made:
         await node.stop()

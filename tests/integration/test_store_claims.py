@@ -30,15 +30,10 @@ LIMITS = StartLimits({"backup": 2, "report": 10}, {"acme": 1})
 
 
 @pytest.fixture
-def stores(postgres_database: str) -> Iterator[tuple[RunStore, RunStore]]:
-    engine = sa.create_engine(postgres_database)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-        connection.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
+def stores(fresh_postgres: str) -> Iterator[tuple[RunStore, RunStore]]:
     made = []
     for name in ("left", "right"):
-        store = RunStore.open(postgres_database)
+        store = RunStore.open(fresh_postgres)
         NodeRegistry(
             store,
             NodeIdentity(name, f"{name}-instance", f"http://{name}", 60.0, "hash", "test"),

@@ -24,13 +24,8 @@ OTHER_KEY = "01JKEY0000000000000000000B"
 
 
 @pytest.fixture
-def store(postgres_database: str) -> Iterator[RunStore]:
-    engine = sa.create_engine(postgres_database)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-        connection.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
-    opened = RunStore.open(postgres_database)
+def store(fresh_postgres: str) -> Iterator[RunStore]:
+    opened = RunStore.open(fresh_postgres)
     try:
         yield opened
     finally:

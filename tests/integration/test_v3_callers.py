@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 from fastapi.testclient import TestClient
 
 from runyard.api.app import create_app
@@ -55,20 +54,10 @@ SETTINGS = Settings()
 
 
 @pytest.fixture
-def fresh_database(postgres_database: str) -> str:
-    engine = sa.create_engine(postgres_database)
-    with engine.begin() as connection:
-        connection.exec_driver_sql("DROP SCHEMA public CASCADE")
-        connection.exec_driver_sql("CREATE SCHEMA public")
-    engine.dispose()
-    return postgres_database
-
-
-@pytest.fixture
-def stores(fresh_database: str) -> Iterator[tuple[RunStore, RunStore]]:
+def stores(fresh_postgres: str) -> Iterator[tuple[RunStore, RunStore]]:
     """Two stores on one database, as two daemons have."""
-    first = RunStore.open(fresh_database)
-    second = RunStore.open(fresh_database)
+    first = RunStore.open(fresh_postgres)
+    second = RunStore.open(fresh_postgres)
     try:
         yield first, second
     finally:
@@ -156,9 +145,9 @@ rate_limit_per_minute = {limit}
 
 
 @pytest.fixture
-def two_nodes(fresh_database: str, tmp_path: Path) -> Iterator[list[TestClient]]:
+def two_nodes(fresh_postgres: str, tmp_path: Path) -> Iterator[list[TestClient]]:
     """Two services (nodes alpha and bravo) on one PostgreSQL, each with its HTTP app."""
-    environ = {"RUNYARD_DATABASE_URL": fresh_database}
+    environ = {"RUNYARD_DATABASE_URL": fresh_postgres}
     with contextlib.ExitStack() as running:
         clients = []
         for name in ("alpha", "bravo"):
