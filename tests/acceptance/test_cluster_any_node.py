@@ -20,6 +20,7 @@ import pytest
 import sqlalchemy as sa
 from runyard_harness import TEST_TOKEN, until
 from test_cluster import LEASE_SECONDS, Node, _driver_url, database
+from test_cluster_limits import runs_alive
 
 pytestmark = pytest.mark.postgres
 
@@ -284,6 +285,10 @@ def test_a_dead_owner_gets_a_clear_error_not_a_hang(pair: tuple[Node, Node]) -> 
     # Taken over by alpha: the run ended crashed, so a stop is a plain 409.
     until(lambda: _get(alpha, f"/api/runs/{run_id}").json()["status"] == "ended", 20)
     assert _post(alpha, f"/api/runs/{run_id}/stop").status_code == 409
+    # Its process outlived bravo's kill -9; bravo, back, kills it (a run recorded ended).
+    assert run_id in runs_alive()
+    bravo.start()
+    until(lambda: run_id not in runs_alive(), 10)
 
 
 def test_the_dashboard_of_any_node_shows_a_run_of_another_node(pair: tuple[Node, Node]) -> None:

@@ -88,14 +88,14 @@ def _limits(connection: Connection) -> dict[str, int]:
     }
     for node, count in Counter(row.node for row in rows).items():
         counts[f"db:node:{node}"] = count
-    alive = Counter(_tasks_alive())
+    alive = Counter(runs_alive().values())
     counts["proc:limited"] = alive["limited"]
     counts["proc:acct-work"] = alive["acct-work"]
     return counts
 
 
-def _tasks_alive() -> list[str]:
-    """The task of every live run process (one per run: the shell the run started)."""
+def runs_alive() -> dict[str, str]:
+    """The run id and task of every live run process (one per run: the shell it started)."""
     found: dict[str, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -112,7 +112,7 @@ def _tasks_alive() -> list[str]:
         run_id, task = environ.get(b"RUNYARD_RUN_ID"), environ.get(b"RUNYARD_TASK")
         if run_id and task and state != "Z":
             found[run_id.decode()] = task.decode()
-    return list(found.values())
+    return found
 
 
 def test_three_nodes_and_300_triggers_keep_every_limit_and_start_each_run_once(
