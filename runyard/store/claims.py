@@ -381,7 +381,16 @@ def admit_triggers(
     """
     admitted = Admitted()
     leave_out = [run.pending.id for trigger in triggers for run in trigger.runs]
-    tasks = sorted({trigger.task for trigger in triggers})
+    # Only the tasks with a run left waiting are counted: a trigger whose runs
+    # all started (the usual case with room) costs no count at all.
+    tasks = sorted(
+        {
+            trigger.task
+            for trigger in triggers
+            for run in trigger.runs
+            if run.pending.id not in before and claimed.get(run.pending.id) is not Claim.GRANTED
+        }
+    )
     running = _running_counts(connection, runs.c.task_name, tasks) if tasks else {}
     waiting = _waiting_counts(connection, tasks, leave_out) if tasks else {}
     for trigger in triggers:
